@@ -1,0 +1,3 @@
+from deepfake.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Command-line entry point: parses arguments and dispatches. Library code never reads argv."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from deepfake import __version__
+from deepfake.commands import COMMANDS
+from deepfake.errors import DeepfakeError
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepfake",
+        description="Face-swap toolkit: extract -> train -> swap -> evaluate. Every output is labelled synthetic.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"deepfake {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        # Import a command's module only when it is the one asked for (or for full help listing).
+        if only is None or only == name:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as e:
+                if e.name != module_name:
+                    raise
+                continue  # command not built yet
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
+    )
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(run(args) or 0)
+    except DeepfakeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

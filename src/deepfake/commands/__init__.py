@@ -1,0 +1,18 @@
+"""One module per subcommand. Each defines `add_arguments(parser)` and `run(args) -> int`.
+
+The table below is the whole registry: explicit, no import-time scanning. Modules are imported only
+when their command runs (or for `--help`), so `deepfake --help` stays fast.
+"""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "extract": ("deepfake.commands.extract", "detect, align and mask faces from images and videos into a faceset"),
+    "faceset": ("deepfake.commands.faceset", "inspect (info) or clean a faceset"),
+    "train": ("deepfake.commands.train", "train the autoencoder and discriminator adversarially"),
+    "discriminator": ("deepfake.commands.discriminator", "train the discriminator alone as a real/fake classifier"),
+    "swap": ("deepfake.commands.swap", "put the trained face into images or video"),
+    "demo": ("deepfake.commands.demo", "zero-setup end-to-end demo: extract, train, swap, report"),
+    "evaluate": ("deepfake.commands.evaluate", "measure a model's quality: SSIM, identity, expression, pose, flicker"),
+    "sweep": ("deepfake.commands.sweep", "train and evaluate a grid of config variants against a baseline"),
+    "detect": ("deepfake.commands.detect", "score images or video as real or synthesized; read the provenance tag"),
+}

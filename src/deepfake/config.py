@@ -1,0 +1,232 @@
+"""Typed configs for every stage, with JSON round trips. Saved next to every output and checkpoint.
+
+Each stage owns one dataclass here. `to_dict`/`from_dict` handle nesting; unknown keys are an error,
+so a typo in a config file is caught at the boundary instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from deepfake.errors import DeepfakeError
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Extract.
+
+
+@dataclass
+class ExtractConfig:
+    size: int = 256  # aligned face size in px
+    coverage: float = 0.75  # fraction of the aligned crop the canonical face spans (DFL "whole face" ~ 0.75)
+    every: int = 1  # take every Nth video frame
+    min_face: int = 40  # smallest face box side kept, px in the source frame
+    max_faces: int = 0  # per frame, largest first; 0 = no limit
+    detector: str = "hog"  # hog | cnn
+    detect_max_side: int = 640  # frames are downscaled to this long side for detection
+    upsample_when_empty: bool = True  # retry with tiles/upsampling when nothing is found at the coarse scale
+    reference: list[str] = field(default_factory=list)  # identity filter: images of the person to keep
+    reference_threshold: float = 0.6  # max embedding distance to the reference mean
+    smooth: bool = True  # temporal landmark smoothing on video
+    smooth_min_cutoff: float = 1.0  # One-Euro filter: cutoff (Hz) at rest
+    smooth_beta: float = 0.5  # One-Euro filter: how fast the cutoff rises with speed (no lag on fast motion)
+    image_format: str = "png"  # aligned faces: png (lossless) | jpg
+    workers: int = 2  # processes for detection
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models.
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "df"  # df | liae
+    resolution: int = 64  # 64..512, multiple of 16
+    encoder_stages: int = 4  # strided 5x5 convolutions
+    encoder_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])  # per stage
+    latent_dims: int = 512
+    bottleneck_res: int = 4  # the dense layer projects back to a (bottleneck_res x bottleneck_res) grid
+    bottleneck_channels: int = 512
+    decoder_stages: int = 3
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])  # per stage
+    activation: str = "leaky_relu"  # relu | leaky_relu | elu | gelu | silu | mish
+    norm: str = "none"  # none | batch | instance | group
+    residual_blocks: bool = False
+    learned_mask: bool = True
+    checkpoint_decoder: bool = False  # activation checkpointing in the decoder (saves memory)
+
+
+@dataclass
+class DiscriminatorConfig:
+    kind: str = "patch"  # patch | unet
+    depth: int = 3  # strided conv stages
+    channels: int = 64  # width of the first stage (doubles per stage)
+    activation: str = "leaky_relu"
+    norm: str = "none"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Losses, augmentation, training.
+
+
+@dataclass
+class LossConfig:
+    dssim_weight: float = 10.0
+    l1_weight: float = 0.0
+    mse_weight: float = 10.0
+    mask_weight: float = 1.0  # loss on the learned mask channel
+    eye_mouth_weight: float = 3.0  # extra weight inside eye and mouth regions (1 = none)
+    gan_weight: float = 0.0  # 0 = plain autoencoder (the baseline)
+    gan_loss: str = "nonsaturating"  # nonsaturating | hinge
+    r1_gamma: float = 0.0  # R1 gradient penalty on D (0 = off)
+
+
+@dataclass
+class AugmentConfig:
+    warp: bool = True
+    warp_strength: float = 0.05  # std of the random grid offsets, in normalised units
+    warp_grid: int = 5
+    rotation: float = 10.0  # degrees
+    scale: float = 0.05
+    shift: float = 0.05
+    flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+    warp_until_step: int = 0  # DFL's "warp first, then no warp": 0 = warp always
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preset: str = "original64"
+    steps: int = 10000
+    batch: int = 16
+    lr: float = 5e-5
+    d_lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0 = off
+    grad_accum: int = 1
+    seed: int = 0
+    val_fraction: float = 0.05
+    val_every: int = 100
+    save_every: int = 500
+    preview_every: int = 500
+    keep_backups: int = 3
+    log_every: int = 10  # losses leave the device every N steps (no per-step host sync)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    channels_last: bool = True
+    compile: bool = False
+    # Filled in from the facesets at train time, so swap aligns faces the same way.
+    face_size: int = 0
+    coverage: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Swap.
+
+
+@dataclass
+class SwapConfig:
+    direction: str = "a2b"  # a2b: A's face onto B (the input shows B) | b2a
+    mask: str = "learned*hull"  # learned | hull | learned*hull
+    erode: int = 0  # px (negative dilates)
+    blur: int = 0  # px; 0 = automatic, proportional to the face size
+    color: str = "rct"  # rct | lct | idt | hist | none
+    blend: str = "feather"  # feather | poisson
+    sharpen: float = 0.0  # unsharp-mask amount; 0 = off
+    all_faces: bool = False
+    identity_threshold: float = 0.6
+    batch: int = 16
+    crf: int = 18
+    preset: str = "medium"
+    watermark: bool = False
+    device: str = "auto"
+
+
+# ----------------------------------------------------------------------------------------------------
+# JSON round trips.
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain JSON-able dict of a (nested) dataclass."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build `cls` from a dict; nested dataclasses are built too. Unknown keys raise DeepfakeError."""
+    if not isinstance(data, dict):
+        raise DeepfakeError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise DeepfakeError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        return tuple(value)
+    if origin in (types.UnionType, typing.Union):
+        return value
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def save_json(cfg: Any, path: str | Path) -> None:
+    from deepfake.io.atomic import atomic_write_json
+
+    atomic_write_json(path, to_dict(cfg))
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeepfakeError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DeepfakeError(f"{path}: not a readable JSON config ({e})") from None
+    return from_dict(cls, data, where=str(path))
+
+
+def replace_path(cfg: T, dotted: str, value: Any) -> T:
+    """Return a copy of `cfg` with `a.b.c` set to `value` (used by sweeps and `--set key=value`)."""
+    head, _, rest = dotted.partition(".")
+    if head not in {f.name for f in dataclasses.fields(cfg)}:
+        raise DeepfakeError(f"unknown config field '{dotted}' for {type(cfg).__name__}")
+    if rest:
+        return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
+    return dataclasses.replace(cfg, **{head: value})

@@ -1,0 +1,1 @@
+"""Input/output helpers: atomic writes, image and video reading and writing."""
