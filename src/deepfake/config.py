@@ -161,6 +161,32 @@ class SwapConfig:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Evaluate, sweep, detect.
+
+
+@dataclass
+class EvaluateConfig:
+    max_faces: int = 64  # held-out faces per side (the model's own validation split), 0 = all
+    max_frames: int = 150  # with --frames: frames of the video used for the flicker measure
+    verify_threshold: float = 0.6  # dlib's same-person distance
+    batch: int = 16
+    grid_faces: int = 6  # held-out faces shown per side in the swap grid
+    detect_threshold: float = 0.5  # P(real) >= threshold counts as real
+    device: str = "auto"
+
+
+@dataclass
+class SweepConfig:
+    base: str = "tiny"  # preset name, or a JSON config file the variants start from
+    steps: int = 200  # training budget per variant (ignored when minutes > 0)
+    minutes: float = 0.0  # wall-clock budget per variant; 0 = use steps
+    rank_by: str = "ssim"  # metric the results table is sorted by (see deepfake.sweep.RANK_METRICS)
+    seed: int = 0  # same seed and data split for every variant
+    device: str = "auto"
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# ----------------------------------------------------------------------------------------------------
 # JSON round trips.
 
 
