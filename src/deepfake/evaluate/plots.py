@@ -1,0 +1,176 @@
+"""Plots for evaluate and sweep reports (matplotlib, Agg backend; every file written atomically)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from deepfake.io.atomic import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training curves.
+
+
+def overfit_point(val_steps: Sequence[float], val_loss: Sequence[float], patience: int = 2) -> int | None:
+    """Index of the validation minimum when the validation loss rose afterwards, else None.
+
+    Over-fitting: past this point the training loss keeps falling while the held-out loss rises, so
+    more steps make the model worse on unseen faces. `patience` later points must all lie above it.
+    """
+    v = np.asarray(val_loss, dtype=np.float64)
+    ok = np.isfinite(v)
+    if ok.sum() < patience + 1:
+        return None
+    idx = np.flatnonzero(ok)
+    best = idx[int(np.argmin(v[idx]))]
+    after = v[idx[idx > best]]
+    if after.size >= patience and np.all(after > v[best]):
+        return int(best)
+    return None
+
+
+def plot_loss_curves(curves: dict[str, Any], path: Path) -> int | None:
+    """Training and validation loss against step; the over-fitting point, if any, is marked.
+
+    `curves`: {"train": (steps, loss), "val": (steps, loss)}. Returns the over-fitting step or None.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    marked = None
+    for name, style in (("train", "-"), ("val", "o-")):
+        if name in curves and len(curves[name][0]):
+            steps, loss = curves[name]
+            ax.plot(steps, loss, style, label=f"{name} loss", markersize=3)
+    if "val" in curves and len(curves["val"][0]):
+        steps, loss = curves["val"]
+        i = overfit_point(steps, loss)
+        if i is not None:
+            marked = int(steps[i])
+            ax.axvline(marked, color="red", linestyle="--", alpha=0.7)
+            ax.plot([steps[i]], [loss[i]], "r*", markersize=14, label=f"over-fitting starts (step {marked})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Training and validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    return marked
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metric bars and swap grid.
+
+
+def plot_metric_bars(groups: dict[str, dict[str, float]], path: Path) -> None:
+    """One panel per metric, one bar per side/direction. `groups`: metric -> {label: value}."""
+    plt = _pyplot()
+    groups = {k: v for k, v in groups.items() if v}
+    n = max(1, len(groups))
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, (metric, values) in zip(axes.ravel(), groups.items()):
+        labels = list(values)
+        heights = [values[k] if values[k] is not None and np.isfinite(values[k]) else 0.0 for k in labels]
+        ax.bar(labels, heights, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(labels)])
+        for x, h in enumerate(heights):
+            ax.text(x, h, f"{h:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.set_title(metric, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+    for ax in axes.ravel()[len(groups):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_swap_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], path: Path) -> None:
+    """A labelled image grid: one row per (label, list of uint8 RGB images of equal size)."""
+    from PIL import Image, ImageDraw
+
+    rows = [(label, list(images)) for label, images in rows if len(images)]
+    if not rows:
+        return
+    size = rows[0][1][0].shape[0]
+    label_w = 110
+    cols = max(len(images) for _, images in rows)
+    canvas = Image.new("RGB", (label_w + cols * size, len(rows) * size), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, images) in enumerate(rows):
+        draw.text((4, r * size + size // 2 - 6), label, fill=(0, 0, 0))
+        for c, img in enumerate(images):
+            canvas.paste(Image.fromarray(np.ascontiguousarray(img)), (label_w + c * size, r * size))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sweep plots.
+
+
+def plot_quality_vs_cost(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> None:
+    """Quality (the ranking metric) against cost (parameters and training throughput)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, cost, xlabel in (
+        (axes[0], "params", "autoencoder parameters"),
+        (axes[1], "train_seconds", "training wall time (s)"),
+    ):
+        for r in rows:
+            x, y = r.get(cost), r.get(metric)
+            if not isinstance(x, (int, float)) or not isinstance(y, (int, float)) or not np.isfinite(y):
+                continue
+            ax.scatter([x], [y], marker="*" if r.get("baseline") else "o", s=120 if r.get("baseline") else 40)
+            ax.annotate(r["variant"] + (" (baseline)" if r.get("baseline") else ""), (x, y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Quality ({metric}) against cost")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_knob_effects(points: Sequence[tuple[str, str, Any]], metric: str, path: Path) -> None:
+    """Each knob's effect: the mean metric of the variants that share each value of that knob.
+
+    `points`: (knob, value label, metric value) for every finished variant and every knob.
+    """
+    plt = _pyplot()
+    by_knob: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for knob, value, y in points:
+        if isinstance(y, (int, float)) and np.isfinite(y):
+            by_knob[knob][value].append(float(y))
+    n = max(1, len(by_knob))
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.5), squeeze=False)
+    for ax, (knob, values) in zip(axes.ravel(), sorted(by_knob.items())):
+        labels = list(values)
+        means = [float(np.mean(values[k])) for k in labels]
+        ax.bar(labels, means, color="tab:blue")
+        for x, k in enumerate(labels):
+            ax.scatter([x] * len(values[k]), values[k], color="black", s=10, zorder=3)
+        ax.set_title(knob, fontsize=10)
+        ax.set_ylabel(f"mean {metric}")
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+    fig.tight_layout()
+    _save(fig, path)

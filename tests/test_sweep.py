@@ -1,0 +1,133 @@
+"""Sweep: grid parsing, resume and failure handling (fake trainer), and a real tiny-preset sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from deepfake.config import SweepConfig, TrainConfig
+from deepfake.errors import DeepfakeError
+from deepfake.sweep import expand_grid, load_state, parse_grid, resolve_key, run_sweep
+
+
+def test_parse_inline_grid_keeps_types():
+    grid = parse_grid(["activation=relu,gelu", "model.encoder_channels=[32,64],[16,32]", "gan_weight=0,0.1"])
+    assert grid == {
+        "activation": ["relu", "gelu"],
+        "model.encoder_channels": [[32, 64], [16, 32]],
+        "gan_weight": [0, 0.1],
+    }
+
+
+def test_parse_grid_file_yaml_and_json(tmp_path):
+    y = tmp_path / "grid.yaml"
+    y.write_text("model:\n  activation: [relu, silu]\n  latent_dims: [64, 128]\nloss.gan_weight: 0.1\n")
+    assert parse_grid(y) == {"model.activation": ["relu", "silu"], "model.latent_dims": [64, 128],
+                             "loss.gan_weight": [0.1]}
+    j = tmp_path / "grid.json"
+    j.write_text(json.dumps({"norm": ["none", "batch"]}))
+    assert parse_grid(str(j)) == {"norm": ["none", "batch"]}
+    with pytest.raises(DeepfakeError, match="not found"):
+        parse_grid(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(DeepfakeError, match="mapping"):
+        parse_grid(bad)
+
+
+def test_short_keys_resolve_and_unknown_keys_are_errors():
+    base = TrainConfig()
+    assert resolve_key("activation", base) == "model.activation"  # the model's, not the discriminator's
+    assert resolve_key("gan_weight", base) == "loss.gan_weight"
+    assert resolve_key("resolution", base) == "model.resolution"
+    assert resolve_key("lr", base) == "lr"
+    with pytest.raises(DeepfakeError, match="unknown"):
+        resolve_key("activaton", base)
+    with pytest.raises(DeepfakeError, match="unknown"):
+        resolve_key("model.nope", base)
+
+
+def test_expand_grid_puts_baseline_first_and_dedupes_it():
+    base = TrainConfig()  # activation leaky_relu
+    variants = expand_grid({"activation": ["leaky_relu", "relu", "gelu"], "gan_weight": [0]}, base)
+    assert [v.name for v in variants] == ["baseline", "activation=relu_gan_weight=0.0",
+                                          "activation=gelu_gan_weight=0.0"]
+    assert variants[0].baseline and not variants[1].baseline
+    assert variants[1].overrides == {"model.activation": "relu", "loss.gan_weight": 0.0}  # int -> float field
+    with pytest.raises(DeepfakeError, match="expects"):
+        expand_grid({"latent_dims": ["big"]}, base)
+
+
+class FakeTrainer:
+    """Records calls; fails for chosen activations, the way a real OOM would surface."""
+
+    def __init__(self, fail=()):
+        self.calls, self.fail = [], set(fail)
+
+    def train(self, cfg, a, b, model_dir):
+        self.calls.append(cfg.model.activation)
+        if cfg.model.activation in self.fail:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        model_dir.mkdir(parents=True)
+        (model_dir / "act.txt").write_text(cfg.model.activation)
+
+    def evaluate(self, model_dir, a, b, report_dir):
+        act = (model_dir / "act.txt").read_text()
+        return {"summary": {"ssim": {"relu": 0.5, "gelu": 0.7, "leaky_relu": 0.6, "silu": 0.1}[act], "params": 10}}
+
+
+def test_failed_variant_is_recorded_and_sweep_resumes(tmp_path):
+    grid = {"activation": ["relu", "gelu", "silu"]}
+    cfg = SweepConfig(steps=3)
+    fake = FakeTrainer(fail={"silu"})
+    res = run_sweep("A", "B", grid, tmp_path, cfg, base=TrainConfig(), train_fn=fake.train,
+                    evaluate_fn=fake.evaluate, plots=True)
+    assert (tmp_path / "quality_vs_cost.png").stat().st_size > 0 and (tmp_path / "knob_effects.png").is_file()
+    assert fake.calls == ["leaky_relu", "relu", "gelu", "silu"]
+    assert res.failed == ["activation=silu"]
+    assert [r["variant"] for r in res.rows] == ["activation=gelu", "baseline", "activation=relu", "activation=silu"]
+    assert [r["rank"] for r in res.rows] == [1, 2, 3, ""]
+    state = load_state(tmp_path)
+    assert state["variants"]["activation=silu"]["status"] == "failed"
+    assert "out of memory" in state["variants"]["activation=silu"]["error"]
+    md = (tmp_path / "results.md").read_text()
+    assert "**baseline (baseline)**" in md and "Failed variants" in md
+
+    # Resume: finished variants are not rerun; the failed one is retried.
+    fake2 = FakeTrainer()
+    res2 = run_sweep("A", "B", grid, tmp_path, cfg, base=TrainConfig(), train_fn=fake2.train,
+                     evaluate_fn=fake2.evaluate, plots=False)
+    assert fake2.calls == ["silu"]
+    assert sorted(res2.skipped) == ["activation=gelu", "activation=relu", "baseline"]
+    assert res2.rows[-1]["variant"] == "activation=silu" and res2.rows[-1]["status"] == "done"
+
+    # A different budget in the same folder would not be a fair comparison.
+    with pytest.raises(DeepfakeError, match="different base"):
+        run_sweep("A", "B", grid, tmp_path, SweepConfig(steps=4), base=TrainConfig(), train_fn=fake2.train,
+                  evaluate_fn=fake2.evaluate, plots=False)
+
+
+def test_interrupted_variant_is_resumed(tmp_path):
+    grid = {"activation": ["relu"]}
+    calls = []
+
+    def interrupted(cfg, a, b, model_dir):
+        calls.append(cfg.model.activation)
+        if cfg.model.activation == "relu":
+            raise KeyboardInterrupt
+
+    fake = FakeTrainer()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep("A", "B", grid, tmp_path, SweepConfig(), base=TrainConfig(),
+                  train_fn=lambda *a: (fake.train(*a), interrupted(*a)), evaluate_fn=fake.evaluate, plots=False)
+    assert load_state(tmp_path)["variants"]["activation=relu"]["status"] == "running"
+    fake2 = FakeTrainer()
+    # The interrupted variant's folder exists; the real trainer resumes from its checkpoint there.
+    import shutil
+
+    shutil.rmtree(tmp_path / "variants" / "activation=relu" / "model")
+    res = run_sweep("A", "B", grid, tmp_path, SweepConfig(), base=TrainConfig(), train_fn=fake2.train,
+                    evaluate_fn=fake2.evaluate, plots=False)
+    assert fake2.calls == ["relu"] and res.skipped == ["baseline"]
