@@ -1,0 +1,443 @@
+"""Run a trained model over held-out faces (and optionally a video) and measure it.
+
+The held-out faces are the model's own validation split (the same `split_train_val` with the model's
+seed and fraction that training used), so nothing measured here was trained on.
+
+    metrics = evaluate_model("model", "faceset_a", "faceset_b", "report", EvaluateConfig())
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from deepfake.config import EvaluateConfig, save_json
+from deepfake.errors import BadInputError, DeepfakeError
+from deepfake.evaluate import metrics as M
+from deepfake.faceset import Faceset, read_faceset, split_train_val
+from deepfake.io.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MEASURE_SIZE = 256  # faces are upscaled to this before dlib's landmark and identity models
+SIDES = ("a", "b")
+# Direction names follow SwapConfig: "a2b" puts A's face onto B (the input shows B).
+DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}  # name -> (source identity, target face)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Held-out faces.
+
+
+@dataclass
+class HeldOut:
+    images: np.ndarray  # (N, R, R, 3) uint8 RGB, at the model's resolution
+    masks: np.ndarray  # (N, R, R) uint8 face-hull masks
+    landmarks: np.ndarray  # (N, 68, 2) aligned landmarks in R-pixel units
+    indices: np.ndarray  # rows of the faceset's records
+    train_mean_embedding: np.ndarray  # (128,) mean identity of the faces the model trained on
+
+
+def as_faceset(faceset: str | Path | Faceset) -> Faceset:
+    return faceset if isinstance(faceset, Faceset) else read_faceset(faceset)
+
+
+def held_out_faces(faceset: Faceset, resolution: int, val_fraction: float, seed: int, limit: int = 0) -> HeldOut:
+    """The validation split of a faceset, resized to the model's resolution."""
+    train_idx, val_idx = split_train_val(len(faceset), val_fraction, seed)
+    if len(val_idx) == 0:
+        raise DeepfakeError(f"{faceset.root}: no held-out faces (only {len(faceset)} faces, val_fraction {val_fraction})")
+    if limit:
+        val_idx = val_idx[:limit]
+    images, masks, lms = [], [], []
+    for i in val_idx:
+        rec = faceset.records[int(i)]
+        img = cv2.imread(str(faceset.root / rec.file), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(faceset.root / rec.mask), cv2.IMREAD_GRAYSCALE)
+        if img is None or mask is None:
+            raise BadInputError(faceset.root / rec.file, "unreadable face or mask image in the faceset")
+        scale = resolution / img.shape[0]
+        images.append(cv2.resize(img[..., ::-1], (resolution, resolution), interpolation=cv2.INTER_AREA))
+        masks.append(cv2.resize(mask, (resolution, resolution), interpolation=cv2.INTER_AREA))
+        lms.append(np.asarray(rec.aligned_landmarks, dtype=np.float32) * scale)
+    train_emb = faceset.embeddings()[train_idx] if len(train_idx) else faceset.embeddings()
+    return HeldOut(
+        images=np.stack(images),
+        masks=np.stack(masks),
+        landmarks=np.stack(lms),
+        indices=np.asarray(val_idx),
+        train_mean_embedding=train_emb.mean(axis=0),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running the networks.
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)  # (N, R, R, 3) uint8
+    return x.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, R, R) in [0, 1]
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (N, R, R, 3)
+
+
+@torch.no_grad()
+def run_autoencoder(autoencoder: torch.nn.Module, images: np.ndarray, side: str, swap: bool, batch: int,
+                    device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstruct (`swap=False`) with decoder `side`, or swap to `side`. Returns uint8 RGB and float masks."""
+    rgbs, masks = [], []
+    for s in range(0, len(images), batch):
+        x = to_tensor(images[s : s + batch], device)  # (B, 3, R, R)
+        rgb, mask = autoencoder.swap(x, side) if swap else autoencoder(x, side)  # (B, 3, R, R), (B, 1, R, R)
+        rgbs.append(to_uint8(rgb.float()))
+        masks.append(mask.float()[:, 0].cpu().numpy())
+    return np.concatenate(rgbs), np.concatenate(masks)
+
+
+@torch.no_grad()
+def discriminator_scores(discriminator: torch.nn.Module, images: np.ndarray, batch: int,
+                         device: torch.device) -> np.ndarray:
+    """P(real) per face: the sigmoid of the mean patch logit."""
+    out = []
+    for s in range(0, len(images), batch):
+        logits = discriminator(to_tensor(images[s : s + batch], device))  # (B, 1, h, w) patch logits
+        out.append(torch.sigmoid(logits.float().flatten(1).mean(dim=1)).cpu().numpy())  # (B,)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# dlib measurements on aligned faces.
+
+
+class FaceMeasurer:
+    """68 landmarks, head pose and identity embedding of an aligned face. Models load once per object.
+
+    Faces are upscaled to MEASURE_SIZE first: dlib's models expect faces of ~150 px and more. The
+    landmark predictor starts from the box of the target face's aligned landmarks, the same box for the
+    real face and its swap, so a difference in landmarks comes from the pixels alone.
+    """
+
+    def __init__(self):
+        from deepfake.faces.identity import FaceEmbedder
+        from deepfake.faces.landmarks import LandmarkPredictor
+
+        self.predictor = LandmarkPredictor()
+        self.embedder = FaceEmbedder()
+
+    def measure(self, image: np.ndarray, box_landmarks: np.ndarray, embed: bool = True) -> dict[str, Any]:
+        from deepfake.faces.pose import estimate_pose
+
+        k = MEASURE_SIZE / image.shape[0]
+        big = cv2.resize(image, (MEASURE_SIZE, MEASURE_SIZE), interpolation=cv2.INTER_CUBIC)
+        x0, y0 = box_landmarks.min(axis=0) * k
+        x1, y1 = box_landmarks.max(axis=0) * k
+        lm = self.predictor(big, (x0, y0, x1, y1))  # (68, 2) in MEASURE_SIZE px
+        return {
+            "landmarks": lm,
+            "pose": estimate_pose(lm, big.shape),
+            "embedding": self.embedder.embed(big, lm) if embed else None,
+        }
+
+
+def measure_swaps(measurer: FaceMeasurer, swaps: np.ndarray, targets: np.ndarray, target_landmarks: np.ndarray,
+                  source_mean: np.ndarray, target_mean: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Identity, expression and pose of each swap against its target face; the unswapped targets,
+    measured the same way, give the reference ("what a real face scores through this pipeline")."""
+    rows = []
+    for swap, target, lm in zip(swaps, targets, target_landmarks):
+        ms = measurer.measure(swap, lm)
+        mt = measurer.measure(target, lm)
+        pose = M.pose_error(mt["pose"], ms["pose"])
+        rows.append({
+            "swap_to_source": float(M.embedding_distances(ms["embedding"][None], source_mean)[0]),
+            "swap_to_target": float(M.embedding_distances(ms["embedding"][None], target_mean)[0]),
+            "real_to_source": float(M.embedding_distances(mt["embedding"][None], source_mean)[0]),
+            "real_to_target": float(M.embedding_distances(mt["embedding"][None], target_mean)[0]),
+            "landmark_error": M.landmark_error(mt["landmarks"], ms["landmarks"]),
+            **{f"pose_{k}": v for k, v in pose.items()},
+        })
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in rows]))
+
+    d_src = np.array([r["swap_to_source"] for r in rows])
+    d_tgt = np.array([r["swap_to_target"] for r in rows])
+    return {
+        "n": len(rows),
+        "id_dist_source": mean("swap_to_source"),
+        "id_dist_target": mean("swap_to_target"),
+        "verification": M.verification_rate(d_src, threshold),
+        "closer_to_source": float(np.mean(d_src < d_tgt)),
+        "landmark_error": mean("landmark_error"),
+        "pose_error": {k: mean(f"pose_{k}") for k in ("yaw", "pitch", "roll", "mean")},
+        "reference": {
+            "real_target_to_target": mean("real_to_target"),
+            "real_target_to_source": mean("real_to_source"),
+            "real_target_verified_as_target": M.verification_rate([r["real_to_target"] for r in rows], threshold),
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training cost from the run's log.
+
+
+def read_training_log(model_dir: Path) -> dict[str, Any]:
+    """Loss curves and cost from MODEL_DIR/metrics.csv. Columns are matched by name, tolerantly:
+    step, loss/train loss, val_loss, time/elapsed, faces_per_s."""
+    path = model_dir / "metrics.csv"
+    out: dict[str, Any] = {"train": ([], []), "val": ([], []), "steps": None, "wall_seconds": None, "faces_per_s": None}
+    if not path.is_file():
+        return out
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return out
+    cols = rows[0].keys()
+
+    def pick(*names: str) -> str | None:
+        return next((c for n in names for c in cols if c == n), None)
+
+    c_step = pick("step")
+    c_loss = pick("loss_g", "g_loss", "loss", "train_loss", "loss_total", "total")
+    c_val = pick("val_loss", "loss_val", "val_total", "val")
+    c_time = pick("elapsed_s", "elapsed", "wall_s", "time_s", "seconds", "time")
+    c_fps = pick("faces_per_s", "faces_s", "faces/s")
+
+    def num(row: dict[str, str], col: str | None) -> float | None:
+        try:
+            v = float(row[col]) if col and row.get(col) not in (None, "") else None
+        except ValueError:
+            return None
+        return v if v is None or np.isfinite(v) else None
+
+    for row in rows:
+        step = num(row, c_step)
+        if step is None:
+            continue
+        for name, col in (("train", c_loss), ("val", c_val)):
+            v = num(row, col)
+            if v is not None:
+                out[name][0].append(step)
+                out[name][1].append(v)
+    steps = [num(r, c_step) for r in rows if num(r, c_step) is not None]
+    out["steps"] = int(max(steps)) if steps else None
+    times = [num(r, c_time) for r in rows if num(r, c_time) is not None]
+    out["wall_seconds"] = max(times) if times else None
+    fps = [num(r, c_fps) for r in rows if num(r, c_fps) is not None]
+    out["faces_per_s"] = float(np.median(fps)) if fps else None
+    return out
+
+
+def count_parameters(module: torch.nn.Module | None) -> int | None:
+    return None if module is None else int(sum(p.numel() for p in module.parameters()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole evaluation.
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate_model(
+    model_dir: str | Path,  # MODEL_DIR from `deepfake train`
+    faceset_a: str | Path | Faceset,
+    faceset_b: str | Path | Faceset,
+    out_dir: str | Path,  # REPORT_DIR: metrics.json, report.md, plots
+    cfg: EvaluateConfig | None = None,
+    frames: str | Path | None = None,  # a video for the temporal flicker check
+    frames_direction: str = "a2b",  # the video shows the target of this direction
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Measure a model on held-out faces and write metrics.json and report.md. Returns the metrics."""
+    from deepfake.checkpoint import load_model_dir
+
+    cfg = cfg or EvaluateConfig()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepfakeError(f"{out_dir}: report output exists and is not a folder")
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    loaded = load_model_dir(model_dir, device=str(device))
+    tcfg = loaded.config
+    ae = loaded.autoencoder.eval()
+    disc = loaded.discriminator.eval() if loaded.discriminator is not None else None
+    res = tcfg.model.resolution
+    sets = {"a": as_faceset(faceset_a), "b": as_faceset(faceset_b)}
+    for side, fs in sets.items():
+        if tcfg.face_size and fs.size and fs.size < res:
+            log.warning("faceset %s: faces are %d px, smaller than the model's %d px", fs.root, fs.size, res)
+        if tcfg.coverage and fs.coverage and abs(fs.coverage - tcfg.coverage) > 1e-6:
+            raise DeepfakeError(f"{fs.root}: faceset coverage {fs.coverage} differs from the model's {tcfg.coverage}")
+    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, cfg.max_faces) for s in SIDES}
+
+    # Reconstruction quality on held-out faces.
+    recon, recon_images = {}, {}
+    for s in SIDES:
+        rgb, _ = run_autoencoder(ae, held[s].images, s, swap=False, batch=cfg.batch, device=device)
+        recon_images[s] = rgb
+        recon[s] = {
+            "n": len(rgb),
+            "ssim": float(np.mean([M.masked_ssim(r, x, m) for r, x, m in zip(rgb, held[s].images, held[s].masks)])),
+            "psnr": float(np.mean([M.masked_psnr(r, x, m) for r, x, m in zip(rgb, held[s].images, held[s].masks)])),
+        }
+
+    # Swaps: identity transfer, expression and pose preservation.
+    measurer = FaceMeasurer()
+    swaps, swap_images = {}, {}
+    for name, (src, tgt) in DIRECTIONS.items():
+        rgb, _ = run_autoencoder(ae, held[tgt].images, src, swap=True, batch=cfg.batch, device=device)
+        swap_images[name] = rgb
+        swaps[name] = {"source": src, "target": tgt, **measure_swaps(
+            measurer, rgb, held[tgt].images, held[tgt].landmarks,
+            held[src].train_mean_embedding, held[tgt].train_mean_embedding, cfg.verify_threshold)}
+
+    # The model's own discriminator as a detector: held-out real faces against swaps.
+    disc_metrics = None
+    if disc is not None:
+        real = np.concatenate([held[s].images for s in SIDES])
+        fake = np.concatenate(list(swap_images.values()))
+        p_real = discriminator_scores(disc, real, cfg.batch, device)
+        p_fake = discriminator_scores(disc, fake, cfg.batch, device)
+        scores = np.concatenate([p_real, p_fake])
+        labels = np.r_[np.ones(len(p_real)), np.zeros(len(p_fake))]
+        disc_metrics = {
+            "n_real": len(p_real), "n_fake": len(p_fake), "threshold": cfg.detect_threshold,
+            "accuracy": M.accuracy(scores, labels, cfg.detect_threshold),
+            "auc": M.roc_auc(scores, labels),
+            "mean_p_real_on_real": float(p_real.mean()), "mean_p_real_on_swaps": float(p_fake.mean()),
+        }
+
+    temporal = None
+    if frames is not None:
+        temporal = measure_flicker(ae, Path(frames), frames_direction, tcfg, cfg, device)
+
+    training = read_training_log(model_dir)
+    cost = {
+        "steps": training["steps"] if training["steps"] is not None else loaded.step,
+        "wall_seconds": training["wall_seconds"],
+        "faces_per_s": training["faces_per_s"],
+        "params_autoencoder": count_parameters(ae),
+        "params_discriminator": count_parameters(disc),
+    }
+    val_curve = training["val"][1]
+    result = {
+        "model_dir": str(model_dir),
+        "step": loaded.step,
+        "preset": tcfg.preset,
+        "resolution": res,
+        "held_out": {s: int(len(held[s].indices)) for s in SIDES},
+        "reconstruction": recon,
+        "swap": swaps,
+        "temporal": temporal,
+        "discriminator": disc_metrics,
+        "cost": cost,
+        "evaluate_seconds": time.perf_counter() - t0,
+    }
+    result["summary"] = {
+        "ssim": float(np.mean([recon[s]["ssim"] for s in SIDES])),
+        "psnr": float(np.mean([recon[s]["psnr"] for s in SIDES])),
+        "verification": float(np.mean([swaps[d]["verification"] for d in DIRECTIONS])),
+        "id_dist_source": float(np.mean([swaps[d]["id_dist_source"] for d in DIRECTIONS])),
+        "landmark_error": float(np.mean([swaps[d]["landmark_error"] for d in DIRECTIONS])),
+        "pose_error": float(np.mean([swaps[d]["pose_error"]["mean"] for d in DIRECTIONS])),
+        "disc_auc": disc_metrics["auc"] if disc_metrics else float("nan"),
+        "val_loss": float(val_curve[-1]) if val_curve else float("nan"),
+        "params": cost["params_autoencoder"],
+        "faces_per_s": cost["faces_per_s"] if cost["faces_per_s"] is not None else float("nan"),
+        "steps": cost["steps"],
+    }
+
+    from deepfake.evaluate.report import write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(cfg, out_dir / "evaluate_config.json")
+    grid_rows = []
+    if plots:
+        n = cfg.grid_faces
+        for s in SIDES:
+            grid_rows += [(f"{s.upper()} held-out", held[s].images[:n]), (f"{s.upper()} -> {s.upper()}", recon_images[s][:n])]
+        for name, (src, tgt) in DIRECTIONS.items():
+            grid_rows.append((f"{tgt.upper()} as {src.upper()} ({name})", swap_images[name][:n]))
+    write_report(out_dir, result, training, grid_rows, plots=plots)  # adds result["overfit_step"]
+    atomic_write_json(out_dir / "metrics.json", _json_safe(result))
+    return result
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinity are not JSON: they become null."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------------
+# Temporal flicker.
+
+
+@torch.no_grad()
+def measure_flicker(autoencoder: torch.nn.Module, video: Path, direction: str, tcfg: Any, cfg: EvaluateConfig,
+                    device: torch.device) -> dict[str, Any]:
+    """Swap the face in consecutive frames; compare the frame-to-frame change of the swapped aligned face
+    with that of the original aligned face (same crops, same masks), so alignment jitter cancels out."""
+    from deepfake.config import ExtractConfig
+    from deepfake.faces.analyzer import FaceAnalyzer
+    from deepfake.faces.smooth import LandmarkSmoother
+    from deepfake.io.video import VideoReader
+
+    if direction not in DIRECTIONS:
+        raise DeepfakeError(f"--frames-direction {direction!r}: choose a2b or b2a")
+    src, _ = DIRECTIONS[direction]
+    res = tcfg.model.resolution
+    size = tcfg.face_size or res
+    ecfg = ExtractConfig(size=size, coverage=tcfg.coverage or ExtractConfig().coverage, max_faces=1, workers=1)
+    analyzer = FaceAnalyzer(ecfg)
+    smoother = None
+    originals, masks, swapped, missing = [], [], [], 0
+    with VideoReader(video) as reader:
+        fps = reader.fps
+        smoother = LandmarkSmoother(fps=fps, min_cutoff=ecfg.smooth_min_cutoff, beta=ecfg.smooth_beta)
+        for index, _t, rgb in reader:
+            if len(originals) >= cfg.max_frames:
+                break
+            faces = analyzer.analyze(rgb, smoother=smoother)
+            if not faces:
+                missing += 1
+                continue
+            face = faces[0]
+            originals.append(cv2.resize(face.image, (res, res), interpolation=cv2.INTER_AREA))
+            masks.append(cv2.resize(face.mask, (res, res), interpolation=cv2.INTER_AREA))
+    if len(originals) < 2:
+        raise BadInputError(video, f"a face was found in only {len(originals)} frame(s); flicker needs at least 2")
+    swapped, _ = run_autoencoder(autoencoder, np.stack(originals), src, swap=True, batch=cfg.batch, device=device)
+    orig_change = M.mean_frame_change(originals, masks)
+    swap_change = M.mean_frame_change(list(swapped), masks)
+    return {
+        "video": str(video),
+        "direction": direction,
+        "frames": len(originals),
+        "frames_without_face": missing,
+        "original_change": orig_change,
+        "swapped_change": swap_change,
+        "flicker_ratio": swap_change / orig_change if orig_change > 0 else float("nan"),
+    }
