@@ -193,6 +193,16 @@ class SweepConfig:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain JSON-able dict of a (nested) dataclass."""
     out = {}
+@dataclass
+class DetectConfig:
+    threshold: float = 0.5  # P(real) below this calls a face synthetic
+    every: int = 5  # video: score every Nth frame
+    max_frames: int = 200  # video: at most this many scored frames per file (0 = all)
+    detector: str = "hog"  # hog | cnn
+    batch: int = 32
+    device: str = "auto"
+
+
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):

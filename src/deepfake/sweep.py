@@ -271,7 +271,9 @@ def run_sweep(
     if cfg.rank_by not in RANK_METRICS:
         raise DeepfakeError(f"--rank-by {cfg.rank_by!r}: choose one of {', '.join(RANK_METRICS)}")
     base = resolve_base(cfg) if base is None else base
-    base = dataclasses.replace(base, seed=cfg.seed, steps=cfg.steps, device=cfg.device)
+    # A time budget governs when given; the step count then only has to be out of reach.
+    steps = cfg.steps if cfg.minutes <= 0 else 10**9
+    base = dataclasses.replace(base, seed=cfg.seed, steps=steps, device=cfg.device)
     train_fn = train_fn or _default_train(cfg)
     evaluate_fn = evaluate_fn or _default_evaluate(cfg)
     variants = expand_grid(grid, base)
