@@ -186,13 +186,6 @@ class SweepConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
-# ----------------------------------------------------------------------------------------------------
-# JSON round trips.
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A plain JSON-able dict of a (nested) dataclass."""
-    out = {}
 @dataclass
 class DetectConfig:
     threshold: float = 0.5  # P(real) below this calls a face synthetic
@@ -203,6 +196,13 @@ class DetectConfig:
     device: str = "auto"
 
 
+# ----------------------------------------------------------------------------------------------------
+# JSON round trips.
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain JSON-able dict of a (nested) dataclass."""
+    out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
