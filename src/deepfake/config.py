@@ -52,8 +52,8 @@ class ModelConfig:
     resolution: int = 64  # 64..512, multiple of 16
     encoder_stages: int = 4  # strided 5x5 convolutions
     encoder_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])  # per stage
-    latent_dims: int = 512
-    bottleneck_res: int = 4  # the dense layer projects back to a (bottleneck_res x bottleneck_res) grid
+    latent_dims: int = 1024
+    bottleneck_res: int = 0  # grid the dense layer projects back to; 0 = resolution / 2^(decoder_stages+1)
     bottleneck_channels: int = 512
     decoder_stages: int = 3
     decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])  # per stage
@@ -70,7 +70,7 @@ class DiscriminatorConfig:
     depth: int = 3  # strided conv stages
     channels: int = 64  # width of the first stage (doubles per stage)
     activation: str = "leaky_relu"
-    norm: str = "none"
+    norm: str = "none"  # none | batch | instance | group (never on the first layer)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -87,6 +87,8 @@ class LossConfig:
     gan_weight: float = 0.0  # 0 = plain autoencoder (the baseline)
     gan_loss: str = "nonsaturating"  # nonsaturating | hinge
     r1_gamma: float = 0.0  # R1 gradient penalty on D (0 = off)
+    r1_every: int = 16  # lazy R1 (StyleGAN2): penalise every N D steps, scaled by N
+    gan_start_step: int = 0  # DFL orders GAN after the warp phase: G gets the adversarial term from here on
 
 
 @dataclass
@@ -103,6 +105,7 @@ class AugmentConfig:
     saturation: float = 0.1
     hue: float = 0.02
     warp_until_step: int = 0  # DFL's "warp first, then no warp": 0 = warp always
+    affine_until_step: int = 0  # the same switch for rotation/scale/shift/flip/colour: 0 = always
 
 
 @dataclass
@@ -130,9 +133,13 @@ class TrainConfig:
     keep_backups: int = 3
     log_every: int = 10  # losses leave the device every N steps (no per-step host sync)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto | bf16 | fp16 | off
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = False  # torch.compile the G and D loss graphs (CUDA; compile time is reported)
+    val_faces: int = 64  # per identity, at most: the fixed validation set
+    preview_faces: int = 6  # columns of the preview grid
+    overfit_patience: int = 3  # validations in a row with val up and train down before warning
+    tensorboard: bool = True  # log to MODEL_DIR/tensorboard when the `tensorboard` package is installed
     # Filled in from the facesets at train time, so swap aligns faces the same way.
     face_size: int = 0
     coverage: float = 0.0

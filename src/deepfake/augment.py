@@ -1,0 +1,156 @@
+"""Batched augmentation in torch: random warp, random affine, flip and colour jitter.
+
+The random numbers are drawn on a CPU generator (a few hundred floats per batch: cheap, and the same
+on every device), then the pixel work runs wherever the images are. So a GPU run and a CPU run with the
+same seed produce the same batch up to float rounding, and the generator state is all a resume needs.
+
+The model learns to undo the warp: its input is warped, its target is not (faceswap's and DFL's
+practice). The affine, flip and colour are shared by input and target, so they widen the data without
+asking the network to invent anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from deepfake.config import AugmentConfig
+
+
+@dataclass
+class AugmentParams:
+    theta: torch.Tensor  # (B, 2, 3) output -> input affine in normalised coordinates (affine_grid's theta)
+    warp: torch.Tensor | None  # (B, 2, g, g) coarse grid offsets, normalised units; None = no warp
+    color: torch.Tensor  # (B, 4) brightness, contrast, saturation factors and hue angle (radians)
+
+
+@dataclass
+class Augmented:
+    inputs: torch.Tensor  # (B, 3, R, R) float in [0, 1], warped: what the encoder sees
+    target: torch.Tensor  # (B, 3, R, R) float in [0, 1], not warped: what the decoder must produce
+    target_mask: torch.Tensor  # (B, 1, R, R) float in [0, 1]
+    landmarks: torch.Tensor  # (B, 68, 2) target landmarks, R-pixel units
+
+
+def _uniform(n: int, spread: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(n, generator=generator) * 2 - 1) * spread  # (n,) in [-spread, spread]
+
+
+def sample_params(
+    cfg: AugmentConfig, batch: int, generator: torch.Generator, warp: bool = True, affine: bool = True
+) -> AugmentParams:
+    """Draw one batch's augmentation from `generator` (a CPU torch.Generator). Always draws the same
+    amount, whatever is switched off, so the random stream does not depend on the phase."""
+    angle = _uniform(batch, math.radians(cfg.rotation), generator)  # (B,)
+    scale = 1 + _uniform(batch, cfg.scale, generator)  # (B,)
+    shift = _uniform(2 * batch, 2 * cfg.shift, generator).view(batch, 2)  # normalised coords span 2
+    flip = torch.rand(batch, generator=generator) < 0.5  # (B,)
+    offsets = torch.randn(batch, 2, cfg.warp_grid, cfg.warp_grid, generator=generator) * cfg.warp_strength
+    color = torch.stack(
+        [
+            1 + _uniform(batch, cfg.brightness, generator),
+            1 + _uniform(batch, cfg.contrast, generator),
+            1 + _uniform(batch, cfg.saturation, generator),
+            _uniform(batch, 2 * math.pi * cfg.hue, generator),
+        ],
+        dim=1,
+    )  # (B, 4)
+    if not affine:
+        angle.zero_(), scale.fill_(1), shift.zero_(), color.copy_(torch.tensor([1.0, 1.0, 1.0, 0.0]))
+        flip[:] = False
+    if not cfg.flip:
+        flip[:] = False
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    sx = torch.where(flip, -1.0, 1.0)  # a horizontal flip negates the output x column
+    theta = torch.stack(
+        [torch.stack([cos * sx, -sin, shift[:, 0]], 1), torch.stack([sin * sx, cos, shift[:, 1]], 1)], 1
+    )  # (B, 2, 3)
+    return AugmentParams(theta=theta, warp=offsets if (warp and cfg.warp) else None, color=color)
+
+
+def _to_norm(points: torch.Tensor, size: int) -> torch.Tensor:
+    return (2 * points + 1) / size - 1  # pixel centres -> [-1, 1] (align_corners=False)
+
+
+def _to_px(points: torch.Tensor, size: int) -> torch.Tensor:
+    return ((points + 1) * size - 1) / 2
+
+
+def transform_landmarks(landmarks: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+    """Where the source landmarks land in the output: invert theta (output -> input). (B, 68, 2) px."""
+    lin, t = theta[:, :, :2], theta[:, :, 2:]  # (B, 2, 2), (B, 2, 1)
+    p = _to_norm(landmarks.float(), size).transpose(1, 2)  # (B, 2, 68)
+    out = torch.linalg.solve(lin, p - t)  # (B, 2, 68)
+    return _to_px(out.transpose(1, 2), size)  # (B, 68, 2)
+
+
+def _apply_color(x: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+    b = x.shape[0]
+    bright, contrast, sat, hue = (color[:, i].view(b, 1, 1, 1) for i in range(4))
+    x = x * bright
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    x = (x - mean) * contrast + mean
+    gray = x.mean(dim=1, keepdim=True)  # (B, 1, R, R)
+    x = gray + (x - gray) * sat
+    # Hue: rotate the chroma around the grey axis (Rodrigues about (1,1,1)/sqrt(3)).
+    cos, sin = torch.cos(hue), torch.sin(hue)  # (B, 1, 1, 1)
+    k = 1 / math.sqrt(3)
+    r, g, bl = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    cross = k * torch.cat([bl - g, r - bl, g - r], dim=1)  # axis x colour, (B, 3, R, R)
+    x = x * cos + cross * sin + gray * (1 - cos)
+    return x.clamp(0, 1)
+
+
+def apply(
+    images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor, params: AugmentParams
+) -> Augmented:
+    """Augment a uint8 batch on its own device. images (B,3,R,R) u8, masks (B,1,R,R) u8, landmarks (B,68,2)."""
+    device = images.device
+    b, _, size, _ = images.shape
+    x = images.float() / 255  # (B, 3, R, R)
+    m = masks.float() / 255  # (B, 1, R, R)
+    theta = params.theta.to(device, non_blocking=True)
+    color = params.color.to(device, non_blocking=True)
+    grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)  # (B, R, R, 2)
+    xm = torch.cat([x, m], dim=1)  # one grid_sample for image and mask
+    target = F.grid_sample(xm, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if params.warp is not None:
+        # A smooth random displacement: coarse offsets, bicubically upsampled to every pixel.
+        offsets = params.warp.to(device, non_blocking=True)
+        dense = F.interpolate(offsets, size=(size, size), mode="bicubic", align_corners=True)  # (B, 2, R, R)
+        warped_grid = grid + dense.permute(0, 2, 3, 1)  # (B, R, R, 2)
+        inputs = F.grid_sample(x, warped_grid, mode="bilinear", padding_mode="border", align_corners=False)
+    else:
+        inputs = target[:, :3]
+    # The same colour for input and target: the network reproduces colour, it does not invent it.
+    both = _apply_color(torch.cat([inputs, target[:, :3]], dim=0), color.repeat(2, 1))  # (2B, 3, R, R)
+    return Augmented(
+        inputs=both[:b],
+        target=both[b:],
+        target_mask=target[:, 3:],
+        landmarks=transform_landmarks(landmarks.to(device), theta, size),
+    )
+
+
+def augment(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    landmarks: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    step: int = 0,
+) -> Augmented:
+    """Draw parameters for this step (DFL's "warp first, then no warp" by step) and apply them."""
+    warp = cfg.warp_until_step <= 0 or step < cfg.warp_until_step
+    affine = cfg.affine_until_step <= 0 or step < cfg.affine_until_step
+    params = sample_params(cfg, images.shape[0], generator, warp=warp, affine=affine)
+    return apply(images, masks, landmarks, params)
+
+
+def no_augment(images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor) -> Augmented:
+    """Validation and previews: the faces as they are."""
+    x = images.float() / 255
+    return Augmented(inputs=x, target=x, target_mask=masks.float() / 255, landmarks=landmarks.float())

@@ -1,0 +1,185 @@
+"""Losses: pure functions of tensors. No modules, no optimizers, no state.
+
+Images are float (B, C, H, W) in [0, 1]; masks (B, 1, H, W) in [0, 1]. Every function computes in
+float32 whatever the input dtype, so bf16 autocast upstream cannot push SSIM's small differences of
+large numbers into NaN.
+"""
+
+from __future__ import annotations
+
+
+
+import torch
+import torch.nn.functional as F
+
+from deepfake.config import LossConfig
+
+# 68-point landmark ranges (iBUG): eyes 36-41 and 42-47, outer lips 48-59.
+EYE_MOUTH_REGIONS = ((36, 42), (42, 48), (48, 60))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Structural similarity.
+
+
+def _gaussian_kernel(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()  # (size,)
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, kernel: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel SSIM over a Gaussian window, 'valid' borders: (B, C, H-k+1, W-k+1), values in [-1, 1]."""
+    a, b = a.float(), b.float()
+    c = a.shape[1]
+    g = _gaussian_kernel(kernel, sigma, a.device)
+    gx = g.view(1, 1, 1, kernel).expand(c, 1, 1, kernel)  # separable: rows, then columns
+    gy = g.view(1, 1, kernel, 1).expand(c, 1, kernel, 1)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, gx, groups=c), gy, groups=c)
+
+    c1, c2 = 0.01**2, 0.03**2  # for a dynamic range of 1
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return num / den
+
+
+def dssim_kernels(resolution: int) -> list[int]:
+    """DFL's window sizes: resolution / 11.6, plus resolution / 23.2 from 256 px (two scales)."""
+    sizes = [resolution / 11.6] + ([resolution / 23.2] if resolution >= 256 else [])
+    return [max(3, int(s) | 1) for s in sizes]  # odd, at least 3
+
+
+def dssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Structural dissimilarity (1 - SSIM) / 2 in [0, 1], averaged over the scales for this resolution.
+
+    With a mask, both images are multiplied by it first, so the background does not count.
+    """
+    if mask is not None:
+        pred, target = pred.float() * mask, target.float() * mask
+    kernels = dssim_kernels(pred.shape[-1])
+    total = sum(((1 - ssim_map(pred, target, k, sigma=1.5 * k / 11)) / 2).mean() for k in kernels)
+    return total / len(kernels)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pixel losses.
+
+
+def _weighted_mean(err: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return err.mean()
+    w = weight.float().expand_as(err)  # (B, C, H, W)
+    return (err * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |pred - target| weighted by `weight` (B, 1, H, W); in [0, 1] for images in [0, 1]."""
+    return _weighted_mean((pred.float() - target.float()).abs(), weight)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (pred - target)^2 weighted by `weight` (B, 1, H, W); in [0, 1] for images in [0, 1]."""
+    return _weighted_mean((pred.float() - target.float()) ** 2, weight)
+
+
+def mask_loss(pred_mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """MSE between the learned mask and the face-hull mask, in [0, 1]."""
+    return F.mse_loss(pred_mask.float(), target_mask.float())
+
+
+def eye_mouth_weights(landmarks: torch.Tensor, size: int, weight: float) -> torch.Tensor:
+    """(B, 1, size, size) map: `weight` inside the eyes and the mouth, 1 elsewhere.
+
+    Each region is the ellipse around its landmarks' bounding box (grown by 30 %), rasterised on the
+    device: cheaper than polygon filling and close enough for a loss weight. landmarks: (B, 68, 2) px.
+    """
+    b = landmarks.shape[0]
+    out = torch.zeros(b, size, size, device=landmarks.device)
+    if weight == 1:
+        return out.add_(1).unsqueeze(1)
+    coords = torch.arange(size, device=landmarks.device, dtype=torch.float32)
+    ys, xs = coords.view(1, size, 1), coords.view(1, 1, size)
+    for lo, hi in EYE_MOUTH_REGIONS:
+        pts = landmarks[:, lo:hi].float()  # (B, n, 2)
+        top, bottom = pts.min(dim=1).values, pts.max(dim=1).values  # (B, 2)
+        centre = (top + bottom) / 2  # (B, 2)
+        axes = ((bottom - top) / 2 * 1.3 + 1.5).clamp_min(1.0)  # (B, 2) px; +1.5 px keeps shut eyes visible
+        dx = (xs - centre[:, 0].view(b, 1, 1)) / axes[:, 0].view(b, 1, 1)  # (B, 1, S)
+        dy = (ys - centre[:, 1].view(b, 1, 1)) / axes[:, 1].view(b, 1, 1)  # (B, S, 1)
+        out = torch.maximum(out, (dx**2 + dy**2 <= 1).float())  # (B, S, S)
+    return (1 + (weight - 1) * out).unsqueeze(1)  # (B, 1, S, S)
+
+
+def reconstruction_loss(
+    pred: torch.Tensor,
+    pred_mask: torch.Tensor,
+    target: torch.Tensor,
+    target_mask: torch.Tensor,
+    landmarks: torch.Tensor | None,
+    cfg: LossConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The autoencoder's loss for one side: weighted DSSIM + L1 + MSE inside the mask, plus the mask loss.
+
+    Returns (total, terms) where terms are detached scalars for logging.
+    """
+    weight = target_mask.float()  # (B, 1, H, W)
+    if landmarks is not None and cfg.eye_mouth_weight != 1:
+        weight = weight * eye_mouth_weights(landmarks, pred.shape[-1], cfg.eye_mouth_weight)
+    terms: dict[str, torch.Tensor] = {}
+    total = pred.new_zeros((), dtype=torch.float32)
+    if cfg.dssim_weight:
+        terms["dssim"] = dssim(pred, target, target_mask.float())
+        total = total + cfg.dssim_weight * terms["dssim"]
+    if cfg.l1_weight:
+        terms["l1"] = masked_l1(pred, target, weight)
+        total = total + cfg.l1_weight * terms["l1"]
+    if cfg.mse_weight:
+        terms["mse"] = masked_mse(pred, target, weight)
+        total = total + cfg.mse_weight * terms["mse"]
+    if cfg.mask_weight:
+        terms["mask"] = mask_loss(pred_mask, target_mask)
+        total = total + cfg.mask_weight * terms["mask"]
+    return total, {k: v.detach() for k, v in terms.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Adversarial.
+
+
+def gan_g_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """Generator side: make D call the fakes real."""
+    fake_logits = fake_logits.float()
+    if kind == "nonsaturating":
+        return F.softplus(-fake_logits).mean()
+    if kind == "hinge":
+        return -fake_logits.mean()
+    raise ValueError(f"unknown gan loss '{kind}' (nonsaturating | hinge)")
+
+
+def gan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """Discriminator side: real -> high logits, fake -> low logits."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    if kind == "nonsaturating":
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    raise ValueError(f"unknown gan loss '{kind}' (nonsaturating | hinge)")
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1: squared gradient norm of D's output at real samples (`real` must require grad)."""
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
+def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fraction of patches D gets right on real and on fake (device tensors; no host sync)."""
+    return (real_logits > 0).float().mean(), (fake_logits < 0).float().mean()
+
+

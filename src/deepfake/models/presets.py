@@ -1,0 +1,104 @@
+"""Named starting points. Each returns a full TrainConfig; any field can then be overridden.
+
+tiny       : for tests and smoke runs (64 px, a few hundred k parameters, fast on CPU)
+original64 : faceswap's classic "Original" (64 px, 1024-D latent)
+df128/256  : DeepFaceLab SAEHD-like DF (ae_dims 256, e_dims 64, d_dims 64, residual decoder)
+liae256    : the same widths in DFL's LIAE layout, with a U-Net patch discriminator
+"""
+
+from __future__ import annotations
+
+from deepfake.config import DiscriminatorConfig, LossConfig, ModelConfig, TrainConfig
+from deepfake.errors import DeepfakeError
+
+
+def _tiny() -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig(
+            arch="df",
+            resolution=64,
+            encoder_stages=4,
+            encoder_channels=[16, 32, 64, 64],
+            latent_dims=64,
+            bottleneck_channels=64,
+            decoder_stages=3,
+            decoder_channels=[64, 32, 16],
+        ),
+        discriminator=DiscriminatorConfig(kind="patch", depth=3, channels=16),
+        preset="tiny",
+        batch=8,
+        lr=5e-4,
+        steps=500,
+        val_every=50,
+        save_every=100,
+        preview_every=100,
+        log_every=10,
+    )
+
+
+def _original64() -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig(
+            arch="df",
+            resolution=64,
+            encoder_stages=4,
+            encoder_channels=[128, 256, 512, 1024],
+            latent_dims=1024,
+            bottleneck_channels=512,
+            decoder_stages=3,
+            decoder_channels=[256, 128, 64],
+        ),
+        preset="original64",
+        batch=64,
+        lr=5e-5,
+    )
+
+
+def _df(resolution: int, arch: str = "df") -> ModelConfig:
+    e, d = 64, 64  # DFL's e_dims / d_dims
+    return ModelConfig(
+        arch=arch,
+        resolution=resolution,
+        encoder_stages=4,
+        encoder_channels=[e, e * 2, e * 4, e * 8],
+        latent_dims=256,
+        bottleneck_channels=512,
+        decoder_stages=3,
+        decoder_channels=[d * 8, d * 4, d * 2],
+        residual_blocks=True,
+    )
+
+
+def _df128() -> TrainConfig:
+    return TrainConfig(model=_df(128), preset="df128", batch=32, lr=5e-5)
+
+
+def _df256() -> TrainConfig:
+    return TrainConfig(
+        model=_df(256),
+        discriminator=DiscriminatorConfig(kind="patch", depth=4, channels=64),
+        loss=LossConfig(),
+        preset="df256",
+        batch=32,
+        lr=5e-5,
+    )
+
+
+def _liae256() -> TrainConfig:
+    return TrainConfig(
+        model=_df(256, arch="liae"),
+        discriminator=DiscriminatorConfig(kind="unet", depth=4, channels=32),
+        preset="liae256",
+        batch=16,
+        lr=5e-5,
+    )
+
+
+PRESETS = {"tiny": _tiny, "original64": _original64, "df128": _df128, "df256": _df256, "liae256": _liae256}
+
+
+def preset_config(name: str) -> TrainConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise DeepfakeError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})") from None

@@ -1,0 +1,604 @@
+"""The training loop: the autoencoder (generator) and the discriminator, trained adversarially.
+
+Each step is two explicit phases (CycleGAN's `optimize_parameters`, StyleGAN's Gmain / Dmain):
+
+    G phase  D frozen. Reconstruct A with side a and B with side b; reconstruction loss, plus the
+             adversarial term when gan_weight > 0. Only G's optimizer steps.
+    D phase  G untouched. Real faces against the detached reconstructions; optional lazy R1.
+             Only D's optimizer steps.
+
+The hot loop never waits for the device: losses are summed into a device tensor and pulled to the host
+every `log_every` steps; a NaN/inf step is skipped on the device (fused Adam's `found_inf`) and counted.
+
+Usage:
+
+    from deepfake.models import preset_config
+    result = train(preset_config("tiny"), "faceset_a", "faceset_b", "model_dir")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from deepfake import distributed as dist
+from deepfake.augment import Augmented, augment, no_augment
+from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
+from deepfake.config import LossConfig, TrainConfig, to_dict
+from deepfake.data import FaceCache
+from deepfake.errors import DeepfakeError
+from deepfake.faceset import read_faceset, split_train_val
+from deepfake.io.atomic import atomic_write_text
+from deepfake.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
+from deepfake.models import build_autoencoder, build_discriminator
+from deepfake.previews import write_preview
+
+log = logging.getLogger(__name__)
+
+# What is summed on the device each step, in this order; averaged and logged every log_every steps.
+TRAIN_KEYS = ("loss", "loss_a", "loss_b", "dssim_a", "dssim_b", "mse_a", "mse_b", "mask_a", "mask_b",
+              "gan_g", "loss_d", "d_acc_real", "d_acc_fake", "skipped")
+METRIC_FIELDS = ("step",) + TRAIN_KEYS + ("val_loss", "val_a", "val_b", "lr", "faces_per_s", "wall_s")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    step: int  # the last step trained (and saved)
+    interrupted: bool  # stopped by Ctrl-C (after saving)
+    metrics: list[dict[str, Any]]  # the rows of metrics.csv
+    skipped_steps: int  # steps dropped for a non-finite loss
+    overfit_warnings: list[int] = field(default_factory=list)  # steps at which over-fitting was reported
+    compile_s: float | None = None  # extra time the first step took with --compile
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pieces of the step.
+
+
+class BothSides(nn.Module):
+    """One forward for both identities, so DDP and torch.compile see the whole G graph at once."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor):
+        rgb_a, mask_a = self.autoencoder(x_a, "a")  # (B, 3, R, R), (B, 1, R, R)
+        rgb_b, mask_b = self.autoencoder(x_b, "b")
+        return rgb_a, mask_a, rgb_b, mask_b
+
+
+def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+class EpochSampler:
+    """Endless epoch-shuffled indices into `n` rows; its whole state is a generator and a position,
+    both saved in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        if n < 1:
+            raise DeepfakeError("no faces to train on (empty training split)")
+        self.n, self.generator = n, generator
+        self.order = torch.randperm(n, generator=generator)  # (n,)
+        self.pos = 0
+
+    def next(self, batch: int) -> torch.Tensor:
+        out = []
+        while batch > 0:
+            if self.pos >= self.n:
+                self.order, self.pos = torch.randperm(self.n, generator=self.generator), 0
+            take = min(batch, self.n - self.pos)
+            out.append(self.order[self.pos : self.pos + take])
+            self.pos, batch = self.pos + take, batch - take
+        return torch.cat(out)  # (batch,)
+
+    def state(self) -> torch.Tensor:
+        return torch.cat([torch.tensor([self.pos]), self.order])  # (1 + n,) int64
+
+    def load(self, state: torch.Tensor) -> None:
+        if state.numel() != self.n + 1:
+            raise DeepfakeError("the faceset changed since this model was saved: cannot resume exactly")
+        self.pos, self.order = int(state[0]), state[1:].clone()
+
+
+@dataclass
+class Side:
+    """One identity's data on the training device."""
+
+    cache: FaceCache
+    train_rows: torch.Tensor  # (N_train,) rows of the cache
+    val: Augmented | None  # the fixed validation faces, un-augmented
+    preview: torch.Tensor  # (P, 3, R, R) float: the faces shown in previews
+    sampler: EpochSampler
+
+
+class AdversarialStep:
+    """The G and D phases of one training step, as two explicit methods."""
+
+    def __init__(self, cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module | None,
+                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
+                 device: torch.device, amp_dtype: torch.dtype | None):
+        self.cfg, self.loss_cfg = cfg, cfg.loss
+        self.autoencoder, self.discriminator = autoencoder, discriminator
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.device, self.amp_dtype = device, amp_dtype
+        self.g_model = dist.wrap_ddp(BothSides(autoencoder), device)
+        self.forward_g = self.g_model
+        self.forward_d = discriminator
+        if cfg.compile:
+            self.forward_g = torch.compile(self.g_model)
+            self.forward_d = torch.compile(discriminator) if discriminator is not None else None
+        self.fused = device.type == "cuda"  # fused Adam skips non-finite steps on the device
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _finish(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """Clip, then step unless the loss or the gradients are non-finite. Returns the skip flag (0/1)."""
+        bad = ~torch.isfinite(loss)
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            bad = bad | ~torch.isfinite(norm)
+        bad = bad.float()
+        if self.fused:
+            opt.found_inf = bad  # fused Adam reads this and skips the update without a host sync
+            opt.step()
+            del opt.found_inf
+        elif not bad.item():  # on CPU this is a plain read, not a device sync
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return bad
+
+    def generator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
+        """Update G only. Returns (per-step sums of the logged terms, detached fakes for the D phase)."""
+        set_requires_grad(self.discriminator, False)  # D gets no gradient from G's loss
+        use_gan = self.discriminator is not None and self.loss_cfg.gan_weight > 0 and step >= self.loss_cfg.gan_start_step
+        accum = len(batches_a)
+        logs = torch.zeros(10, device=self.device)
+        fakes = []
+        total = torch.zeros((), device=self.device)
+        for i, (a, b) in enumerate(zip(batches_a, batches_b)):
+            sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    rgb_a, mask_a, rgb_b, mask_b = self.forward_g(a.inputs, b.inputs)
+                    loss_a, terms_a = reconstruction_loss(rgb_a, mask_a, a.target, a.target_mask, a.landmarks, self.loss_cfg)
+                    loss_b, terms_b = reconstruction_loss(rgb_b, mask_b, b.target, b.target_mask, b.landmarks, self.loss_cfg)
+                    loss = loss_a + loss_b
+                    gan = torch.zeros((), device=self.device)
+                    if use_gan:
+                        gan = gan_g_loss(self.forward_d(rgb_a), self.loss_cfg.gan_loss) + gan_g_loss(
+                            self.forward_d(rgb_b), self.loss_cfg.gan_loss
+                        )
+                        loss = loss + self.loss_cfg.gan_weight * gan
+                (loss / accum).backward()
+            total = total + loss.detach() / accum
+            zero = torch.zeros((), device=self.device)
+            logs += torch.stack([
+                loss.detach(), loss_a.detach(), loss_b.detach(),
+                terms_a.get("dssim", zero), terms_b.get("dssim", zero),
+                terms_a.get("mse", zero), terms_b.get("mse", zero),
+                terms_a.get("mask", zero), terms_b.get("mask", zero), gan.detach(),
+            ]).float() / accum
+            fakes.append((rgb_a.detach(), rgb_b.detach()))
+        params = [p for p in self.autoencoder.parameters()]
+        skipped = self._finish(self.opt_g, params, total)
+        return logs, skipped, fakes
+
+    def discriminator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], fakes, step: int):
+        """Update D only, on real targets against detached fakes. Returns sums of (loss_d, acc_real, acc_fake)."""
+        if self.discriminator is None or self.loss_cfg.gan_weight <= 0:
+            return torch.zeros(3, device=self.device), torch.zeros((), device=self.device)
+        set_requires_grad(self.discriminator, True)
+        accum = len(batches_a)
+        lazy_r1 = self.loss_cfg.r1_gamma > 0 and step % max(1, self.loss_cfg.r1_every) == 0
+        logs = torch.zeros(3, device=self.device)
+        total = torch.zeros((), device=self.device)
+        for a, b, (fake_a, fake_b) in zip(batches_a, batches_b, fakes):
+            real = torch.cat([a.target, b.target])  # (2B, 3, R, R)
+            fake = torch.cat([fake_a, fake_b])  # (2B, 3, R, R), no path back into G
+            if lazy_r1:
+                real = real.detach().requires_grad_(True)
+            with self.autocast():
+                real_logits = self.forward_d(real)
+                fake_logits = self.forward_d(fake)
+                loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
+                if lazy_r1:
+                    # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
+                    loss = loss + self.loss_cfg.r1_gamma / 2 * self.loss_cfg.r1_every * r1_penalty(real_logits, real)
+            (loss / accum).backward()
+            total = total + loss.detach() / accum
+            acc_real, acc_fake = d_accuracy(real_logits.detach(), fake_logits.detach())
+            logs += torch.stack([loss.detach().float(), acc_real, acc_fake]) / accum
+        # D is not DDP-wrapped (R1 needs a double backward); average its gradients by hand.
+        dist.all_reduce_gradients(self.discriminator.parameters())
+        skipped = self._finish(self.opt_d, list(self.discriminator.parameters()), total)
+        return logs, skipped
+
+
+# ----------------------------------------------------------------------------------------------------
+# Setup helpers.
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeepfakeError(f"device '{name}' asked for, but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeepfakeError(f"unknown device '{name}' (auto | cpu | cuda | cuda:N)") from None
+
+
+def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "off":
+        return None
+    if name == "auto":
+        # bf16 on GPUs that have it; off on CPU, where bf16 is slow and would break exact resume checks.
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if name == "bf16":
+        return torch.bfloat16
+    raise DeepfakeError(f"amp '{name}': choose auto, bf16 or off (fp16 needs loss scaling; bf16 does not)")
+
+
+def make_optimizer(cfg: TrainConfig, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.optimizer not in kinds:
+        raise DeepfakeError(f"optimizer '{cfg.optimizer}': choose adam or adamw")
+    return kinds[cfg.optimizer](list(params), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                fused=device.type == "cuda")
+
+
+def lr_at(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+
+
+def load_side(path, cfg: TrainConfig, device: torch.device, seed: int, generator: torch.Generator, progress: bool):
+    """Read a faceset, decode it once, split off the validation faces, put it on the device."""
+    fs = read_faceset(path)
+    with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it
+        cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main())
+    train_idx, val_idx = split_train_val(len(cache), cfg.val_fraction, seed)
+    on_device = cache.pin().to(device)
+    val = None
+    if len(val_idx):
+        v = on_device.subset(val_idx[: cfg.val_faces])
+        val = no_augment(v.images, v.masks, v.landmarks)
+    # Preview columns: the validation faces first, topped up with training faces on small sets.
+    shown_rows = torch.as_tensor(list(val_idx[: cfg.preview_faces]) + list(train_idx[: max(0, cfg.preview_faces - len(val_idx))]))
+    shown = on_device.subset(shown_rows).images.float() / 255  # (P, 3, R, R)
+    return fs, Side(
+        cache=on_device,
+        train_rows=torch.as_tensor(train_idx, dtype=torch.int64),
+        val=val,
+        preview=shown,
+        sampler=EpochSampler(len(train_idx), generator),
+    )
+
+
+def _draw(side: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, step: int) -> Augmented:
+    rows = side.train_rows[side.sampler.next(batch * dist.world_size())]  # (global B,) one draw for all ranks
+    rows = rows[dist.rank() * batch : (dist.rank() + 1) * batch]  # (B,) this rank's slice
+    faces = side.cache.gather(rows)
+    return augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step)
+
+
+@torch.no_grad()
+def validate(autoencoder: nn.Module, side: Side, which: str, loss_cfg: LossConfig, batch: int, autocast) -> float:
+    """Mean reconstruction loss over the fixed validation faces of one side (host float)."""
+    if side.val is None:
+        return float("nan")
+    was = autoencoder.training
+    autoencoder.eval()
+    total, n = 0.0, side.val.inputs.shape[0]
+    for i in range(0, n, batch):
+        sl = slice(i, i + batch)
+        with autocast():
+            rgb, mask = autoencoder(side.val.inputs[sl], which)
+            loss, _ = reconstruction_loss(rgb, mask, side.val.target[sl], side.val.target_mask[sl], side.val.landmarks[sl], loss_cfg)
+        total += float(loss) * rgb.shape[0]
+    autoencoder.train(was)
+    return total / n
+
+
+class OverfitWatch:
+    """Warn when the validation loss has risen `patience` validations in a row while training loss fell:
+    the model memorises the training faces (DFL's "over-trained" case)."""
+
+    def __init__(self, patience: int, history: list[list[float]] | None = None):
+        self.patience = max(1, patience)
+        self.history = history or []  # [step, train_loss, val_loss]
+        self.warned = False
+
+    def update(self, step: int, train_loss: float, val_loss: float) -> bool:
+        if math.isnan(val_loss) or math.isnan(train_loss):
+            return False
+        self.history.append([step, train_loss, val_loss])
+        recent = self.history[-(self.patience + 1):]
+        if len(recent) <= self.patience:
+            return False
+        vals = [r[2] for r in recent]
+        rising = all(b > a for a, b in zip(vals, vals[1:]))
+        falling = recent[-1][1] < recent[0][1]
+        fire = rising and falling and not self.warned
+        self.warned = rising and falling  # one warning per episode
+        return fire
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """metrics.csv as dicts of floats (empty cells -> None); `step` as int."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                row[k] = int(v) if k == "step" else (float(v) if v not in ("", None) else None)
+            rows.append(row)
+    return rows
+
+
+def _tensorboard(model_dir: Path, enabled: bool):
+    if not enabled or not dist.is_main():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(model_dir / "tensorboard"))
+
+
+@contextlib.contextmanager
+def _sigint_flag():
+    """Ctrl-C sets a flag the loop checks after each step (so it saves first); a second Ctrl-C aborts."""
+    state = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+        log.warning("interrupt: saving after this step (Ctrl-C again to abort without saving)")
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path) -> None:
+    for part in ("model", "discriminator"):
+        if to_dict(getattr(saved, part)) != to_dict(getattr(cfg, part)):
+            raise DeepfakeError(
+                f"{model_dir}: holds a model with a different {part} config; resume with the same settings "
+                "(omit --preset/--arch/--config) or train into a new folder"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train(
+    cfg: TrainConfig,  # the resolved config; face_size/coverage are filled in from the facesets
+    faceset_a,  # faceset folder of identity A (path or str)
+    faceset_b,  # faceset folder of identity B
+    out_dir,  # MODEL_DIR; an existing one is resumed exactly where it stopped
+    *,
+    resume: bool = True,  # False: refuse to train into a folder that already holds a model
+    progress: bool = True,  # tqdm bar (rank 0 only)
+    stop_at: int | None = None,  # stop (and save) after this step even if cfg.steps is larger (tests)
+) -> TrainResult:
+    """Train and return a summary. Saves every save_every steps, at the end and on Ctrl-C."""
+    model_dir = Path(out_dir)
+    ctx = dist.init_from_env(cfg.device) if dist.env_world_size() > 1 and not torch.distributed.is_initialized() else None
+    try:
+        return _train(cfg, faceset_a, faceset_b, model_dir, resume, progress, stop_at, ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at, ctx) -> TrainResult:
+    from tqdm import tqdm
+
+    # Device and precision.
+    device = ctx.device if ctx is not None and ctx.distributed else resolve_device(cfg.device)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    main = dist.is_main()
+    per_rank_batch = dist.shard_batch(cfg.batch)
+    if cfg.grad_accum < 1:
+        raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
+
+    # Resume: the folder's own snapshot wins over fresh initialisation.
+    snap: Snapshot | None = None
+    if (model_dir / "config.json").is_file():
+        if not resume:
+            raise DeepfakeError(f"{model_dir}: already holds a model (resume it, or pick a new folder)")
+        _check_resumable(read_config(model_dir), cfg, model_dir)
+        snap = latest_snapshot(model_dir)
+
+    # Data: decoded once, split per identity, on the device.
+    torch.manual_seed(cfg.seed)  # model initialisation
+    sample_gen = torch.Generator().manual_seed(cfg.seed)  # same on every rank: one global draw, sliced
+    aug_gen = torch.Generator().manual_seed(dist.rank_seed(cfg.seed + 1))  # distinct per rank
+    fs_a, side_a = load_side(faceset_a, cfg, device, cfg.seed, sample_gen, progress)
+    fs_b, side_b = load_side(faceset_b, cfg, device, cfg.seed + 1, sample_gen, progress)
+    if abs(fs_a.coverage - fs_b.coverage) > 1e-6:
+        log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's", fs_a.coverage, fs_b.coverage)
+    cfg = replace(cfg, face_size=fs_a.size, coverage=fs_a.coverage)
+    identities = {k: fs.mean_embedding() for k, fs in (("a", fs_a), ("b", fs_b)) if len(fs) and fs.records[0].embedding}
+
+    # Networks and optimizers.
+    autoencoder = build_autoencoder(cfg.model).to(device)
+    use_gan = cfg.loss.gan_weight > 0
+    discriminator = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device) if use_gan else None
+    if cfg.channels_last and device.type == "cuda":
+        autoencoder.to(memory_format=torch.channels_last)
+        if discriminator is not None:
+            discriminator.to(memory_format=torch.channels_last)
+    opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
+    opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr, device) if use_gan else None
+
+    start, rows, wall_before, watch_history, sums, count = 0, [], 0.0, None, None, 0
+    if snap is not None:
+        autoencoder.load_state_dict(snap.autoencoder)
+        opt_g.load_state_dict(snap.optimizer_g)
+        if use_gan and snap.discriminator is not None:
+            discriminator.load_state_dict(snap.discriminator)
+            if snap.optimizer_d is not None:
+                opt_d.load_state_dict(snap.optimizer_d)
+        elif use_gan:
+            log.info("adding a discriminator to a model trained without one")
+        sample_gen.set_state(snap.rng["sample_gen"])
+        if dist.world_size() == snap.state.get("world_size", 1):
+            aug_gen.set_state(snap.rng[f"aug_gen_{dist.rank()}"] if f"aug_gen_{dist.rank()}" in snap.rng else snap.rng["aug_gen"])
+        side_a.sampler.load(snap.rng["sampler_a"])
+        side_b.sampler.load(snap.rng["sampler_b"])
+        sums, count = snap.rng.get("sums"), int(snap.state.get("sums_count", 0))
+        start, wall_before = snap.step, float(snap.state.get("wall_s", 0.0))
+        watch_history = snap.state.get("overfit_history")
+        rows = [r for r in read_metrics(model_dir / "metrics.csv") if r["step"] <= start]
+        log.info("resuming %s at step %d", model_dir, start)
+    if main:
+        write_config(model_dir, cfg, identities or None)
+    step_fn = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    sums = torch.zeros(len(TRAIN_KEYS), device=device) if sums is None else sums.to(device)
+    watch = OverfitWatch(cfg.overfit_patience, watch_history)
+    writer = _tensorboard(model_dir, cfg.tensorboard)
+    end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+
+    def save(step: int) -> None:
+        if not main:
+            return
+        rng = {"sample_gen": sample_gen.get_state(), "aug_gen": aug_gen.get_state(),
+               "sampler_a": side_a.sampler.state(), "sampler_b": side_b.sampler.state(), "sums": sums.detach().cpu()}
+        state = {"wall_s": wall_before + time.perf_counter() - t_start, "world_size": dist.world_size(),
+                 "sums_count": count, "overfit_history": watch.history}
+        save_snapshot(model_dir, Snapshot(
+            step=step,
+            autoencoder=dist.unwrap(autoencoder).state_dict(),
+            discriminator=discriminator.state_dict() if discriminator is not None else None,
+            optimizer_g=opt_g.state_dict(),
+            optimizer_d=opt_d.state_dict() if opt_d is not None else None,
+            rng=rng, state=state,
+        ), keep=cfg.keep_backups)
+        _write_metrics(model_dir / "metrics.csv", rows)
+
+    # The loop.
+    faces_per_step = 2 * per_rank_batch * cfg.grad_accum * dist.world_size()
+    bar = tqdm(total=end, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
+    t_start = t_log = time.perf_counter()
+    step, steps_since_log, skipped_total, warnings, compile_s = start, 0, 0, [], None
+    interrupted = False
+    with _sigint_flag() as flag:
+        while step < end and not flag["stop"]:
+            t_step = time.perf_counter()
+            lr = lr_at(step, cfg.lr, cfg.warmup_steps)
+            for group in opt_g.param_groups:
+                group["lr"] = lr
+
+            # Section: data (augmented on the device).
+            batches_a = [_draw(side_a, per_rank_batch, cfg, aug_gen, step) for _ in range(cfg.grad_accum)]
+            batches_b = [_draw(side_b, per_rank_batch, cfg, aug_gen, step) for _ in range(cfg.grad_accum)]
+            if cfg.channels_last and device.type == "cuda":
+                for b in batches_a + batches_b:
+                    b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
+
+            # Section: G phase, then D phase.
+            g_logs, g_skip, fakes = step_fn.generator_phase(batches_a, batches_b, step)
+            d_logs, d_skip = step_fn.discriminator_phase(batches_a, batches_b, fakes, step)
+            sums += torch.cat([g_logs, d_logs, (g_skip + d_skip).clamp(max=1).view(1)])  # (len(TRAIN_KEYS),)
+            step += 1
+            count += 1
+            steps_since_log += 1
+            bar.update(1)
+            if cfg.compile and compile_s is None and step == start + 1:
+                compile_s = time.perf_counter() - t_step  # the first step pays for compilation
+                log.info("torch.compile: first step took %.1f s", compile_s)
+
+            # Section: logging (the only regular host sync).
+            val_due = step % cfg.val_every == 0 if cfg.val_every > 0 else False
+            if step % cfg.log_every == 0 or val_due or step == end or flag["stop"]:
+                means = (dist.all_reduce_mean(sums) / max(1, count)).tolist()
+                row: dict[str, Any] = {"step": step, **dict(zip(TRAIN_KEYS, means))}
+                row["skipped"] = means[-1] * count  # a count, not a mean
+                skipped_total += int(round(row["skipped"]))
+                now = time.perf_counter()
+                row.update(lr=lr, faces_per_s=faces_per_step * steps_since_log / max(now - t_log, 1e-9),
+                           wall_s=wall_before + now - t_start, val_loss=None, val_a=None, val_b=None)
+                if val_due:
+                    row["val_a"] = validate(autoencoder, side_a, "a", cfg.loss, per_rank_batch, step_fn.autocast)
+                    row["val_b"] = validate(autoencoder, side_b, "b", cfg.loss, per_rank_batch, step_fn.autocast)
+                    row["val_loss"] = row["val_a"] + row["val_b"]
+                    if watch.update(step, row["loss"], row["val_loss"]):
+                        warnings.append(step)
+                        msg = (f"step {step}: validation loss rose {watch.patience} times in a row "
+                               f"({row['val_loss']:.4f}) while training loss fell ({row['loss']:.4f}): over-fitting. "
+                               "Add more varied faces, or stop at an earlier checkpoint.")
+                        log.warning(msg)
+                        if main:
+                            bar.write(f"warning: {msg}")
+                if row["skipped"] and main:
+                    bar.write(f"warning: {int(round(row['skipped']))} step(s) skipped for a non-finite loss before step {step}")
+                rows.append(row)
+                post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
+                if use_gan:
+                    post.update(d=f"{row['loss_d']:.3f}", acc=f"{row['d_acc_real']:.2f}/{row['d_acc_fake']:.2f}")
+                if row["val_loss"] is not None:
+                    post["val"] = f"{row['val_loss']:.4f}"
+                bar.set_postfix(post, refresh=False)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "step" and v is not None:
+                            writer.add_scalar(k, v, step)
+                sums.zero_()
+                count, steps_since_log, t_log = 0, 0, time.perf_counter()
+
+            # Section: previews and checkpoints.
+            if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or step == end):
+                write_preview(model_dir / "previews" / f"step_{step:06d}.png", autoencoder, side_a.preview, side_b.preview)
+            if step % cfg.save_every == 0 or step == end or flag["stop"]:
+                save(step)
+        interrupted = flag["stop"] and step < end
+    bar.close()
+    if step == start and main and snap is None:
+        save(step)  # nothing to train (steps already reached): still leave a loadable folder
+    if writer is not None:
+        writer.close()
+    if interrupted and main:
+        log.warning("interrupted: saved %s at step %d", model_dir, step)
+    return TrainResult(model_dir, step, interrupted, rows, skipped_total, warnings, compile_s)
