@@ -108,7 +108,7 @@ class Detector:
 
             ecfg = ExtractConfig(size=self.face_size, coverage=self.coverage, detector=self.cfg.detector,
                                  smooth=False, workers=1)
-            self._analyzer = FaceAnalyzer(ecfg)
+            self._analyzer = FaceAnalyzer(ecfg, with_embedding=False)
         return self._analyzer
 
     def _frames(self, path: Path) -> tuple[str, Iterator[tuple[int | None, float | None, np.ndarray]]]:
@@ -144,7 +144,7 @@ class Detector:
             if not faces:
                 report.frames_without_face += 1
             for k, face in enumerate(faces):
-                crops.append(face.image)
+                crops.append(face.aligned)
                 where.append((index, t, k, [float(v) for v in face.bbox]))
         if crops:
             p = self.score_aligned(np.stack(crops))

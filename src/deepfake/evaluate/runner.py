@@ -402,7 +402,6 @@ def measure_flicker(autoencoder: torch.nn.Module, video: Path, direction: str, t
     with that of the original aligned face (same crops, same masks), so alignment jitter cancels out."""
     from deepfake.config import ExtractConfig
     from deepfake.faces.analyzer import FaceAnalyzer
-    from deepfake.faces.smooth import LandmarkSmoother
     from deepfake.io.video import VideoReader
 
     if direction not in DIRECTIONS:
@@ -411,22 +410,19 @@ def measure_flicker(autoencoder: torch.nn.Module, video: Path, direction: str, t
     res = tcfg.model.resolution
     size = tcfg.face_size or res
     ecfg = ExtractConfig(size=size, coverage=tcfg.coverage or ExtractConfig().coverage, max_faces=1, workers=1)
-    analyzer = FaceAnalyzer(ecfg)
-    smoother = None
-    originals, masks, swapped, missing = [], [], [], 0
+    analyzer = FaceAnalyzer(ecfg, with_embedding=False)
+    smoother = analyzer.new_smoother()  # the same temporal smoothing swap uses, so flicker is the model's
+    originals, masks, missing = [], [], 0
     with VideoReader(video) as reader:
-        fps = reader.fps
-        smoother = LandmarkSmoother(fps=fps, min_cutoff=ecfg.smooth_min_cutoff, beta=ecfg.smooth_beta)
-        for index, _t, rgb in reader:
+        for _index, t, rgb in reader:
             if len(originals) >= cfg.max_frames:
                 break
-            faces = analyzer.analyze(rgb, smoother=smoother)
+            faces = analyzer.analyze(rgb, smoother=smoother, time=t)
             if not faces:
                 missing += 1
                 continue
-            face = faces[0]
-            originals.append(cv2.resize(face.image, (res, res), interpolation=cv2.INTER_AREA))
-            masks.append(cv2.resize(face.mask, (res, res), interpolation=cv2.INTER_AREA))
+            originals.append(cv2.resize(faces[0].aligned, (res, res), interpolation=cv2.INTER_AREA))
+            masks.append(cv2.resize(faces[0].mask, (res, res), interpolation=cv2.INTER_AREA))
     if len(originals) < 2:
         raise BadInputError(video, f"a face was found in only {len(originals)} frame(s); flicker needs at least 2")
     swapped, _ = run_autoencoder(autoencoder, np.stack(originals), src, swap=True, batch=cfg.batch, device=device)
