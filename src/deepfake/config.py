@@ -37,8 +37,9 @@ class ExtractConfig:
     reference_threshold: float = 0.6  # max embedding distance to the reference mean
     smooth: bool = True  # temporal landmark smoothing on video
     smooth_min_cutoff: float = 1.0  # One-Euro filter: cutoff (Hz) at rest
-    smooth_beta: float = 0.5  # One-Euro filter: how fast the cutoff rises with speed (no lag on fast motion)
+    smooth_beta: float = 5.0  # One-Euro filter: how fast the cutoff rises with speed (no lag on fast motion)
     image_format: str = "png"  # aligned faces: png (lossless) | jpg
+    embed_every: int = 10  # video: refresh a tracked face's identity embedding every N frames (it costs ~80 ms)
     workers: int = 2  # processes for detection
 
 
@@ -165,6 +166,10 @@ class SwapConfig:
     preset: str = "medium"
     watermark: bool = False
     device: str = "auto"
+    frames: int = 0  # video: swap only the first N frames (0 = all); the output is cut to match
+    preview: bool = False  # write a before/after preview instead of the full output (PNG sheet or short MP4)
+    preview_frames: int = 4  # rows of the PNG sheet, spread evenly over the video
+    preview_seconds: float = 3.0  # length of an MP4 preview
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+"""Face-hull mask from landmarks, with the forehead: the 68 points stop at the eyebrows, so the brows
+are lifted along the face's vertical axis to approximate the hairline."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FOREHEAD = 0.55  # how far above the brows the hull reaches, in units of the brow-to-nose-tip length
+
+
+def forehead_points(landmarks: np.ndarray, amount: float = FOREHEAD) -> np.ndarray:
+    """Brow points (17..26) lifted towards the hairline, higher in the middle than at the temples. (10, 2)"""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    brows = lm[17:27]
+    brow_mid = brows.mean(axis=0)
+    up = brow_mid - lm[30]  # nose tip -> brows: the face's "up", whatever the roll
+    # Arch: full lift at the centre of the brows, about half at the outer ends.
+    across = np.linspace(-1.0, 1.0, len(brows))
+    lift = amount * (1.0 - 0.5 * across**2)
+    return brows + lift[:, None] * up[None, :]
+
+
+def hull_mask(aligned_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (size, size) mask, 255 inside the face hull (jaw, brows and forehead), 0 outside."""
+    lm = np.asarray(aligned_landmarks, dtype=np.float64)
+    pts = np.concatenate([lm, forehead_points(lm)])
+    hull = cv2.convexHull(np.round(pts).astype(np.int32))
+    mask = np.zeros((size, size), dtype=np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_8)
+    return mask
