@@ -1,0 +1,105 @@
+"""`deepfake train --a FACESET_A --b FACESET_B -o MODEL_DIR`: parse, resolve the config, call train()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from deepfake.errors import DeepfakeError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--a", required=True, metavar="FACESET_A", help="faceset of identity A (the face to put in)")
+    p.add_argument("--b", required=True, metavar="FACESET_B", help="faceset of identity B")
+    p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder; an existing one is resumed")
+    p.add_argument("--preset", default=None, help="tiny | original64 | df128 | df256 | liae256 "
+                   "(default: the folder's own config when resuming, else original64)")
+    p.add_argument("--arch", choices=["df", "liae"], default=None, help="autoencoder architecture")
+    p.add_argument("--config", default=None, metavar="JSON", help="a full TrainConfig JSON file (e.g. from --dry-run)")
+    p.add_argument("--steps", type=int, default=None, help="train until this step")
+    p.add_argument("--batch", type=int, default=None, help="faces per identity per step (global, over all GPUs)")
+    p.add_argument("--lr", type=float, default=None, help="generator learning rate")
+    p.add_argument("--gan-weight", type=float, default=None, help="adversarial loss weight; 0 = plain autoencoder")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--preview-every", type=int, default=None, help="preview grid every N steps")
+    p.add_argument("--val-every", type=int, default=None, help="validation every N steps")
+    p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the G and D graphs")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
+    p.add_argument("--dry-run", action="store_true", help="print and save the resolved config, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string, e.g. --set model.arch=liae
+
+
+def resolve_config(args: argparse.Namespace):
+    """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
+    from deepfake.checkpoint import read_config
+    from deepfake.config import TrainConfig, load_json, replace_path
+    from deepfake.models import preset_config
+
+    if args.config and args.preset:
+        raise DeepfakeError("give --config or --preset, not both")
+    if args.config:
+        cfg = load_json(TrainConfig, args.config)
+    elif args.preset:
+        cfg = preset_config(args.preset)
+    elif (Path(args.out) / "config.json").is_file():
+        cfg = read_config(args.out)
+    else:
+        cfg = preset_config("original64")
+    flags = {
+        "model.arch": args.arch, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+        "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
+        "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
+        "grad_accum": args.grad_accum, "compile": args.compile, "seed": args.seed,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            cfg = replace_path(cfg, key, value)
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise DeepfakeError(f"--set {item!r}: expected KEY=VALUE")
+        cfg = replace_path(cfg, key.strip(), _parse_value(value.strip()))
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepfake.checkpoint import write_config
+    from deepfake.config import to_dict
+    from deepfake.models.autoencoder import validate
+
+    cfg = resolve_config(args)
+    validate(cfg.model)
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        write_config(args.out, cfg)
+        print(f"saved {Path(args.out) / 'config.json'} (dry run: nothing trained)")
+        return 0
+    from deepfake.train import train
+
+    result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress)
+    last = result.metrics[-1] if result.metrics else {}
+    summary = f"step {result.step}: loss {last.get('loss', float('nan')):.4f}"
+    if last.get("val_loss") is not None:
+        summary += f", val {last['val_loss']:.4f}"
+    if result.skipped_steps:
+        summary += f", {result.skipped_steps} non-finite step(s) skipped"
+    if result.compile_s is not None:
+        summary += f", compile {result.compile_s:.1f} s"
+    print(f"{summary}. Model in {result.model_dir}")
+    if result.interrupted:
+        print(f"interrupted: saved at step {result.step}; run the same command again to resume")
+        return 130
+    return 0
