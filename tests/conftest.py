@@ -28,3 +28,30 @@ def media_path(name: str) -> Path:
 @pytest.fixture
 def media():
     return media_path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Facesets shared by the train, swap and evaluate tests: the first 60 frames of two people, at 128 px.
+
+
+def _extract_fixture(tmp_path_factory, clip: str, name: str):
+    from deepfake.config import ExtractConfig
+    from deepfake.extract import extract
+
+    src = media_path(clip)
+    out = tmp_path_factory.mktemp(name)
+    summary = extract([src], out, ExtractConfig(size=128, frames=60), progress=False)
+    assert summary.faces_kept > 0, f"no faces extracted from {src}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def faceset_a(tmp_path_factory):
+    """Path of a faceset folder of woman A: first 60 frames of d6.mp4, 128 px (read it with read_faceset)."""
+    return _extract_fixture(tmp_path_factory, "d6.mp4", "faceset_a")
+
+
+@pytest.fixture(scope="session")
+def faceset_b(tmp_path_factory):
+    """Path of a faceset folder of woman B: first 60 frames of d14.mp4, 128 px (read it with read_faceset)."""
+    return _extract_fixture(tmp_path_factory, "d14.mp4", "faceset_b")

@@ -28,6 +28,7 @@ class ExtractConfig:
     size: int = 256  # aligned face size in px
     coverage: float = 0.75  # fraction of the aligned crop the canonical face spans (DFL "whole face" ~ 0.75)
     every: int = 1  # take every Nth video frame
+    frames: int = 0  # video: read only the first N frames (0 = all)
     min_face: int = 40  # smallest face box side kept, px in the source frame
     max_faces: int = 0  # per frame, largest first; 0 = no limit
     detector: str = "hog"  # hog | cnn
