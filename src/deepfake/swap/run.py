@@ -1,0 +1,404 @@
+"""`deepfake swap` as a library call: an image, a folder of images or a video in; labelled output out.
+
+Every check that can fail fast runs before the slow work (input kind, output container, output folder
+writable, model folder complete and compatible). Outputs are written to temp files and renamed at the
+end, so a failure anywhere leaves nothing partial behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfake.config import SwapConfig, save_json
+from deepfake.errors import BadInputError, DeepfakeError, ModelDirError, OutputError
+from deepfake.io.video_writer import VIDEO_CONTAINERS, VideoWriter, container_format
+from deepfake.provenance import IMAGE_FORMATS, add_watermark, image_format, make_record, save_labelled_image, video_tags
+from deepfake.swap.blend import BLEND_MODES
+from deepfake.swap.color import COLOR_MODES
+from deepfake.swap.masks import MASK_MODES
+from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, OrderedWriter, Swapper, analyzer_config
+from deepfake.swap.preview import sheet, side_by_side
+
+log = logging.getLogger(__name__)
+
+VIDEO_INPUTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
+IMAGE_INPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class SwapModel:
+    """A loaded model with everything swap needs to align and pick faces the way training did."""
+
+    model: FaceModel
+    face_size: int
+    coverage: float
+    identity: np.ndarray | None  # mean embedding of the person the model replaces (None = unknown)
+    name: str  # for the provenance label
+    step: int = 0
+
+
+@dataclass
+class SwapSummary:
+    output: Path
+    kind: str  # image | folder | video | preview
+    frames: int = 0
+    frames_with_face: int = 0
+    frames_swapped: int = 0
+    faces_swapped: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of folder items left out
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        text = (
+            f"{self.output}: {self.frames} frame(s), {self.frames_swapped} swapped "
+            f"({self.faces_swapped} face(s)) in {self.seconds:.1f} s ({self.fps:.1f} frames/s)"
+        )
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)}: " + "; ".join(self.skipped)
+        return text
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks.
+
+
+def validate_config(cfg: SwapConfig) -> None:
+    for name, value, allowed in (
+        ("direction", cfg.direction, DIRECTIONS),
+        ("mask", cfg.mask, MASK_MODES),
+        ("color", cfg.color, COLOR_MODES),
+        ("blend", cfg.blend, BLEND_MODES),
+    ):
+        if value not in allowed:
+            raise DeepfakeError(f"--{name} {value}: choose from {', '.join(allowed)}")
+    if not 0 <= cfg.crf <= 51:
+        raise DeepfakeError(f"--crf {cfg.crf}: must be 0..51")
+
+
+def input_kind(path: Path) -> str:
+    """image | folder | video; BadInputError for a missing path or an unsupported container."""
+    if not path.exists():
+        raise BadInputError(path, "not found")
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_INPUTS:
+        return "video"
+    if suffix in IMAGE_INPUTS:
+        return "image"
+    raise BadInputError(
+        path, f"unsupported container '{suffix or '(none)'}' (videos: {', '.join(sorted(VIDEO_INPUTS))}; "
+        f"images: {', '.join(sorted(IMAGE_INPUTS))})"
+    )
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after minutes of work, when the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".deepfake-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(f"{folder}: output folder is not writable ({e.strerror or e})") from None
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
+    """Load a model folder for swapping; ModelDirError (one line) when it is missing or incompatible."""
+    from deepfake.checkpoint import load_model_dir
+
+    model_dir = Path(model_dir)
+    loaded = load_model_dir(model_dir, device=resolve_device(cfg.device))
+    tcfg = loaded.config
+    config_json = model_dir / "config.json"
+    if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
+        raise ModelDirError(
+            f"{config_json}: no face size/coverage recorded (face_size={tcfg.face_size}, coverage={tcfg.coverage}); "
+            "swap must align faces as the training facesets were"
+        )
+    if tcfg.face_size < tcfg.model.resolution:
+        raise ModelDirError(
+            f"{config_json}: face size {tcfg.face_size} px is smaller than the model resolution "
+            f"{tcfg.model.resolution} px (the facesets do not match this model)"
+        )
+    in_side, out_side = DIRECTIONS[cfg.direction]
+    identity = None
+    if loaded.identities and in_side in loaded.identities:
+        identity = np.asarray(loaded.identities[in_side], np.float32)
+    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, resolve_device(cfg.device))
+    return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step)
+
+
+def _analyzer(model: SwapModel, cfg: SwapConfig):
+    from deepfake.faces.analyzer import FaceAnalyzer
+
+    # Embeddings cost a ResNet pass per face; only compute them when they decide which faces to swap.
+    need_identity = model.identity is not None and not cfg.all_faces
+    return FaceAnalyzer(analyzer_config(model.face_size, model.coverage), with_embedding=need_identity)
+
+
+def _record(model: SwapModel, cfg: SwapConfig, source: Path) -> dict[str, Any]:
+    return make_record(model.name, model_step=model.step, direction=cfg.direction, source=source.name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg: SwapConfig,
+         progress: bool = True, model: SwapModel | None = None) -> SwapSummary:
+    """Swap faces in an image, a folder of images or a video; see the module docstring.
+
+    `model` may be given to reuse a loaded model (or to test with a stand-in).
+    """
+    validate_config(cfg)
+    input_path, output = Path(input_path), Path(output)
+    kind = input_kind(input_path)
+    _check_output(kind, output, cfg)
+    folder = output if kind == "folder" else output.parent
+    missing = _missing_parents(folder)
+    check_writable(folder)
+    try:
+        if model is None:
+            model = load_swap_model(model_dir, cfg)
+        if kind == "video":
+            return preview_video(input_path, output, model, cfg) if cfg.preview else swap_video(
+                input_path, output, model, cfg, progress
+            )
+        if kind == "image":
+            return swap_image_file(input_path, output, model, cfg)
+        return swap_folder(input_path, output, model, cfg, progress)
+    except BaseException:
+        # Nothing partial: not even the empty folders made for the output.
+        for d in missing:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders that do not exist yet on the way to `folder`, deepest first."""
+    out = []
+    for d in [folder, *folder.parents]:
+        if d.exists():
+            break
+        out.append(d)
+    return out
+
+
+def _check_output(kind: str, output: Path, cfg: SwapConfig) -> None:
+    suffix = output.suffix.lower()
+    if kind == "folder":
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"{output}: a folder of images needs an output folder, not a file")
+        return
+    if kind == "video" and cfg.preview:
+        if suffix != ".png":
+            container_format(output)
+        return
+    if kind == "video":
+        container_format(output)
+    else:
+        image_format(output)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Images.
+
+
+def swap_image_file(path: Path, output: Path, model: SwapModel, cfg: SwapConfig,
+                    swapper: Swapper | None = None) -> SwapSummary:
+    from deepfake.io.images import read_image
+
+    start = time.perf_counter()
+    rgb = read_image(path)
+    swapper = swapper or Swapper(model.model, _analyzer(model, cfg), cfg, model.identity)
+    result = swapper.swap_image(rgb, keep_original=cfg.preview)
+    if result.swapped == 0:
+        why = "no face found" if result.found == 0 else f"{result.found} face(s), none matches the model's identity"
+        raise BadInputError(path, f"{why} (use --all-faces to swap any face)" if result.found else why)
+    out = add_watermark(result.frame) if cfg.watermark else result.frame
+    if cfg.preview:
+        out = side_by_side(result.original, out)
+    save_labelled_image(output, out, _record(model, cfg, path))
+    return SwapSummary(output, "image", 1, 1, 1, result.swapped, time.perf_counter() - start)
+
+
+def swap_folder(folder: Path, output: Path, model: SwapModel, cfg: SwapConfig, progress: bool = True) -> SwapSummary:
+    """Every image in `folder` -> the same name and format in `output`. Bad items are skipped and reported."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_INPUTS)
+    if not images:
+        raise BadInputError(folder, f"no images ({', '.join(sorted(IMAGE_INPUTS))}) in this folder")
+    swapper = Swapper(model.model, _analyzer(model, cfg), cfg, model.identity)
+    summary = SwapSummary(output, "folder")
+    for path in tqdm(images, desc="swap", unit="image", disable=not progress):
+        try:
+            if path.suffix.lower() not in IMAGE_FORMATS:
+                raise BadInputError(path, f"cannot label {path.suffix} images; convert to png or jpg")
+            done = swap_image_file(path, output / path.name, model, cfg, swapper)
+        except BadInputError as e:
+            summary.skipped.append(str(e))
+            continue
+        summary.frames += 1
+        summary.frames_with_face += 1
+        summary.frames_swapped += 1
+        summary.faces_swapped += done.faces_swapped
+    summary.seconds = time.perf_counter() - start
+    if summary.frames == 0:
+        raise BadInputError(folder, "no image could be swapped: " + "; ".join(summary.skipped))
+    save_json(cfg, output / "swap_config.json")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# Video.
+
+
+def _exact_fps(path: Path, fallback: float) -> Fraction:
+    """The stream's frame rate as a fraction (30000/1001 stays exact), else the reader's float."""
+    import av
+
+    with contextlib.suppress(Exception), av.open(str(path)) as c:
+        rate = c.streams.video[0].average_rate or c.streams.video[0].guessed_rate
+        if rate:
+            return Fraction(rate)
+    return Fraction(fallback).limit_denominator(1001 * 1000)
+
+
+def _frames(reader: Any, path: Path, limit: int):
+    """The reader's (index, time, rgb) frames, first `limit` only when limit > 0; decode errors -> BadInputError."""
+    import av
+
+    try:
+        for index, t, rgb in reader:
+            if limit and index >= limit:
+                return
+            yield index, t, rgb
+    except av.error.FFmpegError as e:
+        raise BadInputError(path, f"corrupt video ({e})") from None
+    # The reader stops quietly at the first undecodable packet; a swap must not pass a cut-short video off
+    # as complete.
+    if reader.error:
+        raise BadInputError(path, f"corrupt video: {reader.error}")
+
+
+def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, progress: bool = True) -> SwapSummary:
+    from tqdm import tqdm
+
+    from deepfake.io.video import VideoReader
+
+    start = time.perf_counter()
+    analyzer = _analyzer(model, cfg)
+    swapper = Swapper(model.model, analyzer, cfg, model.identity, smoother=analyzer.new_smoother())
+    summary = SwapSummary(output, "video")
+    with VideoReader(path) as reader:
+        fps = _exact_fps(path, reader.fps)
+        total = reader.frame_count or None
+        if cfg.frames:
+            total = min(total, cfg.frames) if total else cfg.frames
+        audio_until = float(cfg.frames / fps) if cfg.frames else None
+        writer = VideoWriter(
+            output, fps, reader.width, reader.height, crf=cfg.crf, preset=cfg.preset,
+            audio_from=path if reader.has_audio else None, audio_until=audio_until,
+            metadata=video_tags(_record(model, cfg, path)),
+        )
+        with writer, tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar:
+            encode = OrderedWriter(writer.write, depth=2 * max(1, cfg.batch))
+            try:
+                for result in swapper.swap_frames(_frames(reader, path, cfg.frames)):
+                    _count(summary, result)
+                    encode.put(add_watermark(result.frame) if cfg.watermark else result.frame)
+                    bar.update(1)
+            finally:
+                encode.close()
+            if summary.frames == 0:
+                raise BadInputError(path, "no frames could be decoded")
+            if summary.frames_with_face == 0:
+                raise BadInputError(path, f"no face found in any of its {summary.frames} frames")
+            if summary.frames_swapped == 0:
+                raise BadInputError(
+                    path, "no face in it matches the model's identity (use --all-faces, or check --direction)"
+                )
+    summary.seconds = time.perf_counter() - start
+    save_json(cfg, output.with_name(output.name + ".swap.json"))
+    return summary
+
+
+def _count(summary: SwapSummary, result: FrameResult) -> None:
+    summary.frames += 1
+    summary.frames_with_face += result.found > 0
+    summary.frames_swapped += result.swapped > 0
+    summary.faces_swapped += result.swapped
+
+
+def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -> SwapSummary:
+    """A quick look before a long render: a PNG sheet of frames spread over the video (output .png), or
+    a side-by-side MP4 of its first `preview_seconds` (any video suffix)."""
+    from deepfake.io.video import VideoReader
+
+    start = time.perf_counter()
+    analyzer = _analyzer(model, cfg)
+    summary = SwapSummary(output, "preview")
+    record = _record(model, cfg, path)
+    with VideoReader(path) as reader:
+        if output.suffix.lower() == ".png":
+            n = max(1, reader.frame_count or 1)
+            wanted = set(np.linspace(0, n - 1, max(1, cfg.preview_frames)).round().astype(int).tolist())
+            swapper = Swapper(model.model, analyzer, cfg, model.identity)
+            pairs = []
+            for index, _, rgb in _frames(reader, path, 0):
+                if index not in wanted:
+                    continue
+                result = swapper.swap_image(rgb, keep_original=True)
+                _count(summary, result)
+                if result.swapped:
+                    pairs.append((result.original, result.frame))
+            if not pairs:
+                raise BadInputError(path, f"no swappable face in the {summary.frames} sampled frames")
+            save_labelled_image(output, sheet(pairs), record)
+        else:
+            fps = _exact_fps(path, reader.fps)
+            limit = max(1, round(cfg.preview_seconds * float(fps)))
+            swapper = Swapper(model.model, analyzer, dataclasses.replace(cfg, frames=limit), model.identity,
+                              smoother=analyzer.new_smoother())
+            w = reader.width * 2 + 4
+            with VideoWriter(output, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
+                             preset=cfg.preset, metadata=video_tags(record)) as writer:
+                for result in swapper.swap_frames(_frames(reader, path, limit), keep_original=lambda i: True):
+                    _count(summary, result)
+                    before = result.original if result.original is not None else result.frame
+                    row = side_by_side(before, result.frame)
+                    row = np.pad(row, ((0, reader.height % 2), (0, w % 2), (0, 0)))
+                    writer.write(row)
+                if summary.frames_swapped == 0:
+                    raise BadInputError(path, f"no swappable face in its first {summary.frames} frames")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
