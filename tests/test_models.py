@@ -1,0 +1,143 @@
+"""Model shapes for every preset, architecture, activation and normalisation (CPU, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from deepfake.config import DiscriminatorConfig, ModelConfig
+from deepfake.errors import DeepfakeError
+from deepfake.models import PRESETS, build_autoencoder, build_discriminator, preset_config
+from deepfake.models.blocks import ACTIVATIONS, NORMS
+
+
+def tiny_model(**kw) -> ModelConfig:
+    return dataclasses.replace(preset_config("tiny").model, **kw)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_builds_with_plausible_size(name):
+    cfg = preset_config(name)
+    with torch.device("meta"):  # parameter counts without allocating 100+ M floats
+        ae = build_autoencoder(cfg.model)
+        d = build_discriminator(cfg.discriminator, cfg.model.resolution)
+    expected_min = {"tiny": 1e5, "original64": 5e7, "df128": 5e7, "df256": 1e8, "liae256": 1e8}[name]
+    assert n_params(ae) > expected_min
+    assert n_params(d) > 1e4
+    assert cfg.preset == name
+
+
+@pytest.mark.parametrize("name", ["tiny", "original64", "df128", "df256"])
+def test_preset_forward_at_batch_1(name):
+    cfg = preset_config(name)
+    torch.manual_seed(0)
+    ae = build_autoencoder(cfg.model).eval()
+    r = cfg.model.resolution
+    x = torch.rand(1, 3, r, r)
+    with torch.no_grad():
+        for side in ("a", "b"):
+            rgb, mask = ae(x, side)
+            assert rgb.shape == (1, 3, r, r) and mask.shape == (1, 1, r, r)
+            assert 0 <= float(rgb.min()) and float(rgb.max()) <= 1
+            assert 0 <= float(mask.min()) and float(mask.max()) <= 1
+
+
+@pytest.mark.parametrize("arch", ["df", "liae"])
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_shapes_per_activation(arch, act):
+    ae = build_autoencoder(tiny_model(arch=arch, activation=act))
+    x = torch.rand(2, 3, 64, 64)
+    rgb, mask = ae(x, "a")
+    assert rgb.shape == (2, 3, 64, 64) and mask.shape == (2, 1, 64, 64)
+    (rgb.mean() + mask.mean()).backward()
+    assert all(p.grad is not None for p in ae.encoder.parameters())
+
+
+@pytest.mark.parametrize("arch", ["df", "liae"])
+@pytest.mark.parametrize("norm", list(NORMS))
+@pytest.mark.parametrize("residual", [False, True])
+def test_shapes_per_norm(arch, norm, residual):
+    ae = build_autoencoder(tiny_model(arch=arch, norm=norm, residual_blocks=residual))
+    rgb, mask = ae(torch.rand(2, 3, 64, 64), "b")
+    assert rgb.shape == (2, 3, 64, 64) and mask.shape == (2, 1, 64, 64)
+    assert torch.isfinite(rgb).all()
+
+
+def test_resolution_128_and_no_learned_mask():
+    cfg = tiny_model(resolution=128, learned_mask=False)
+    rgb, mask = build_autoencoder(cfg)(torch.rand(1, 3, 128, 128), "a")
+    assert rgb.shape == (1, 3, 128, 128)
+    assert torch.equal(mask, torch.ones(1, 1, 128, 128))
+
+
+@pytest.mark.parametrize("arch", ["df", "liae"])
+def test_swap_decodes_through_the_other_side(arch):
+    torch.manual_seed(0)
+    ae = build_autoencoder(tiny_model(arch=arch)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        z = ae.encode(x)
+        swapped, _ = ae.swap(x, "b")
+        assert torch.equal(swapped, ae.decode(z, "b")[0])
+        assert not torch.allclose(swapped, ae(x, "a")[0])
+    with pytest.raises(DeepfakeError, match="side"):
+        ae.decode(z, "c")
+
+
+def test_liae_side_a_uses_only_inter_ab():
+    torch.manual_seed(0)
+    ae = build_autoencoder(tiny_model(arch="liae")).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = ae.swap(x, "a")[0]
+        for p in ae.inter_b.parameters():
+            p.add_(1.0)
+        assert torch.equal(before, ae.swap(x, "a")[0])  # B's private code does not reach side a
+        assert not torch.equal(ae(x, "b")[0], before)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = build_autoencoder(tiny_model(residual_blocks=True))
+    ckpt = build_autoencoder(tiny_model(residual_blocks=True, checkpoint_decoder=True))
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    for m in (plain, ckpt):
+        rgb, mask = m(x, "a")
+        (rgb.square().mean() + mask.mean()).backward()
+    for (n, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(resolution=72), dict(resolution=32), dict(arch="gan"), dict(encoder_channels=[8, 8]),
+    dict(decoder_stages=2), dict(activation="tanhh"), dict(norm="layer"),
+])
+def test_bad_configs_raise_one_line_errors(bad):
+    with pytest.raises(DeepfakeError) as e:
+        build_autoencoder(tiny_model(**bad))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind,shape", [("patch", (2, 1, 8, 8)), ("unet", (2, 1, 64, 64))])
+@pytest.mark.parametrize("act", ["leaky_relu", "gelu", "mish"])
+@pytest.mark.parametrize("norm", ["none", "batch", "instance", "group"])
+def test_discriminator_gives_per_patch_logits(kind, shape, act, norm):
+    d = build_discriminator(DiscriminatorConfig(kind=kind, depth=3, channels=8, activation=act, norm=norm), 64)
+    out = d(torch.rand(2, 3, 64, 64))
+    assert out.shape == shape
+    out.mean().backward()
+
+
+def test_discriminator_depth_must_divide_resolution():
+    with pytest.raises(DeepfakeError, match="depth"):
+        build_discriminator(DiscriminatorConfig(depth=7), 64)
+    with pytest.raises(DeepfakeError, match="kind"):
+        build_discriminator(DiscriminatorConfig(kind="stylegan"), 64)
