@@ -15,7 +15,7 @@ from deepfake.config import ExtractConfig
 from deepfake.faces.align import align_matrix, transform_points, warp_face
 from deepfake.faces.detect import Detection, FaceDetector, iou
 from deepfake.faces.identity import FaceEmbedder
-from deepfake.faces.landmarks import LandmarkPredictor
+from deepfake.faces.landmarks import LandmarkPredictor, box_from_landmarks
 from deepfake.faces.mask import hull_mask
 from deepfake.faces.pose import estimate_pose
 from deepfake.faces.quality import blur_score
@@ -68,7 +68,11 @@ class FaceAnalyzer:
             if best is None or iou(best.bbox, hint) < 0.2:
                 lost = True
                 continue
-            dets.append(best)
+            # The face is still there. Unless it moved fast, start its landmarks from the box of the
+            # previous landmarks (stable) rather than the new detection (wobbly).
+            side = hint[2] - hint[0]
+            shift = np.hypot(*(np.add(best.bbox[:2], best.bbox[2:]) - np.add(hint[:2], hint[2:])) / 2)
+            dets.append(Detection(tuple(hint), best.score) if shift < 0.15 * side else best)
         if lost or smoother is None or smoother.frames % FULL_DETECT_EVERY == 0:
             # A full pass finds faces that entered the shot; tracked faces keep their tracked boxes,
             # because box placement differs between scales and would show up as jitter.
@@ -90,7 +94,7 @@ class FaceAnalyzer:
         raw = [self.predictor(rgb, d.bbox) for d in dets]
         if smoother is None:
             return [self._measure(rgb, d, lm, lm, self._embed(rgb, lm)) for d, lm in zip(dets, raw)]
-        landmarks = smoother(raw, time, [d.bbox for d in dets])
+        landmarks = smoother(raw, time, [box_from_landmarks(r) for r in raw])
         faces = []
         for d, lm, r, track in zip(dets, landmarks, raw, smoother.last_tracks):
             # The ResNet embedding costs ~80 ms a face on one core, 4x the rest of the chain. A
