@@ -59,7 +59,7 @@ class OneEuroFilter:
 # Similarity motion follows the head closely: it barely contributes to the jitter measure (which is
 # relative to that motion), and lag there would show as a face sliding behind the head.
 _MOTION_MIN_CUTOFF = 3.0  # Hz
-_MOTION_BETA = 4.0  # per (face width / s)
+_MOTION_BETA = 20.0  # per (face width / s): at 1.5 widths/s the lag is under 2 % of the eye distance
 
 
 @dataclass
