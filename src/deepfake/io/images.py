@@ -55,13 +55,12 @@ def _decode(path: Path, im: Image.Image, max_pixels: int) -> tuple[np.ndarray, f
     w, h = im.size
     if w * h > REFUSE_PIXELS:
         raise BadInputError(path, f"image is {w}x{h}; refusing more than {REFUSE_PIXELS // 1_000_000} MP")
-    scale = 1.0
     if w * h > max_pixels:
         # JPEG can decode straight to 1/2, 1/4, 1/8 size (the full image never exists in memory);
         # other formats are decoded and then reduced.
-        target = np.sqrt(max_pixels / (w * h))
         if im.format == "JPEG":
-            im.draft("RGB", (int(w * target), int(h * target)))
+            k = next((k for k in (2, 4, 8) if (w / k) * (h / k) <= max_pixels), 8)
+            im.draft("RGB", (-(-w // k), -(-h // k)))  # draft picks the largest reduction >= this size
     im.load()
     im = ImageOps.exif_transpose(im)
     ow, oh = (h, w) if _exif_swaps_axes(im, w, h) else (w, h)

@@ -111,4 +111,7 @@ class VideoReader:
 
 
 def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    # FFmpeg errors repeat the file name; the caller already names the file.
+    text = getattr(e, "strerror", None) if isinstance(e, av.FFmpegError) else None
+    text = text or str(e)
+    return text.splitlines()[0][:160] if text else type(e).__name__
