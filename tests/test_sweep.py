@@ -93,7 +93,7 @@ def test_failed_variant_is_recorded_and_sweep_resumes(tmp_path):
     assert state["variants"]["activation=silu"]["status"] == "failed"
     assert "out of memory" in state["variants"]["activation=silu"]["error"]
     md = (tmp_path / "results.md").read_text()
-    assert "**baseline (baseline)**" in md and "Failed variants" in md
+    assert "| 2 | **baseline** |" in md and "Failed variants" in md
 
     # Resume: finished variants are not rerun; the failed one is retried.
     fake2 = FakeTrainer()
@@ -131,3 +131,42 @@ def test_interrupted_variant_is_resumed(tmp_path):
     res = run_sweep("A", "B", grid, tmp_path, SweepConfig(), base=TrainConfig(), train_fn=fake2.train,
                     evaluate_fn=fake2.evaluate, plots=False)
     assert fake2.calls == ["relu"] and res.skipped == ["baseline"]
+
+
+def test_real_tiny_sweep_over_two_activations_ranks_and_resumes(faceset_a, faceset_b, tmp_path):
+    """The real trainer and evaluator: two activations of the tiny preset, a few steps each, on CPU."""
+    from dataclasses import replace
+
+    from deepfake.config import EvaluateConfig
+    from deepfake.models.presets import preset_config
+    from deepfake.train import train
+
+    base = replace(preset_config("tiny"), val_every=4, save_every=1000, preview_every=1000, log_every=2)
+    cfg = SweepConfig(base="tiny", steps=8, rank_by="ssim", device="cpu",
+                      evaluate=EvaluateConfig(max_faces=2, device="cpu"))
+    grid = parse_grid(["activation=leaky_relu,relu"])  # leaky_relu is the preset's own: the baseline
+    calls = []
+
+    def counting_train(c, a, b, model_dir):
+        calls.append(c.model.activation)
+        return train(c, a, b, model_dir, progress=False)
+
+    res = run_sweep(faceset_a, faceset_b, grid, tmp_path, cfg, base=base, train_fn=counting_train)
+    assert calls == ["leaky_relu", "relu"] and not res.failed
+    rows = res.rows
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["ssim"] >= rows[1]["ssim"] and all(0 < r["ssim"] < 1 for r in rows)
+    assert all(r["params"] > 0 and r["faces_per_s"] > 0 and r["steps"] == 8 for r in rows)
+    assert {r["variant"] for r in rows if r["baseline"]} == {"baseline"}
+    with open(tmp_path / "results.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    md = (tmp_path / "results.md").read_text()
+    assert "**baseline**" in md and "Ranked by **ssim**" in md
+    assert (tmp_path / "variants" / "activation=relu" / "model" / "config.json").is_file()
+    print("\n" + md.split("\n\n")[2])
+
+    # Resume: nothing is retrained, the table is the same.
+    res2 = run_sweep(faceset_a, faceset_b, grid, tmp_path, cfg, base=base, train_fn=counting_train)
+    assert calls == ["leaky_relu", "relu"]
+    assert sorted(res2.skipped) == ["activation=relu", "baseline"] and not res2.ran
+    assert [r["variant"] for r in res2.rows] == [r["variant"] for r in rows]

@@ -271,9 +271,7 @@ def run_sweep(
     if cfg.rank_by not in RANK_METRICS:
         raise DeepfakeError(f"--rank-by {cfg.rank_by!r}: choose one of {', '.join(RANK_METRICS)}")
     base = resolve_base(cfg) if base is None else base
-    # A time budget governs when given; the step count then only has to be out of reach.
-    steps = cfg.steps if cfg.minutes <= 0 else 10**9
-    base = dataclasses.replace(base, seed=cfg.seed, steps=steps, device=cfg.device)
+    base = dataclasses.replace(base, seed=cfg.seed, steps=cfg.steps, device=cfg.device)
     train_fn = train_fn or _default_train(cfg)
     evaluate_fn = evaluate_fn or _default_evaluate(cfg)
     variants = expand_grid(grid, base)
@@ -281,7 +279,9 @@ def run_sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(out_dir)
     sweep_doc = {"sweep": to_dict(cfg), "base": to_dict(base), "grid": grid}
-    if state.get("sweep") and state["sweep"].get("base") != sweep_doc["base"]:
+    previous = state.get("sweep")
+    if previous and (previous.get("base") != sweep_doc["base"]
+                     or previous.get("sweep", {}).get("minutes") != cfg.minutes):
         raise DeepfakeError(
             f"{out_dir}: holds a sweep with a different base config or budget; use a new folder to compare fairly"
         )
@@ -347,14 +347,27 @@ def resolve_base(cfg: SweepConfig) -> TrainConfig:
     return preset_config(cfg.base)
 
 
+PROBE_STEPS = 20  # --minutes: steps trained first to measure a variant's speed
+
+
 def _default_train(cfg: SweepConfig) -> TrainFn:
     def train(train_cfg: TrainConfig, a: Any, b: Any, model_dir: Path) -> Any:
         from deepfake.train import train as train_model
 
-        kwargs = {}
-        if cfg.minutes > 0:
-            kwargs["minutes"] = cfg.minutes
-        return train_model(train_cfg, a, b, model_dir, **kwargs)
+        if cfg.minutes <= 0:
+            return train_model(train_cfg, a, b, model_dir)
+        # The trainer counts steps, not seconds: measure this variant's speed on a short probe, then
+        # give it the steps that fill the rest of the budget (the probe and its start-up count too).
+        budget = cfg.minutes * 60.0
+        t0 = time.perf_counter()
+        probe = train_model(dataclasses.replace(train_cfg, steps=PROBE_STEPS), a, b, model_dir)
+        spent = time.perf_counter() - t0
+        wall = next((r.get("wall_s") for r in reversed(probe.metrics) if r.get("wall_s")), None)
+        per_step = (wall or spent) / max(1, probe.step)
+        extra = int(max(0.0, budget - spent) / per_step)
+        if extra <= 0:
+            return probe
+        return train_model(dataclasses.replace(train_cfg, steps=probe.step + extra), a, b, model_dir)
 
     return train
 
@@ -481,7 +494,7 @@ def results_markdown(rows: list[dict[str, Any]], state: dict[str, Any], rank_by:
     for r in rows:
         cells = [_fmt(r[c]) if r[c] != "" else "" for c in shown] + [r["overrides"]]
         if r["baseline"]:
-            cells[1] = f"**{cells[1]} (baseline)**"
+            cells[1] = f"**{cells[1]}**" if r["variant"] == BASELINE else f"**{cells[1]} (baseline)**"
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
