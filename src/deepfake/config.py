@@ -40,7 +40,7 @@ class ExtractConfig:
     smooth_min_cutoff: float = 1.0  # One-Euro filter: cutoff (Hz) at rest
     smooth_beta: float = 5.0  # One-Euro filter: how fast the cutoff rises with speed (no lag on fast motion)
     image_format: str = "png"  # aligned faces: png (lossless) | jpg
-    embed_every: int = 10  # video: refresh a tracked face's identity embedding every N frames (it costs ~80 ms)
+    embed_every: int = 25  # video: refresh a tracked face's identity embedding every N frames (it costs ~80 ms)
     workers: int = 2  # processes for detection
 
 

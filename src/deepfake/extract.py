@@ -177,7 +177,8 @@ def plan_tasks(items: list[InputItem], cfg: ExtractConfig) -> tuple[list[Task], 
 def _encode(image: np.ndarray, fmt: str) -> bytes:
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    # PNG level 1: half the encode time of the default for ~10 % larger files.
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, buf = cv2.imencode("." + fmt, image, params)
     if not ok:
         raise DeepfakeError(f"could not encode a {fmt} image")

@@ -1,0 +1,68 @@
+"""`deepfake faceset info|clean FACESET`: parse arguments, call deepfake.faceset_tools."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepfake.faceset_tools import CleanThresholds
+
+
+def _none_or_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "off") else float(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = sub.add_parser(
+        "info",
+        help="counts, a pose histogram and a contact sheet (PNG)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    info.add_argument("faceset", metavar="FACESET")
+    info.add_argument("-o", "--output", default=None, metavar="DIR", help="where to save the PNGs (default: FACESET/info)")
+    info.add_argument("--sheet-faces", type=int, default=64, help="faces on the contact sheet")
+
+    d = CleanThresholds()
+    clean = sub.add_parser(
+        "clean",
+        help="drop blurry faces, extreme poses and other identities (moved to FACESET/removed/)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    clean.add_argument("faceset", metavar="FACESET")
+    clean.add_argument("--min-blur", type=_none_or_float, default=d.min_blur, help="absolute blur-score floor ('none' = off)")
+    clean.add_argument("--blur-fraction", type=_none_or_float, default=d.blur_fraction, help="drop faces below this fraction of the median blur score ('none' = off)")
+    clean.add_argument("--max-yaw", type=_none_or_float, default=d.max_yaw, help="degrees ('none' = off)")
+    clean.add_argument("--max-pitch", type=_none_or_float, default=d.max_pitch, help="degrees ('none' = off)")
+    clean.add_argument("--max-roll", type=_none_or_float, default=d.max_roll, help="degrees ('none' = off)")
+    clean.add_argument("--max-identity", type=_none_or_float, default=d.max_identity, help="identity distance to the main person ('none' = off)")
+    clean.add_argument("--reference", nargs="+", default=[], metavar="IMG", help="the person to keep (default: the faceset's main identity)")
+    clean.add_argument("--dry-run", action="store_true", help="only report what would be dropped")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepfake import faceset_tools
+
+    if args.action == "info":
+        info = faceset_tools.faceset_info(args.faceset, args.output, args.sheet_faces)
+        for line in info.lines():
+            print(line)
+        return 0
+    reference = None
+    if args.reference:
+        from deepfake.config import ExtractConfig
+        from deepfake.extract import reference_embedding
+        from deepfake.faces.analyzer import FaceAnalyzer
+
+        reference = reference_embedding(args.reference, FaceAnalyzer(ExtractConfig()))
+    th = CleanThresholds(
+        min_blur=args.min_blur,
+        blur_fraction=args.blur_fraction,
+        max_yaw=args.max_yaw,
+        max_pitch=args.max_pitch,
+        max_roll=args.max_roll,
+        max_identity=args.max_identity,
+    )
+    result = faceset_tools.clean_faceset(args.faceset, th, reference, dry_run=args.dry_run)
+    for line in result.lines():
+        print(line)
+    return 0

@@ -1,0 +1,95 @@
+"""`deepfake faceset info` and `clean` on real extracted faces."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from deepfake.cli import main
+from deepfake.faces.quality import blur_score
+from deepfake.faceset import read_faceset, write_manifest
+from deepfake.faceset_tools import REMOVED, CleanThresholds, clean_faceset, faceset_info
+
+
+def _mixed_faceset(faceset_a, faceset_b, dst, n_b=6):
+    """faceset_a plus n_b faces of another person (from faceset_b), renamed into one faceset."""
+    shutil.copytree(faceset_a, dst)
+    a, b = read_faceset(dst), read_faceset(faceset_b)
+    records = list(a.records)
+    for k, r in enumerate(b.records[:n_b]):
+        for attr in ("file", "mask"):
+            rel = getattr(r, attr)
+            new = rel.replace(rel.split("/")[-1].split(".")[0], f"b{k:05d}")
+            shutil.copy(faceset_b / rel, dst / new)
+            setattr(r, attr, new)
+        records.append(r)
+    write_manifest(dst, a.header, records)
+    return dst
+
+
+def test_info_counts_and_plots(faceset_a, tmp_path, capsys):
+    info = faceset_info(faceset_a, tmp_path / "info")
+    assert info.faces == 60 and info.video_frames == 60 and info.stills == 0 and info.size == 128
+    assert len(info.sources) == 1 and info.blur["min"] > 0
+    hist = cv2.imread(str(tmp_path / "info" / "pose_histogram.png"))
+    sheet = cv2.imread(str(tmp_path / "info" / "contact_sheet.png"))
+    assert hist is not None and hist.shape[1] >= 1000
+    assert sheet is not None and sheet.shape == (8 * 96, 8 * 96, 3)  # 60 faces -> 8 x 8 grid
+    assert sheet.std() > 20  # real faces, not an empty canvas
+    assert main(["faceset", "info", str(faceset_a), "-o", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "faces: 60" in out and "contact_sheet.png" in out
+
+
+def test_clean_drops_other_identity_blur_and_extreme_pose(faceset_a, faceset_b, tmp_path):
+    root = _mixed_faceset(faceset_a, faceset_b, tmp_path / "mixed")
+    fs = read_faceset(root)
+    # Blur three of A's faces for real, with their scores recomputed as extract would.
+    for r in fs.records[5:8]:
+        img = cv2.imread(str(root / r.file))
+        img = cv2.GaussianBlur(img, (0, 0), 3.0)
+        cv2.imwrite(str(root / r.file), img)
+        mask = cv2.imread(str(root / r.mask), cv2.IMREAD_UNCHANGED)
+        r.blur = blur_score(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), mask)
+    fs.records[20].pose["yaw"] = 75.0  # an extreme profile
+    write_manifest(root, fs.header, fs.records)
+    blurred = {r.file for r in fs.records[5:8]}
+
+    dry = clean_faceset(root, CleanThresholds(), dry_run=True)
+    assert dry.kept == 56 and read_faceset(root).records == fs.records  # nothing changed
+    result = clean_faceset(root, CleanThresholds())
+    assert result.dropped == {"blurry": 3, "extreme yaw": 1, "other identity": 6}
+    kept = read_faceset(root)
+    assert len(kept) == 56
+    assert not any(r.file.startswith("faces/b") for r in kept.records)
+    assert not blurred & {r.file for r in kept.records}
+    assert all((root / r.file).exists() for r in kept.records)
+    removed = read_faceset(root / REMOVED)
+    assert len(removed) == 10 and all((root / REMOVED / r.file).exists() for r in removed.records)
+
+
+def test_clean_cli_with_thresholds_off(faceset_a, tmp_path, capsys):
+    root = tmp_path / "fs"
+    shutil.copytree(faceset_a, root)
+    args = ["faceset", "clean", str(root), "--blur-fraction", "none", "--max-identity", "none", "--max-yaw", "0.5"]
+    assert main(args + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would drop" in out and len(read_faceset(root)) == 60
+    yaw = np.array([abs(r.pose["yaw"]) for r in read_faceset(root).records])
+    assert main(args) == 0
+    assert len(read_faceset(root)) == int((yaw <= 0.5).sum())
+
+
+def test_faceset_commands_on_a_missing_folder(tmp_path, capsys):
+    assert main(["faceset", "info", str(tmp_path / "nope")]) == 2
+    assert "not a faceset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["info", "clean"])
+def test_help(action, capsys):
+    with pytest.raises(SystemExit):
+        main(["faceset", action, "--help"])
+    assert "FACESET" in capsys.readouterr().out
