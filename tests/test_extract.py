@@ -186,3 +186,13 @@ def test_pool_matches_inline(tmp_path):
     # Segments restart tracking at their seam (after a warm-up), so allow a small difference there.
     diff = [np.abs(np.asarray(x.landmarks) - np.asarray(y.landmarks)).max() for x, y in zip(a, b)]
     assert np.median(diff) < 0.5 and max(diff) < 6.0
+
+
+def test_cnn_detector_finds_the_face_hog_misses():
+    """d8.jpg (glasses, curly hair): dlib HOG finds nothing; `--detector cnn` (MMOD) finds the face.
+    Detection runs at 360 px to keep the CNN to a couple of seconds on CPU."""
+    rgb = read_image(media_path("d8.jpg"))
+    assert FaceAnalyzer(ExtractConfig(size=64), with_embedding=False).analyze(rgb) == []
+    faces = FaceAnalyzer(ExtractConfig(size=64, detector="cnn", detect_max_side=360), with_embedding=False).analyze(rgb)
+    assert len(faces) == 1
+    _sane(faces[0], rgb.shape)

@@ -91,7 +91,7 @@ class FaceAnalyzer:
         if time is None:
             time = (smoother.frames / ASSUMED_FPS) if smoother is not None else 0.0
         dets = self.detect(rgb, smoother, time)
-        raw = [self.predictor(rgb, d.bbox) for d in dets]
+        raw = [self._landmarks(rgb, d.bbox) for d in dets]
         if smoother is None:
             return [self._measure(rgb, d, lm, lm, self._embed(rgb, lm)) for d, lm in zip(dets, raw)]
         landmarks = smoother(raw, time, [box_from_landmarks(r) for r in raw])
@@ -104,6 +104,14 @@ class FaceAnalyzer:
                 cache["embedding"], cache["time"] = self._embed(rgb, r), time
             faces.append(self._measure(rgb, d, lm, r, cache["embedding"]))
         return faces
+
+    def _landmarks(self, rgb: np.ndarray, bbox) -> np.ndarray:
+        lm = self.predictor(rgb, bbox)
+        if self.cfg.detector == "cnn":
+            # The shape predictor was trained on HOG boxes; MMOD boxes sit tighter and higher, which
+            # skews the landmarks. One more pass from the HOG-like box of the first result fixes that.
+            lm = self.predictor(rgb, box_from_landmarks(lm))
+        return lm
 
     def _embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
         return self.embedder.embed(rgb, landmarks) if self.embedder is not None else None
