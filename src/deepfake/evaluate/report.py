@@ -70,7 +70,10 @@ DETECTOR_CAVEAT = """\
 *the same model* the discriminator was trained against, on held-out faces of the same two people.
 A discriminator trained against one generator learns that generator's artefacts (its blur, its colour
 casts, its checkerboard); it generalises poorly to faces from other models, other resolutions,
-other compression and other people, where it can fall towards chance (AUC 0.5). It is a tool for
+other compression and other people, where it can fall to chance (AUC 0.5) or below. In
+`tests/test_detect.py`, a discriminator trained against blurred faces separates held-out blurred
+faces from real ones (AUC > 0.9) but ranks noise-corrupted faces as *more* real than real ones (AUC
+below 0.6): it learned "blurry means fake", not "synthetic means fake". It is a tool for
 measuring this model, not a general deepfake detector. The provenance tag that `deepfake swap`
 writes (read by `deepfake detect`) is the reliable label for our own outputs.
 """
