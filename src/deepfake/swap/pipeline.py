@@ -206,10 +206,10 @@ class Swapper:
     ) -> Iterator[FrameResult]:
         """Swap a stream of (index, time_s, rgb) frames with decode and detection on threads; in order."""
         batch_size = max(1, self.cfg.batch)
-        depth = 2 * batch_size
+        # Bounded queues keep memory flat: at most ~3 batches of frames are in flight (4K frames are 25 MB).
         with _Stages() as stages:
-            decoded = stages.source(iter(frames), depth)
-            detected = stages.map(lambda item: self.detect(*item), decoded, depth)
+            decoded = stages.source(iter(frames), 4)
+            detected = stages.map(lambda item: self.detect(*item), decoded, batch_size)
             while True:
                 batch = detected.take(batch_size)
                 if not batch:

@@ -329,7 +329,7 @@ def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, prog
             metadata=video_tags(_record(model, cfg, path)),
         )
         with writer, tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar:
-            encode = OrderedWriter(writer.write, depth=2 * max(1, cfg.batch))
+            encode = OrderedWriter(writer.write, depth=max(1, cfg.batch))
             try:
                 for result in swapper.swap_frames(_frames(reader, path, cfg.frames)):
                     _count(summary, result)
