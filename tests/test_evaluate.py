@@ -90,11 +90,16 @@ def test_cli_evaluate_and_detect(model_dir, faceset_a, faceset_b, tmp_path, caps
     assert ok
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), bgr)
-    assert main(["detect", str(image), "-m", str(model_dir), "--json", "--device", "cpu"]) == 0
+    video = media_path("d18.mp4")
+    assert main(["detect", str(image), str(video), "-m", str(model_dir), "--json", "--device", "cpu",
+                 "--every", "40", "--max-frames", "3"]) == 0
     data = json.loads(capsys.readouterr().out)
-    (entry,) = data["files"]
-    assert entry["provenance_tag"] is False and len(entry["faces"]) == 1
-    assert 0 <= entry["faces"][0]["p_real"] <= 1 and entry["verdict"] in ("real", "synthetic")
+    still, clip = data["files"]
+    assert still["kind"] == "image" and still["provenance_tag"] is False and len(still["faces"]) == 1
+    assert 0 <= still["faces"][0]["p_real"] <= 1 and still["verdict"] in ("real", "synthetic")
+    assert clip["kind"] == "video" and clip["frames_scored"] == 3 and len(clip["faces"]) == 3
+    assert [f["frame"] for f in clip["faces"]] == [0, 40, 80]
+    assert clip["mean_p_real"] == pytest.approx(np.mean([f["p_real"] for f in clip["faces"]]))
 
     assert main(["detect", str(image), "-m", str(tmp_path / "no_model")]) == 2
     err = capsys.readouterr().err

@@ -163,6 +163,7 @@ def test_real_tiny_sweep_over_two_activations_ranks_and_resumes(faceset_a, faces
     md = (tmp_path / "results.md").read_text()
     assert "**baseline**" in md and "Ranked by **ssim**" in md
     assert (tmp_path / "variants" / "activation=relu" / "model" / "config.json").is_file()
+    assert (tmp_path / "quality_vs_cost.png").is_file() and (tmp_path / "knob_effects.png").is_file()
     print("\n" + md.split("\n\n")[2])
 
     # Resume: nothing is retrained, the table is the same.

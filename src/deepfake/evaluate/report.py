@@ -139,9 +139,14 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
         lines += _table(["real faces", "swaps", "accuracy", "ROC-AUC", "mean P(real) on real", "mean P(real) on swaps"],
                         [[d["n_real"], d["n_fake"], d["accuracy"], d["auc"], d["mean_p_real_on_real"],
                           d["mean_p_real_on_swaps"]]])
+        if d.get("trained_by") == "deepfake discriminator":
+            lines += ["", "This discriminator was trained alone by `deepfake discriminator`, on its own split of "
+                      "the facesets, which need not match the model's validation split; its own held-out "
+                      "numbers are in the model's `discriminator_report.json`."]
         lines += ["", DETECTOR_CAVEAT]
     else:
-        lines += ["This model directory has no discriminator."]
+        lines += ["This model directory has no discriminator (it was trained with `gan_weight` 0). Run "
+                  "`deepfake discriminator` on it to train one, then evaluate again."]
 
     lines += ["", "## Cost", ""]
     lines += _table(["steps", "training wall time (s)", "faces/s", "autoencoder params", "discriminator params"],

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 MEASURE_SIZE = 256  # faces are upscaled to this before dlib's landmark and identity models
 SIDES = ("a", "b")
+# `deepfake train` splits side A with the model's seed and side B with seed + 1 (train.load_side);
+# evaluation must hold out exactly the same faces.
+SPLIT_SEED_OFFSET = {"a": 0, "b": 1}
 # Direction names follow SwapConfig: "a2b" puts A's face onto B (the input shows B).
 DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}  # name -> (source identity, target face)
 
@@ -283,7 +286,8 @@ def evaluate_model(
             log.warning("faceset %s: faces are %d px, smaller than the model's %d px", fs.root, fs.size, res)
         if tcfg.coverage and fs.coverage and abs(fs.coverage - tcfg.coverage) > 1e-6:
             raise DeepfakeError(f"{fs.root}: faceset coverage {fs.coverage} differs from the model's {tcfg.coverage}")
-    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, cfg.max_faces) for s in SIDES}
+    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed + SPLIT_SEED_OFFSET[s], cfg.max_faces)
+            for s in SIDES}
 
     # Reconstruction quality on held-out faces.
     recon, recon_images = {}, {}
@@ -315,7 +319,9 @@ def evaluate_model(
         p_fake = discriminator_scores(disc, fake, cfg.batch, device)
         scores = np.concatenate([p_real, p_fake])
         labels = np.r_[np.ones(len(p_real)), np.zeros(len(p_fake))]
+        standalone = (model_dir / "discriminator_report.json").is_file()
         disc_metrics = {
+            "trained_by": "deepfake discriminator" if standalone else "adversarial training",
             "n_real": len(p_real), "n_fake": len(p_fake), "threshold": cfg.detect_threshold,
             "accuracy": M.accuracy(scores, labels, cfg.detect_threshold),
             "auc": M.roc_auc(scores, labels),
