@@ -22,6 +22,7 @@ from deepfake.faces.quality import blur_score
 from deepfake.faces.smooth import LandmarkSmoother
 
 FULL_DETECT_EVERY = 15  # on video, look for new faces across the whole frame this often (frames)
+SMALL_FACE_EVERY = 5  # on video with no face tracked, run the slow small-face pass this often (frames)
 ASSUMED_FPS = 30.0  # when a caller smooths without giving frame times
 
 
@@ -75,8 +76,11 @@ class FaceAnalyzer:
             dets.append(Detection(tuple(hint), best.score) if shift < 0.15 * side else best)
         if lost or smoother is None or smoother.frames % FULL_DETECT_EVERY == 0:
             # A full pass finds faces that entered the shot; tracked faces keep their tracked boxes,
-            # because box placement differs between scales and would show up as jitter.
-            for d in self.detector.detect(rgb):
+            # because box placement differs between scales and would show up as jitter. The slow
+            # small-face pass runs on every still, but on video only every few frames while nothing is
+            # tracked: a small face found once is then followed cheaply by the tracking window.
+            small_faces = smoother is None or (not dets and smoother.frames % SMALL_FACE_EVERY == 0)
+            for d in self.detector.detect(rgb, small_faces=small_faces):
                 if all(iou(d.bbox, k.bbox) < 0.3 for k in dets):
                     dets.append(d)
         dets = [d for d in dets if d.size >= self.cfg.min_face]

@@ -90,10 +90,11 @@ class FaceDetector:
             pairs = ((d.rect, d.confidence) for d in self._cnn(rgb, upsample))
         return [Detection((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in pairs]
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, small_faces: bool = True) -> list[Detection]:
+        """small_faces=False skips the (slow) second pass even when the coarse pass finds nothing."""
         small, scale = resize_long_side(rgb, self.max_side)
         dets = [_scaled(d, 1.0 / scale) for d in self._run(small, 0)]
-        if not dets and self.upsample_when_empty:
+        if not dets and self.upsample_when_empty and small_faces:
             dets = self._detect_small(rgb, scale)
         return sorted(dets, key=lambda d: -d.area)
 
