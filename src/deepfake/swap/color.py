@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 _EPS = 1e-6
+_SAMPLES = 8192  # pixels used to estimate a distribution (idt)
 
 
 def _pixels(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -27,13 +28,23 @@ def _pixels(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return flat[inside]
 
 
+def _mean_std(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std inside the mask (cv2.meanStdDev: one C pass, no copies)."""
+    m = None
+    if mask is not None:
+        m = (mask > 0.5).astype(np.uint8)
+        if cv2.countNonZero(m) < 16:
+            m = None
+    mean, std = cv2.meanStdDev(image, mask=m)
+    return mean.reshape(3).astype(np.float32), std.reshape(3).astype(np.float32)
+
+
 def rct(source: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Reinhard et al. 2001: match per-channel mean and std in Lab, where channels are nearly decorrelated."""
     src_lab = cv2.cvtColor(source.astype(np.float32), cv2.COLOR_RGB2Lab)  # L in [0,100], a/b about [-127,127]
     tgt_lab = cv2.cvtColor(target.astype(np.float32), cv2.COLOR_RGB2Lab)
-    s, t = _pixels(src_lab, mask), _pixels(tgt_lab, mask)
-    s_mean, s_std = s.mean(0), s.std(0)
-    t_mean, t_std = t.mean(0), t.std(0)
+    s_mean, s_std = _mean_std(src_lab, mask)
+    t_mean, t_std = _mean_std(tgt_lab, mask)
     out = (src_lab - s_mean) * (t_std / np.maximum(s_std, _EPS)) + t_mean
     out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
     out[..., 1:] = np.clip(out[..., 1:], -127.0, 127.0)
@@ -71,8 +82,29 @@ def _quantile_map(sample: np.ndarray, reference: np.ndarray, bins: int = 256) ->
     s_cdf = np.concatenate([[0.0], np.cumsum(s_hist, dtype=np.float64)])
     s_cdf /= s_cdf[-1]
     # value -> its quantile in the sample -> the reference value at that quantile
-    mapped = np.quantile(reference, s_cdf)
+    ref = np.sort(reference)
+    mapped = np.interp(s_cdf, np.linspace(0.0, 1.0, len(ref)), ref)
     return grid, mapped
+
+
+def _apply_uniform_map(x: np.ndarray, grid: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    """np.interp(x, grid, mapped) for a uniform grid: direct indexing instead of a binary search per value."""
+    bins = len(grid) - 1
+    step = (grid[-1] - grid[0]) / bins
+    if step <= 0:
+        return np.full_like(x, mapped[0])
+    pos = np.clip((x - grid[0]) / step, 0.0, bins)
+    i = np.minimum(pos.astype(np.int32), bins - 1)
+    frac = (pos - i).astype(x.dtype)
+    m = mapped.astype(x.dtype)
+    return m[i] + frac * (m[i + 1] - m[i])
+
+
+def _subsample(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most n rows, drawn with a fixed seed: distributions need a few thousand samples, not every pixel."""
+    if len(pixels) <= n:
+        return pixels
+    return pixels[np.random.default_rng(seed).choice(len(pixels), n, replace=False)]
 
 
 def _rotations(n: int, seed: int) -> list[np.ndarray]:
@@ -93,21 +125,22 @@ def idt(
     few rotations the full 3-D distribution approaches the target's. Rotations are seeded so a video gets
     the same mapping family on every frame.
     """
-    flat = source.reshape(-1, 3).astype(np.float64)
-    inside = None if mask is None else mask.reshape(-1) > 0.5
-    if inside is not None and inside.sum() < 16:
-        inside = None
-    t = _pixels(target, mask).astype(np.float64)
+    pixels = np.ascontiguousarray(source.reshape(-1, 3).T, dtype=np.float32)  # (3, N): rows stay contiguous
+    inside = np.arange(pixels.shape[1]) if mask is None else np.flatnonzero(mask.reshape(-1) > 0.5)
+    if len(inside) < 16:
+        inside = np.arange(pixels.shape[1])
+    # The maps are estimated from a few thousand face pixels, then applied to every pixel of the crop.
+    sample_idx = _subsample(inside, _SAMPLES, seed)
+    t = _subsample(_pixels(target, mask), _SAMPLES, seed).T.astype(np.float32)  # (3, M)
     for rot in _rotations(iterations, seed):
-        s_rot = flat @ rot  # (N, 3)
-        t_rot = t @ rot
-        sample = s_rot if inside is None else s_rot[inside]
+        r = rot.T.astype(np.float32)
+        rotated = r @ pixels  # (3, N)
+        t_rot = r @ t  # (3, M)
         for c in range(3):
-            # Build the mapping from the masked pixels, then apply it to every pixel of the crop.
-            grid, mapped = _quantile_map(sample[:, c], t_rot[:, c])
-            s_rot[:, c] = np.interp(s_rot[:, c], grid, mapped)
-        flat = s_rot @ rot.T
-    return np.clip(flat.reshape(source.shape), 0.0, 1.0).astype(np.float32)
+            grid, mapped = _quantile_map(rotated[c, sample_idx], t_rot[c])
+            rotated[c] = _apply_uniform_map(rotated[c], grid, mapped)
+        pixels = r.T @ rotated  # (3, N)
+    return np.clip(pixels.T.reshape(source.shape), 0.0, 1.0).astype(np.float32)
 
 
 def hist(source: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -116,7 +149,7 @@ def hist(source: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None)
     out = np.empty_like(source, dtype=np.float32)
     for c in range(3):
         grid, mapped = _quantile_map(s[:, c], t[:, c])
-        out[..., c] = np.interp(source[..., c], grid, mapped)
+        out[..., c] = _apply_uniform_map(np.ascontiguousarray(source[..., c], dtype=np.float32), grid, mapped)
     return np.clip(out, 0.0, 1.0)
 
 
