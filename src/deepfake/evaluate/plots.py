@@ -141,7 +141,8 @@ def plot_quality_vs_cost(rows: Sequence[dict[str, Any]], metric: str, path: Path
             if not isinstance(x, (int, float)) or not isinstance(y, (int, float)) or not np.isfinite(y):
                 continue
             ax.scatter([x], [y], marker="*" if r.get("baseline") else "o", s=120 if r.get("baseline") else 40)
-            ax.annotate(r["variant"] + (" (baseline)" if r.get("baseline") else ""), (x, y), fontsize=7,
+            tag = " (baseline)" if r.get("baseline") and r["variant"] != "baseline" else ""
+            ax.annotate(r["variant"] + tag, (x, y), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
@@ -166,9 +167,13 @@ def plot_knob_effects(points: Sequence[tuple[str, str, Any]], metric: str, path:
     for ax, (knob, values) in zip(axes.ravel(), sorted(by_knob.items())):
         labels = list(values)
         means = [float(np.mean(values[k])) for k in labels]
-        ax.bar(labels, means, color="tab:blue")
+        # Markers, not bars: sweep differences are often small, and bars from zero would hide them.
+        ax.plot(range(len(labels)), means, "o-", color="tab:blue", markersize=8, label="mean")
         for x, k in enumerate(labels):
-            ax.scatter([x] * len(values[k]), values[k], color="black", s=10, zorder=3)
+            ax.scatter([x] * len(values[k]), values[k], color="black", s=12, zorder=3)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.grid(alpha=0.3)
         ax.set_title(knob, fontsize=10)
         ax.set_ylabel(f"mean {metric}")
         ax.tick_params(axis="x", labelsize=8, rotation=20)
