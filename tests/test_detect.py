@@ -113,7 +113,12 @@ def test_detect_reports_provenance_and_bad_files(tmp_path):
     broken.write_bytes(b"not an image")
     disc = build_discriminator(DiscriminatorConfig(kind="patch", depth=3, channels=8), RES)
     detector = Detector(disc, RES, 128, 0.75, DetectConfig(), "cpu")
-    reports = detect_files([tagged, broken, tmp_path / "missing.png"], detector, progress=False)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "plain.png"), rgb[..., ::-1])
+    (folder / "notes.txt").write_text("not media: ignored in a folder")
+    reports = detect_files([tagged, broken, tmp_path / "missing.png", folder], detector, progress=False)
+    assert len(reports) == 4 and reports[3].path.endswith("plain.png") and not reports[3].tagged
     assert reports[0].tagged and reports[0].provenance["model"] == "some-model" and len(reports[0].faces) == 1
     assert reports[1].error and "broken.png" in reports[1].error
     assert reports[2].error and "not found" in reports[2].error

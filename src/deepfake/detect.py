@@ -156,11 +156,24 @@ class Detector:
         return report
 
 
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; a folder stands for the images and videos directly inside it, sorted."""
+    from deepfake.io.images import IMAGE_EXTENSIONS
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
 def detect_files(paths: Iterable[str | Path], detector: Detector, progress: bool = True) -> list[FileReport]:
-    """Score every file; an unreadable one is reported with its reason and the rest go on."""
+    """Score every file (folders are expanded); an unreadable one is reported with its reason and the rest go on."""
     from tqdm import tqdm
 
-    paths = list(paths)
+    paths = expand_inputs(paths)
     reports = []
     for path in tqdm(paths, desc="detect", unit="file", disable=not progress or len(paths) < 2):
         try:

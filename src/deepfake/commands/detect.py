@@ -10,7 +10,7 @@ from deepfake.config import DetectConfig
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DetectConfig()
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or videos")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR", help="model folder with a trained discriminator")
     p.add_argument("--threshold", type=float, default=d.threshold, help="P(real) below this is called synthetic")
     p.add_argument("--every", type=int, default=d.every, help="video: score every Nth frame")
