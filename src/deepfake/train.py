@@ -522,7 +522,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     faces_per_step = 2 * per_rank_batch * cfg.grad_accum * dist.world_size()
     bar = tqdm(total=end, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
     t_start = t_log = time.perf_counter()
-    step, steps_since_log, skipped_total, warnings, compile_s = start, 0, 0, [], None
+    step, steps_since_log, warnings, compile_s = start, 0, [], None
+    skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
     with _sigint_flag() as flag:
         while step < end and not flag["stop"]:
@@ -541,7 +542,9 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
             # Section: G phase, then D phase.
             g_logs, g_skip, fakes = step_fn.generator_phase(batches_a, batches_b, step)
             d_logs, d_skip = step_fn.discriminator_phase(batches_a, batches_b, fakes, step)
-            sums += torch.cat([g_logs, d_logs, (g_skip + d_skip).clamp(max=1).view(1)])  # (len(TRAIN_KEYS),)
+            skipped = (g_skip + d_skip).clamp(max=1)
+            sums += torch.cat([g_logs, d_logs, skipped.view(1)])  # (len(TRAIN_KEYS),)
+            skipped_total += skipped
             step += 1
             count += 1
             steps_since_log += 1
@@ -556,7 +559,6 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 means = (dist.all_reduce_mean(sums) / max(1, count)).tolist()
                 row: dict[str, Any] = {"step": step, **dict(zip(TRAIN_KEYS, means))}
                 row["skipped"] = means[-1] * count  # a count, not a mean
-                skipped_total += int(round(row["skipped"]))
                 now = time.perf_counter()
                 row.update(lr=lr, faces_per_s=faces_per_step * steps_since_log / max(now - t_log, 1e-9),
                            wall_s=wall_before + now - t_start, val_loss=None, val_a=None, val_b=None)
@@ -585,8 +587,11 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                     for k, v in row.items():
                         if k != "step" and v is not None:
                             writer.add_scalar(k, v, step)
-                sums.zero_()
-                count, steps_since_log, t_log = 0, 0, time.perf_counter()
+                if step % cfg.log_every == 0:
+                    # Off-cycle rows (validation, the last step, Ctrl-C) only peek at the window, so a
+                    # resumed run's rows come out identical to an uninterrupted one's.
+                    sums.zero_()
+                    count, steps_since_log, t_log = 0, 0, time.perf_counter()
 
             # Section: previews and checkpoints.
             if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or step == end):
@@ -601,4 +606,4 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         writer.close()
     if interrupted and main:
         log.warning("interrupted: saved %s at step %d", model_dir, step)
-    return TrainResult(model_dir, step, interrupted, rows, skipped_total, warnings, compile_s)
+    return TrainResult(model_dir, step, interrupted, rows, int(skipped_total), warnings, compile_s)

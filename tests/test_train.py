@@ -1,0 +1,225 @@
+"""The training loop on real faces (the shared d6/d14 facesets): learning, exact resume, GAN phases,
+NaN protection, validation and over-fitting warnings, Ctrl-C, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from deepfake.augment import no_augment
+from deepfake.checkpoint import latest_snapshot, load_model_dir
+from deepfake.cli import main as cli_main
+from deepfake.data import FaceCache
+from deepfake.models import build_autoencoder, build_discriminator, preset_config
+from deepfake.train import AdversarialStep, OverfitWatch, make_optimizer, read_metrics, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two intra-op threads on a shared 2-core box spin against each other (measured: 6 vs 36 faces/s).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny(**kw):
+    cfg = preset_config("tiny")
+    return dataclasses.replace(cfg, **kw)
+
+
+def with_gan(cfg, **loss):
+    return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, gan_weight=0.1, **loss))
+
+
+def test_loss_falls_over_200_steps_on_real_faces(faceset_a, faceset_b, tmp_path):
+    out = tmp_path / "model"
+    cfg = tiny(steps=200, batch=4, log_every=20, val_every=50, save_every=100, preview_every=100)
+    result = train(cfg, faceset_a, faceset_b, out, progress=False)
+    losses = [r["loss"] for r in result.metrics]
+    vals = [r["val_loss"] for r in result.metrics if r["val_loss"] is not None]
+    print("train loss per 20 steps:", [round(x, 3) for x in losses], "val:", [round(v, 3) for v in vals])
+    assert result.step == 200 and not result.interrupted and result.skipped_steps == 0
+    assert losses[-1] < 0.75 * losses[0]
+    assert vals[-1] < vals[0]
+    # Outputs: config with the faceset geometry, metrics, previews, backups, identities.
+    loaded = load_model_dir(out)
+    assert loaded.step == 200 and loaded.config.face_size == 128 and loaded.config.coverage > 0
+    assert loaded.discriminator is None  # gan_weight 0: the plain autoencoder baseline
+    assert set(loaded.identities) == {"a", "b"} and loaded.identities["a"].shape == (128,)
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["step"] for r in rows] == sorted(list(range(20, 201, 20)) + [50, 150])  # log_every, plus validations
+    assert [r["step"] for r in rows if r["val_loss"] is not None] == [50, 100, 150, 200]
+    assert all(r["faces_per_s"] > 0 and r["wall_s"] > 0 for r in rows)
+    preview = cv2.imread(str(out / "previews" / "step_000200.png"))
+    assert preview.shape[0] == 6 * 64 and preview.shape[1] == 56 + cfg.preview_faces * 64
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000100", "step_000200"]
+    assert not (out / "tensorboard").exists() or _has_tensorboard()
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_resume_equals_an_uninterrupted_run(faceset_a, faceset_b, tmp_path):
+    cfg = with_gan(tiny(steps=12, batch=4, log_every=3, val_every=6, save_every=6, preview_every=0), r1_gamma=1.0, r1_every=2)
+    straight = train(cfg, faceset_a, faceset_b, tmp_path / "straight", progress=False)
+    first = train(cfg, faceset_a, faceset_b, tmp_path / "resumed", progress=False, stop_at=7)
+    assert first.step == 7 and latest_snapshot(tmp_path / "resumed").step == 7
+    resumed = train(cfg, faceset_a, faceset_b, tmp_path / "resumed", progress=False)
+    assert resumed.step == 12
+    keys = ("loss", "loss_a", "loss_b", "gan_g", "loss_d", "d_acc_real", "d_acc_fake", "val_loss")
+    a = [[r["step"]] + [r[k] for k in keys] for r in read_metrics(tmp_path / "straight" / "metrics.csv")]
+    b = [[r["step"]] + [r[k] for k in keys] for r in read_metrics(tmp_path / "resumed" / "metrics.csv")]
+    # The stopped run logs at its stop (step 7) too, a partial window; the row after it (step 9) is
+    # still identical because the window's sums were saved and restored.
+    assert a == [row for row in b if row[0] != 7]
+    ma, mb = load_model_dir(tmp_path / "straight"), load_model_dir(tmp_path / "resumed")
+    for (name, p), q in zip(ma.autoencoder.state_dict().items(), mb.autoencoder.state_dict().values()):
+        assert torch.equal(p, q), name
+    for p, q in zip(ma.discriminator.state_dict().values(), mb.discriminator.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+@pytest.fixture(scope="module")
+def real_batches(faceset_a, faceset_b):
+    a = FaceCache.from_faceset(faceset_a, 64, progress=False)
+    b = FaceCache.from_faceset(faceset_b, 64, progress=False)
+    return ([no_augment(a.images[:4], a.masks[:4], a.landmarks[:4])], [no_augment(b.images[:4], b.masks[:4], b.landmarks[:4])])
+
+
+def make_step(cfg):
+    torch.manual_seed(0)
+    ae = build_autoencoder(cfg.model)
+    d = build_discriminator(cfg.discriminator, 64) if cfg.loss.gan_weight > 0 else None
+    opt_g = make_optimizer(cfg, ae.parameters(), cfg.lr, torch.device("cpu"))
+    opt_d = make_optimizer(cfg, d.parameters(), cfg.d_lr, torch.device("cpu")) if d is not None else None
+    return AdversarialStep(cfg, ae, d, opt_g, opt_d, torch.device("cpu"), None)
+
+
+def snapshot(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gan_phases_touch_only_their_own_network(real_batches):
+    step = make_step(with_gan(tiny()))
+    ba, bb = real_batches
+    g0, d0 = snapshot(step.autoencoder), snapshot(step.discriminator)
+    logs, skipped, fakes = step.generator_phase(ba, bb, step=0)
+    assert float(logs[9]) > 0  # the adversarial term was in G's loss
+    assert not same(g0, snapshot(step.autoencoder)), "G step did not update G"
+    assert same(d0, snapshot(step.discriminator)), "G step changed D"
+    assert all(p.grad is None for p in step.discriminator.parameters())
+    g1 = snapshot(step.autoencoder)
+    d_logs, _ = step.discriminator_phase(ba, bb, fakes, step=0)
+    assert not same(d0, snapshot(step.discriminator)), "D step did not update D"
+    assert same(g1, snapshot(step.autoencoder)), "D step changed G"
+    assert all(p.grad is None for p in step.autoencoder.parameters())
+    assert 0 <= float(d_logs[1]) <= 1 and 0 <= float(d_logs[2]) <= 1
+
+
+def test_non_finite_step_is_skipped_and_reported(real_batches):
+    step = make_step(tiny())
+    ba, bb = real_batches
+    poisoned = [dataclasses.replace(ba[0], inputs=ba[0].inputs.clone())]
+    poisoned[0].inputs[0, 0, 0, 0] = float("nan")
+    before = snapshot(step.autoencoder)
+    _, skipped, _ = step.generator_phase(poisoned, bb, step=0)
+    assert float(skipped) == 1 and same(before, snapshot(step.autoencoder))
+    assert not step.opt_g.state  # the optimizer did not count the step either
+    _, skipped, _ = step.generator_phase(ba, bb, step=1)
+    assert float(skipped) == 0 and not same(before, snapshot(step.autoencoder))
+
+
+def test_gradient_accumulation_averages_micro_batches(real_batches):
+    ba, bb = real_batches
+    one, two = make_step(tiny(grad_accum=1)), make_step(tiny(grad_accum=2))
+    l1, _, _ = one.generator_phase(ba, bb, step=0)
+    l2, _, _ = two.generator_phase(ba * 2, bb * 2, step=0)
+    torch.testing.assert_close(l1, l2)
+    for p, q in zip(one.autoencoder.parameters(), two.autoencoder.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_overfit_watch():
+    w = OverfitWatch(patience=3)
+    fired = [w.update(s, train, val) for s, train, val in
+             [(1, 1.0, 1.0), (2, 0.9, 0.8), (3, 0.8, 0.85), (4, 0.7, 0.9), (5, 0.6, 0.95), (6, 0.5, 1.0)]]
+    assert fired == [False, False, False, False, True, False]  # once per episode
+    w2 = OverfitWatch(patience=3)
+    assert not any(w2.update(s, 1.0 - s / 10, 1.0 - s / 20) for s in range(8))  # both falling: fine
+
+
+def test_overfitting_warning_is_raised_during_training(faceset_a, faceset_b, tmp_path, monkeypatch, caplog):
+    import deepfake.train as train_mod
+
+    calls = []
+
+    def rising_val(autoencoder, side, which, loss_cfg, batch, autocast):
+        calls.append(which)
+        return 1.0 + 0.1 * len(calls)  # validation keeps getting worse
+
+    monkeypatch.setattr(train_mod, "validate", rising_val)
+    cfg = tiny(steps=20, batch=4, lr=1e-3, log_every=5, val_every=5, save_every=20, preview_every=0, overfit_patience=3)
+    with caplog.at_level(logging.WARNING, logger="deepfake.train"):
+        result = train(cfg, faceset_a, faceset_b, tmp_path / "m", progress=False)
+    assert result.overfit_warnings, "no over-fitting warning"
+    assert any("over-fitting" in r.message for r in caplog.records)
+
+
+def test_ctrl_c_saves_before_exit(faceset_a, faceset_b, tmp_path):
+    out = tmp_path / "m"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "deepfake", "train", "--a", str(faceset_a), "--b", str(faceset_b), "-o", str(out),
+           "--preset", "tiny", "--steps", "100000", "--save-every", "100000", "--preview-every", "100000",
+           "--val-every", "100000", "--batch", "4", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 60
+    while not (out / "config.json").exists():  # written just before the first step
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert b"interrupted" in stdout
+    loaded = load_model_dir(out)
+    assert 0 < loaded.step < 100000
+    assert latest_snapshot(out).step == loaded.step
+
+
+def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
+    out = tmp_path / "m"
+    rc = cli_main(["train", "--a", "A", "--b", "B", "-o", str(out), "--preset", "tiny", "--arch", "liae", "--steps", "7",
+                   "--gan-weight", "0.5", "--set", "model.latent_dims=32", "--set", "augment.flip=false", "--dry-run"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert '"latent_dims": 32' in printed and '"arch": "liae"' in printed
+    from deepfake.checkpoint import read_config
+
+    cfg = read_config(out)
+    assert (cfg.steps, cfg.model.arch, cfg.model.latent_dims, cfg.augment.flip, cfg.loss.gan_weight) == (7, "liae", 32, False, 0.5)
+    assert cli_main(["train", "--a", "A", "--b", "B", "-o", str(out), "--set", "model.nope=1", "--dry-run"]) == 2
+    assert "unknown config field" in capsys.readouterr().err
+    assert cli_main(["train", "--a", "A", "--b", "B", "-o", str(tmp_path / "x"), "--set", "model.resolution=72", "--dry-run"]) == 2
+    assert cli_main(["train", "--a", str(tmp_path / "missing"), "--b", "B", "-o", str(tmp_path / "y"), "--preset", "tiny"]) == 2
+    assert "missing" in capsys.readouterr().err
