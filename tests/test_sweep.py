@@ -171,3 +171,26 @@ def test_real_tiny_sweep_over_two_activations_ranks_and_resumes(faceset_a, faces
     assert calls == ["leaky_relu", "relu"]
     assert sorted(res2.skipped) == ["activation=relu", "baseline"] and not res2.ran
     assert [r["variant"] for r in res2.rows] == [r["variant"] for r in rows]
+
+
+def test_minutes_budget_probes_speed_then_fills_the_budget(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import deepfake.train
+    from deepfake.sweep import PROBE_STEPS, _default_train
+
+    calls = []
+
+    def fake_train(cfg, a, b, model_dir):
+        calls.append(cfg.steps)
+        return SimpleNamespace(step=cfg.steps, metrics=[{"wall_s": 0.001 * cfg.steps}])  # 1 ms per step
+
+    monkeypatch.setattr(deepfake.train, "train", fake_train)
+    train = _default_train(SweepConfig(minutes=0.001))  # 60 ms
+    train(TrainConfig(steps=5), "A", "B", tmp_path)
+    assert calls[0] == PROBE_STEPS
+    assert 30 <= calls[1] <= 60  # about 60 ms at 1 ms per step, less what the probe spent
+    calls.clear()
+    train = _default_train(SweepConfig(steps=7))
+    train(TrainConfig(steps=7), "A", "B", tmp_path)
+    assert calls == [7]

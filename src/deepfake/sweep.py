@@ -347,7 +347,7 @@ def resolve_base(cfg: SweepConfig) -> TrainConfig:
     return preset_config(cfg.base)
 
 
-PROBE_STEPS = 20  # --minutes: steps trained first to measure a variant's speed
+PROBE_STEPS = 10  # --minutes: steps trained first to measure a variant's speed
 
 
 def _default_train(cfg: SweepConfig) -> TrainFn:
@@ -362,9 +362,10 @@ def _default_train(cfg: SweepConfig) -> TrainFn:
         t0 = time.perf_counter()
         probe = train_model(dataclasses.replace(train_cfg, steps=PROBE_STEPS), a, b, model_dir)
         spent = time.perf_counter() - t0
+        # wall_s is the run's cumulative training time, so a resumed variant does not get its budget twice.
         wall = next((r.get("wall_s") for r in reversed(probe.metrics) if r.get("wall_s")), None)
         per_step = (wall or spent) / max(1, probe.step)
-        extra = int(max(0.0, budget - spent) / per_step)
+        extra = int(max(0.0, budget - max(spent, wall or 0.0)) / per_step)
         if extra <= 0:
             return probe
         return train_model(dataclasses.replace(train_cfg, steps=probe.step + extra), a, b, model_dir)
