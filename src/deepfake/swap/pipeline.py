@@ -13,7 +13,6 @@ The model sees up to `SwapConfig.batch` frames' faces at once. Frames come out i
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -26,8 +25,6 @@ from deepfake.config import ExtractConfig, SwapConfig
 from deepfake.swap.color import match_color
 from deepfake.swap.masks import build_mask
 from deepfake.swap.paste import paste_back
-
-log = logging.getLogger(__name__)
 
 DIRECTIONS = {"a2b": ("b", "a"), "b2a": ("a", "b")}  # direction -> (identity in the input, decoder used)
 

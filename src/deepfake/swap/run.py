@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import tempfile
 import time
@@ -22,15 +21,13 @@ import numpy as np
 
 from deepfake.config import SwapConfig, save_json
 from deepfake.errors import BadInputError, DeepfakeError, ModelDirError, OutputError
-from deepfake.io.video_writer import VIDEO_CONTAINERS, VideoWriter, container_format
+from deepfake.io.video_writer import VideoWriter, container_format
 from deepfake.provenance import IMAGE_FORMATS, add_watermark, image_format, make_record, save_labelled_image, video_tags
 from deepfake.swap.blend import BLEND_MODES
 from deepfake.swap.color import COLOR_MODES
 from deepfake.swap.masks import MASK_MODES
 from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, OrderedWriter, Swapper, analyzer_config
 from deepfake.swap.preview import sheet, side_by_side
-
-log = logging.getLogger(__name__)
 
 VIDEO_INPUTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
 IMAGE_INPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -235,6 +232,7 @@ def swap_image_file(path: Path, output: Path, model: SwapModel, cfg: SwapConfig,
 
     start = time.perf_counter()
     rgb = read_image(path)
+    swapper_given = swapper
     swapper = swapper or Swapper(model.model, _analyzer(model, cfg), cfg, model.identity)
     result = swapper.swap_image(rgb, keep_original=cfg.preview)
     if result.swapped == 0:
@@ -244,6 +242,8 @@ def swap_image_file(path: Path, output: Path, model: SwapModel, cfg: SwapConfig,
     if cfg.preview:
         out = side_by_side(result.original, out)
     save_labelled_image(output, out, _record(model, cfg, path))
+    if swapper_given is None:  # a folder writes one config for all its images
+        save_json(cfg, output.with_name(output.name + ".swap.json"))
     return SwapSummary(output, "image", 1, 1, 1, result.swapped, time.perf_counter() - start)
 
 
