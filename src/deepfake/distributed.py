@@ -188,6 +188,15 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out / world_size()
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise max of `tensor` over ranks (a new tensor), e.g. "did any rank see a NaN?"."""
+    if world_size() <= 1:
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
     """Average `.grad` over ranks by hand, for parameters trained outside a DDP wrapper.
 

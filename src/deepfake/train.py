@@ -144,7 +144,7 @@ class AdversarialStep:
         if cfg.compile:
             self.forward_g = torch.compile(self.g_model)
             self.forward_d = torch.compile(discriminator) if discriminator is not None else None
-        self.fused = device.type == "cuda"  # fused Adam skips non-finite steps on the device
+        self.fused = bool(opt_g.defaults.get("fused"))  # fused Adam skips non-finite steps on the device
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -157,12 +157,13 @@ class AdversarialStep:
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             bad = bad | ~torch.isfinite(norm)
-        bad = bad.float()
+        # Gradients are averaged over ranks, so one rank's NaN reaches all: every rank must skip together.
+        bad = dist.all_reduce_max(bad.float())
         if self.fused:
             opt.found_inf = bad  # fused Adam reads this and skips the update without a host sync
             opt.step()
             del opt.found_inf
-        elif not bad.item():  # on CPU this is a plain read, not a device sync
+        elif not bad.item():  # unfused optimizers only: this read waits for the device
             opt.step()
         opt.zero_grad(set_to_none=True)
         return bad
@@ -217,9 +218,11 @@ class AdversarialStep:
             fake = torch.cat([fake_a, fake_b])  # (2B, 3, R, R), no path back into G
             if lazy_r1:
                 real = real.detach().requires_grad_(True)
+            # R1 needs a double backward, which compiled graphs do not support: that step runs eager.
+            disc = self.discriminator if lazy_r1 else self.forward_d
             with self.autocast():
-                real_logits = self.forward_d(real)
-                fake_logits = self.forward_d(fake)
+                real_logits = disc(real)
+                fake_logits = disc(fake)
                 loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
                 if lazy_r1:
                     # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
@@ -264,8 +267,13 @@ def make_optimizer(cfg: TrainConfig, params, lr: float, device: torch.device) ->
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optimizer not in kinds:
         raise DeepfakeError(f"optimizer '{cfg.optimizer}': choose adam or adamw")
-    return kinds[cfg.optimizer](list(params), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                fused=device.type == "cuda")
+    params = list(params)
+    kwargs = dict(lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    try:
+        # Fused: one kernel for all parameters, and it can skip a non-finite step on the device.
+        return kinds[cfg.optimizer](params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # a device without a fused kernel
+        return kinds[cfg.optimizer](params, **kwargs)
 
 
 def lr_at(step: int, base: float, warmup: int) -> float:
