@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,6 +33,12 @@ from deepfake.faces.mask import hull_mask
 from deepfake.io.video import VideoReader
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (extract's workers are joined before it returns)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def naive(clips: list[Path], frames: int, size: int, out: Path, with_identity: bool) -> tuple[int, float]:
@@ -78,17 +85,26 @@ def main() -> int:
         print(f"missing media: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     print(f"clips: {', '.join(args.clips)}, first {args.frames} frames each, size {args.size}, cores: {os.cpu_count()}")
-    results = {}
+    results, cpu = {}, {}
+    load_before = os.getloadavg()[0]
+    runs = {
+        "naive": lambda out: naive(clips, args.frames, args.size, out, with_identity=False),
+        "naive+id": lambda out: naive(clips, args.frames, args.size, out, with_identity=True),
+        "extract": lambda out: ours(clips, args.frames, args.size, out, args.workers),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        results["naive"] = naive(clips, args.frames, args.size, tmp / "naive", with_identity=False)
-        results["naive+id"] = naive(clips, args.frames, args.size, tmp / "naive_id", with_identity=True)
-        results["extract"] = ours(clips, args.frames, args.size, tmp / "extract", args.workers)
+        for name, fn in runs.items():
+            c0 = cpu_seconds()
+            results[name] = fn(Path(tmp) / name)
+            cpu[name] = cpu_seconds() - c0
     fps = {k: n / t for k, (n, t) in results.items()}
     for k, (n, t) in results.items():
-        print(f"{k:>9}: {n} frames in {t:6.1f} s = {fps[k]:6.1f} frames/s")
+        print(f"{k:>9}: {n} frames in {t:6.1f} s = {fps[k]:6.1f} frames/s; CPU {1000 * cpu[k] / n:5.1f} ms/frame")
     print(f"ratio extract / naive    = {fps['extract'] / fps['naive']:.2f}x (goal >= 1.7x)")
     print(f"ratio extract / naive+id = {fps['extract'] / fps['naive+id']:.2f}x (same outputs)")
+    print(f"CPU per frame, naive / extract = {cpu['naive'] / results['naive'][0] / (cpu['extract'] / results['extract'][0]):.2f}x")
+    print(f"load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+          " (other processes share the cores: wall-clock ratios are only meaningful on an idle machine)")
     return 0
 
 
