@@ -168,6 +168,26 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "Traceback" not in out.err
 
 
+def test_output_inside_the_input_folder_is_not_read_back(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "d9.jpg").write_bytes(media_path("d9.jpg").read_bytes())
+    out = photos / "faceset"
+    cfg = ExtractConfig(size=64, workers=1)
+    assert extract([photos], out, cfg, progress=False).faces_kept == 1
+    again = extract([photos], out, cfg, progress=False)
+    assert again.frames_read == 1 and again.duplicates == 1 and not again.skipped
+
+
+def test_cli_fails_when_every_face_is_another_person(tmp_path, capsys):
+    frame = _frames("d14.mp4", [50])[50]
+    other = tmp_path / "b.jpg"
+    cv2.imwrite(str(other), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    args = ["extract", str(other), "-o", str(tmp_path / "fs"), "--size", "64", "--no-progress"]
+    assert main(args + ["--reference", str(media_path("d9.jpg"))]) == 1
+    assert "matched the --reference person" in capsys.readouterr().err
+
+
 def test_cli_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["extract", "--help"])

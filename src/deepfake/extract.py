@@ -108,8 +108,13 @@ class ExtractSummary:
         return out
 
 
-def collect_inputs(paths: list[str | Path]) -> tuple[list[InputItem], list[tuple[str, str]]]:
-    """Expand folders (recursively, sorted) into media files. Returns (items, skipped)."""
+def collect_inputs(paths: list[str | Path], exclude: Path | None = None) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    """Expand folders (recursively, sorted) into media files. Returns (items, skipped).
+
+    Files under `exclude` (the output faceset, when it sits inside an input folder) are left out, so
+    a second run never extracts faces from the aligned faces of the first.
+    """
+    excluded = exclude.resolve() if exclude is not None else None
     items: list[InputItem] = []
     skipped: list[tuple[str, str]] = []
 
@@ -127,7 +132,11 @@ def collect_inputs(paths: list[str | Path]) -> tuple[list[InputItem], list[tuple
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            files = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and not (excluded and excluded in f.resolve().parents)
+            )
             if not files:
                 skipped.append((str(p), "folder has no files"))
             for f in files:
@@ -387,7 +396,7 @@ def extract(
         summary.skipped.append((path, reason))
         (on_skip or (lambda p, r: log.warning("skipped %s: %s", p, r)))(path, reason)
 
-    items, bad = collect_inputs(inputs)
+    items, bad = collect_inputs(inputs, exclude=out)
     for p, r in bad:
         skip(p, r)
     tasks, bad, total = plan_tasks(items, cfg)

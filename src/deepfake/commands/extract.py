@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from deepfake.config import ExtractConfig
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     if args.dry_run:
-        items, skipped = collect_inputs(args.inputs)
+        items, skipped = collect_inputs(args.inputs, exclude=Path(args.output))
         print(json.dumps(to_dict(cfg), indent=2))
         for it in items:
             print(f"{it.kind}: {it.path}")
@@ -74,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
     summary = extract(args.inputs, args.output, cfg, progress=not args.no_progress, on_skip=on_skip)
     for line in summary.lines():
         print(line)
-    if summary.faces_found == 0:
-        print(f"error: no face was extracted from the {len(args.inputs)} input(s)", file=sys.stderr)
+    if summary.faces_kept + summary.duplicates == 0:
+        if summary.rejected_identity:
+            print(f"error: none of the {summary.rejected_identity} faces found matched the --reference person", file=sys.stderr)
+        else:
+            print(f"error: no face was extracted from the {len(args.inputs)} input(s)", file=sys.stderr)
         return 1
     print(f"faceset: {args.output}")
     return 0
