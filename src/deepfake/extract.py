@@ -13,6 +13,7 @@ import logging
 import multiprocessing as mp
 import queue
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -274,6 +275,9 @@ def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue") -> None
     from deepfake.config import from_dict
     from deepfake.faces.analyzer import FaceAnalyzer
 
+    # Ctrl-C is the main process's to handle (it stops the workers and saves the manifest); a worker
+    # catching it would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)  # one process per core; nested threads would only fight over it
     cfg = from_dict(ExtractConfig, cfg_dict)
     analyzer = FaceAnalyzer(cfg)
