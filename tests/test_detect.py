@@ -7,7 +7,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from conftest import media_path
