@@ -58,8 +58,15 @@ def build_mask(
     mask = np.clip(mask, 0.0, 1.0).astype(np.float32)
     mask = erode_mask(mask, erode)
     size = mask.shape[0]
-    mask = blur_mask(mask, auto_blur(size) if blur == 0 else blur)
-    # The aligned crop's border never belongs to the face: keeping it 0 stops a hard seam at the crop edge.
+    px = auto_blur(size) if blur == 0 else blur
+    # A hull that runs off the aligned crop (a high forehead) would end in a hard line at the crop edge;
+    # clear a margin as wide as the feather first, so the blurred mask fades to 0 inside the crop.
+    margin = max(1, px)
+    mask[:margin, :] = 0.0
+    mask[-margin:, :] = 0.0
+    mask[:, :margin] = 0.0
+    mask[:, -margin:] = 0.0
+    mask = blur_mask(mask, px)
     mask[[0, -1], :] = 0.0
     mask[:, [0, -1]] = 0.0
     return np.clip(mask, 0.0, 1.0)
