@@ -156,8 +156,11 @@ def measure_swaps(measurer: FaceMeasurer, swaps: np.ndarray, targets: np.ndarray
                   source_mean: np.ndarray, target_mean: np.ndarray, threshold: float) -> dict[str, Any]:
     """Identity, expression and pose of each swap against its target face; the unswapped targets,
     measured the same way, give the reference ("what a real face scores through this pipeline")."""
+    from tqdm import tqdm
+
     rows = []
-    for swap, target, lm in zip(swaps, targets, target_landmarks):
+    pairs = zip(swaps, targets, target_landmarks)
+    for swap, target, lm in tqdm(pairs, total=len(swaps), desc="measuring swaps", unit="face", leave=False):
         ms = measurer.measure(swap, lm)
         mt = measurer.measure(target, lm)
         pose = M.pose_error(mt["pose"], ms["pose"])
