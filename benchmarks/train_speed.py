@@ -1,0 +1,443 @@
+"""Training speed: our real train step against a plain PyTorch reference step of the same architecture,
+in the same process, same run, same device.
+
+    python benchmarks/train_speed.py                                   # GPU: original64 and df256, eager + compile
+    python benchmarks/train_speed.py --cases original64:64:compile --a FACESET_A --b FACESET_B
+    python benchmarks/train_speed.py --quick                           # CPU smoke test (CI): tiny sizes, no claims
+
+Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on the device, augment on the
+        device (warp, affine, flip, colour), G phase (DSSIM + masked MSE + mask loss [+ GAN]), D phase,
+        loss sums kept on the device. Real faces: --a/--b facesets, or centre crops of frames of the
+        shared clips written into a temporary faceset (real pixels; the crops are not aligned, which
+        does not change the cost).
+Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
+        ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
+
+Case syntax: PRESET:BATCH:MODE[:gan], MODE = eager | compile; `gan` turns the discriminator on
+(gan_weight 0.1). BATCH is faces per identity per step; faces/s counts both identities (2 x BATCH),
+as ANCHORS.md does. Printed per case:
+- faces/s for ours and the reference, and their ratio (ours / reference);
+- TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
+  against a matmul measured in this run (bf16 on CUDA; fp32 on CPU, where no bf16 claim is made);
+- peak memory (CUDA: max allocated per case; CPU: the process's peak resident set so far);
+- compile/warm-up time: the first steps' time beyond steady-state steps;
+- GPU-busy fraction: the time of the step on pre-drawn batches over the time of the full step with
+  its data section (cache gather + augmentation). 1.0 means data costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from deepfake.augment import augment
+from deepfake.config import ModelConfig, TrainConfig
+from deepfake.faceset import FaceRecord, new_header, write_manifest
+from deepfake.models import build_autoencoder, build_discriminator, preset_config
+from deepfake.train import TRAIN_KEYS, AdversarialStep, load_side, make_optimizer, resolve_amp
+
+MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+GPU_CASES = "original64:64:eager,original64:64:compile,df256:32:eager:gan,df256:32:compile:gan"
+QUICK_CASES = "tiny:2:eager:gan"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The reference: plain modules with our ModelConfig's shapes.
+
+
+class RefUpscale(nn.Module):
+    def __init__(self, i: int, o: int):
+        super().__init__()
+        self.conv = nn.Conv2d(i, o * 4, 3, 1, 1)
+
+    def forward(self, x):
+        return F.pixel_shuffle(F.leaky_relu(self.conv(x), 0.1), 2)  # (B, o, 2H, 2W)
+
+
+class RefRes(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(c, c, 3, 1, 1), nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return F.leaky_relu(x + self.c2(F.leaky_relu(self.c1(x), 0.2)), 0.2)
+
+
+class RefEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        layers, c = [], 3
+        for o in cfg.encoder_channels:
+            layers += [nn.Conv2d(c, o, 5, 2, 2), nn.LeakyReLU(0.1)]
+            c = o
+        self.body = nn.Sequential(*layers)
+        self.low = cfg.bottleneck_res or cfg.resolution // 2 ** (cfg.decoder_stages + 1)
+        self.ch = cfg.bottleneck_channels
+        self.fc1 = nn.Linear(c * (cfg.resolution // 2**cfg.encoder_stages) ** 2, cfg.latent_dims)
+        self.fc2 = nn.Linear(cfg.latent_dims, self.low**2 * self.ch)
+        self.up = RefUpscale(self.ch, self.ch)
+
+    def forward(self, x):
+        z = self.fc2(self.fc1(self.body(x).flatten(1))).view(-1, self.ch, self.low, self.low)
+        return self.up(z)  # (B, Cb, 2r, 2r)
+
+
+class RefDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        layers, c = [], cfg.bottleneck_channels
+        for o in cfg.decoder_channels:
+            layers.append(RefUpscale(c, o))
+            if cfg.residual_blocks:
+                layers.append(RefRes(o))
+            c = o
+        self.body = nn.Sequential(*layers)
+        self.rgb, self.mask = nn.Conv2d(c, 3, 5, 1, 2), nn.Conv2d(c, 1, 5, 1, 2)
+
+    def forward(self, z):
+        h = self.body(z)
+        return torch.sigmoid(self.rgb(h)), torch.sigmoid(self.mask(h))
+
+
+class RefPatchD(nn.Module):
+    def __init__(self, channels: int, depth: int):
+        super().__init__()
+        layers, c = [], 3
+        for i in range(depth):
+            o = channels * 2 ** min(i, 3)
+            layers += [nn.Conv2d(c, o, 4, 2, 1), nn.LeakyReLU(0.2)]
+            c = o
+        layers.append(nn.Conv2d(c, 1, 3, 1, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def build_reference(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, compile_: bool, batch: int):
+    """A step function over random tensors, and the modules (for parameter counts)."""
+    enc, dec_a, dec_b = RefEncoder(cfg.model), RefDecoder(cfg.model), RefDecoder(cfg.model)
+    disc = RefPatchD(cfg.discriminator.channels, cfg.discriminator.depth) if cfg.loss.gan_weight > 0 else None
+    mods = [m for m in (enc, dec_a, dec_b, disc) if m is not None]
+    cl = device.type == "cuda" and cfg.channels_last
+    for m in mods:
+        m.to(device)
+        if cl:
+            m.to(memory_format=torch.channels_last)
+    fused = device.type == "cuda"
+    opt = torch.optim.Adam([p for m in (enc, dec_a, dec_b) for p in m.parameters()], cfg.lr, betas=cfg.betas, fused=fused)
+    dopt = torch.optim.Adam(disc.parameters(), cfg.d_lr, betas=cfg.betas, fused=fused) if disc else None
+    r = cfg.model.resolution
+
+    def step(wa, ta, wb, tb):
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            pa, ma = dec_a(enc(wa))
+            pb, mb = dec_b(enc(wb))
+            loss = F.l1_loss(pa.float(), ta) + F.l1_loss(pb.float(), tb) + F.mse_loss(pa.float(), ta) + F.mse_loss(pb.float(), tb)
+            loss = loss + 0.01 * (ma.float().mean() + mb.float().mean())  # the mask head takes part, as ours
+            if disc is not None:
+                loss = loss + 0.1 * F.softplus(-disc(pa)).mean() + 0.1 * F.softplus(-disc(pb)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if disc is not None:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                dl = F.softplus(-disc(ta)).mean() + F.softplus(disc(pa.detach())).mean() \
+                    + F.softplus(-disc(tb)).mean() + F.softplus(disc(pb.detach())).mean()
+            dopt.zero_grad(set_to_none=True)
+            dl.backward()
+            dopt.step()
+        return loss.detach()
+
+    sets = []
+    for _ in range(2):
+        t = [torch.rand(batch, 3, r, r, device=device) for _ in range(4)]  # wa, ta, wb, tb
+        if cl:
+            t = [x.contiguous(memory_format=torch.channels_last) for x in t]
+        sets.append(t)
+    compiled = torch.compile(step) if compile_ else step
+    return step, compiled, sets, mods
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ours: the real train step.
+
+
+def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, faceset_a: Path, faceset_b: Path):
+    """Our step exactly as `deepfake train` runs it: (full step with data, step on given batches, draw)."""
+    sample_gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    _, side_a = load_side(faceset_a, cfg, device, cfg.seed, sample_gen, progress=False)
+    _, side_b = load_side(faceset_b, cfg, device, cfg.seed + 1, sample_gen, progress=False)
+    torch.manual_seed(cfg.seed)
+    autoencoder = build_autoencoder(cfg.model).to(device)
+    discriminator = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device) if cfg.loss.gan_weight > 0 else None
+    if cfg.channels_last and device.type == "cuda":
+        autoencoder.to(memory_format=torch.channels_last)
+        if discriminator is not None:
+            discriminator.to(memory_format=torch.channels_last)
+    opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
+    opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr, device) if discriminator is not None else None
+    stepper = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp)
+    eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, opt_g, opt_d, device, amp)
+    sums = torch.zeros(len(TRAIN_KEYS), device=device)  # the loop's on-device loss sums
+
+    def draw(side, step):
+        rows = side.train_rows[side.sampler.next(cfg.batch)]  # (B,)
+        faces = side.cache.gather(rows)
+        batch = augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step)
+        if cfg.channels_last and device.type == "cuda":
+            batch.inputs = batch.inputs.contiguous(memory_format=torch.channels_last)
+        return [batch]
+
+    def compute(stepper_, a, b, step):
+        nonlocal sums
+        g_logs, g_skip, fakes = stepper_.generator_phase(a, b, step)
+        d_logs, d_skip = stepper_.discriminator_phase(a, b, fakes, step)
+        sums = sums + torch.cat([g_logs, d_logs, (g_skip + d_skip).clamp(max=1).view(1)])  # no host sync
+
+    def full(step, stepper_=stepper):
+        compute(stepper_, draw(side_a, step), draw(side_b, step), step)
+
+    return full, compute, draw, (side_a, side_b), stepper, eager, [m for m in (autoencoder, discriminator) if m is not None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurement.
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, n: int, device: torch.device) -> float:
+    """Seconds per call over n calls, the device drained before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device) -> tuple[float, str]:
+    """TFLOP/s of a large matmul on this device: bf16 on CUDA (the MFU denominator), fp32 on CPU."""
+    if device.type == "cuda":
+        n, dtype, reps = 8192, torch.bfloat16, 20
+    else:
+        n, dtype, reps = 1024, torch.float32, 5
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12, f"{str(dtype).replace('torch.', '')} matmul {n}^3"
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: Path, peak: float) -> dict:
+    parts = case.split(":")
+    preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
+    gan = "gan" in parts[3:]
+    cfg = preset_config(preset)
+    loss = replace(cfg.loss, gan_weight=0.1 if gan else 0.0)
+    cfg = replace(cfg, batch=batch, compile=mode == "compile", loss=loss, device=str(device), val_fraction=0.0)
+    amp = resolve_amp(cfg.amp, device)
+    out = {"case": case, "preset": preset, "batch": batch, "mode": mode, "gan": gan,
+           "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
+
+    # Ours.
+    reset_peak(device)
+    full, compute, draw, (side_a, side_b), stepper, eager, mods = build_ours(cfg, device, amp, faceset_a, faceset_b)
+    out["params_M"] = round(sum(p.numel() for m in mods for p in m.parameters()) / 1e6, 2)
+    flops = count_flops(lambda: full(0, eager))
+    t0 = time.perf_counter()
+    for i in range(args.warmup):
+        full(i)
+    sync(device)
+    warm = time.perf_counter() - t0
+    step_s = timed(lambda i: full(args.warmup + i), args.steps, device)
+    pre = [(draw(side_a, i), draw(side_b, i)) for i in range(2)]
+    compute_s = timed(lambda i: compute(stepper, *pre[i % 2], i), args.steps, device)
+    out.update(
+        step_ms=round(step_s * 1e3, 3),
+        faces_per_s=round(2 * batch / step_s, 1),
+        gflop_per_step=round(flops / 1e9, 2),
+        tflops=round(flops / step_s / 1e12, 3),
+        mfu_pct=round(100 * flops / step_s / 1e12 / peak, 1),
+        peak_gib=round(peak_memory_gib(device), 2),
+        warmup_s=round(warm, 2),
+        compile_s=round(max(0.0, warm - args.warmup * step_s), 2) if mode == "compile" else None,
+        gpu_busy=round(min(1.0, compute_s / step_s), 3),
+    )
+    del full, compute, draw, side_a, side_b, stepper, eager, mods, pre
+
+    # The reference, same process, same device.
+    reset_peak(device)
+    ref_eager, ref_step, sets, ref_mods = build_reference(cfg, device, amp, mode == "compile", batch)
+    ref_flops = count_flops(lambda: ref_eager(*sets[0]))
+    for i in range(args.warmup):
+        ref_step(*sets[i % 2])
+    ref_s = timed(lambda i: ref_step(*sets[i % 2]), args.steps, device)
+    out.update(
+        ref_params_M=round(sum(p.numel() for m in ref_mods for p in m.parameters()) / 1e6, 2),
+        ref_step_ms=round(ref_s * 1e3, 3),
+        ref_gflop_per_step=round(ref_flops / 1e9, 2),
+        ref_faces_per_s=round(2 * batch / ref_s, 1),
+        ref_tflops=round(ref_flops / ref_s / 1e12, 3),
+        ref_mfu_pct=round(100 * ref_flops / ref_s / 1e12 / peak, 1),
+        ref_peak_gib=round(peak_memory_gib(device), 2),
+        ratio_to_ref=round(ref_s / step_s, 3),
+    )
+    del ref_eager, ref_step, sets, ref_mods
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Faces.
+
+
+def faceset_from_clip(root: Path, clip: Path, count: int, size: int) -> Path:
+    """A faceset of centre crops of the clip's first frames (real pixels; not aligned; for speed only)."""
+    import cv2
+    import numpy as np
+
+    (root / "faces").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(clip))
+    records = []
+    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    lm = np.stack([size * (0.5 + 0.3 * np.cos(t)), size * (0.55 + 0.35 * np.sin(t))], 1).tolist()  # placeholder
+    mask = np.zeros((size, size), np.uint8)
+    cv2.ellipse(mask, (size // 2, size * 11 // 20), (size * 3 // 10, size * 7 // 20), 0, 0, 360, 255, -1)
+    while len(records) < count:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        h, w = bgr.shape[:2]
+        side = int(min(h, w) * 0.6)
+        y0, x0 = (h - side) // 2 - side // 8, (w - side) // 2
+        crop = cv2.resize(bgr[max(0, y0) : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+        i = len(records)
+        cv2.imwrite(str(root / "faces" / f"{i:06d}.png"), crop, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        cv2.imwrite(str(root / "masks" / f"{i:06d}.png"), mask)
+        records.append(FaceRecord(
+            file=f"faces/{i:06d}.png", mask=f"masks/{i:06d}.png", source=str(clip), source_id=clip.name, frame=i,
+            time=None, face_index=0, bbox=[x0, y0, x0 + side, y0 + side], landmarks=lm, aligned_landmarks=lm,
+            matrix=[[1, 0, 0], [0, 1, 0]], size=size, score=1.0, blur=0.0, pose={"yaw": 0.0, "pitch": 0.0, "roll": 0.0},
+            embedding=[0.0] * 128,
+        ))
+    cap.release()
+    if not records:
+        raise SystemExit(f"no frames could be read from {clip}")
+    write_manifest(root, new_header({"size": size, "coverage": 0.75}), records)
+    return root
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| case | ours faces/s | ref faces/s | ours/ref | ours TFLOP/s | MFU % | ref MFU % | peak GiB (ours/ref) "
+            "| compile s | GPU-busy |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | error: {r['error'][:80]} |||||||||")
+            continue
+        lines.append(
+            f"| {r['case']} | {r['faces_per_s']:,.1f} | {r['ref_faces_per_s']:,.1f} | {r['ratio_to_ref']:.2f} | "
+            f"{r['tflops']:.3f} | {r['mfu_pct']:.1f} | {r['ref_mfu_pct']:.1f} | {r['peak_gib']:.2f}/{r['ref_peak_gib']:.2f} | "
+            f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan] (GPU default {GPU_CASES})")
+    p.add_argument("--steps", type=int, default=None, help="measured steps per case (default 20, quick 2)")
+    p.add_argument("--warmup", type=int, default=None, help="steps before timing (default 5, quick 1)")
+    p.add_argument("--a", type=Path, default=None, help="faceset A (default: crops of d6.mp4)")
+    p.add_argument("--b", type=Path, default=None, help="faceset B (default: crops of d14.mp4)")
+    p.add_argument("--faces", type=int, default=None, help="frames per clip for the on-the-fly facesets (default 64, quick 8)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny preset, 2 steps, no speed claims")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.device = "cpu" if args.device == "auto" else args.device
+        args.cases = args.cases or QUICK_CASES
+    args.steps = args.steps or (2 if args.quick else 20)
+    args.warmup = args.warmup or (1 if args.quick else 5)
+    faces = args.faces or (8 if args.quick else 64)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    cases = (args.cases or (GPU_CASES if device.type == "cuda" else QUICK_CASES)).split(",")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+    peak, peak_what = matmul_peak(device)
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "torch": torch.__version__, "matmul_tflops": round(peak, 3), "matmul": peak_what,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick}
+    print(json.dumps(info), flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
+        res = max(preset_config(c.split(":")[0]).model.resolution for c in cases)
+        fa = args.a or faceset_from_clip(Path(tmp) / "a", MEDIA / "d6.mp4", faces, res)
+        fb = args.b or faceset_from_clip(Path(tmp) / "b", MEDIA / "d14.mp4", faces, res)
+        rows = []
+        for case in cases:
+            try:
+                row = run_case(case, device, args, fa, fb, peak)
+            except torch.OutOfMemoryError as e:  # report and carry on with the next case
+                row = {"case": case, "error": f"out of memory: {str(e)[:200]}"}
+                reset_peak(device)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    print(f"{info['device']}, torch {info['torch']}, {info['date']}; MFU against {peak_what} = {peak:.2f} TFLOP/s"
+          + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "cases": rows}, indent=2) + "\n")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

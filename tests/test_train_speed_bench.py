@@ -1,0 +1,42 @@
+"""The training speed benchmark runs end to end in its CPU --quick mode (a smoke test: no speed claims).
+
+It runs our real train step on real faces (crops of the shared clips) and the plain reference step
+beside it, and must report every number the GPU run reports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from conftest import ROOT, media_path
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_mode_reports_every_number(tmp_path, capsys):
+    media_path("d6.mp4"), media_path("d14.mp4")
+    bench = load_benchmark()
+    out = tmp_path / "speed.json"
+    assert bench.main(["--quick", "--faces", "6", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["info"]["quick"] is True and result["info"]["matmul_tflops"] > 0
+    (case,) = result["cases"]
+    assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True
+    for key in ("faces_per_s", "ref_faces_per_s", "tflops", "ref_tflops", "mfu_pct", "ratio_to_ref", "gflop_per_step"):
+        assert case[key] > 0, key
+    assert 0 < case["gpu_busy"] <= 1
+    assert case["peak_gib"] > 0
+    # The reference has our architecture: the same parameter count (autoencoder + discriminator).
+    assert case["params_M"] == case["ref_params_M"]
+    # Real counts, of the same convolutions give or take: ours adds DSSIM's filters; the reference
+    # also computes D's weight gradients in the G step (it does not freeze D).
+    assert 0.8 < case["gflop_per_step"] / case["ref_gflop_per_step"] < 1.25
+    printed = capsys.readouterr().out
+    assert "| tiny:2:eager:gan |" in printed and "not a speed claim" in printed
