@@ -82,8 +82,11 @@ def _to_px(points: torch.Tensor, size: int) -> torch.Tensor:
 def transform_landmarks(landmarks: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
     """Where the source landmarks land in the output: invert theta (output -> input). (B, 68, 2) px."""
     lin, t = theta[:, :, :2], theta[:, :, 2:]  # (B, 2, 2), (B, 2, 1)
+    a, b, c, d = lin[:, 0, 0], lin[:, 0, 1], lin[:, 1, 0], lin[:, 1, 1]  # (B,) each
+    # The 2x2 inverse in closed form: linalg.solve would check for singularity and sync with the host.
+    inv = torch.stack([torch.stack([d, -b], 1), torch.stack([-c, a], 1)], 1) / (a * d - b * c).view(-1, 1, 1)
     p = _to_norm(landmarks.float(), size).transpose(1, 2)  # (B, 2, 68)
-    out = torch.linalg.solve(lin, p - t)  # (B, 2, 68)
+    out = inv @ (p - t)  # (B, 2, 68)
     return _to_px(out.transpose(1, 2), size)  # (B, 68, 2)
 
 

@@ -19,7 +19,6 @@ snapshot (and the previous top-level weights) intact.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -292,8 +291,3 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> LoadedModel:
     step = _step_of(weights) or 0
     return LoadedModel(cfg, autoencoder, discriminator, step, read_identities(model_dir))
 
-
-def model_dir_exists(path: str | Path) -> bool:
-    with contextlib.suppress(OSError):
-        return (Path(path) / CONFIG).is_file()
-    return False

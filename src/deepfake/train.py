@@ -62,6 +62,7 @@ class TrainResult:
     skipped_steps: int  # steps dropped for a non-finite loss
     overfit_warnings: list[int] = field(default_factory=list)  # steps at which over-fitting was reported
     compile_s: float | None = None  # extra time the first step took with --compile
+    main: bool = True  # False on the DDP ranks other than 0 (they write nothing and report nothing)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -408,6 +409,8 @@ def _sigint_flag():
 
 
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path) -> None:
+    # Activation checkpointing changes memory, not weights: it may be switched on a resume.
+    saved = replace(saved, model=replace(saved.model, checkpoint_decoder=cfg.model.checkpoint_decoder))
     for part in ("model", "discriminator"):
         if to_dict(getattr(saved, part)) != to_dict(getattr(cfg, part)):
             raise DeepfakeError(
@@ -492,8 +495,12 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         elif use_gan:
             log.info("adding a discriminator to a model trained without one")
         sample_gen.set_state(snap.rng["sample_gen"])
-        if dist.world_size() == snap.state.get("world_size", 1):
-            aug_gen.set_state(snap.rng[f"aug_gen_{dist.rank()}"] if f"aug_gen_{dist.rank()}" in snap.rng else snap.rng["aug_gen"])
+        if dist.world_size() == 1:
+            aug_gen.set_state(snap.rng["aug_gen"])
+        else:
+            # Only rank 0's generator is saved: under DDP each rank starts a fresh stream of its own, so
+            # a resumed multi-GPU run is correct but not bitwise the uninterrupted one.
+            aug_gen.manual_seed(dist.rank_seed(cfg.seed + 1 + snap.step))
         side_a.sampler.load(snap.rng["sampler_a"])
         side_b.sampler.load(snap.rng["sampler_b"])
         sums, count = snap.rng.get("sums"), int(snap.state.get("sums_count", 0))
@@ -534,7 +541,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
     with _sigint_flag() as flag:
-        while step < end and not flag["stop"]:
+        stopping = False
+        while step < end and not stopping:
             t_step = time.perf_counter()
             lr = lr_at(step, cfg.lr, cfg.warmup_steps)
             for group in opt_g.param_groups:
@@ -561,9 +569,16 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 compile_s = time.perf_counter() - t_step  # the first step pays for compilation
                 log.info("torch.compile: first step took %.1f s", compile_s)
 
+            # Section: Ctrl-C. Under DDP every rank must stop at the same step, so the ranks agree on it
+            # at log boundaries (one tiny all-reduce); a single process stops right away.
+            if dist.world_size() == 1:
+                stopping = flag["stop"]
+            elif step % cfg.log_every == 0:
+                stopping = float(dist.all_reduce_mean(torch.tensor(float(flag["stop"]), device=device))) > 0
+
             # Section: logging (the only regular host sync).
             val_due = step % cfg.val_every == 0 if cfg.val_every > 0 else False
-            if step % cfg.log_every == 0 or val_due or step == end or flag["stop"]:
+            if step % cfg.log_every == 0 or val_due or step == end or stopping:
                 means = (dist.all_reduce_mean(sums) / max(1, count)).tolist()
                 row: dict[str, Any] = {"step": step, **dict(zip(TRAIN_KEYS, means))}
                 row["skipped"] = means[-1] * count  # a count, not a mean
@@ -604,9 +619,9 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
             # Section: previews and checkpoints.
             if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or step == end):
                 write_preview(model_dir / "previews" / f"step_{step:06d}.png", autoencoder, side_a.preview, side_b.preview)
-            if step % cfg.save_every == 0 or step == end or flag["stop"]:
+            if step % cfg.save_every == 0 or step == end or stopping:
                 save(step)
-        interrupted = flag["stop"] and step < end
+        interrupted = stopping and step < end
     bar.close()
     if step == start and main and snap is None:
         save(step)  # nothing to train (steps already reached): still leave a loadable folder
@@ -614,4 +629,4 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         writer.close()
     if interrupted and main:
         log.warning("interrupted: saved %s at step %d", model_dir, step)
-    return TrainResult(model_dir, step, interrupted, rows, int(skipped_total), warnings, compile_s)
+    return TrainResult(model_dir, step, interrupted, rows, int(skipped_total), warnings, compile_s, main)

@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.train import train
 
     result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress)
+    if not result.main:
+        return 130 if result.interrupted else 0  # rank 0 reports for the whole DDP job
     last = result.metrics[-1] if result.metrics else {}
     summary = f"step {result.step}: loss {last.get('loss', float('nan')):.4f}"
     if last.get("val_loss") is not None:
