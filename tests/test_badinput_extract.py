@@ -122,7 +122,7 @@ def test_folder_with_the_whole_matrix(bad_folder, tmp_path, capsys):
         assert len(live) == 1, (name, captured.err)
         assert live[0].startswith("skipped: ") and len(live[0].split(": ", 2)[-1]) > 5
         assert any(name in line for line in captured.out.splitlines()), name
-    assert "partly read: " in captured.out and "truncated.mkv" in captured.out
+    assert "partly read: " in captured.out and "truncated.mkv: read " in captured.out
     assert f"files skipped: {len(BAD) + 2}" in captured.out
     assert "frames without a face: 1" in captured.out  # the dog
     # EXIF: the landmarks are in the upright image's pixels (the face is upright there).
@@ -169,3 +169,14 @@ def test_only_bad_inputs_exit_nonzero_with_a_message(bad_folder, tmp_path, capsy
     assert code == 1
     assert "error: no face was extracted" in captured.err and "Traceback" not in captured.err
     assert "empty.jpg: empty file (0 bytes)" in captured.err
+
+
+def test_truncated_video_split_between_workers(bad_folder, tmp_path):
+    """With two workers the cut Matroska file is split in two segments; the second starts past the
+    cut. The frames before the cut are kept and the early end is reported once, for the whole file."""
+    from deepfake.config import ExtractConfig
+    from deepfake.extract import extract
+
+    s = extract([bad_folder["truncated.mkv"]], tmp_path / "fs", ExtractConfig(size=64, workers=2), progress=False)
+    assert 3 <= s.faces_kept < 216 and s.frames_read == s.faces_kept and not s.skipped
+    assert len(s.warnings) == 1 and f"read {s.frames_read} of 216 frames" in s.warnings[0][1]

@@ -16,6 +16,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -48,6 +49,7 @@ class InputItem:
     path: Path
     kind: str  # image | video | unknown (tried as an image, then as a video)
     order: int  # position among the inputs: manifest order
+    expected_frames: int = 0  # video: frames to read according to the header (after --frames, --every)
 
 
 @dataclass
@@ -170,7 +172,8 @@ def plan_tasks(items: list[InputItem], cfg: ExtractConfig) -> tuple[list[Task], 
         limit = cfg.frames if cfg.frames > 0 else None
         if limit is not None:
             count = min(count, limit) if count else limit
-        total += max(1, -(-count // cfg.every)) if count else 1
+        item.expected_frames = -(-count // cfg.every) if count else 0
+        total += max(1, item.expected_frames)
         segments = max(1, min(cfg.workers, count // MIN_SEGMENT)) if count else 1
         bounds = np.linspace(0, count, segments + 1).round().astype(int) if segments > 1 else [0, None]
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -228,30 +231,35 @@ def run_task(analyzer, task: Task, cfg: ExtractConfig) -> Iterator[tuple]:
     ("done", task_id, frames_read, warning) or ("error", task_id, path, reason)."""
     item = task.item
     try:
-        if item.kind in ("image", "unknown"):
-            try:
-                rgb, scale = read_image_scaled(item.path)
-            except BadInputError as e:
-                if item.kind == "image":
-                    raise
-                try:  # an unknown extension may still be a video
-                    VideoReader(item.path).close()
-                except BadInputError:
-                    raise BadInputError(item.path, "not an image or a video") from None
-                item = InputItem(item.path, "video", item.order)
-                del e
-            else:
-                faces = analyzer.analyze(rgb)
-                yield ("frame", task.task_id, None, None, _payloads(faces, None, None, scale, cfg.image_format))
-                yield ("done", task.task_id, 1, None)
-                return
-        yield from _run_video(analyzer, task, item, cfg)
+        if item.kind == "unknown":
+            item = InputItem(item.path, _sniff(item.path), item.order)
+        if item.kind == "image":
+            rgb, scale = read_image_scaled(item.path)
+            faces = analyzer.analyze(rgb)
+            yield ("frame", task.task_id, None, None, _payloads(faces, None, None, scale, cfg.image_format))
+            yield ("done", task.task_id, 1, None)
+        else:
+            yield from _run_video(analyzer, task, item, cfg)
     except BadInputError as e:
         yield ("error", task.task_id, e.path, e.reason)
     except MemoryError:
         yield ("error", task.task_id, str(item.path), "out of memory while processing")
     except Exception as e:  # a bug or a library failure on one file must not end the whole run
         yield ("error", task.task_id, str(item.path), f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _sniff(path: Path) -> str:
+    """'image' or 'video' for a file with an unfamiliar extension, by trying to open it."""
+    try:
+        read_image_scaled(path, max_pixels=1)  # decodes a tiny draft where it can
+        return "image"
+    except BadInputError:
+        pass
+    try:
+        VideoReader(path).close()
+        return "video"
+    except BadInputError:
+        raise BadInputError(path, "not an image or a video") from None
 
 
 def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Iterator[tuple]:
@@ -265,9 +273,10 @@ def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Ite
                 continue  # warm-up: belongs to the previous segment
             frames += 1
             yield ("frame", task.task_id, index, t, _payloads(faces, index, t, 1.0, cfg.image_format))
-        warning = reader.error
+        # An early end of stream is judged by the main process over all of a video's segments.
+        warning = reader.error if reader.decode_failed else None
     if frames == 0 and task.start == 0:
-        raise BadInputError(item.path, f"no frames could be decoded{f' ({warning})' if warning else ''}")
+        raise BadInputError(item.path, f"no frames could be decoded{f' ({reader.error})' if reader.error else ''}")
     yield ("done", task.task_id, frames, warning)
 
 
@@ -426,6 +435,13 @@ def extract(
     number = _next_number(out, records)
     new_records: list[tuple[tuple, FaceRecord]] = []
     task_by_id = {t.task_id: t for t in tasks}
+    remaining = Counter(t.item.order for t in tasks)  # unfinished tasks per input
+    frames_by_item: dict[int, int] = {}
+
+    def warn(path: Path, what: str) -> None:
+        summary.warnings.append((str(path), what))
+        log.warning("%s: %s", path, what)
+
     failed_items: set[int] = set()
     writer = _Writer()
     save_json(cfg, out / CONFIG_FILE)
@@ -489,9 +505,15 @@ def extract(
                     skip(path, reason)
             elif kind == "done":
                 _, _, frames, warning = msg
-                if warning and task.stop is None:
-                    summary.warnings.append((str(task.item.path), warning))
-                    log.warning("%s: %s", task.item.path, warning)
+                frames_by_item[task.item.order] = frames_by_item.get(task.item.order, 0) + frames
+                if warning:
+                    warn(task.item.path, warning)
+                remaining[task.item.order] -= 1
+                item = task.item
+                if remaining[item.order] == 0 and item.order not in failed_items and item.expected_frames:
+                    got = frames_by_item[item.order]
+                    if got < 0.98 * item.expected_frames:
+                        warn(item.path, f"read {got} of {item.expected_frames} frames: the stream ended early (truncated?)")
             if time.time() - last_checkpoint > CHECKPOINT_S and new_records:
                 writer.close()  # images first, so the manifest never names a file that is not there
                 checkpoint()

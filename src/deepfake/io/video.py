@@ -31,6 +31,7 @@ class VideoReader:
         self.start = max(0, int(start))
         self.stop = stop
         self.error: str | None = None  # set when decoding stopped before the end of the stream
+        self.decode_failed = False  # True when that was a decoding error (not just an early end)
         self.frames_decoded = 0
         if not self.path.exists():
             raise BadInputError(self.path, "file not found")
@@ -106,6 +107,7 @@ class VideoReader:
                 yield i, i / self.fps, frame.to_ndarray(format="rgb24")
         except (av.FFmpegError, OSError, ValueError) as e:
             self.error = f"decoding stopped after {self.frames_decoded} frames ({_short(e)})"
+            self.decode_failed = True
         if self.frame_count and self.stop is None and index is not None and index < self.frame_count * 0.98 and not self.error:
             self.error = f"stream ended at frame {index} of {self.frame_count} (truncated?)"
 
