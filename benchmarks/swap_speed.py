@@ -32,6 +32,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--encode-preset", default="veryfast")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="model precision")
     args = p.parse_args()
 
     import torch
@@ -49,7 +50,7 @@ def main() -> int:
     tcfg = preset_config(args.preset)
     torch.manual_seed(0)
     ae = build_autoencoder(tcfg.model)
-    model = AutoencoderModel(ae, tcfg.model.resolution, "a", device)
+    model = AutoencoderModel(ae, tcfg.model.resolution, "a", device, args.amp)
     clip = Path(args.clip)
     coverage = 0.75
 
@@ -64,7 +65,7 @@ def main() -> int:
 
     print(f"clip {clip.name} {width}x{height}, {args.frames} frames, preset {args.preset} "
           f"({tcfg.model.resolution} px), face size {args.face_size}, device {device}, "
-          f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+          f"amp {args.amp} (bf16: {model.bf16}), torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
 
     with tempfile.TemporaryDirectory() as tmp:
         # Warm-up: first torch call, dlib model loading.

@@ -167,6 +167,7 @@ class SwapConfig:
     preset: str = "medium"
     watermark: bool = False
     device: str = "auto"
+    amp: str = "auto"  # model precision: auto (bf16 on a GPU that has it, else fp32) | bf16 | off
     frames: int = 0  # video: swap only the first N frames (0 = all); the output is cut to match
     preview: bool = False  # write a before/after preview instead of the full output (PNG sheet or short MP4)
     preview_frames: int = 4  # rows of the PNG sheet, spread evenly over the video

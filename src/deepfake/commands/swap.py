@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview-seconds", type=float, default=d.preview_seconds)
     p.add_argument("--watermark", action="store_true", help="also draw a small visible 'AI-GENERATED' mark")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], default=d.amp,
+                   help="model precision: auto = bf16 on a GPU that supports it, fp32 on CPU")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         direction=args.direction, mask=args.mask, erode=args.erode, blur=args.blur, color=args.color,
         blend=args.blend, sharpen=args.sharpen, all_faces=args.all_faces,
         identity_threshold=args.identity_threshold, batch=args.batch, crf=args.crf, preset=args.preset,
-        watermark=args.watermark, device=args.device, frames=args.frames, preview=args.preview,
+        watermark=args.watermark, device=args.device, amp=args.amp, frames=args.frames, preview=args.preview,
         preview_frames=args.preview_frames, preview_seconds=args.preview_seconds,
     )
     summary = swap(args.input, args.output, args.model, cfg, progress=not args.quiet)

@@ -38,15 +38,25 @@ class FaceModel(Protocol):
 
 
 class AutoencoderModel:
-    """A trained autoencoder as a FaceModel: resize to the model's resolution, swap, resize back."""
+    """A trained autoencoder as a FaceModel: resize to the model's resolution, swap, resize back.
 
-    def __init__(self, autoencoder: Any, resolution: int, to_side: str, device: str = "cpu"):
+    amp: "auto" runs the model in bf16 on a CUDA device that supports it (fp32 elsewhere); "bf16" forces
+    bf16 autocast (also on CPUs with bf16 instructions); "off" keeps fp32. Outputs are fp32 either way.
+    """
+
+    def __init__(self, autoencoder: Any, resolution: int, to_side: str, device: str = "cpu", amp: str = "auto"):
         import torch
 
-        self.autoencoder = autoencoder.to(device).eval()
+        self.device = torch.device(device)
+        self.autoencoder = autoencoder.to(self.device).eval()
         self.resolution = resolution
         self.to_side = to_side
-        self.device = torch.device(device)
+        if amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"amp '{amp}': choose auto, bf16 or off")
+        cuda = self.device.type == "cuda"
+        self.bf16 = amp == "bf16" or (amp == "auto" and cuda and torch.cuda.is_bf16_supported())
+        if cuda:
+            self.autoencoder.to(memory_format=torch.channels_last)
 
     def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
@@ -60,12 +70,16 @@ class AutoencoderModel:
             x = torch.from_numpy(faces).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, S, S)
             if s != r:
                 x = F.interpolate(x, size=(r, r), mode="bilinear", antialias=s > r, align_corners=False)  # (N, 3, R, R)
-            rgb, mask = self.autoencoder.swap(x, self.to_side)  # (N, 3, R, R), (N, 1, R, R)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                rgb, mask = self.autoencoder.swap(x, self.to_side)  # (N, 3, R, R), (N, 1, R, R)
+            rgb, mask = rgb.float(), mask.float()
             if s != r:
                 rgb = F.interpolate(rgb, size=(s, s), mode="bicubic", align_corners=False)  # (N, 3, S, S)
                 mask = F.interpolate(mask, size=(s, s), mode="bilinear", align_corners=False)  # (N, 1, S, S)
-            rgb = rgb.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()  # (N, S, S, 3)
-            mask = mask.clamp(0, 1)[:, 0].float().cpu().numpy()  # (N, S, S)
+            rgb = rgb.clamp(0, 1).permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (N, S, S, 3)
+            mask = mask.clamp(0, 1)[:, 0].contiguous().cpu().numpy()  # (N, S, S)
         return rgb, mask
 
 

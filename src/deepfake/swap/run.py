@@ -83,6 +83,8 @@ def validate_config(cfg: SwapConfig) -> None:
     ):
         if value not in allowed:
             raise DeepfakeError(f"--{name} {value}: choose from {', '.join(allowed)}")
+    if cfg.amp not in ("auto", "bf16", "off"):
+        raise DeepfakeError(f"--amp {cfg.amp}: choose from auto, bf16, off")
     if not 0 <= cfg.crf <= 51:
         raise DeepfakeError(f"--crf {cfg.crf}: must be 0..51")
 
@@ -145,7 +147,7 @@ def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
     identity = None
     if loaded.identities and in_side in loaded.identities:
         identity = np.asarray(loaded.identities[in_side], np.float32)
-    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, resolve_device(cfg.device))
+    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, resolve_device(cfg.device), cfg.amp)
     return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step)
 
 
