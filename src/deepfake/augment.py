@@ -59,7 +59,10 @@ def sample_params(
         dim=1,
     )  # (B, 4)
     if not affine:
-        angle.zero_(), scale.fill_(1), shift.zero_(), color.copy_(torch.tensor([1.0, 1.0, 1.0, 0.0]))
+        angle.zero_()
+        scale.fill_(1)
+        shift.zero_()
+        color.copy_(torch.tensor([1.0, 1.0, 1.0, 0.0]))
         flip[:] = False
     if not cfg.flip:
         flip[:] = False

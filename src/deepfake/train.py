@@ -600,6 +600,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 if row["skipped"] and main:
                     bar.write(f"warning: {int(round(row['skipped']))} step(s) skipped for a non-finite loss before step {step}")
                 rows.append(row)
+                if val_due and main:
+                    _write_metrics(model_dir / "metrics.csv", rows)  # live, between checkpoints too
                 post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
                 if use_gan:
                     post.update(d=f"{row['loss_d']:.3f}", acc=f"{row['d_acc_real']:.2f}/{row['d_acc_fake']:.2f}")
