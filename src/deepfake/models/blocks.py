@@ -6,6 +6,7 @@ Choices are plain dicts of name -> constructor, passed explicitly (no registry, 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from deepfake.errors import DeepfakeError
 
-ACTIVATIONS: dict[str, type[nn.Module] | object] = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),  # faceswap and DFL use 0.1
     "elu": lambda: nn.ELU(inplace=True),
