@@ -256,7 +256,7 @@ class _Stream:
             return item
 
     def take(self, n: int) -> list:
-        """Up to n items: waits for the first, then takes what else is ready or arrives to fill the batch."""
+        """The next n items (fewer only at the end of the stream), waiting for them to arrive."""
         out = []
         while len(out) < n and not self.done:
             item = self.get()
