@@ -318,15 +318,15 @@ def validate(autoencoder: nn.Module, side: Side, which: str, loss_cfg: LossConfi
         return float("nan")
     was = autoencoder.training
     autoencoder.eval()
-    total, n = 0.0, side.val.inputs.shape[0]
+    total, n = torch.zeros((), device=side.val.inputs.device), side.val.inputs.shape[0]
     for i in range(0, n, batch):
         sl = slice(i, i + batch)
         with autocast():
             rgb, mask = autoencoder(side.val.inputs[sl], which)
             loss, _ = reconstruction_loss(rgb, mask, side.val.target[sl], side.val.target_mask[sl], side.val.landmarks[sl], loss_cfg)
-        total += float(loss) * rgb.shape[0]
+        total += loss * rgb.shape[0]
     autoencoder.train(was)
-    return total / n
+    return float(total) / n  # one host sync per validation
 
 
 class OverfitWatch:
