@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -132,9 +133,9 @@ def cut_clip(src: Path, dst: Path, start: int, stop: int) -> int:
     from deepfake.io.video import VideoReader
     from deepfake.io.video_writer import VideoWriter
 
-    with VideoReader(src, start=start, stop=stop) as r:
-        import av
+    import av
 
+    with VideoReader(src, start=start, stop=stop) as r:
         with av.open(str(src)) as c:
             fps = Fraction(c.streams.video[0].average_rate or 30)
         audio = src if (r.has_audio and start == 0) else None
@@ -189,10 +190,9 @@ def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
 
 
 def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> None:
+    from deepfake.io.video import VideoReader
     from deepfake.provenance import make_record, save_labelled_image
     from deepfake.swap.preview import sheet
-
-    from deepfake.io.video import VideoReader
 
     with VideoReader(after) as r:
         n = r.frame_count or 1
@@ -257,8 +257,6 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig, a: str | Path | None = None, 
     for side, clip in (("a", clip_a), ("b", clip_b)):
         folder = work / f"faceset_{side}"
         if folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         say(f"demo: extracting faces of {side.upper()} from {clip.name}")
         summary = extract([clip], folder, ecfg, progress=progress)
@@ -272,8 +270,6 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig, a: str | Path | None = None, 
     t = time.perf_counter()
     model_dir = work / "model"
     if model_dir.exists():
-        import shutil
-
         shutil.rmtree(model_dir)
     tcfg = dataclasses.replace(
         preset_config(cfg.preset), device=cfg.device, batch=cfg.batch, seed=cfg.seed, steps=10**9,
