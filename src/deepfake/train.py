@@ -120,8 +120,9 @@ class EpochSampler:
 
 @dataclass
 class Side:
-    """One identity's data on the training device."""
+    """One identity's data for the training device."""
 
+    device: torch.device  # where batches go (the cache itself may stay in pinned host memory)
     cache: FaceCache
     train_rows: torch.Tensor  # (N_train,) rows of the cache
     val: Augmented | None  # the fixed validation faces, un-augmented
@@ -287,15 +288,21 @@ def load_side(path, cfg: TrainConfig, device: torch.device, seed: int, generator
     with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it
         cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main())
     train_idx, val_idx = split_train_val(len(cache), cfg.val_fraction, seed)
-    on_device = cache.pin().to(device)
+    on_device = cache.pin()
+    nbytes = on_device.images.numel() + on_device.masks.numel()
+    if device.type != "cuda" or nbytes < 0.25 * torch.cuda.get_device_properties(device).total_memory:
+        on_device = on_device.to(device)  # the usual case: the whole set lives on the device
+    else:
+        log.info("%s: %.1f GiB of faces stay in pinned host memory; batches are streamed", fs.root, nbytes / 2**30)
     val = None
     if len(val_idx):
-        v = on_device.subset(val_idx[: cfg.val_faces])
+        v = on_device.subset(val_idx[: cfg.val_faces]).to(device)
         val = no_augment(v.images, v.masks, v.landmarks)
     # Preview columns: the validation faces first, topped up with training faces on small sets.
     shown_rows = torch.as_tensor(list(val_idx[: cfg.preview_faces]) + list(train_idx[: max(0, cfg.preview_faces - len(val_idx))]))
-    shown = on_device.subset(shown_rows).images.float() / 255  # (P, 3, R, R)
+    shown = on_device.subset(shown_rows).to(device).images.float() / 255  # (P, 3, R, R)
     return fs, Side(
+        device=device,
         cache=on_device,
         train_rows=torch.as_tensor(train_idx, dtype=torch.int64),
         val=val,
@@ -307,7 +314,7 @@ def load_side(path, cfg: TrainConfig, device: torch.device, seed: int, generator
 def _draw(side: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, step: int) -> Augmented:
     rows = side.train_rows[side.sampler.next(batch * dist.world_size())]  # (global B,) one draw for all ranks
     rows = rows[dist.rank() * batch : (dist.rank() + 1) * batch]  # (B,) this rank's slice
-    faces = side.cache.gather(rows)
+    faces = side.cache.gather(rows, side.device)
     return augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step)
 
 
