@@ -28,6 +28,7 @@ as ANCHORS.md does. Printed per case:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -219,6 +220,11 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
 # Measurement.
 
 
+def sig(x: float, digits: int = 4) -> float:
+    """Round to significant digits (a slow CPU's TFLOP/s would round to 0 at fixed decimals)."""
+    return float(f"{x:.{digits}g}")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -265,6 +271,10 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 def reset_peak(device: torch.device) -> None:
+    # Compiled graphs keep their modules alive: drop them so one measurement's memory does not count
+    # in the next one's peak.
+    torch._dynamo.reset()
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -297,9 +307,9 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     out.update(
         step_ms=round(step_s * 1e3, 3),
         faces_per_s=round(2 * batch / step_s, 1),
-        gflop_per_step=round(flops / 1e9, 2),
-        tflops=round(flops / step_s / 1e12, 3),
-        mfu_pct=round(100 * flops / step_s / 1e12 / peak, 1),
+        gflop_per_step=sig(flops / 1e9),
+        tflops=sig(flops / step_s / 1e12),
+        mfu_pct=sig(100 * flops / step_s / 1e12 / peak, 3),
         peak_gib=round(peak_memory_gib(device), 2),
         warmup_s=round(warm, 2),
         compile_s=round(max(0.0, warm - args.warmup * step_s), 2) if mode == "compile" else None,
@@ -317,12 +327,12 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     out.update(
         ref_params_M=round(sum(p.numel() for m in ref_mods for p in m.parameters()) / 1e6, 2),
         ref_step_ms=round(ref_s * 1e3, 3),
-        ref_gflop_per_step=round(ref_flops / 1e9, 2),
+        ref_gflop_per_step=sig(ref_flops / 1e9),
         ref_faces_per_s=round(2 * batch / ref_s, 1),
-        ref_tflops=round(ref_flops / ref_s / 1e12, 3),
-        ref_mfu_pct=round(100 * ref_flops / ref_s / 1e12 / peak, 1),
+        ref_tflops=sig(ref_flops / ref_s / 1e12),
+        ref_mfu_pct=sig(100 * ref_flops / ref_s / 1e12 / peak, 3),
         ref_peak_gib=round(peak_memory_gib(device), 2),
-        ratio_to_ref=round(ref_s / step_s, 3),
+        ratio_to_ref=sig(ref_s / step_s, 3),
     )
     del ref_eager, ref_step, sets, ref_mods
     return out
@@ -379,7 +389,7 @@ def table(rows: list[dict]) -> str:
             continue
         lines.append(
             f"| {r['case']} | {r['faces_per_s']:,.1f} | {r['ref_faces_per_s']:,.1f} | {r['ratio_to_ref']:.2f} | "
-            f"{r['tflops']:.3f} | {r['mfu_pct']:.1f} | {r['ref_mfu_pct']:.1f} | {r['peak_gib']:.2f}/{r['ref_peak_gib']:.2f} | "
+            f"{r['tflops']:.4g} | {r['mfu_pct']:.1f} | {r['ref_mfu_pct']:.1f} | {r['peak_gib']:.2f}/{r['ref_peak_gib']:.2f} | "
             f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} |"
         )
     return "\n".join(lines)
@@ -413,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peak, peak_what = matmul_peak(device)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-            "torch": torch.__version__, "matmul_tflops": round(peak, 3), "matmul": peak_what,
+            "torch": torch.__version__, "matmul_tflops": sig(peak), "matmul": peak_what,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick}
     print(json.dumps(info), flush=True)
 
