@@ -8,6 +8,9 @@ landmarks, Umeyama alignment, warp, hull mask, and PNG files for face and mask. 
   * "naive+id": also the ResNet identity embedding every frame (the same outputs extract produces),
   * "naive":    without the embedding (less work than extract does; the conservative baseline).
 Goal: extract >= 1.7x the naive loop on 2 cores.
+
+On a machine shared with other jobs the wall-clock ratio mostly measures the other jobs; the CPU
+ms/frame line is the steadier number, and `nice -n -15` (as root) gets closer to an idle machine.
 """
 
 from __future__ import annotations
