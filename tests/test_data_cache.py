@@ -184,3 +184,23 @@ def test_pin_and_to_are_safe_without_cuda(faceset, tmp_path):
     assert moved.device.type == "cpu" and torch.equal(moved.images, cache.images)
     sub = cache.subset([4, 1])
     assert len(sub) == 2 and torch.equal(sub.images[0], cache.images[4]) and sub.records[1] is cache.records[1]
+
+
+def test_extracted_faceset_caches_at_training_resolution(faceset_a, tmp_path):
+    """The real contract: a faceset `deepfake extract` wrote (aligned 128 px faces of d6.mp4), cached at 64."""
+    fs = read_faceset(faceset_a)
+    cache = FaceCache.from_faceset(fs, resolution=64, cache_dir=tmp_path, progress=False)
+    assert len(cache) == len(fs) > 0
+    for i in (0, len(cache) - 1):
+        rec = cache.records[i]
+        bgr = cv2.imread(str(fs.root / rec.file), cv2.IMREAD_COLOR)
+        fresh = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (64, 64), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(cache.images[i].numpy(), fresh.transpose(2, 0, 1))
+        expected = np.asarray(rec.aligned_landmarks, np.float32) * (64 / rec.size)  # (68, 2) in 64-px units
+        np.testing.assert_allclose(cache.landmarks[i].numpy(), expected, rtol=1e-6)
+    # The scaled landmarks still sit on the face: the hull mask (drawn from them) covers the nose and eyes.
+    lm = cache.landmarks.round().long().clamp(0, 63)  # (N, 68, 2)
+    inner = torch.cat([lm[:, 27:36], lm[:, 36:48]], dim=1)  # nose and eyes, (N, 21, 2)
+    n = torch.arange(len(cache)).view(-1, 1)
+    on_face = cache.masks[n, 0, inner[..., 1], inner[..., 0]]  # (N, 21) mask value at each point
+    assert (on_face == 255).float().mean() > 0.95
