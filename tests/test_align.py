@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -72,7 +73,6 @@ def test_aligned_face_lands_on_the_canonical_face_at_the_requested_coverage(cove
 
 def test_warp_moves_pixels_where_the_matrix_moves_points():
     # A bright dot at a known source position must appear at its transformed position.
-    rng = np.random.default_rng(4)
     img = np.zeros((480, 640, 3), dtype=np.uint8)
     pts, _ = _face_in_frame(4)
     matrix = align_matrix(pts, 256, 0.75)
@@ -85,15 +85,12 @@ def test_warp_moves_pixels_where_the_matrix_moves_points():
         centre = np.array([np.average(xs, weights=out[ys, xs]), np.average(ys, weights=out[ys, xs])])
         expected = transform_points(np.array([[x, y]], float), matrix)[0]
         assert np.linalg.norm(centre - expected) < 1.0
-    del rng
 
 
 def test_warp_of_a_huge_source_matches_the_normal_one():
     # Big faces are area-reduced before warping; the crop must not shift.
     rng = np.random.default_rng(5)
     small = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
-    import cv2
-
     small = cv2.GaussianBlur(small, (0, 0), 3)
     big = cv2.resize(small, (160 * 8, 120 * 8), interpolation=cv2.INTER_CUBIC)
     pts, _ = _face_in_frame(5)
