@@ -21,7 +21,7 @@ from deepfake.checkpoint import DISCRIMINATOR, _save_tensors, load_model_dir
 from deepfake.config import AugmentConfig, DiscriminatorConfig, to_dict
 from deepfake.data import FaceCache
 from deepfake.errors import DeepfakeError
-from deepfake.faceset import read_faceset, split_train_val
+from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_json
 from deepfake.losses import gan_d_loss
 from deepfake.models import build_discriminator
@@ -89,9 +89,9 @@ def train_discriminator(
     steps: int = 500,
     batch: int = 16,  # real faces per step (plus as many fakes)
     lr: float = 2e-4,
-    val_fraction: float = 0.2,  # per identity, held out from training
+    val_fraction: float = 0.2,  # per identity, held out (never less than the model's own held-out faces)
     device: str = "auto",
-    seed: int = 0,
+    seed: int = 0,  # batch order and initialisation; the split follows the model's own seed
     save: bool = True,  # write discriminator.safetensors and the report into model_dir
     progress: bool = True,
 ) -> DiscriminatorReport:
@@ -109,7 +109,9 @@ def train_discriminator(
     train_real, train_fake, val_real, val_fake = [], [], [], []
     for k, path in (("a", faceset_a), ("b", faceset_b)):
         cache = FaceCache.from_faceset(read_faceset(path), res, progress=progress).to(dev)
-        tr, va = split_train_val(len(cache), val_fraction, seed)
+        # Same permutation as the model's split with at least its fraction: the held-out faces here
+        # include every face the autoencoder never saw, so D is never trained on evaluate's held-out set.
+        tr, va = side_split(len(cache), max(val_fraction, tcfg.val_fraction), tcfg.seed, k)
         if len(va) == 0:
             raise DeepfakeError(f"{path}: too few faces to hold any out for validation ({len(cache)})")
         x = cache.images.float() / 255  # (N, 3, R, R)

@@ -149,6 +149,19 @@ def split_train_val(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray,
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+# Each identity gets its own split seed, so A's and B's held-out faces are drawn independently.
+SIDE_SEED_OFFSET = {"a": 0, "b": 1}
+
+
+def side_split(n: int, fraction: float, seed: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """The train/validation split of one identity's faceset, as `deepfake train` makes it.
+
+    Everything that must respect a model's held-out faces (evaluate, discriminator, detect tests) calls
+    this with the model's `seed` and `val_fraction`, so no stage can drift from the training split.
+    """
+    return split_train_val(n, fraction, seed + SIDE_SEED_OFFSET[side])
+
+
 def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
     """A content fingerprint: size + SHA-1 of the first and last MiB. Stable across renames and copies."""
     path = Path(path)

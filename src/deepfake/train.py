@@ -39,7 +39,7 @@ from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_sna
 from deepfake.config import LossConfig, TrainConfig, to_dict
 from deepfake.data import FaceCache
 from deepfake.errors import DeepfakeError
-from deepfake.faceset import read_faceset, split_train_val
+from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_text
 from deepfake.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
 from deepfake.models import build_autoencoder, build_discriminator
@@ -282,12 +282,12 @@ def lr_at(step: int, base: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
 
 
-def load_side(path, cfg: TrainConfig, device: torch.device, seed: int, generator: torch.Generator, progress: bool):
+def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator: torch.Generator, progress: bool):
     """Read a faceset, decode it once, split off the validation faces, put it on the device."""
     fs = read_faceset(path)
     with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it
         cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main())
-    train_idx, val_idx = split_train_val(len(cache), cfg.val_fraction, seed)
+    train_idx, val_idx = side_split(len(cache), cfg.val_fraction, cfg.seed, side)
     on_device = cache.pin()
     nbytes = on_device.images.numel() + on_device.masks.numel()
     if device.type != "cuda" or nbytes < 0.25 * torch.cuda.get_device_properties(device).total_memory:
@@ -473,8 +473,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     torch.manual_seed(cfg.seed)  # model initialisation
     sample_gen = torch.Generator().manual_seed(cfg.seed)  # same on every rank: one global draw, sliced
     aug_gen = torch.Generator().manual_seed(dist.rank_seed(cfg.seed + 1))  # distinct per rank
-    fs_a, side_a = load_side(faceset_a, cfg, device, cfg.seed, sample_gen, progress)
-    fs_b, side_b = load_side(faceset_b, cfg, device, cfg.seed + 1, sample_gen, progress)
+    fs_a, side_a = load_side(faceset_a, cfg, device, "a", sample_gen, progress)
+    fs_b, side_b = load_side(faceset_b, cfg, device, "b", sample_gen, progress)
     if abs(fs_a.coverage - fs_b.coverage) > 1e-6:
         log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's", fs_a.coverage, fs_b.coverage)
     cfg = replace(cfg, face_size=fs_a.size, coverage=fs_a.coverage)

@@ -140,9 +140,9 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
                         [[d["n_real"], d["n_fake"], d["accuracy"], d["auc"], d["mean_p_real_on_real"],
                           d["mean_p_real_on_swaps"]]])
         if d.get("trained_by") == "deepfake discriminator":
-            lines += ["", "This discriminator was trained alone by `deepfake discriminator`, on its own split of "
-                      "the facesets, which need not match the model's validation split; its own held-out "
-                      "numbers are in the model's `discriminator_report.json`."]
+            lines += ["", "This discriminator was trained alone by `deepfake discriminator`. Its held-out faces "
+                      "contain the model's validation faces used here, so it never trained on them; its "
+                      "own held-out numbers are in the model's `discriminator_report.json`."]
         lines += ["", DETECTOR_CAVEAT]
     else:
         lines += ["This model directory has no discriminator (it was trained with `gan_weight` 0). Run "

@@ -1,6 +1,6 @@
 """Run a trained model over held-out faces (and optionally a video) and measure it.
 
-The held-out faces are the model's own validation split (the same `split_train_val` with the model's
+The held-out faces are the model's own validation split (`faceset.side_split` with the model's
 seed and fraction that training used), so nothing measured here was trained on.
 
     metrics = evaluate_model("model", "faceset_a", "faceset_b", "report", EvaluateConfig())
@@ -22,16 +22,13 @@ import torch
 from deepfake.config import EvaluateConfig, save_json
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.evaluate import metrics as M
-from deepfake.faceset import Faceset, read_faceset, split_train_val
+from deepfake.faceset import Faceset, read_faceset, side_split
 from deepfake.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 MEASURE_SIZE = 256  # faces are upscaled to this before dlib's landmark and identity models
 SIDES = ("a", "b")
-# `deepfake train` splits side A with the model's seed and side B with seed + 1 (train.load_side);
-# evaluation must hold out exactly the same faces.
-SPLIT_SEED_OFFSET = {"a": 0, "b": 1}
 # Direction names follow SwapConfig: "a2b" puts A's face onto B (the input shows B).
 DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}  # name -> (source identity, target face)
 
@@ -53,9 +50,9 @@ def as_faceset(faceset: str | Path | Faceset) -> Faceset:
     return faceset if isinstance(faceset, Faceset) else read_faceset(faceset)
 
 
-def held_out_faces(faceset: Faceset, resolution: int, val_fraction: float, seed: int, limit: int = 0) -> HeldOut:
-    """The validation split of a faceset, resized to the model's resolution."""
-    train_idx, val_idx = split_train_val(len(faceset), val_fraction, seed)
+def held_out_faces(faceset: Faceset, resolution: int, val_fraction: float, seed: int, side: str, limit: int = 0) -> HeldOut:
+    """The validation split of a faceset (the same faces `deepfake train` held out), at the model's resolution."""
+    train_idx, val_idx = side_split(len(faceset), val_fraction, seed, side)
     if len(val_idx) == 0:
         raise DeepfakeError(f"{faceset.root}: no held-out faces (only {len(faceset)} faces, val_fraction {val_fraction})")
     if limit:
@@ -289,7 +286,7 @@ def evaluate_model(
             log.warning("faceset %s: faces are %d px, smaller than the model's %d px", fs.root, fs.size, res)
         if tcfg.coverage and fs.coverage and abs(fs.coverage - tcfg.coverage) > 1e-6:
             raise DeepfakeError(f"{fs.root}: faceset coverage {fs.coverage} differs from the model's {tcfg.coverage}")
-    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed + SPLIT_SEED_OFFSET[s], cfg.max_faces)
+    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, s, cfg.max_faces)
             for s in SIDES}
 
     # Reconstruction quality on held-out faces.
