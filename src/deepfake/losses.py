@@ -75,7 +75,10 @@ def _weighted_mean(err: torch.Tensor, weight: torch.Tensor | None) -> torch.Tens
     if weight is None:
         return err.mean()
     w = weight.float().expand_as(err)  # (B, C, H, W)
-    return (err * w).sum() / w.sum().clamp_min(1e-8)
+    # Normalise per face, then average faces: every face counts the same whatever its mask area, and the
+    # mean over a batch equals the mean of its shards' means, so data-parallel ranks add up exactly.
+    per_face = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-8)  # (B,)
+    return per_face.mean()
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
