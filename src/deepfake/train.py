@@ -141,11 +141,10 @@ class AdversarialStep:
         self.opt_g, self.opt_d = opt_g, opt_d
         self.device, self.amp_dtype = device, amp_dtype
         self.g_model = dist.wrap_ddp(BothSides(autoencoder), device)
-        self.forward_g = self.g_model
-        self.forward_d = discriminator
-        if cfg.compile:
-            self.forward_g = torch.compile(self.g_model)
-            self.forward_d = torch.compile(discriminator) if discriminator is not None else None
+        # --compile: each phase's forward *and* losses become one graph (AOTAutograd derives its
+        # backward), so DSSIM, masks and the GAN terms are fused with the networks, not run eager.
+        self.g_losses = torch.compile(self._g_losses) if cfg.compile else self._g_losses
+        self.d_losses = torch.compile(self._d_losses) if cfg.compile else self._d_losses
         self.fused = bool(opt_g.defaults.get("fused"))  # fused Adam skips non-finite steps on the device
 
     def autocast(self):
@@ -170,6 +169,39 @@ class AdversarialStep:
         opt.zero_grad(set_to_none=True)
         return bad
 
+    def _g_losses(self, a: Augmented, b: Augmented, use_gan: bool):
+        """G's forward and loss on one micro-batch. Returns (loss, the 10 logged terms, rgb_a, rgb_b)."""
+        with self.autocast():
+            rgb_a, mask_a, rgb_b, mask_b = self.g_model(a.inputs, b.inputs)  # (B, 3, R, R), (B, 1, R, R) x2
+            loss_a, terms_a = reconstruction_loss(rgb_a, mask_a, a.target, a.target_mask, a.landmarks, self.loss_cfg)
+            loss_b, terms_b = reconstruction_loss(rgb_b, mask_b, b.target, b.target_mask, b.landmarks, self.loss_cfg)
+            loss = loss_a + loss_b
+            gan = torch.zeros((), device=loss.device)
+            if use_gan:
+                gan = gan_g_loss(self.discriminator(rgb_a), self.loss_cfg.gan_loss) + gan_g_loss(
+                    self.discriminator(rgb_b), self.loss_cfg.gan_loss
+                )
+                loss = loss + self.loss_cfg.gan_weight * gan
+        zero = torch.zeros((), device=loss.device)
+        terms = torch.stack([
+            loss.detach(), loss_a.detach(), loss_b.detach(),
+            terms_a.get("dssim", zero), terms_b.get("dssim", zero),
+            terms_a.get("mse", zero), terms_b.get("mse", zero),
+            terms_a.get("mask", zero), terms_b.get("mask", zero), gan.detach(),
+        ]).float()  # (10,)
+        return loss, terms, rgb_a, rgb_b
+
+    def _d_losses(self, real: torch.Tensor, fake: torch.Tensor, r1: bool):
+        """D's loss on real targets against detached fakes (+ lazy R1). Returns (loss, real_logits, fake_logits)."""
+        with self.autocast():
+            real_logits = self.discriminator(real)
+            fake_logits = self.discriminator(fake)
+            loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
+            if r1:
+                # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
+                loss = loss + self.loss_cfg.r1_gamma / 2 * self.loss_cfg.r1_every * r1_penalty(real_logits, real)
+        return loss, real_logits, fake_logits
+
     def generator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
         """Update G only. Returns (per-step sums of the logged terms, detached fakes for the D phase)."""
         set_requires_grad(self.discriminator, False)  # D gets no gradient from G's loss
@@ -181,26 +213,10 @@ class AdversarialStep:
         for i, (a, b) in enumerate(zip(batches_a, batches_b)):
             sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()
             with sync:
-                with self.autocast():
-                    rgb_a, mask_a, rgb_b, mask_b = self.forward_g(a.inputs, b.inputs)
-                    loss_a, terms_a = reconstruction_loss(rgb_a, mask_a, a.target, a.target_mask, a.landmarks, self.loss_cfg)
-                    loss_b, terms_b = reconstruction_loss(rgb_b, mask_b, b.target, b.target_mask, b.landmarks, self.loss_cfg)
-                    loss = loss_a + loss_b
-                    gan = torch.zeros((), device=self.device)
-                    if use_gan:
-                        gan = gan_g_loss(self.forward_d(rgb_a), self.loss_cfg.gan_loss) + gan_g_loss(
-                            self.forward_d(rgb_b), self.loss_cfg.gan_loss
-                        )
-                        loss = loss + self.loss_cfg.gan_weight * gan
+                loss, terms, rgb_a, rgb_b = self.g_losses(a, b, use_gan)
                 (loss / accum).backward()
             total = total + loss.detach() / accum
-            zero = torch.zeros((), device=self.device)
-            logs += torch.stack([
-                loss.detach(), loss_a.detach(), loss_b.detach(),
-                terms_a.get("dssim", zero), terms_b.get("dssim", zero),
-                terms_a.get("mse", zero), terms_b.get("mse", zero),
-                terms_a.get("mask", zero), terms_b.get("mask", zero), gan.detach(),
-            ]).float() / accum
+            logs += terms.detach().float() / accum
             fakes.append((rgb_a.detach(), rgb_b.detach()))
         params = [p for p in self.autoencoder.parameters()]
         skipped = self._finish(self.opt_g, params, total)
@@ -221,14 +237,8 @@ class AdversarialStep:
             if lazy_r1:
                 real = real.detach().requires_grad_(True)
             # R1 needs a double backward, which compiled graphs do not support: that step runs eager.
-            disc = self.discriminator if lazy_r1 else self.forward_d
-            with self.autocast():
-                real_logits = disc(real)
-                fake_logits = disc(fake)
-                loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
-                if lazy_r1:
-                    # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
-                    loss = loss + self.loss_cfg.r1_gamma / 2 * self.loss_cfg.r1_every * r1_penalty(real_logits, real)
+            d_losses = self._d_losses if lazy_r1 else self.d_losses
+            loss, real_logits, fake_logits = d_losses(real, fake, lazy_r1)
             (loss / accum).backward()
             total = total + loss.detach() / accum
             acc_real, acc_fake = d_accuracy(real_logits.detach(), fake_logits.detach())
