@@ -181,8 +181,8 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
     """Our step exactly as `deepfake train` runs it: (full step with data, step on given batches, draw)."""
     sample_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    _, side_a = load_side(faceset_a, cfg, device, cfg.seed, sample_gen, progress=False)
-    _, side_b = load_side(faceset_b, cfg, device, cfg.seed + 1, sample_gen, progress=False)
+    _, side_a = load_side(faceset_a, cfg, device, "a", sample_gen, progress=False)
+    _, side_b = load_side(faceset_b, cfg, device, "b", sample_gen, progress=False)
     torch.manual_seed(cfg.seed)
     autoencoder = build_autoencoder(cfg.model).to(device)
     discriminator = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device) if cfg.loss.gan_weight > 0 else None

@@ -66,6 +66,20 @@ def test_loss_falls_over_200_steps_on_real_faces(faceset_a, faceset_b, tmp_path)
     assert not (out / "tensorboard").exists() or _has_tensorboard()
 
 
+def test_time_budget_stops_saves_and_resumes(faceset_a, faceset_b, tmp_path):
+    out = tmp_path / "model"
+    cfg = tiny(steps=10**9, batch=4, log_every=2, val_every=0, save_every=10**6, preview_every=0)
+    t0 = time.perf_counter()
+    first = train(cfg, faceset_a, faceset_b, out, progress=False, minutes=2 / 60)
+    took = time.perf_counter() - t0
+    # Stopped by the clock at a log boundary, not by Ctrl-C, and saved there.
+    assert not first.interrupted and first.step > 0 and first.step % 2 == 0
+    assert latest_snapshot(out).step == first.step
+    assert took < 60, f"a 2 s budget ran {took:.0f} s"
+    second = train(cfg, faceset_a, faceset_b, out, progress=False, minutes=1 / 60)
+    assert second.step > first.step  # a new budget resumes where the last one stopped
+
+
 def _has_tensorboard() -> bool:
     try:
         import tensorboard  # noqa: F401

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import inspect
 import logging
 import os
 import shutil
@@ -152,28 +151,11 @@ def cut_clip(src: Path, dst: Path, start: int, stop: int) -> int:
 
 def train_for(cfg: TrainConfig, faceset_a: Path, faceset_b: Path, model_dir: Path, minutes: float,
               progress: bool) -> Any:
-    """Train for about `minutes` of wall clock.
-
-    Uses train()'s own time budget when it has one. Otherwise trains in resumed chunks (train() resumes a
-    model folder exactly), each sized from the step rate measured so far to fill half the time left, so
-    the budget holds on a machine whose speed is unknown or shared.
-    """
+    """Train for about `minutes` of wall clock (train()'s own time budget; the step count is open)."""
     from deepfake.train import train
 
-    budget = max(1.0, minutes * 60.0)
-    if "minutes" in inspect.signature(train).parameters:
-        return train(dataclasses.replace(cfg, steps=10**9), faceset_a, faceset_b, model_dir,
-                     minutes=minutes, progress=progress)
-    t0 = time.perf_counter()
-    result = train(cfg, faceset_a, faceset_b, model_dir, progress=False, stop_at=2)
-    while True:
-        spent = time.perf_counter() - t0
-        left = budget - spent
-        rate = result.step / spent  # steps/s including each call's start-up: errs on the short side
-        chunk = int(rate * max(left / 2, min(left, 10.0)))
-        if left < 3.0 or chunk < 1:
-            return result
-        result = train(cfg, faceset_a, faceset_b, model_dir, progress=progress, stop_at=result.step + chunk)
+    return train(dataclasses.replace(cfg, steps=10**9), faceset_a, faceset_b, model_dir,
+                 minutes=max(minutes, 1 / 60), progress=progress)
 
 
 def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:

@@ -449,18 +449,19 @@ def train(
     resume: bool = True,  # False: refuse to train into a folder that already holds a model
     progress: bool = True,  # tqdm bar (rank 0 only)
     stop_at: int | None = None,  # stop (and save) after this step even if cfg.steps is larger (tests)
+    minutes: float | None = None,  # wall-clock budget: stop (and save) at the first log boundary past it
 ) -> TrainResult:
     """Train and return a summary. Saves every save_every steps, at the end and on Ctrl-C."""
     model_dir = Path(out_dir)
     ctx = dist.init_from_env(cfg.device) if dist.env_world_size() > 1 and not torch.distributed.is_initialized() else None
     try:
-        return _train(cfg, faceset_a, faceset_b, model_dir, resume, progress, stop_at, ctx)
+        return _train(cfg, faceset_a, faceset_b, model_dir, resume, progress, stop_at, minutes, ctx)
     finally:
         if ctx is not None:
             ctx.close()
 
 
-def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at, ctx) -> TrainResult:
+def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at, minutes, ctx) -> TrainResult:
     from tqdm import tqdm
 
     # Device and precision.
@@ -552,8 +553,11 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
 
     # The loop.
     faces_per_step = 2 * per_rank_batch * cfg.grad_accum * dist.world_size()
-    bar = tqdm(total=end, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
+    # With a time budget the step count is open-ended: the bar then counts steps without a total.
+    bar = tqdm(total=None if minutes else end, initial=start, unit="step", disable=not (progress and main),
+               dynamic_ncols=True)
     t_start = t_log = time.perf_counter()
+    deadline = t_start + 60.0 * minutes if minutes else None
     step, steps_since_log, warnings, compile_s = start, 0, [], None
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
@@ -586,12 +590,15 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 compile_s = time.perf_counter() - t_step  # the first step pays for compilation
                 log.info("torch.compile: first step took %.1f s", compile_s)
 
-            # Section: Ctrl-C. Under DDP every rank must stop at the same step, so the ranks agree on it
-            # at log boundaries (one tiny all-reduce); a single process stops right away.
+            # Section: Ctrl-C and the time budget. Under DDP every rank must stop at the same step, so the
+            # ranks agree on it at log boundaries (one tiny all-reduce); a single process stops on Ctrl-C
+            # right away. The clock is read at log boundaries only, where the host syncs anyway.
+            out_of_time = deadline is not None and step % cfg.log_every == 0 and time.perf_counter() >= deadline
             if dist.world_size() == 1:
-                stopping = flag["stop"]
+                stopping = flag["stop"] or out_of_time
             elif step % cfg.log_every == 0:
-                stopping = float(dist.all_reduce_mean(torch.tensor(float(flag["stop"]), device=device))) > 0
+                want = float(flag["stop"] or out_of_time)
+                stopping = float(dist.all_reduce_mean(torch.tensor(want, device=device))) > 0
 
             # Section: logging (the only regular host sync).
             val_due = step % cfg.val_every == 0 if cfg.val_every > 0 else False
@@ -640,7 +647,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 write_preview(model_dir / "previews" / f"step_{step:06d}.png", autoencoder, side_a.preview, side_b.preview)
             if step % cfg.save_every == 0 or step == end or stopping:
                 save(step)
-        interrupted = stopping and step < end
+        interrupted = stopping and step < end and flag["stop"]
     bar.close()
     if step == start and main and snap is None:
         save(step)  # nothing to train (steps already reached): still leave a loadable folder

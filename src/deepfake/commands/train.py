@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=["df", "liae"], default=None, help="autoencoder architecture")
     p.add_argument("--config", default=None, metavar="JSON", help="a full TrainConfig JSON file (e.g. from --dry-run)")
     p.add_argument("--steps", type=int, default=None, help="train until this step")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget for this run: stop and save when it is spent (before --steps if that comes first)")
     p.add_argument("--batch", type=int, default=None, help="faces per identity per step (global, over all GPUs)")
     p.add_argument("--lr", type=float, default=None, help="generator learning rate")
     p.add_argument("--gan-weight", type=float, default=None, help="adversarial loss weight; 0 = plain autoencoder")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from deepfake.train import train
 
-    result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress)
+    result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress, minutes=args.minutes)
     if not result.main:
         return 130 if result.interrupted else 0  # rank 0 reports for the whole DDP job
     last = result.metrics[-1] if result.metrics else {}
