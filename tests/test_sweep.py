@@ -60,6 +60,30 @@ def test_expand_grid_puts_baseline_first_and_dedupes_it():
         expand_grid({"latent_dims": ["big"]}, base)
 
 
+def test_stage_counts_carry_their_widths_so_every_variant_builds():
+    from deepfake.models import build_autoencoder
+    from deepfake.models.presets import preset_config
+    from deepfake.sweep import apply_overrides
+
+    base = preset_config("tiny")
+    grid = {"encoder_stages": [base.model.encoder_stages - 1, base.model.encoder_stages + 1],
+            "decoder_stages": [base.model.decoder_stages]}
+    variants = expand_grid(grid, base)
+    assert len(variants) == 3
+    for v in variants[1:]:
+        m = apply_overrides(base, v.overrides).model
+        assert len(m.encoder_channels) == m.encoder_stages
+        keep = min(m.encoder_stages, base.model.encoder_stages)
+        assert m.encoder_channels[:keep] == base.model.encoder_channels[:keep]  # the shared stages keep their widths
+        net = build_autoencoder(m)  # builds: the widths followed the stage count
+        assert sum(p.numel() for p in net.parameters()) > 0
+    deeper = apply_overrides(base, {"model.encoder_stages": base.model.encoder_stages + 1}).model
+    assert deeper.encoder_channels[-1] == 2 * base.model.encoder_channels[-1]
+    # An explicit width list in the grid wins (and a mismatch is then a real, reported error).
+    explicit = apply_overrides(base, {"model.encoder_stages": 2, "model.encoder_channels": [8, 16, 32]}).model
+    assert explicit.encoder_channels == [8, 16, 32]
+
+
 class FakeTrainer:
     """Records calls; fails for chosen activations, the way a real OOM would surface."""
 

@@ -217,7 +217,32 @@ def apply_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig
     cfg = base
     for key, value in overrides.items():
         cfg = replace_path(cfg, key, value)
-    return cfg
+    return _fit_stage_widths(cfg, overrides)
+
+
+def _fit_stage_widths(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A grid over stage counts carries the per-stage widths along, unless the grid sets them too.
+
+    Fewer stages keep the first widths; more stages continue the pattern (encoder widths double,
+    decoder widths halve, never below 16). Without this, `encoder_stages=3,5` would only make
+    variants that fail to build.
+    """
+    m = cfg.model
+    enc, dec = list(m.encoder_channels), list(m.decoder_channels)
+    if "model.encoder_channels" not in overrides:
+        enc = _resize_widths(enc, m.encoder_stages, lambda c: c * 2)
+    if "model.decoder_channels" not in overrides:
+        dec = _resize_widths(dec, m.decoder_stages, lambda c: max(16, c // 2))
+    if (enc, dec) == (m.encoder_channels, m.decoder_channels):
+        return cfg
+    return replace_path(replace_path(cfg, "model.encoder_channels", enc), "model.decoder_channels", dec)
+
+
+def _resize_widths(widths: list[int], n: int, next_width) -> list[int]:
+    out = list(widths[:n])
+    while out and len(out) < n:
+        out.append(next_width(out[-1]))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
