@@ -80,3 +80,47 @@ def test_other_errors_propagate_and_min_batch_failure_is_clear():
 
     with pytest.raises(DeepfakeError, match="even at batch 2"):
         find_batch_size(never_fits, start=16, min_batch=2)
+
+
+def test_train_batch_probe_runs_real_steps_and_backs_off(monkeypatch):
+    """find_train_batch runs the real G+D step; past a simulated memory budget the step raises OOM."""
+    from dataclasses import replace
+
+    from deepfake.models import preset_config
+    from deepfake.train import AdversarialStep
+
+    cfg = preset_config("tiny")
+    cfg = replace(cfg, device="cpu", amp="off", loss=replace(cfg.loss, gan_weight=0.1))
+    real_phase = AdversarialStep.generator_phase
+    seen: list[int] = []
+
+    def limited(self, batches_a, batches_b, step):
+        b = batches_a[0].inputs.shape[0]
+        seen.append(b)
+        if b > 6:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at batch {b})")
+        return real_phase(self, batches_a, batches_b, step)
+
+    monkeypatch.setattr(AdversarialStep, "generator_phase", limited)
+    assert batch_finder.find_train_batch(cfg, start=24) == 6  # 24, 12 fail; 6 runs a full step
+    assert seen == [24, 12, 6]
+
+
+def test_cli_batch_auto_is_parsed_and_keeps_the_preset_batch_on_cpu(tmp_path, capsys):
+    from deepfake.commands.train import _batch_arg
+
+    assert _batch_arg("auto") == "auto:256" and _batch_arg("auto:64") == "auto:64" and _batch_arg("8") == 8
+    import argparse
+
+    for bad in ("auto:x", "0", "big"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _batch_arg(bad)
+
+    from dataclasses import replace
+
+    from deepfake.commands.train import _auto_batch
+    from deepfake.models import preset_config
+
+    cfg = replace(preset_config("tiny"), device="cpu")
+    assert _auto_batch(cfg, 64).batch == cfg.batch  # no device memory to probe: the preset's batch stays
+    assert "keeping batch" in capsys.readouterr().out

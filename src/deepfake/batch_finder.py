@@ -69,3 +69,42 @@ def find_batch_size(step_fn: Callable[[int], object], start: int, min_batch: int
 def _round_down(batch: int, multiple_of: int, floor: int) -> int:
     m = max(1, multiple_of)
     return max(floor, batch // m * m)
+
+
+def find_train_batch(cfg, start: int) -> int:
+    """The largest batch <= `start` (faces per identity) whose real G+D step fits on cfg.device.
+
+    The probe builds the configured autoencoder, discriminator and optimizers and runs one full step
+    (both phases, backward and optimizer update) on face-shaped inputs, so its peak is training's peak.
+    """
+    from deepfake import distributed as dist
+    from deepfake.augment import no_augment
+    from deepfake.faces.align import CANONICAL_68
+    from deepfake.models import build_autoencoder, build_discriminator
+    from deepfake.train import AdversarialStep, make_optimizer, resolve_amp, resolve_device
+
+    if dist.env_world_size() > 1:
+        raise DeepfakeError("--batch auto is not supported under torchrun: probe on one GPU, then pass --batch")
+    device = resolve_device(cfg.device)
+    amp = resolve_amp(cfg.amp, device)
+    r = cfg.model.resolution
+    landmarks = torch.as_tensor((0.5 + 0.75 * CANONICAL_68) * r, dtype=torch.float32)  # (68, 2) px
+
+    def probe(batch: int) -> None:
+        autoencoder = build_autoencoder(cfg.model).to(device)
+        use_gan = cfg.loss.gan_weight > 0
+        disc = build_discriminator(cfg.discriminator, r).to(device) if use_gan else None
+        opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
+        opt_d = make_optimizer(cfg, disc.parameters(), cfg.d_lr, device) if disc is not None else None
+        stepper = AdversarialStep(cfg, autoencoder, disc, opt_g, opt_d, device, amp)
+        images = torch.randint(0, 256, (batch, 3, r, r), dtype=torch.uint8, device=device)  # (B, 3, R, R)
+        masks = torch.full((batch, 1, r, r), 255, dtype=torch.uint8, device=device)  # (B, 1, R, R)
+        faces = [no_augment(images, masks, landmarks.to(device).expand(batch, 68, 2))]
+        _, _, fakes = stepper.generator_phase(faces, faces, 0)
+        stepper.discriminator_phase(faces, faces, fakes, 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # an asynchronous OOM must surface inside the probe
+
+    batch = find_batch_size(probe, start)
+    free_memory()
+    return batch

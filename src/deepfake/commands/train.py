@@ -9,6 +9,21 @@ from pathlib import Path
 from deepfake.errors import DeepfakeError
 
 
+def _batch_arg(text: str) -> int | str:
+    if text == "auto" or text.startswith("auto:"):
+        start = text.partition(":")[2] or "256"
+        if not start.isdigit() or int(start) < 1:
+            raise argparse.ArgumentTypeError(f"'{text}': expected auto, auto:N or a positive integer")
+        return f"auto:{int(start)}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected auto, auto:N or a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': the batch must be at least 1")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", required=True, metavar="FACESET_A", help="faceset of identity A (the face to put in)")
     p.add_argument("--b", required=True, metavar="FACESET_B", help="faceset of identity B")
@@ -20,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="train until this step")
     p.add_argument("--minutes", type=float, default=None,
                    help="wall-clock budget for this run: stop and save when it is spent (before --steps if that comes first)")
-    p.add_argument("--batch", type=int, default=None, help="faces per identity per step (global, over all GPUs)")
+    p.add_argument("--batch", type=_batch_arg, default=None,
+                   help="faces per identity per step (global, over all GPUs); 'auto' or 'auto:N' probes the "
+                        "largest batch <= N (default 256) that fits in GPU memory, halving on out-of-memory")
     p.add_argument("--lr", type=float, default=None, help="generator learning rate")
     p.add_argument("--gan-weight", type=float, default=None, help="adversarial loss weight; 0 = plain autoencoder")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
@@ -61,7 +78,7 @@ def resolve_config(args: argparse.Namespace):
     else:
         cfg = preset_config("original64")
     flags = {
-        "model.arch": args.arch, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+        "model.arch": args.arch, "steps": args.steps, "batch": args.batch if isinstance(args.batch, int) else None, "lr": args.lr,
         "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
         "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
         "grad_accum": args.grad_accum, "compile": args.compile, "seed": args.seed,
@@ -84,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     validate(cfg.model)
+    if isinstance(args.batch, str) and not args.dry_run:
+        cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
@@ -107,3 +126,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted: saved at step {result.step}; run the same command again to resume")
         return 130
     return 0
+
+
+def _auto_batch(cfg, start: int):
+    from dataclasses import replace
+
+    from deepfake.batch_finder import find_train_batch
+    from deepfake.train import resolve_device
+
+    if resolve_device(cfg.device).type == "cpu":
+        print(f"--batch auto: no device memory to probe on the CPU; keeping batch {cfg.batch}")
+        return cfg
+    batch = find_train_batch(cfg, start)
+    print(f"--batch auto: batch {batch} fits (probed from {start}, halving on out-of-memory)")
+    return replace(cfg, batch=batch)
+
