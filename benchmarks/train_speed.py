@@ -13,7 +13,7 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan], MODE = eager | compile; `gan` turns the discriminator on
+Case syntax: PRESET:BATCH:MODE[:gan], MODE = eager | compile | cudagraphs (compile, mode reduce-overhead); `gan` turns the discriminator on
 (gan_weight 0.1). BATCH is faces per identity per step; faces/s counts both identities (2 x BATCH),
 as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
@@ -51,7 +51,7 @@ from deepfake.models import build_autoencoder, build_discriminator, preset_confi
 from deepfake.train import TRAIN_KEYS, AdversarialStep, load_side, make_optimizer, resolve_amp
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
-GPU_CASES = "original64:64:eager,original64:64:compile,df256:32:eager:gan,df256:32:compile:gan"
+GPU_CASES = "original64:64:eager,original64:64:compile,original64:64:cudagraphs,df256:32:eager:gan,df256:32:compile:gan"
 QUICK_CASES = "tiny:2:eager:gan"
 
 
@@ -283,10 +283,14 @@ def reset_peak(device: torch.device) -> None:
 def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: Path, peak: float) -> dict:
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
+    if mode not in ("eager", "compile", "cudagraphs"):
+        raise SystemExit(f"case {case}: mode must be eager, compile or cudagraphs")
+    compiled = mode != "eager"  # cudagraphs: compile with mode reduce-overhead (CUDA graph replay)
     gan = "gan" in parts[3:]
     cfg = preset_config(preset)
     loss = replace(cfg.loss, gan_weight=0.1 if gan else 0.0)
-    cfg = replace(cfg, batch=batch, compile=mode == "compile", loss=loss, device=str(device), val_fraction=0.0)
+    cfg = replace(cfg, batch=batch, compile=compiled, loss=loss, device=str(device), val_fraction=0.0,
+                  compile_mode="reduce-overhead" if mode == "cudagraphs" else "default")
     amp = resolve_amp(cfg.amp, device)
     out = {"case": case, "preset": preset, "batch": batch, "mode": mode, "gan": gan,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
@@ -312,14 +316,14 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
         mfu_pct=sig(100 * flops / step_s / 1e12 / peak, 3),
         peak_gib=round(peak_memory_gib(device), 2),
         warmup_s=round(warm, 2),
-        compile_s=round(max(0.0, warm - args.warmup * step_s), 2) if mode == "compile" else None,
+        compile_s=round(max(0.0, warm - args.warmup * step_s), 2) if compiled else None,
         gpu_busy=round(min(1.0, compute_s / step_s), 3),
     )
     del full, compute, draw, side_a, side_b, stepper, eager, mods, pre
 
     # The reference, same process, same device.
     reset_peak(device)
-    ref_eager, ref_step, sets, ref_mods = build_reference(cfg, device, amp, mode == "compile", batch)
+    ref_eager, ref_step, sets, ref_mods = build_reference(cfg, device, amp, compiled, batch)
     ref_flops = count_flops(lambda: ref_eager(*sets[0]))
     for i in range(args.warmup):
         ref_step(*sets[i % 2])

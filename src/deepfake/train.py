@@ -143,8 +143,13 @@ class AdversarialStep:
         self.g_model = dist.wrap_ddp(BothSides(autoencoder), device)
         # --compile: each phase's forward *and* losses become one graph (AOTAutograd derives its
         # backward), so DSSIM, masks and the GAN terms are fused with the networks, not run eager.
-        self.g_losses = torch.compile(self._g_losses) if cfg.compile else self._g_losses
-        self.d_losses = torch.compile(self._d_losses) if cfg.compile else self._d_losses
+        # compile_mode "reduce-overhead" replays the graphs as CUDA graphs: launch overhead matters most
+        # for small models at high step rates (original64), little for df256.
+        if cfg.compile and cfg.compile_mode not in ("default", "reduce-overhead", "max-autotune"):
+            raise DeepfakeError(f"compile_mode '{cfg.compile_mode}': choose default, reduce-overhead or max-autotune")
+        compile_ = (lambda fn: torch.compile(fn, mode=cfg.compile_mode)) if cfg.compile else (lambda fn: fn)
+        self.g_losses = compile_(self._g_losses)
+        self.d_losses = compile_(self._d_losses)
         self.fused = bool(opt_g.defaults.get("fused"))  # fused Adam skips non-finite steps on the device
 
     def autocast(self):

@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the G and D graphs")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"], default=None,
+                   help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
@@ -81,7 +83,7 @@ def resolve_config(args: argparse.Namespace):
         "model.arch": args.arch, "steps": args.steps, "batch": args.batch if isinstance(args.batch, int) else None, "lr": args.lr,
         "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
         "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
-        "grad_accum": args.grad_accum, "compile": args.compile, "seed": args.seed,
+        "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode, "seed": args.seed,
     }
     for key, value in flags.items():
         if value is not None:
