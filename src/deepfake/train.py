@@ -222,6 +222,9 @@ class AdversarialStep:
                 (loss / accum).backward()
             total = total + loss.detach() / accum
             logs += terms.detach().float() / accum
+            if self.cfg.compile and self.cfg.compile_mode == "reduce-overhead":
+                # CUDA-graph outputs live in a static pool the next replay overwrites (grad_accum > 1).
+                rgb_a, rgb_b = rgb_a.clone(), rgb_b.clone()
             fakes.append((rgb_a.detach(), rgb_b.detach()))
         params = [p for p in self.autoencoder.parameters()]
         skipped = self._finish(self.opt_g, params, total)
