@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from deepfake.config import TrainConfig, from_dict, to_dict
 from deepfake.errors import DeepfakeError, ModelDirError
-from deepfake.io.atomic import fsync_dir, atomic_path, atomic_write_json
+from deepfake.io.atomic import fsync_path, atomic_path, atomic_write_json
 
 CONFIG = "config.json"
 IDENTITIES = "identities.json"
@@ -147,11 +147,11 @@ def save_snapshot(model_dir: str | Path, snap: Snapshot, keep: int = 3) -> Path:
             atomic_write_json(tmp / f"{name}.json", plain)
         _save_tensors(tmp / "state.safetensors", snap.rng)
         atomic_write_json(tmp / "state.json", {"step": snap.step, **snap.state})
-        fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists():  # the same step saved again (e.g. Ctrl-C right after a resume)
             _discard(final)
         os.rename(tmp, final)
-        fsync_dir(root)
+        fsync_path(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -32,9 +32,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
-        fsync_file(tmp_path)
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -54,16 +54,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def fsync_file(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (so a rename survives a crash), to disk. Best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
