@@ -124,3 +124,19 @@ def test_detect_reports_provenance_and_bad_files(tmp_path):
     text = format_reports(reports, 0.5)
     assert "provenance tag: yes" in text and "skipped" in text
     json.dumps([r.to_dict() for r in reports])  # machine-readable
+
+
+def test_detect_without_a_model_reads_only_provenance_tags(tmp_path, capsys):
+    from deepfake.cli import main as cli_main
+    from deepfake.provenance import make_record, save_labelled_image
+
+    rgb = _frames("d6.mp4", [100])[0]
+    tagged, plain = tmp_path / "tagged.png", tmp_path / "plain.png"
+    save_labelled_image(tagged, rgb, make_record(model="m"))
+    cv2.imwrite(str(plain), rgb[..., ::-1])
+    reports = detect_files([tagged, plain, tmp_path / "missing.jpg"], None, progress=False)
+    assert [r.tagged for r in reports[:2]] == [True, False] and reports[2].error
+    assert all(r.verdict == "not scored" and not r.faces for r in reports[:2])
+    assert cli_main(["detect", str(tagged), str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert "tagged.png: provenance tag: yes" in out and "plain.png: provenance tag: no" in out

@@ -47,7 +47,7 @@ class FileReport:
     frames_scored: int = 0
     frames_without_face: int = 0
     mean_p_real: float | None = None
-    verdict: str = "no face"  # real | synthetic | no face
+    verdict: str = "no face"  # real | synthetic | no face | not scored (no discriminator given)
     error: str | None = None  # the file could not be read: the reason
 
     @property
@@ -169,15 +169,28 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def detect_files(paths: Iterable[str | Path], detector: Detector, progress: bool = True) -> list[FileReport]:
-    """Score every file (folders are expanded); an unreadable one is reported with its reason and the rest go on."""
+def tag_file(path: str | Path) -> FileReport:
+    """Only the provenance tag of one file (no discriminator needed). BadInputError when it is missing."""
+    from deepfake.provenance import read_provenance
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "file not found")
+    kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
+    return FileReport(str(path), kind, read_provenance(path), verdict="not scored")
+
+
+def detect_files(paths: Iterable[str | Path], detector: Detector | None, progress: bool = True) -> list[FileReport]:
+    """Score every file (folders are expanded); an unreadable one is reported with its reason and the rest go on.
+
+    With no detector, only the provenance tags are read."""
     from tqdm import tqdm
 
     paths = expand_inputs(paths)
     reports = []
     for path in tqdm(paths, desc="detect", unit="file", disable=not progress or len(paths) < 2):
         try:
-            reports.append(detector.detect_file(path))
+            reports.append(detector.detect_file(path) if detector is not None else tag_file(path))
         except DeepfakeError as e:
             log.warning("%s", e)
             reports.append(FileReport(str(path), "unknown", None, error=str(e)))
@@ -192,6 +205,9 @@ def format_reports(reports: list[FileReport], threshold: float) -> str:
             lines.append(f"{r.path}: skipped ({r.error})")
             continue
         tag = f"yes ({r.provenance.get('tool', 'deepfake')})" if r.provenance else "no"
+        if r.verdict == "not scored":
+            lines.append(f"{r.path}: provenance tag: {tag}" + (" (labelled synthetic)" if r.provenance else ""))
+            continue
         score = "n/a" if r.mean_p_real is None else f"{r.mean_p_real:.3f}"
         lines.append(
             f"{r.path}: {r.verdict} (mean P(real) {score} over {len(r.faces)} face(s) in {r.frames_scored} "

@@ -1,4 +1,4 @@
-"""`deepfake detect INPUT... -m MODEL_DIR`: parse, then call the library."""
+"""`deepfake detect INPUT... [-m MODEL_DIR]`: parse, then call the library."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from deepfake.config import DetectConfig
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DetectConfig()
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")
-    p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR", help="model folder with a trained discriminator")
+    p.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
+                   help="model folder with a trained discriminator; without it only provenance tags are read")
     p.add_argument("--threshold", type=float, default=d.threshold, help="P(real) below this is called synthetic")
     p.add_argument("--every", type=int, default=d.every, help="video: score every Nth frame")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="video: at most this many frames (0 = all)")
@@ -25,12 +26,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DetectConfig(threshold=args.threshold, every=args.every, max_frames=args.max_frames,
                        detector=args.detector, device=args.device)
-    detector = Detector.from_model_dir(args.model, cfg)
+    detector = Detector.from_model_dir(args.model, cfg) if args.model else None
     reports = detect_files(args.inputs, detector, progress=not args.json)
     if args.json:
         print(json.dumps({"threshold": cfg.threshold, "files": [r.to_dict() for r in reports]}, indent=2))
     else:
         print(format_reports(reports, cfg.threshold))
         skipped = [r for r in reports if r.error]
-        print(f"{len(reports) - len(skipped)} file(s) scored, {len(skipped)} skipped")
+        done = "scored" if detector is not None else "checked for a provenance tag"
+        print(f"{len(reports) - len(skipped)} file(s) {done}, {len(skipped)} skipped")
     return 0 if any(r.error is None for r in reports) else 2
