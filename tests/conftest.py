@@ -55,3 +55,15 @@ def faceset_a(tmp_path_factory):
 def faceset_b(tmp_path_factory):
     """Path of a faceset folder of woman B: first 60 frames of d14.mp4, 128 px (read it with read_faceset)."""
     return _extract_fixture(tmp_path_factory, "d14.mp4", "faceset_b")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Training tests run torch on one thread: two intra-op threads on a shared 2-core box spin against
+    each other (measured: 6 vs 36 faces/s)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

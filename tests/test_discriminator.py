@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from deepfake.checkpoint import load_model_dir
 from deepfake.cli import main as cli_main
@@ -17,11 +16,8 @@ from deepfake.train import train
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(old)
 
 
 def test_roc_auc():

@@ -24,12 +24,8 @@ from deepfake.train import AdversarialStep, OverfitWatch, make_optimizer, read_m
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two intra-op threads on a shared 2-core box spin against each other (measured: 6 vs 36 faces/s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(old)
 
 
 def tiny(**kw):
