@@ -21,8 +21,10 @@ as ANCHORS.md does. Printed per case:
   against a matmul measured in this run (bf16 on CUDA; fp32 on CPU, where no bf16 claim is made);
 - peak memory (CUDA: max allocated per case; CPU: the process's peak resident set so far);
 - compile/warm-up time: the first steps' time beyond steady-state steps;
-- GPU-busy fraction: the time of the step on pre-drawn batches over the time of the full step with
-  its data section (cache gather + augmentation). 1.0 means data costs nothing.
+- GPU-busy fraction, measured as `deepfake train` measures it (deepfake/step_timer.py): the device
+  time of the G and D phases (CUDA events) over the wall time of the timed steps; the rest is the data
+  section (cache gather + augmentation) and any time the device waited for the host. Beside it,
+  compute-only/full: the step on pre-drawn batches over the full step with its data section.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import resource
 import sys
@@ -48,6 +49,7 @@ from deepfake.augment import augment
 from deepfake.config import ModelConfig, TrainConfig
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
+from deepfake.step_timer import StepTimer
 from deepfake.train import TRAIN_KEYS, AdversarialStep, load_side, make_optimizer, resolve_amp
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
@@ -195,6 +197,7 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
     stepper = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp)
     eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, opt_g, opt_d, device, amp)
     sums = torch.zeros(len(TRAIN_KEYS), device=device)  # the loop's on-device loss sums
+    timer = StepTimer(device)  # the same marks the training loop sets
 
     def draw(side, step):
         rows = side.train_rows[side.sampler.next(cfg.batch)]  # (B,)
@@ -211,9 +214,14 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
         sums = sums + torch.cat([g_logs, d_logs, (g_skip + d_skip).clamp(max=1).view(1)])  # no host sync
 
     def full(step, stepper_=stepper):
-        compute(stepper_, draw(side_a, step), draw(side_b, step), step)
+        timer.data_start()
+        a, b = draw(side_a, step), draw(side_b, step)
+        timer.compute_start()
+        compute(stepper_, a, b, step)
+        timer.compute_end()
 
-    return full, compute, draw, (side_a, side_b), stepper, eager, [m for m in (autoencoder, discriminator) if m is not None]
+    mods = [m for m in (autoencoder, discriminator) if m is not None]
+    return full, compute, draw, (side_a, side_b), stepper, eager, mods, timer
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,7 +305,7 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
 
     # Ours.
     reset_peak(device)
-    full, compute, draw, (side_a, side_b), stepper, eager, mods = build_ours(cfg, device, amp, faceset_a, faceset_b)
+    full, compute, draw, (side_a, side_b), stepper, eager, mods, timer = build_ours(cfg, device, amp, faceset_a, faceset_b)
     out["params_M"] = round(sum(p.numel() for m in mods for p in m.parameters()) / 1e6, 2)
     flops = count_flops(lambda: full(0, eager))
     t0 = time.perf_counter()
@@ -305,7 +313,9 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
         full(i)
     sync(device)
     warm = time.perf_counter() - t0
+    timer.window(1.0)  # drop the FLOP-count and warm-up steps' marks
     step_s = timed(lambda i: full(args.warmup + i), args.steps, device)
+    busy = timer.window(step_s * args.steps)
     pre = [(draw(side_a, i), draw(side_b, i)) for i in range(2)]
     compute_s = timed(lambda i: compute(stepper, *pre[i % 2], i), args.steps, device)
     out.update(
@@ -317,9 +327,11 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
         peak_gib=round(peak_memory_gib(device), 2),
         warmup_s=round(warm, 2),
         compile_s=round(max(0.0, warm - args.warmup * step_s), 2) if compiled else None,
-        gpu_busy=round(min(1.0, compute_s / step_s), 3),
+        gpu_busy=round(busy.busy, 3),
+        data_ms=round(busy.data_ms, 3),
+        compute_over_full=round(min(1.0, compute_s / step_s), 3),
     )
-    del full, compute, draw, side_a, side_b, stepper, eager, mods, pre
+    del full, compute, draw, side_a, side_b, stepper, eager, mods, pre, timer
 
     # The reference, same process, same device.
     reset_peak(device)
@@ -385,16 +397,16 @@ def faceset_from_clip(root: Path, clip: Path, count: int, size: int) -> Path:
 
 def table(rows: list[dict]) -> str:
     head = ("| case | ours faces/s | ref faces/s | ours/ref | ours TFLOP/s | MFU % | ref MFU % | peak GiB (ours/ref) "
-            "| compile s | GPU-busy |\n|---|---|---|---|---|---|---|---|---|---|")
+            "| compile s | GPU-busy | data ms/step |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['case']} | error: {r['error'][:80]} |||||||||")
+            lines.append(f"| {r['case']} | error: {r['error'][:80]} ||||||||||")
             continue
         lines.append(
             f"| {r['case']} | {r['faces_per_s']:,.1f} | {r['ref_faces_per_s']:,.1f} | {r['ratio_to_ref']:.2f} | "
             f"{r['tflops']:.4g} | {r['mfu_pct']:.1f} | {r['ref_mfu_pct']:.1f} | {r['peak_gib']:.2f}/{r['ref_peak_gib']:.2f} | "
-            f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} |"
+            f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} | {r['data_ms']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from deepfake.checkpoint import latest_snapshot, load_model_dir
 from deepfake.cli import main as cli_main
 from deepfake.data import FaceCache
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
+from deepfake import train as train_module
 from deepfake.train import AdversarialStep, OverfitWatch, make_optimizer, read_metrics, train
 
 
@@ -56,6 +57,9 @@ def test_loss_falls_over_200_steps_on_real_faces(faceset_a, faceset_b, tmp_path)
     assert [r["step"] for r in rows] == sorted(list(range(20, 201, 20)) + [50, 150])  # log_every, plus validations
     assert [r["step"] for r in rows if r["val_loss"] is not None] == [50, 100, 150, 200]
     assert all(r["faces_per_s"] > 0 and r["wall_s"] > 0 for r in rows)
+    assert all(0 < r["gpu_busy"] <= 1 and r["data_ms"] > 0 for r in rows)
+    assert all(r["peak_mem_gib"] is None for r in rows)  # CUDA's allocator statistic; none on the CPU
+    assert 0 < result.gpu_busy <= 1
     preview = cv2.imread(str(out / "previews" / "step_000200.png"))
     assert preview.shape[0] == 6 * 64 and preview.shape[1] == 56 + cfg.preview_faces * 64
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000100", "step_000200"]
@@ -74,6 +78,26 @@ def test_time_budget_stops_saves_and_resumes(faceset_a, faceset_b, tmp_path):
     assert took < 60, f"a 2 s budget ran {took:.0f} s"
     second = train(cfg, faceset_a, faceset_b, out, progress=False, minutes=1 / 60)
     assert second.step > first.step  # a new budget resumes where the last one stopped
+
+
+def test_busy_fraction_sees_a_slow_data_path(faceset_a, faceset_b, tmp_path, monkeypatch):
+    """gpu_busy is compute time over wall time: 30 ms of extra data work per side must show up in
+    data_ms and pull the busy fraction down (what faceswap users see as an idle GPU)."""
+    cfg = tiny(steps=30, batch=4, log_every=10, val_every=0, save_every=10**6, preview_every=0)
+    fast = train(cfg, faceset_a, faceset_b, tmp_path / "fast", progress=False)
+    real_augment = train_module.augment
+
+    def slow_augment(*args, **kwargs):
+        time.sleep(0.03)
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "augment", slow_augment)
+    slow = train(cfg, faceset_a, faceset_b, tmp_path / "slow", progress=False)
+    print("busy fast/slow:", round(fast.gpu_busy, 3), round(slow.gpu_busy, 3),
+          "data ms fast/slow:", [round(r["data_ms"], 1) for r in fast.metrics], [round(r["data_ms"], 1) for r in slow.metrics])
+    assert all(r["data_ms"] >= 60 for r in slow.metrics)  # two sides x 30 ms, measured in the data section
+    assert all(r["data_ms"] < 60 for r in fast.metrics)
+    assert slow.gpu_busy < fast.gpu_busy - 0.15
 
 
 def _has_tensorboard() -> bool:

@@ -31,7 +31,7 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True
     for key in ("faces_per_s", "ref_faces_per_s", "tflops", "ref_tflops", "mfu_pct", "ratio_to_ref", "gflop_per_step"):
         assert case[key] > 0, key
-    assert 0 < case["gpu_busy"] <= 1
+    assert 0 < case["gpu_busy"] <= 1 and 0 < case["compute_over_full"] <= 1 and case["data_ms"] > 0
     assert case["peak_gib"] > 0
     # The reference has our architecture: the same parameter count (autoencoder + discriminator).
     assert case["params_M"] == case["ref_params_M"]

@@ -44,13 +44,17 @@ from deepfake.io.atomic import atomic_write_text
 from deepfake.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.previews import write_preview
+from deepfake.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
 
 # What is summed on the device each step, in this order; averaged and logged every log_every steps.
 TRAIN_KEYS = ("loss", "loss_a", "loss_b", "dssim_a", "dssim_b", "mse_a", "mse_b", "mask_a", "mask_b",
               "gan_g", "loss_d", "d_acc_real", "d_acc_fake", "skipped")
-METRIC_FIELDS = ("step",) + TRAIN_KEYS + ("val_loss", "val_a", "val_b", "lr", "faces_per_s", "wall_s")
+# gpu_busy: the share of wall time the device spent in the G and D phases (step_timer.py); data_ms: the
+# device time per step of the data section; peak_mem_gib: CUDA's peak allocated memory so far (CUDA only).
+METRIC_FIELDS = ("step",) + TRAIN_KEYS + ("val_loss", "val_a", "val_b", "lr", "faces_per_s", "gpu_busy", "data_ms",
+                                          "peak_mem_gib", "wall_s")
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrainResult:
     skipped_steps: int  # steps dropped for a non-finite loss
     overfit_warnings: list[int] = field(default_factory=list)  # steps at which over-fitting was reported
     compile_s: float | None = None  # extra time the first step took with --compile
+    gpu_busy: float | None = None  # mean share of wall time in the G and D phases, over the logged windows
     main: bool = True  # False on the DDP ranks other than 0 (they write nothing and report nothing)
 
 
@@ -571,6 +576,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     t_start = t_log = time.perf_counter()
     deadline = t_start + 60.0 * minutes if minutes else None
     step, steps_since_log, warnings, compile_s = start, 0, [], None
+    timer, busy_windows = StepTimer(device), []
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
     with _sigint_flag() as flag:
@@ -582,6 +588,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 group["lr"] = lr
 
             # Section: data (augmented on the device).
+            timer.data_start()
             batches_a = [_draw(side_a, per_rank_batch, cfg, aug_gen, step) for _ in range(cfg.grad_accum)]
             batches_b = [_draw(side_b, per_rank_batch, cfg, aug_gen, step) for _ in range(cfg.grad_accum)]
             if cfg.channels_last and device.type == "cuda":
@@ -589,8 +596,10 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                     b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
 
             # Section: G phase, then D phase.
+            timer.compute_start()
             g_logs, g_skip, fakes = step_fn.generator_phase(batches_a, batches_b, step)
             d_logs, d_skip = step_fn.discriminator_phase(batches_a, batches_b, fakes, step)
+            timer.compute_end()
             skipped = (g_skip + d_skip).clamp(max=1)
             sums += torch.cat([g_logs, d_logs, skipped.view(1)])  # (len(TRAIN_KEYS),)
             skipped_total += skipped
@@ -621,6 +630,13 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 now = time.perf_counter()
                 row.update(lr=lr, faces_per_s=faces_per_step * steps_since_log / max(now - t_log, 1e-9),
                            wall_s=wall_before + now - t_start, val_loss=None, val_a=None, val_b=None)
+                times = timer.window(now - t_log, reset=step % cfg.log_every == 0)
+                if times is not None:
+                    row.update(gpu_busy=times.busy, data_ms=times.data_ms)
+                    if step % cfg.log_every == 0:
+                        busy_windows.append(times.busy)
+                if device.type == "cuda":
+                    row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 if val_due:
                     row["val_a"] = validate(autoencoder, side_a, "a", cfg.loss, per_rank_batch, step_fn.autocast)
                     row["val_b"] = validate(autoencoder, side_b, "b", cfg.loss, per_rank_batch, step_fn.autocast)
@@ -639,6 +655,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 if val_due and main:
                     _write_metrics(model_dir / "metrics.csv", rows)  # live, between checkpoints too
                 post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
+                if row.get("gpu_busy") is not None and device.type == "cuda":
+                    post["busy"] = f"{row['gpu_busy']:.0%}"
                 if use_gan:
                     post.update(d=f"{row['loss_d']:.3f}", acc=f"{row['d_acc_real']:.2f}/{row['d_acc_fake']:.2f}")
                 if row["val_loss"] is not None:
@@ -667,4 +685,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         writer.close()
     if interrupted and main:
         log.warning("interrupted: saved %s at step %d", model_dir, step)
-    return TrainResult(model_dir, step, interrupted, rows, int(skipped_total), warnings, compile_s, main)
+    # The first window pays for compilation and warm-up: leave it out of the mean when there are others.
+    steady = busy_windows[1:] or busy_windows
+    gpu_busy = sum(steady) / len(steady) if steady else None
+    return TrainResult(model_dir, step, interrupted, rows, int(skipped_total), warnings, compile_s, gpu_busy, main)

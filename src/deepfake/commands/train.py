@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
         summary += f", {result.skipped_steps} non-finite step(s) skipped"
     if result.compile_s is not None:
         summary += f", compile {result.compile_s:.1f} s"
+    if result.gpu_busy is not None:
+        # The share of wall time in the G and D phases; the rest is data, logging and saving.
+        summary += f", device busy {result.gpu_busy:.0%}"
+    if last.get("peak_mem_gib") is not None:
+        summary += f", peak memory {last['peak_mem_gib']:.2f} GiB"
     print(f"{summary}. Model in {result.model_dir}")
     if result.interrupted:
         print(f"interrupted: saved at step {result.step}; run the same command again to resume")

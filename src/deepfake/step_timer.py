@@ -1,0 +1,84 @@
+"""How busy the training device is: the share of wall time it spends in the model step (G and D phases)
+rather than on data (gather + augmentation), host-side waits, logging and saving.
+
+faceswap users see "GPU usage is less than 20 %" (faceswap #811) because the CPU prepares every batch.
+Here the loop reports the fraction itself, without adding a host sync to the hot loop:
+
+    timer = StepTimer(device)
+    for step in ...:
+        timer.data_start()      # before drawing and augmenting the batch
+        ...
+        timer.compute_start()   # before the G phase
+        ...
+        timer.compute_end()     # after the D phase
+        if log_due:
+            ...                 # the loop's own host sync (reading the loss sums) happens here
+            busy, data_ms, step_ms = timer.window(wall_s)
+
+On CUDA the marks are CUDA events, so the times are the device's own timeline; they are read only in
+`window`, after the loop has synchronised anyway. On the CPU, ops run synchronously, so the host clock
+is the device's timeline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Window:
+    busy: float  # compute time / wall time over the window, in [0, 1]
+    data_ms: float  # mean device time per step of the data section (gather + augmentation)
+    compute_ms: float  # mean device time per step of the G and D phases
+    steps: int
+
+
+class StepTimer:
+    """Per-step marks; `window()` sums them since the last call."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self._marks: list[tuple] = []  # (data_start, compute_start, compute_end) per step
+        self._current: list = []
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def data_start(self) -> None:
+        self._current = [self._mark()]
+
+    def compute_start(self) -> None:
+        self._current.append(self._mark())
+
+    def compute_end(self) -> None:
+        self._current.append(self._mark())
+        if len(self._current) == 3:
+            self._marks.append(tuple(self._current))
+        self._current = []
+
+    def _ms(self, a, b) -> float:
+        return a.elapsed_time(b) if self.cuda else (b - a) * 1e3
+
+    def window(self, wall_s: float, reset: bool = True) -> Window | None:
+        """Times of the steps marked since the last reset, against `wall_s` seconds of wall time. Call it
+        after the loop's host sync; on CUDA it waits for the last mark (already reached by then).
+        reset=False peeks: the marks stay for the next call (the loop's off-cycle log rows)."""
+        marks = self._marks
+        if reset:
+            self._marks = []
+        if not marks or wall_s <= 0:
+            return None
+        if self.cuda:
+            marks[-1][2].synchronize()
+        data = sum(self._ms(d, c) for d, c, _ in marks)
+        compute = sum(self._ms(c, e) for _, c, e in marks)
+        n = len(marks)
+        return Window(busy=min(1.0, compute / (wall_s * 1e3)), data_ms=data / n, compute_ms=compute / n, steps=n)
