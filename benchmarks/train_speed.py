@@ -395,6 +395,30 @@ def faceset_from_clip(root: Path, clip: Path, count: int, size: int) -> Path:
     return root
 
 
+def train_check(spec: str, device: torch.device, seconds: float, faceset_a: Path, faceset_b: Path, out_dir: Path) -> dict:
+    """Run `deepfake train` itself (the function the CLI calls) for about `seconds` and report the GPU-busy
+    fraction it measured: the share of wall time in the G and D phases, the rest being data, logging and
+    saving. The first log window (compilation, warm-up) is left out of the mean, as the loop does."""
+    from deepfake.train import train
+
+    parts = spec.split(":")
+    preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
+    cfg = preset_config(preset)
+    cfg = replace(cfg, batch=batch, device=str(device), compile=mode != "eager",
+                  compile_mode="reduce-overhead" if mode == "cudagraphs" else "default",
+                  loss=replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0),
+                  steps=10**9, log_every=25 if device.type == "cuda" else 5, val_every=0, preview_every=0,
+                  save_every=10**9)
+    reset_peak(device)
+    result = train(cfg, faceset_a, faceset_b, out_dir, progress=False, minutes=seconds / 60)
+    rows = [r for r in result.metrics if r.get("gpu_busy") is not None]
+    return {"train_check": spec, "steps": result.step, "gpu_busy": round(result.gpu_busy, 3),
+            "busy_per_window": [round(r["gpu_busy"], 3) for r in rows],
+            "data_ms": [round(r["data_ms"], 3) for r in rows],
+            "faces_per_s": [round(r["faces_per_s"], 1) for r in rows],
+            "peak_gib": rows[-1].get("peak_mem_gib") if rows else None, "compile_s": result.compile_s}
+
+
 def table(rows: list[dict]) -> str:
     head = ("| case | ours faces/s | ref faces/s | ours/ref | ours TFLOP/s | MFU % | ref MFU % | peak GiB (ours/ref) "
             "| compile s | GPU-busy | data ms/step |\n|---|---|---|---|---|---|---|---|---|---|---|")
@@ -422,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny preset, 2 steps, no speed claims")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--train-check", default=None, metavar="CASE",
+                   help="after the cases, run `deepfake train` on CASE (PRESET:BATCH:MODE[:gan]) and report the "
+                        "GPU-busy fraction the loop measures (default on CUDA: original64:64:compile)")
+    p.add_argument("--train-seconds", type=float, default=None, help="how long the train check runs (default 60, quick 4)")
     args = p.parse_args(argv)
     if args.quick:
         args.device = "cpu" if args.device == "auto" else args.device
@@ -456,13 +484,27 @@ def main(argv: list[str] | None = None) -> int:
                 reset_peak(device)
             rows.append(row)
             print(json.dumps(row), flush=True)
+        check = None
+        spec = args.train_check or ("original64:64:compile" if device.type == "cuda" and not args.quick else
+                                    ("tiny:2:eager" if args.quick else None))
+        if spec:
+            seconds = args.train_seconds or (4 if args.quick else 60)
+            try:
+                check = train_check(spec, device, seconds, fa, fb, Path(tmp) / "train_check")
+            except torch.OutOfMemoryError as e:
+                check = {"train_check": spec, "error": f"out of memory: {str(e)[:200]}"}
+            print(json.dumps(check), flush=True)
     print()
     print(f"{info['device']}, torch {info['torch']}, {info['date']}; MFU against {peak_what} = {peak:.2f} TFLOP/s"
           + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
     print(table(rows))
+    if check and "error" not in check:
+        busy, data = check["busy_per_window"], sorted(check["data_ms"])
+        print(f"\n`deepfake train` on {check['train_check']}: {check['steps']} steps, GPU-busy {check['gpu_busy']:.3f} "
+              f"(log windows {min(busy):.3f}-{max(busy):.3f}), data section {data[len(data) // 2]:.2f} ms/step (median)")
     if args.json:
-        args.json.write_text(json.dumps({"info": info, "cases": rows}, indent=2) + "\n")
-    return 1 if any("error" in r for r in rows) else 0
+        args.json.write_text(json.dumps({"info": info, "cases": rows, "train_check": check}, indent=2) + "\n")
+    return 1 if any("error" in r for r in rows) or (check and "error" in check) else 0
 
 
 if __name__ == "__main__":
