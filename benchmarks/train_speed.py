@@ -395,10 +395,12 @@ def faceset_from_clip(root: Path, clip: Path, count: int, size: int) -> Path:
     return root
 
 
-def train_check(spec: str, device: torch.device, seconds: float, faceset_a: Path, faceset_b: Path, out_dir: Path) -> dict:
-    """Run `deepfake train` itself (the function the CLI calls) for about `seconds` and report the GPU-busy
-    fraction it measured: the share of wall time in the G and D phases, the rest being data, logging and
-    saving. The first log window (compilation, warm-up) is left out of the mean, as the loop does."""
+def train_check(spec: str, device: torch.device, steps: int, seconds: float, faceset_a: Path, faceset_b: Path,
+                out_dir: Path) -> dict:
+    """Run `deepfake train` itself (the function the CLI calls) for `steps` steps (at most about `seconds`)
+    and report the GPU-busy fraction it measured: the share of wall time in the G and D phases, the rest
+    being data, logging and saving. The first of its 8 log windows (compilation, warm-up) is left out of
+    the mean, as the loop does."""
     from deepfake.train import train
 
     parts = spec.split(":")
@@ -407,8 +409,7 @@ def train_check(spec: str, device: torch.device, seconds: float, faceset_a: Path
     cfg = replace(cfg, batch=batch, device=str(device), compile=mode != "eager",
                   compile_mode="reduce-overhead" if mode == "cudagraphs" else "default",
                   loss=replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0),
-                  steps=10**9, log_every=25 if device.type == "cuda" else 5, val_every=0, preview_every=0,
-                  save_every=10**9)
+                  steps=steps, log_every=max(1, steps // 8), val_every=0, preview_every=0, save_every=10**9)
     reset_peak(device)
     result = train(cfg, faceset_a, faceset_b, out_dir, progress=False, minutes=seconds / 60)
     rows = [r for r in result.metrics if r.get("gpu_busy") is not None]
@@ -448,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--train-check", default=None, metavar="CASE",
                    help="after the cases, run `deepfake train` on CASE (PRESET:BATCH:MODE[:gan]) and report the "
-                        "GPU-busy fraction the loop measures (default on CUDA: original64:64:compile)")
-    p.add_argument("--train-seconds", type=float, default=None, help="how long the train check runs (default 60, quick 4)")
+                        "GPU-busy fraction the loop measures (default on CUDA: original64:64:compile; none: skip)")
+    p.add_argument("--train-steps", type=int, default=None, help="steps of the train check (default 400, quick 24)")
+    p.add_argument("--train-seconds", type=float, default=120, help="time cap of the train check (default 120)")
     args = p.parse_args(argv)
     if args.quick:
         args.device = "cpu" if args.device == "auto" else args.device
@@ -487,10 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         check = None
         spec = args.train_check or ("original64:64:compile" if device.type == "cuda" and not args.quick else
                                     ("tiny:2:eager" if args.quick else None))
-        if spec:
-            seconds = args.train_seconds or (4 if args.quick else 60)
+        if spec and spec != "none":
+            steps = args.train_steps or (24 if args.quick else 400)
             try:
-                check = train_check(spec, device, seconds, fa, fb, Path(tmp) / "train_check")
+                check = train_check(spec, device, steps, args.train_seconds, fa, fb, Path(tmp) / "train_check")
             except torch.OutOfMemoryError as e:
                 check = {"train_check": spec, "error": f"out of memory: {str(e)[:200]}"}
             print(json.dumps(check), flush=True)

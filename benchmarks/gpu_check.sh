@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One prepared GPU session for issue 6: every check and timing that needs CUDA, in one call, most
+# important first, each part under its own time limit so a slow compile cannot eat the others.
+#
+# On the lent device machine (its python3 already holds a CUDA torch, opencv, safetensors, tqdm,
+# matplotlib, scipy and pytest; dlib and PyAV are not needed here), from the repository root:
+#
+#     ln -sfn ../shared/media .gpu_media         # here, once: a link, nothing is copied
+#     device run, carry [".gpu_media/d6.mp4", ".gpu_media/d14.mp4"], timeout_s 600:
+#         bash benchmarks/gpu_check.sh
+#
+# Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
+# which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
+# the card, torch version and date the log's first lines print.
+#
+# Budget: the call may run 600 s; the parts below add up to about 520 s at most. The swap speed check is
+# not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
+set -uo pipefail
+
+OUT=${OUT:-gpu_check_out}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export DEEPFAKE_MEDIA="${DEEPFAKE_MEDIA:-$PWD/.gpu_media}"
+PY=${PYTHON:-python3}
+START=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET:-540}  # seconds for the whole script; a part is skipped when it cannot fit
+
+part() {  # part SECONDS TITLE COMMAND...: run COMMAND under a limit if the budget still allows it
+    local limit=$1 title=$2; shift 2
+    local left=$((BUDGET - ($(date +%s) - START)))
+    if (( left < 30 )); then
+        echo "## $title: skipped, ${left} s of the budget left" | tee -a "$LOG"
+        return
+    fi
+    (( limit > left )) && limit=$left
+    echo "## $title (limit ${limit} s)" | tee -a "$LOG"
+    timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+    echo "## $title: exit ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s in all" | tee -a "$LOG"
+}
+
+{
+    date -u "+%Y-%m-%d %H:%M UTC"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1
+    $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+} 2>&1 | tee "$LOG"
+
+# 1. Correctness on CUDA: augmentation on the device against the CPU and the NumPy reference, the face
+#    cache on the device. (The tests that extract faces need dlib and are deselected.)
+part 90 "CUDA tests" $PY -m pytest -q -rs tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py \
+    -k "not real_faces and not extracted" -p no:cacheprovider
+
+# 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
+#    own reference step in the same process, so the ratios hold whatever order they run in.
+part 150 "original64 b64 compile (target >= 26,000 faces/s)" \
+    $PY benchmarks/train_speed.py --cases original64:64:compile --steps 30 --warmup 5 --train-check original64:64:compile --train-steps 400
+part 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
+    $PY benchmarks/train_speed.py --cases df256:32:compile:gan --steps 15 --warmup 3 --train-check none
+part 100 "eager baselines" \
+    $PY benchmarks/train_speed.py --cases original64:64:eager,df256:32:eager:gan --steps 15 --warmup 3 --train-check none
+part 90 "original64 b64 CUDA graphs" \
+    $PY benchmarks/train_speed.py --cases original64:64:cudagraphs --steps 30 --warmup 5 --train-check none
+
+echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"
