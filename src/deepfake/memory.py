@@ -115,10 +115,23 @@ class MemoryTracker(TorchDispatchMode):
     # The dispatch mode.
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = None
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self._add(t, ACTIVATIONS)
+            if not isinstance(t, torch.Tensor):
+                continue
+            key = _key(t)
+            if key is None:
+                continue
+            if key not in self._live:
+                # A view or in-place result of a storage from before the block is not new memory: it
+                # counts only if handed to track().
+                if inputs is None:
+                    inputs = {_key(a) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+                if key in inputs:
+                    continue
+            self._add(t, ACTIVATIONS)
         return out
 
     def __exit__(self, *exc):
