@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfake.config import AugmentConfig
+from deepfake.data import host_to_device
 
 
 @dataclass
@@ -74,6 +75,18 @@ def sample_params(
     return AugmentParams(theta=theta, warp=offsets if (warp and cfg.warp) else None, color=color)
 
 
+def params_to(params: AugmentParams, device: torch.device) -> AugmentParams:
+    """The parameters on `device` in one host-to-device copy from pinned memory (no host sync)."""
+    parts = [params.theta, params.color] + ([params.warp] if params.warp is not None else [])
+    if all(p.device == torch.device(device) for p in parts):
+        return params
+    flat = host_to_device(torch.cat([p.reshape(-1) for p in parts]), device)  # (sum of numels,)
+    out = list(torch.split(flat, [p.numel() for p in parts]))
+    theta, color = out[0].view_as(params.theta), out[1].view_as(params.color)
+    warp = out[2].view_as(params.warp) if params.warp is not None else None
+    return AugmentParams(theta=theta, warp=warp, color=color)
+
+
 def _to_norm(points: torch.Tensor, size: int) -> torch.Tensor:
     return (2 * points + 1) / size - 1  # pixel centres -> [-1, 1] (align_corners=False)
 
@@ -118,14 +131,14 @@ def apply(
     b, _, size, _ = images.shape
     x = images.float() / 255  # (B, 3, R, R)
     m = masks.float() / 255  # (B, 1, R, R)
-    theta = params.theta.to(device, non_blocking=True)
-    color = params.color.to(device, non_blocking=True)
+    params = params_to(params, device)
+    theta, color = params.theta, params.color
     grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)  # (B, R, R, 2)
     xm = torch.cat([x, m], dim=1)  # one grid_sample for image and mask
     target = F.grid_sample(xm, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if params.warp is not None:
         # A smooth random displacement: coarse offsets, bicubically upsampled to every pixel.
-        offsets = params.warp.to(device, non_blocking=True)
+        offsets = params.warp
         dense = F.interpolate(offsets, size=(size, size), mode="bicubic", align_corners=True)  # (B, 2, R, R)
         warped_grid = grid + dense.permute(0, 2, 3, 1)  # (B, R, R, 2)
         inputs = F.grid_sample(x, warped_grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -137,7 +150,7 @@ def apply(
         inputs=both[:b],
         target=both[b:],
         target_mask=target[:, 3:],
-        landmarks=transform_landmarks(landmarks.to(device), theta, size),
+        landmarks=transform_landmarks(host_to_device(landmarks, device), theta, size),
     )
 
 

@@ -37,6 +37,18 @@ CACHE_FORMAT = 1
 CACHE_FOLDER = ".cache"
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor to `device` without a host sync. A copy from pageable memory may make the
+    driver wait for the stream to drain (CUDA's API sync rules), which would empty the GPU's queue every
+    step; from pinned memory the copy is queued like a kernel. A no-op where the tensor already is."""
+    device = torch.device(device)
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()  # a host copy into the caching host allocator's pinned blocks
+    return tensor.to(device, non_blocking=True)
+
+
 @dataclass
 class FaceBatch:
     images: torch.Tensor  # (B, 3, R, R) uint8 RGB
@@ -162,7 +174,8 @@ class FaceCache:
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
             landmarks = landmarks.to(device, non_blocking=True)
-        return FaceBatch(images, masks, landmarks, indices.to(device, non_blocking=True))
+        return FaceBatch(images, masks, landmarks, host_to_device(indices, device) if indices.device.type == "cpu"
+                         else indices.to(device, non_blocking=True))
 
     def batches(
         self,

@@ -37,7 +37,7 @@ from deepfake import distributed as dist
 from deepfake.augment import Augmented, augment, no_augment
 from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
 from deepfake.config import LossConfig, TrainConfig, to_dict
-from deepfake.data import FaceCache
+from deepfake.data import FaceCache, host_to_device
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_text
@@ -95,24 +95,33 @@ def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
 
 class EpochSampler:
     """Endless epoch-shuffled indices into `n` rows; its whole state is a generator and a position,
-    both saved in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would."""
+    both saved in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would.
 
-    def __init__(self, n: int, generator: torch.Generator):
+    The shuffle is drawn on the host (a CPU generator: the same stream on every device) and copied to
+    `device` once per epoch from pinned memory; batches are slices of that copy, so a step moves no
+    indices between host and device."""
+
+    def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         if n < 1:
             raise DeepfakeError("no faces to train on (empty training split)")
-        self.n, self.generator = n, generator
-        self.order = torch.randperm(n, generator=generator)  # (n,)
+        self.n, self.generator, self.device = n, generator, torch.device(device)
+        self._set_order(torch.randperm(n, generator=generator))  # (n,)
         self.pos = 0
+
+    def _set_order(self, order: torch.Tensor) -> None:
+        self.order = order  # (n,) on the host: what checkpoints save
+        self._order_on_device = host_to_device(order, self.device)  # (n,)
 
     def next(self, batch: int) -> torch.Tensor:
         out = []
         while batch > 0:
             if self.pos >= self.n:
-                self.order, self.pos = torch.randperm(self.n, generator=self.generator), 0
+                self._set_order(torch.randperm(self.n, generator=self.generator))
+                self.pos = 0
             take = min(batch, self.n - self.pos)
-            out.append(self.order[self.pos : self.pos + take])
+            out.append(self._order_on_device[self.pos : self.pos + take])
             self.pos, batch = self.pos + take, batch - take
-        return torch.cat(out)  # (batch,)
+        return out[0] if len(out) == 1 else torch.cat(out)  # (batch,) on self.device
 
     def state(self) -> torch.Tensor:
         return torch.cat([torch.tensor([self.pos]), self.order])  # (1 + n,) int64
@@ -120,7 +129,8 @@ class EpochSampler:
     def load(self, state: torch.Tensor) -> None:
         if state.numel() != self.n + 1:
             raise DeepfakeError("the faceset changed since this model was saved: cannot resume exactly")
-        self.pos, self.order = int(state[0]), state[1:].clone()
+        self.pos = int(state[0])
+        self._set_order(state[1:].clone())
 
 
 @dataclass
@@ -156,6 +166,13 @@ class AdversarialStep:
         self.g_losses = compile_(self._g_losses)
         self.d_losses = compile_(self._d_losses)
         self.fused = bool(opt_g.defaults.get("fused"))  # fused Adam skips non-finite steps on the device
+        self.cuda_graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
+
+    def _mark_step(self) -> None:
+        """Tell the CUDA-graph trees that the outputs of earlier replays are no longer read (every one
+        this step needs was consumed or cloned), so a replay may reuse their memory."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -223,11 +240,12 @@ class AdversarialStep:
         for i, (a, b) in enumerate(zip(batches_a, batches_b)):
             sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()
             with sync:
+                self._mark_step()
                 loss, terms, rgb_a, rgb_b = self.g_losses(a, b, use_gan)
                 (loss / accum).backward()
             total = total + loss.detach() / accum
             logs += terms.detach().float() / accum
-            if self.cfg.compile and self.cfg.compile_mode == "reduce-overhead":
+            if self.cuda_graphs:
                 # CUDA-graph outputs live in a static pool the next replay overwrites (grad_accum > 1).
                 rgb_a, rgb_b = rgb_a.clone(), rgb_b.clone()
             fakes.append((rgb_a.detach(), rgb_b.detach()))
@@ -251,6 +269,7 @@ class AdversarialStep:
                 real = real.detach().requires_grad_(True)
             # R1 needs a double backward, which compiled graphs do not support: that step runs eager.
             d_losses = self._d_losses if lazy_r1 else self.d_losses
+            self._mark_step()
             loss, real_logits, fake_logits = d_losses(real, fake, lazy_r1)
             (loss / accum).backward()
             total = total + loss.detach() / accum
@@ -327,10 +346,10 @@ def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator
     return fs, Side(
         device=device,
         cache=on_device,
-        train_rows=torch.as_tensor(train_idx, dtype=torch.int64),
+        train_rows=torch.as_tensor(train_idx, dtype=torch.int64).to(on_device.device),  # (N_train,) beside the cache
         val=val,
         preview=shown,
-        sampler=EpochSampler(len(train_idx), generator),
+        sampler=EpochSampler(len(train_idx), generator, on_device.device),
     )
 
 
