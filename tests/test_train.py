@@ -100,6 +100,39 @@ def test_busy_fraction_sees_a_slow_data_path(faceset_a, faceset_b, tmp_path, mon
     assert slow.gpu_busy < fast.gpu_busy - 0.15
 
 
+def test_the_hot_loop_reads_nothing_back_from_the_device(faceset_a, faceset_b, tmp_path, monkeypatch):
+    """No .item()/.tolist()/bool()/float() of a tensor between log boundaries: on a GPU each would stall
+    the host until the queue drains. Every such read is recorded with the step it happened in."""
+    from torch.overrides import TorchFunctionMode
+
+    host_reads = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
+    reads: list[tuple[int, str]] = []
+    steps_started = [0]
+
+    class CountingTimer(train_module.StepTimer):
+        def data_start(self):
+            steps_started[0] += 1
+            super().data_start()
+
+    class RecordReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in host_reads:
+                reads.append((steps_started[0], func.__name__))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
+    # Every phase on: GAN, lazy R1 every other step, gradient clipping, two micro-batches.
+    cfg = with_gan(tiny(steps=12, batch=4, log_every=4, val_every=0, save_every=10**6, preview_every=0,
+                        grad_clip=1.0, grad_accum=2), r1_gamma=1.0, r1_every=2)
+    with RecordReads():
+        result = train(cfg, faceset_a, faceset_b, tmp_path / "model", progress=False)
+    assert result.step == 12
+    in_loop = [(step, name) for step, name in reads if step > 0]
+    assert in_loop, "the log boundaries read the loss sums: the recorder must see them"
+    # A read after step k's compute (k = 4, 8, 12) belongs to the log section of step k.
+    assert {step for step, _ in in_loop} <= {4, 8, 12}, in_loop
+
+
 def _has_tensorboard() -> bool:
     try:
         import tensorboard  # noqa: F401
