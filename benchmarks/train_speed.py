@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake.augment import augment
+from deepfake.augment import augment, augment_kernel
 from deepfake.config import ModelConfig, TrainConfig
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
@@ -198,11 +198,12 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
     eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, opt_g, opt_d, device, amp)
     sums = torch.zeros(len(TRAIN_KEYS), device=device)  # the loop's on-device loss sums
     timer = StepTimer(device)  # the same marks the training loop sets
+    kernel = augment_kernel(cfg.compile)  # compiled augmentation when the step is compiled, as in train
 
     def draw(side, step):
         rows = side.train_rows[side.sampler.next(cfg.batch)]  # (B,)
         faces = side.cache.gather(rows)
-        batch = augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step)
+        batch = augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step, kernel)
         if cfg.channels_last and device.type == "cuda":
             batch.inputs = batch.inputs.contiguous(memory_format=torch.channels_last)
         return [batch]

@@ -64,3 +64,25 @@ def test_compiled_step_matches_eager_step():
         assert c[0] == pytest.approx(e[0], rel=1e-4), f"step {step}: G loss compiled {c[0]} vs eager {e[0]}"
         assert c[10] == pytest.approx(e[10], rel=1e-4), f"step {step}: D loss compiled {c[10]} vs eager {e[10]}"
     assert eager[1][0] != eager[0][0]  # the first step changed the weights, so step 2 compares trained models
+
+
+def test_compiled_augmentation_matches_eager():
+    """Training compiles the augmentation's pixel work too (augment_kernel): same faces as eager."""
+    from deepfake.augment import apply, augment_kernel, sample_params
+    from deepfake.config import AugmentConfig
+
+    problem = compiler_problem()
+    if problem:
+        pytest.skip(problem)
+    gen = torch.Generator().manual_seed(3)
+    images = (torch.rand(4, 3, 64, 64, generator=gen) * 255).to(torch.uint8)  # (4, 3, 64, 64)
+    masks = (torch.rand(4, 1, 64, 64, generator=gen) > 0.5).to(torch.uint8) * 255
+    landmarks = torch.rand(4, 68, 2, generator=gen) * 40 + 12  # (4, 68, 2) px
+    kernel = augment_kernel(True)
+    for warp in (True, False):  # the warp phase and the no-warp phase are two graphs
+        params = sample_params(AugmentConfig(), 4, gen, warp=warp)
+        eager = apply(images, masks, landmarks, params)
+        compiled = apply(images, masks, landmarks, params, kernel)
+        for name in ("inputs", "target", "target_mask", "landmarks"):
+            torch.testing.assert_close(getattr(compiled, name), getattr(eager, name), atol=1e-5, rtol=1e-5, msg=name)
+        assert not torch.equal(eager.inputs, images.float() / 255)  # the augmentation did something

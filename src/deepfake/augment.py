@@ -124,14 +124,24 @@ def _apply_color(x: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
 
 
 def apply(
+    images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor, params: AugmentParams, kernel=None
+) -> Augmented:
+    """Augment a uint8 batch on its own device. images (B,3,R,R) u8, masks (B,1,R,R) u8, landmarks (B,68,2).
+
+    kernel: what does the pixel work (default `apply_on_device`; training passes its torch.compile'd
+    twin, see `augment_kernel`)."""
+    device = images.device
+    params = params_to(params, device)
+    return (kernel or apply_on_device)(images, masks, host_to_device(landmarks, device), params)
+
+
+def apply_on_device(
     images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor, params: AugmentParams
 ) -> Augmented:
-    """Augment a uint8 batch on its own device. images (B,3,R,R) u8, masks (B,1,R,R) u8, landmarks (B,68,2)."""
-    device = images.device
+    """`apply` with everything already on one device: tensor ops only, so torch.compile can fuse them."""
     b, _, size, _ = images.shape
     x = images.float() / 255  # (B, 3, R, R)
     m = masks.float() / 255  # (B, 1, R, R)
-    params = params_to(params, device)
     theta, color = params.theta, params.color
     grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)  # (B, R, R, 2)
     xm = torch.cat([x, m], dim=1)  # one grid_sample for image and mask
@@ -150,8 +160,15 @@ def apply(
         inputs=both[:b],
         target=both[b:],
         target_mask=target[:, 3:],
-        landmarks=transform_landmarks(host_to_device(landmarks, device), theta, size),
+        landmarks=transform_landmarks(landmarks, theta, size),
     )
+
+
+def augment_kernel(compile_: bool):
+    """The pixel work of `apply`, compiled when training compiles (None = eager). About twenty small
+    kernels per side and step fuse into a few, which matters for small faces at high step rates. Always
+    the default compile mode: CUDA-graph replays would overwrite one micro-batch's faces with the next's."""
+    return torch.compile(apply_on_device, dynamic=False) if compile_ else None
 
 
 def augment(
@@ -161,12 +178,13 @@ def augment(
     cfg: AugmentConfig,
     generator: torch.Generator,
     step: int = 0,
+    kernel=None,
 ) -> Augmented:
     """Draw parameters for this step (DFL's "warp first, then no warp" by step) and apply them."""
     warp = cfg.warp_until_step <= 0 or step < cfg.warp_until_step
     affine = cfg.affine_until_step <= 0 or step < cfg.affine_until_step
     params = sample_params(cfg, images.shape[0], generator, warp=warp, affine=affine)
-    return apply(images, masks, landmarks, params)
+    return apply(images, masks, landmarks, params, kernel)
 
 
 def no_augment(images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor) -> Augmented:

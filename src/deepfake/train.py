@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from deepfake import distributed as dist
-from deepfake.augment import Augmented, augment, no_augment
+from deepfake.augment import Augmented, augment, augment_kernel, no_augment
 from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
 from deepfake.config import LossConfig, TrainConfig, to_dict
 from deepfake.data import FaceCache, host_to_device
@@ -353,11 +353,11 @@ def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator
     )
 
 
-def _draw(side: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, step: int) -> Augmented:
+def _draw(side: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, step: int, kernel=None) -> Augmented:
     rows = side.train_rows[side.sampler.next(batch * dist.world_size())]  # (global B,) one draw for all ranks
     rows = rows[dist.rank() * batch : (dist.rank() + 1) * batch]  # (B,) this rank's slice
     faces = side.cache.gather(rows, side.device)
-    return augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step)
+    return augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step, kernel)
 
 
 @torch.no_grad()
@@ -565,6 +565,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     if main:
         write_config(model_dir, cfg, identities or None)
     step_fn = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    aug_kernel = augment_kernel(cfg.compile)
     sums = torch.zeros(len(TRAIN_KEYS), device=device) if sums is None else sums.to(device)
     watch = OverfitWatch(cfg.overfit_patience, watch_history)
     writer = _tensorboard(model_dir, cfg.tensorboard)
@@ -608,8 +609,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
 
             # Section: data (augmented on the device).
             timer.data_start()
-            batches_a = [_draw(side_a, per_rank_batch, cfg, aug_gen, step) for _ in range(cfg.grad_accum)]
-            batches_b = [_draw(side_b, per_rank_batch, cfg, aug_gen, step) for _ in range(cfg.grad_accum)]
+            batches_a = [_draw(side_a, per_rank_batch, cfg, aug_gen, step, aug_kernel) for _ in range(cfg.grad_accum)]
+            batches_b = [_draw(side_b, per_rank_batch, cfg, aug_gen, step, aug_kernel) for _ in range(cfg.grad_accum)]
             if cfg.channels_last and device.type == "cuda":
                 for b in batches_a + batches_b:
                     b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
