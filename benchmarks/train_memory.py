@@ -154,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print()
-    print("Peak as fixed + per-face bytes (a straight line through the smallest and largest batch measured):")
-    print("\n".join(per_face(rows)))
-    print()
+    fitted = per_face(rows)
+    if fitted:
+        print("Peak as fixed + per-face bytes (a straight line through the smallest and largest batch measured):")
+        print("\n".join(fitted))
+        print()
     print("\n".join(f"- {n}" for n in notes(rows)))
     mismatch = [r for r in rows if args.real and any(r[f"{k}_real"]["peak"] != r[k]["peak"] for k in ("off", "on"))]
     if mismatch:
