@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -280,6 +281,10 @@ def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert '"latent_dims": 32' in printed and '"arch": "liae"' in printed
+    # The memory estimate of one step (fake tensors), bf16 and fp32, and with decoder checkpointing.
+    bf16, fp32 = map(float, re.search(r"batch \d+ per identity: ([\d.]+) GiB with bf16.*?, ([\d.]+) GiB in fp32", printed).groups())
+    ckpt = float(re.search(r"checkpoint_decoder=true: ([\d.]+) GiB", printed).group(1))
+    assert 0 < bf16 < fp32 and 0 < ckpt <= bf16
     from deepfake.checkpoint import read_config
 
     cfg = read_config(out)

@@ -149,3 +149,20 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
         peak=mem.peak,
         cuda_peak=cuda_peak,
     )
+
+
+def estimate(cfg: TrainConfig) -> str:
+    """The lines `deepfake train --dry-run` prints: the peak of one step at cfg.batch in bf16 (the GPU
+    default) and fp32, and with the decoder's activation checkpointing when it is off. Fake tensors:
+    seconds on any machine, before a GPU-hour is spent finding out."""
+    def peak(c: TrainConfig, amp: str) -> str:
+        return f"{measure_train_step(c, amp=amp).peak / 2**30:.2f} GiB"
+
+    lines = [f"estimated peak memory of one training step at batch {cfg.batch} per identity: "
+             f"{peak(cfg, 'bf16')} with bf16 (the GPU default), {peak(cfg, 'off')} in fp32"]
+    if not cfg.model.checkpoint_decoder:
+        ckpt = replace(cfg, model=replace(cfg.model, checkpoint_decoder=True))
+        lines.append(f"  with --set model.checkpoint_decoder=true: {peak(ckpt, 'bf16')} with bf16")
+    lines.append("  (tensor bytes of weights, Adam state, gradients and activations; add about 1 GiB for the CUDA "
+                 "context and workspaces, and the face cache: 4 bytes x resolution^2 per face and identity)")
+    return "\n".join(lines)

@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
         print(f"saved {Path(args.out) / 'config.json'} (dry run: nothing trained)")
+        from deepfake.step_memory import estimate
+
+        print(estimate(cfg))
         return 0
     from deepfake.train import train
 
