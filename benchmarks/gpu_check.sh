@@ -13,7 +13,7 @@
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
 # the card, torch version and date the log's first lines print.
 #
-# Budget: the call may run 600 s; the parts below add up to about 520 s at most. The swap speed check is
+# Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
 
@@ -49,6 +49,22 @@ part() {  # part SECONDS TITLE COMMAND...: run COMMAND under a limit if the budg
 #    cache on the device. (The tests that extract faces need dlib and are deselected.)
 part 90 "CUDA tests" $PY -m pytest -q -rs tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
+
+# 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
+#     peak of the same step run for real.
+part 60 "memory: estimate vs CUDA" $PY -c '
+from dataclasses import replace
+from deepfake.models import preset_config
+from deepfake.step_memory import measure_train_step
+for name, batch in (("original64", 64), ("df256", 16)):
+    cfg = preset_config(name)
+    for ckpt in (False, True):
+        c = replace(cfg, model=replace(cfg.model, checkpoint_decoder=ckpt))
+        est = measure_train_step(c, batch, amp="bf16")
+        real = measure_train_step(c, batch, amp="bf16", fake=False, device="cuda")
+        print(f"{name} b{batch} checkpoint_decoder={ckpt}: estimate {est.peak / 2**30:.2f} GiB, "
+              f"tracked on CUDA {real.peak / 2**30:.2f} GiB, allocator peak {real.cuda_peak / 2**30:.2f} GiB")
+'
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
