@@ -56,12 +56,14 @@ def test_evaluate_writes_metrics_and_report(model_dir, faceset_a, faceset_b, tmp
           f"accuracy {d['accuracy']:.3f}, ROC-AUC {d['auc']:.3f} ({d['n_real']} real, {d['n_fake']} swaps)")
     c = saved["cost"]
     assert c["params_autoencoder"] > 0 and c["params_discriminator"] > 0 and c["faces_per_s"] > 0
+    assert 0 < c["gpu_busy"] <= 1 and c["peak_mem_gib"] is None  # CPU: no CUDA peak
 
     report = (tmp_path / "report.md").read_text()
     for needle in ("## Reconstruction", "| DeepFaceLab | 0.730 |", "**this model**", "generalises poorly",
                    "## Metric definitions", "inter-ocular", "flicker ratio"):
         assert needle in report, needle
-    for png in ("loss_curves.png", "metric_bars.png", "swap_grid.png"):
+    assert "![throughput](throughput.png)" in report and "| device busy |" in report
+    for png in ("loss_curves.png", "metric_bars.png", "swap_grid.png", "throughput.png"):
         assert (tmp_path / png).stat().st_size > 1000
 
 

@@ -78,6 +78,31 @@ def plot_loss_curves(curves: dict[str, Any], path: Path) -> int | None:
     return marked
 
 
+def plot_throughput(series, path: Path) -> bool:
+    """Faces/s and the device-busy fraction against step, from metrics.csv. `series` = (steps, faces/s,
+    busy). Returns False (and writes nothing) when the log has no such columns (older runs)."""
+    steps, fps, busy = series
+    if not len(steps):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, fps, "-", color="tab:blue", label="faces/s")
+    ax.set_xlabel("step")
+    ax.set_ylabel("faces/s", color="tab:blue")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(steps, busy, "-", color="tab:orange", label="device busy")
+    right.axhline(0.95, color="tab:orange", linestyle=":", alpha=0.6, label="95 % busy")
+    right.set_ylabel("device busy (G+D time / wall time)", color="tab:orange")
+    right.set_ylim(0, 1.05)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="lower right")
+    ax.set_title("Training throughput and device busy fraction")
+    _save(fig, path)
+    return True
+
+
 # ----------------------------------------------------------------------------------------------------
 # Metric bars and swap grid.
 

@@ -149,9 +149,13 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
                   "`deepfake discriminator` on it to train one, then evaluate again."]
 
     lines += ["", "## Cost", ""]
-    lines += _table(["steps", "training wall time (s)", "faces/s", "autoencoder params", "discriminator params"],
-                    [[cost["steps"], cost["wall_seconds"], cost["faces_per_s"], cost["params_autoencoder"],
-                      cost["params_discriminator"]]])
+    lines += _table(["steps", "training wall time (s)", "faces/s", "device busy", "peak memory (GiB)",
+                     "autoencoder params", "discriminator params"],
+                    [[cost["steps"], cost["wall_seconds"], cost["faces_per_s"], cost.get("gpu_busy"),
+                      cost.get("peak_mem_gib"), cost["params_autoencoder"], cost["params_discriminator"]]])
+    lines += ["", "Device busy: the median share of wall time the training device spent in the G and D phases "
+              "(the rest went to data, logging and saving). Peak memory: CUDA's peak while training; "
+              "empty on a CPU."]
 
     s = result["summary"]
     lines += [
@@ -180,6 +184,9 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
         )
         lines += ["", "![metric bars](metric_bars.png)", "", "Held-out faces, reconstructions and swaps:", "",
                   "![swaps](swap_grid.png)"]
+        if result.get("throughput_plot"):
+            lines += ["", "Training throughput and how busy the device was, per log window:", "",
+                      "![throughput](throughput.png)"]
     lines += ["", DEFINITIONS]
     return "\n".join(lines) + "\n"
 
@@ -188,7 +195,7 @@ def write_report(out_dir: Path, result: dict[str, Any], training: dict[str, Any]
                  grid_rows: Sequence[tuple[str, Sequence[np.ndarray]]], plots: bool = True) -> Path:
     overfit = None
     if plots:
-        from deepfake.evaluate.plots import plot_loss_curves, plot_metric_bars, save_swap_grid
+        from deepfake.evaluate.plots import plot_loss_curves, plot_metric_bars, plot_throughput, save_swap_grid
 
         overfit = plot_loss_curves({"train": training["train"], "val": training["val"]}, out_dir / "loss_curves.png")
         rec, sw = result["reconstruction"], result["swap"]
@@ -204,6 +211,7 @@ def write_report(out_dir: Path, result: dict[str, Any], training: dict[str, Any]
             bars["discriminator"] = {"accuracy": result["discriminator"]["accuracy"], "AUC": result["discriminator"]["auc"]}
         plot_metric_bars(bars, out_dir / "metric_bars.png")
         save_swap_grid(grid_rows, out_dir / "swap_grid.png")
+        result["throughput_plot"] = plot_throughput(training.get("throughput", ([], [], [])), out_dir / "throughput.png")
     result["overfit_step"] = overfit
     path = out_dir / "report.md"
     atomic_write_text(path, report_markdown(result, overfit, plots))

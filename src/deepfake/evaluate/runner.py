@@ -197,9 +197,10 @@ def measure_swaps(measurer: FaceMeasurer, swaps: np.ndarray, targets: np.ndarray
 
 def read_training_log(model_dir: Path) -> dict[str, Any]:
     """Loss curves and cost from MODEL_DIR/metrics.csv. Columns are matched by name, tolerantly:
-    step, loss/train loss, val_loss, time/elapsed, faces_per_s."""
+    step, loss/train loss, val_loss, time/elapsed, faces_per_s, gpu_busy, peak_mem_gib."""
     path = model_dir / "metrics.csv"
-    out: dict[str, Any] = {"train": ([], []), "val": ([], []), "steps": None, "wall_seconds": None, "faces_per_s": None}
+    out: dict[str, Any] = {"train": ([], []), "val": ([], []), "steps": None, "wall_seconds": None, "faces_per_s": None,
+                           "gpu_busy": None, "peak_mem_gib": None, "throughput": ([], [], [])}
     if not path.is_file():
         return out
     with open(path, newline="", encoding="utf-8") as f:
@@ -216,6 +217,8 @@ def read_training_log(model_dir: Path) -> dict[str, Any]:
     c_val = pick("val_loss", "loss_val", "val_total", "val")
     c_time = pick("elapsed_s", "elapsed", "wall_s", "time_s", "seconds", "time")
     c_fps = pick("faces_per_s", "faces_s", "faces/s")
+    c_busy = pick("gpu_busy", "busy")
+    c_mem = pick("peak_mem_gib")
 
     def num(row: dict[str, str], col: str | None) -> float | None:
         try:
@@ -239,6 +242,15 @@ def read_training_log(model_dir: Path) -> dict[str, Any]:
     out["wall_seconds"] = max(times) if times else None
     fps = [num(r, c_fps) for r in rows if num(r, c_fps) is not None]
     out["faces_per_s"] = float(np.median(fps)) if fps else None
+    busy = [num(r, c_busy) for r in rows if num(r, c_busy) is not None]
+    out["gpu_busy"] = float(np.median(busy)) if busy else None
+    mem = [num(r, c_mem) for r in rows if num(r, c_mem) is not None]
+    out["peak_mem_gib"] = max(mem) if mem else None
+    for row in rows:  # (steps, faces/s, busy) where the row has both
+        step, f, b = num(row, c_step), num(row, c_fps), num(row, c_busy)
+        if step is not None and f is not None and b is not None:
+            for column, value in zip(out["throughput"], (step, f, b)):
+                column.append(value)
     return out
 
 
@@ -337,6 +349,8 @@ def evaluate_model(
         "steps": training["steps"] if training["steps"] is not None else loaded.step,
         "wall_seconds": training["wall_seconds"],
         "faces_per_s": training["faces_per_s"],
+        "gpu_busy": training["gpu_busy"],  # median share of wall time in the G and D phases
+        "peak_mem_gib": training["peak_mem_gib"],  # CUDA's peak while training (None on CPU)
         "params_autoencoder": count_parameters(ae),
         "params_discriminator": count_parameters(disc),
     }
