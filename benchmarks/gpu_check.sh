@@ -68,7 +68,7 @@ for name, batch in (("original64", 64), ("df256", 16)):
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-part 150 "original64 b64 compile (target >= 26,000 faces/s)" \
+part 200 "original64 b64 compile (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
     $PY benchmarks/train_speed.py --cases original64:64:compile --steps 30 --warmup 5 --train-check original64:64:compile --train-steps 400
 part 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases df256:32:compile:gan --steps 15 --warmup 3 --train-check none
