@@ -229,6 +229,20 @@ def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src)
 
 
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor` (same shape and dtype everywhere) stacked in rank order: (world, *shape),
+    on the host. For small state such as each rank's random-generator state, which rank 0 saves so a
+    resumed multi-GPU run continues every rank's stream exactly. A collective: call it on every rank."""
+    if world_size() <= 1:
+        return tensor.unsqueeze(0)
+    # NCCL gathers device tensors only; gloo gathers host tensors.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    local = tensor.to(device)
+    out = [torch.empty_like(local) for _ in range(world_size())]
+    dist.all_gather(out, local)
+    return torch.stack(out).cpu()
+
+
 def rank_seed(seed: int) -> int:
     """This rank's augmentation seed: distinct per rank, reproducible for a given (seed, rank).
 

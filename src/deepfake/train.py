@@ -549,11 +549,16 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         elif use_gan:
             log.info("adding a discriminator to a model trained without one")
         sample_gen.set_state(snap.rng["sample_gen"])
-        if dist.world_size() == 1:
+        saved_aug = snap.rng.get("aug_gen_ranks")  # (world, state) every rank's augmentation stream
+        if saved_aug is not None and saved_aug.shape[0] == dist.world_size():
+            aug_gen.set_state(saved_aug[dist.rank()].clone())  # exactly where each rank stopped
+        elif dist.world_size() == 1:
             aug_gen.set_state(snap.rng["aug_gen"])
         else:
-            # Only rank 0's generator is saved: under DDP each rank starts a fresh stream of its own, so
-            # a resumed multi-GPU run is correct but not bitwise the uninterrupted one.
+            # Saved with another number of processes: each rank starts a fresh stream of its own, so the
+            # resumed run is correct but not bitwise the uninterrupted one.
+            log.info("resuming on %d processes a run saved on %s: fresh augmentation streams", dist.world_size(),
+                     "another number of" if saved_aug is not None else "an unknown number of")
             aug_gen.manual_seed(dist.rank_seed(cfg.seed + 1 + snap.step))
         side_a.sampler.load(snap.rng["sampler_a"])
         side_b.sampler.load(snap.rng["sampler_b"])
@@ -572,9 +577,10 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
 
     def save(step: int) -> None:
+        aug_states = dist.all_gather_rows(aug_gen.get_state())  # every rank takes part; rank 0 writes
         if not main:
             return
-        rng = {"sample_gen": sample_gen.get_state(), "aug_gen": aug_gen.get_state(),
+        rng = {"sample_gen": sample_gen.get_state(), "aug_gen": aug_gen.get_state(), "aug_gen_ranks": aug_states,
                "sampler_a": side_a.sampler.state(), "sampler_b": side_b.sampler.state(), "sums": sums.detach().cpu()}
         state = {"wall_s": wall_before + time.perf_counter() - t_start, "world_size": dist.world_size(),
                  "sums_count": count, "overfit_history": watch.history}
@@ -699,8 +705,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 save(step)
         interrupted = stopping and step < end and flag["stop"]
     bar.close()
-    if step == start and main and snap is None:
-        save(step)  # nothing to train (steps already reached): still leave a loadable folder
+    if step == start and snap is None:
+        save(step)  # nothing to train (steps already reached): still leave a loadable folder (all ranks: a collective)
     if writer is not None:
         writer.close()
     if interrupted and main:
