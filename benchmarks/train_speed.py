@@ -289,19 +289,25 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: Path, peak: float) -> dict:
+def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
+    """PRESET:BATCH:MODE[:gan] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
     if mode not in ("eager", "compile", "cudagraphs"):
         raise SystemExit(f"case {case}: mode must be eager, compile or cudagraphs")
-    compiled = mode != "eager"  # cudagraphs: compile with mode reduce-overhead (CUDA graph replay)
-    gan = "gan" in parts[3:]
     cfg = preset_config(preset)
-    loss = replace(cfg.loss, gan_weight=0.1 if gan else 0.0)
-    cfg = replace(cfg, batch=batch, compile=compiled, loss=loss, device=str(device), val_fraction=0.0,
+    loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
+    # cudagraphs: compile with mode reduce-overhead (CUDA graph replay).
+    cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
                   compile_mode="reduce-overhead" if mode == "cudagraphs" else "default")
+    return cfg, mode
+
+
+def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: Path, peak: float) -> dict:
+    cfg, mode = case_config(case, device)
+    compiled, gan, batch = cfg.compile, cfg.loss.gan_weight > 0, cfg.batch
     amp = resolve_amp(cfg.amp, device)
-    out = {"case": case, "preset": preset, "batch": batch, "mode": mode, "gan": gan,
+    out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
 
     # Ours.
@@ -404,13 +410,10 @@ def train_check(spec: str, device: torch.device, steps: int, seconds: float, fac
     the mean, as the loop does."""
     from deepfake.train import train
 
-    parts = spec.split(":")
-    preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
-    cfg = preset_config(preset)
-    cfg = replace(cfg, batch=batch, device=str(device), compile=mode != "eager",
-                  compile_mode="reduce-overhead" if mode == "cudagraphs" else "default",
-                  loss=replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0),
-                  steps=steps, log_every=max(1, steps // 8), val_every=0, preview_every=0, save_every=10**9)
+    cfg, _ = case_config(spec, device)
+    # The preset's validation split, as a user's run has it (not validated here: val_every 0).
+    cfg = replace(cfg, val_fraction=preset_config(cfg.preset).val_fraction, steps=steps,
+                  log_every=max(1, steps // 8), val_every=0, preview_every=0, save_every=10**9)
     reset_peak(device)
     result = train(cfg, faceset_a, faceset_b, out_dir, progress=False, minutes=seconds / 60)
     rows = [r for r in result.metrics if r.get("gpu_busy") is not None]

@@ -46,7 +46,8 @@ def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
         return tensor
     if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
         tensor = tensor.pin_memory()  # a host copy into the caching host allocator's pinned blocks
-    return tensor.to(device, non_blocking=True)
+    # From the device to the host the copy must finish before the host reads it: blocking.
+    return tensor.to(device, non_blocking=tensor.device.type == "cpu")
 
 
 @dataclass
@@ -163,19 +164,11 @@ class FaceCache:
     def gather(self, indices: torch.Tensor, device: str | torch.device | None = None) -> FaceBatch:
         """Rows `indices` (B,) as a batch on `device` (default: where the cache is)."""
         device = self.device if device is None else torch.device(device)
-        idx = indices.to(self.device, non_blocking=True)
-        images = self.images.index_select(0, idx)  # (B, 3, R, R)
-        masks = self.masks.index_select(0, idx)  # (B, 1, R, R)
-        landmarks = self.landmarks.index_select(0, idx)  # (B, 68, 2)
-        if device != self.device:
-            # Streaming from host memory: pin the gathered rows so the copy overlaps compute.
-            if device.type == "cuda" and not images.is_pinned():
-                images, masks, landmarks = images.pin_memory(), masks.pin_memory(), landmarks.pin_memory()
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            landmarks = landmarks.to(device, non_blocking=True)
-        return FaceBatch(images, masks, landmarks, host_to_device(indices, device) if indices.device.type == "cpu"
-                         else indices.to(device, non_blocking=True))
+        idx = host_to_device(indices, self.device)  # (B,)
+        rows = (self.images.index_select(0, idx), self.masks.index_select(0, idx), self.landmarks.index_select(0, idx))
+        # Streaming from host memory: the gathered rows go over pinned, so the copy overlaps compute.
+        images, masks, landmarks = (host_to_device(t, device) for t in rows)  # (B,3,R,R), (B,1,R,R), (B,68,2)
+        return FaceBatch(images, masks, landmarks, host_to_device(indices, device))
 
     def batches(
         self,
@@ -188,9 +181,9 @@ class FaceCache:
     ) -> Iterator[FaceBatch]:
         """Endless random batches of `batch` faces drawn from rows `indices` (None = all rows).
 
-        Rows are shuffled once per epoch with `generator` and every batch is full (an epoch's remainder
-        is carried into the next one). The shuffle runs on the generator's device, so with a CUDA
-        generator and a cache on the GPU nothing touches the host.
+        Rows are shuffled once per epoch with `generator` (a CPU generator) and every batch is full (an
+        epoch's remainder is carried into the next one): the training loop's EpochSampler, whose order
+        goes to the cache's device once per epoch.
 
         Data-parallel: every rank passes the same `generator` seed; each step a global batch of
         `batch * world_size` rows is drawn and rank r takes slice r. The ranks together then see exactly
@@ -201,8 +194,48 @@ class FaceCache:
             yield self.gather(rows[rank * batch : (rank + 1) * batch], device)
 
 
+class EpochSampler:
+    """Endless epoch-shuffled positions 0..n-1; its whole state is a generator and a position, both saved
+    in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would.
+
+    The shuffle is drawn on the host (a CPU generator: the same stream on every device) and copied to
+    `device` once per epoch from pinned memory; batches are slices of that copy, so a step moves no
+    indices between host and device. An epoch's remainder is carried into the next batch."""
+
+    def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
+        if n < 1:
+            raise DeepfakeError("no faces to train on (empty training split)")
+        self.n, self.generator, self.device = n, generator, torch.device(device)
+        self._set_order(torch.randperm(n, generator=generator))  # (n,)
+        self.pos = 0
+
+    def _set_order(self, order: torch.Tensor) -> None:
+        self.order = order  # (n,) on the host: what checkpoints save
+        self._order_on_device = host_to_device(order, self.device)  # (n,)
+
+    def next(self, batch: int) -> torch.Tensor:
+        out = []
+        while batch > 0:
+            if self.pos >= self.n:
+                self._set_order(torch.randperm(self.n, generator=self.generator))
+                self.pos = 0
+            take = min(batch, self.n - self.pos)
+            out.append(self._order_on_device[self.pos : self.pos + take])
+            self.pos, batch = self.pos + take, batch - take
+        return out[0] if len(out) == 1 else torch.cat(out)  # (batch,) on self.device
+
+    def state(self) -> torch.Tensor:
+        return torch.cat([torch.tensor([self.pos]), self.order])  # (1 + n,) int64
+
+    def load(self, state: torch.Tensor) -> None:
+        if state.numel() != self.n + 1:
+            raise DeepfakeError("the faceset changed since this model was saved: cannot resume exactly")
+        self.pos = int(state[0])
+        self._set_order(state[1:].clone())
+
+
 class Sampler:
-    """Endless epoch-shuffled batches of row indices; full batches only, the remainder rolls over."""
+    """Endless batches of rows `indices`, epoch-shuffled by an EpochSampler; full batches only."""
 
     def __init__(
         self,
@@ -218,19 +251,14 @@ class Sampler:
             raise DeepfakeError("no faces to sample from (empty training split)")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        self.generator = generator
         self.device = torch.device(device) if device is not None else indices.device
         self.indices = indices.to(self.device)  # (N,)
         self.batch = batch
+        self.epochs = EpochSampler(indices.numel(), generator, self.device)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        pending = self.indices[:0]
         while True:
-            while pending.numel() < self.batch:
-                order = torch.randperm(self.indices.numel(), generator=self.generator, device=self.generator.device)
-                pending = torch.cat([pending, self.indices[order.to(self.device)]])  # (n + N,)
-            yield pending[: self.batch]  # (batch,)
-            pending = pending[self.batch :]
+            yield self.indices[self.epochs.next(self.batch)]  # (batch,)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from deepfake import distributed as dist
 from deepfake.augment import Augmented, augment, augment_kernel, no_augment
 from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
 from deepfake.config import LossConfig, TrainConfig, to_dict
-from deepfake.data import FaceCache, host_to_device
+from deepfake.data import EpochSampler, FaceCache
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_text
@@ -91,46 +91,6 @@ def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
     if module is not None:
         for p in module.parameters():
             p.requires_grad_(flag)
-
-
-class EpochSampler:
-    """Endless epoch-shuffled indices into `n` rows; its whole state is a generator and a position,
-    both saved in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would.
-
-    The shuffle is drawn on the host (a CPU generator: the same stream on every device) and copied to
-    `device` once per epoch from pinned memory; batches are slices of that copy, so a step moves no
-    indices between host and device."""
-
-    def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
-        if n < 1:
-            raise DeepfakeError("no faces to train on (empty training split)")
-        self.n, self.generator, self.device = n, generator, torch.device(device)
-        self._set_order(torch.randperm(n, generator=generator))  # (n,)
-        self.pos = 0
-
-    def _set_order(self, order: torch.Tensor) -> None:
-        self.order = order  # (n,) on the host: what checkpoints save
-        self._order_on_device = host_to_device(order, self.device)  # (n,)
-
-    def next(self, batch: int) -> torch.Tensor:
-        out = []
-        while batch > 0:
-            if self.pos >= self.n:
-                self._set_order(torch.randperm(self.n, generator=self.generator))
-                self.pos = 0
-            take = min(batch, self.n - self.pos)
-            out.append(self._order_on_device[self.pos : self.pos + take])
-            self.pos, batch = self.pos + take, batch - take
-        return out[0] if len(out) == 1 else torch.cat(out)  # (batch,) on self.device
-
-    def state(self) -> torch.Tensor:
-        return torch.cat([torch.tensor([self.pos]), self.order])  # (1 + n,) int64
-
-    def load(self, state: torch.Tensor) -> None:
-        if state.numel() != self.n + 1:
-            raise DeepfakeError("the faceset changed since this model was saved: cannot resume exactly")
-        self.pos = int(state[0])
-        self._set_order(state[1:].clone())
 
 
 @dataclass
