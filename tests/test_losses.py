@@ -106,6 +106,34 @@ def test_no_nan_in_bf16_even_on_flat_images():
         assert torch.isfinite(gan_g_loss(logits)) and torch.isfinite(gan_d_loss(logits, -logits, "hinge"))
 
 
+@pytest.mark.parametrize("res", [64, 256])
+def test_losses_inside_bf16_autocast_equal_fp32(res):
+    """The train step computes its losses inside the bf16 autocast region. Autocast runs convolutions
+    in bf16, and SSIM's blur is one: its variances (e_aa - mu_a**2) would lose every significant bit.
+    The losses must give the fp32 value and gradient there, not merely a finite one."""
+    target = images(1, 2, res)
+    noise = 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 1, res, res)
+    lm = face_landmarks(2, res)
+
+    def run(amp: bool):
+        pred = (target + noise).clamp(0, 1).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            d = dssim(pred, target, mask)
+            total, terms = reconstruction_loss(pred, mask, target, mask, lm, LossConfig())
+        (d + total).backward()
+        return d.detach(), total.detach(), terms, pred.grad
+
+    d32, t32, terms32, g32 = run(False)
+    d16, t16, terms16, g16 = run(True)
+    assert d16.dtype == torch.float32 and t16.dtype == torch.float32
+    assert float(d16) == pytest.approx(float(d32), rel=1e-5)
+    assert float(t16) == pytest.approx(float(t32), rel=1e-5)
+    assert float(terms16["dssim"]) == pytest.approx(float(terms32["dssim"]), rel=1e-5)
+    cos = torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
+    assert float(cos) > 0.9999
+
+
 def test_gan_losses():
     big = torch.full((4, 1, 8, 8), 10.0)
     # A confident, correct D: near-zero loss; a fooled D: large loss.

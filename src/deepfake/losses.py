@@ -1,14 +1,15 @@
 """Losses: pure functions of tensors. No modules, no optimizers, no state.
 
 Images are float (B, C, H, W) in [0, 1]; masks (B, 1, H, W) in [0, 1]. Every function computes in
-float32 whatever the input dtype, so bf16 autocast upstream cannot push SSIM's small differences of
-large numbers into NaN.
+float32 whatever the input dtype and also inside a bf16 autocast region (SSIM's blur turns autocast
+off), so bf16 cannot push SSIM's small differences of large numbers into noise or NaN.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from deepfake.config import LossConfig
 
@@ -27,7 +28,22 @@ def _gaussian_kernel(size: int, sigma: float, device: torch.device) -> torch.Ten
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, kernel: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-pixel SSIM over a Gaussian window, 'valid' borders: (B, C, H-k+1, W-k+1), values in [-1, 1]."""
+    """Per-pixel SSIM over a Gaussian window, 'valid' borders: (B, C, H-k+1, W-k+1), values in [-1, 1].
+
+    Always float32, also inside a bf16 autocast region: autocast would run the blur (a convolution) in
+    bf16, and SSIM's variances are small differences of large moments (e_aa - mu_a**2), which bf16's
+    8-bit mantissa turns into noise: SSIM values far outside [-1, 1] and a gradient unrelated to fp32's.
+
+    Under autograd the map is recomputed in the backward pass instead of keeping its intermediates
+    (five float32 moments and their blurs per channel: several times the image per scale); the blur is
+    a depthwise filter, cheap next to the networks, and the values and gradients are the same.
+    """
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return checkpoint(_ssim_map, a, b, kernel, sigma, use_reentrant=False, preserve_rng_state=False)
+    return _ssim_map(a, b, kernel, sigma)
+
+
+def _ssim_map(a: torch.Tensor, b: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     a, b = a.float(), b.float()
     c = a.shape[1]
     g = _gaussian_kernel(kernel, sigma, a.device)
@@ -35,7 +51,8 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, kernel: int = 11, sigma: float = 
     moments = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # (B, 5C, H, W)
     gx = g.view(1, 1, 1, kernel).expand(5 * c, 1, 1, kernel)  # separable: rows, then columns
     gy = g.view(1, 1, kernel, 1).expand(5 * c, 1, kernel, 1)
-    blurred = F.conv2d(F.conv2d(moments, gx, groups=5 * c), gy, groups=5 * c)  # (B, 5C, H-k+1, W-k+1)
+    with torch.autocast(a.device.type, enabled=False):
+        blurred = F.conv2d(F.conv2d(moments, gx, groups=5 * c), gy, groups=5 * c)  # (B, 5C, H-k+1, W-k+1)
     mu_a, mu_b, e_aa, e_bb, e_ab = blurred.split(c, dim=1)
 
     c1, c2 = 0.01**2, 0.03**2  # for a dynamic range of 1

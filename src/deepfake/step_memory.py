@@ -19,6 +19,7 @@ autocast keeps a few more ops in fp32; the big tensors, convolution outputs, are
 from __future__ import annotations
 
 import contextlib
+import gc
 from dataclasses import dataclass, replace
 
 import torch
@@ -116,7 +117,11 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
                      for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
         cuda = dev.type == "cuda" and not fake
         if cuda:
+            # An earlier measurement's models and Adam state may still wait for the cycle collector
+            # (AdversarialStep holds its own bound methods); the allocator's peak must not count them.
+            gc.collect()
             torch.cuda.synchronize(dev)
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
         with MemoryTracker() as mem:
             mem.track(params, "weights")
@@ -156,7 +161,8 @@ def estimate(cfg: TrainConfig) -> str:
     default) and fp32, and with the decoder's activation checkpointing when it is off. Fake tensors:
     seconds on any machine, before a GPU-hour is spent finding out."""
     def peak(c: TrainConfig, amp: str) -> str:
-        return f"{measure_train_step(c, amp=amp).peak / 2**30:.2f} GiB"
+        n = measure_train_step(c, amp=amp).peak
+        return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"  # small presets in MiB
 
     lines = [f"estimated peak memory of one training step at batch {cfg.batch} per identity: "
              f"{peak(cfg, 'bf16')} with bf16 (the GPU default), {peak(cfg, 'off')} in fp32"]
