@@ -13,6 +13,10 @@
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
 # the card, torch version and date the log's first lines print.
 #
+# Rehearsal, on any machine before spending device time: GPU_CHECK_REHEARSE=1 bash benchmarks/gpu_check.sh
+# runs every part on the CPU with the tiny preset (the CUDA-only tests skip, the memory part has no CUDA
+# peak to compare), to catch a broken command line or a missing import without a GPU.
+#
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
@@ -23,6 +27,11 @@ LOG="$OUT/gpu_check.log"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export DEEPFAKE_MEDIA="${DEEPFAKE_MEDIA:-$PWD/.gpu_media}"
 PY=${PYTHON:-python3}
+if [[ ${GPU_CHECK_REHEARSE:-0} == 1 ]]; then  # the same parts on the CPU, tiny sizes: plumbing only
+    O64=tiny:2 DF=tiny:2 MEM='("tiny", 2),' MEM_DEV=cpu ON="--device cpu --faces 8" TRAIN_STEPS=16
+else
+    O64=original64:64 DF=df256:32 MEM='("original64", 64), ("df256", 16)' MEM_DEV=cuda ON="" TRAIN_STEPS=400
+fi
 START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET:-540}  # seconds for the whole script; a part is skipped when it cannot fit
 
@@ -52,29 +61,34 @@ part 90 "CUDA tests" $PY -m pytest -q -rs tests/test_augment.py tests/test_augme
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
 #     peak of the same step run for real.
-part 60 "memory: estimate vs CUDA" $PY -c '
+part 60 "memory: estimate vs CUDA" $PY -c "MEM = [$MEM]; DEV = '$MEM_DEV'"'
 from dataclasses import replace
 from deepfake.models import preset_config
 from deepfake.step_memory import measure_train_step
-for name, batch in (("original64", 64), ("df256", 16)):
+for name, batch in MEM:
     cfg = preset_config(name)
     for ckpt in (False, True):
         c = replace(cfg, model=replace(cfg.model, checkpoint_decoder=ckpt))
         est = measure_train_step(c, batch, amp="bf16")
-        real = measure_train_step(c, batch, amp="bf16", fake=False, device="cuda")
+        real = measure_train_step(c, batch, amp="bf16", fake=False, device=DEV)
+        cuda_peak = "-" if real.cuda_peak is None else f"{real.cuda_peak / 2**30:.2f}"
         print(f"{name} b{batch} checkpoint_decoder={ckpt}: estimate {est.peak / 2**30:.2f} GiB, "
-              f"tracked on CUDA {real.peak / 2**30:.2f} GiB, allocator peak {real.cuda_peak / 2**30:.2f} GiB")
+              f"tracked on {DEV} {real.peak / 2**30:.2f} GiB, allocator peak {cuda_peak} GiB")
 '
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
 part 200 "original64 b64 compile (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases original64:64:compile --steps 30 --warmup 5 --train-check original64:64:compile --train-steps 400
+    $PY benchmarks/train_speed.py --cases $O64:compile --steps 30 --warmup 5 --train-check $O64:compile --train-steps $TRAIN_STEPS $ON
 part 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases df256:32:compile:gan --steps 15 --warmup 3 --train-check none
+    $PY benchmarks/train_speed.py --cases $DF:compile:gan --steps 15 --warmup 3 --train-check none $ON
 part 100 "eager baselines" \
-    $PY benchmarks/train_speed.py --cases original64:64:eager,df256:32:eager:gan --steps 15 --warmup 3 --train-check none
+    $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
 part 90 "original64 b64 CUDA graphs" \
-    $PY benchmarks/train_speed.py --cases original64:64:cudagraphs --steps 30 --warmup 5 --train-check none
+    $PY benchmarks/train_speed.py --cases $O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
+
+# 3. Gradient accumulation under CUDA graphs sums every micro-batch (the tiny preset; eager vs replay).
+part 90 "grad accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py -k gradient_accumulation \
+    -p no:cacheprovider
 
 echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"

@@ -50,7 +50,7 @@ from deepfake.config import ModelConfig, TrainConfig
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.step_timer import StepTimer
-from deepfake.train import TRAIN_KEYS, AdversarialStep, load_side, make_optimizer, resolve_amp
+from deepfake.train import TRAIN_KEYS, AdversarialStep, configure_cuda, load_side, make_optimizer, resolve_amp
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
 GPU_CASES = "original64:64:eager,original64:64:compile,original64:64:cudagraphs,df256:32:eager:gan,df256:32:compile:gan"
@@ -348,6 +348,9 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
         ref_step(*sets[i % 2])
     ref_s = timed(lambda i: ref_step(*sets[i % 2]), args.steps, device)
     out.update(
+        # The reference runs as ANCHORS.md measured it: eager, or torch.compile in its default mode, also
+        # beside a cudagraphs case (there the ratio is CUDA-graph replay against the anchors' best setting).
+        ref_mode="compile" if compiled else "eager",
         ref_params_M=round(sum(p.numel() for m in ref_mods for p in m.parameters()) / 1e6, 2),
         ref_step_ms=round(ref_s * 1e3, 3),
         ref_gflop_per_step=sig(ref_flops / 1e9),
@@ -437,6 +440,8 @@ def table(rows: list[dict]) -> str:
             f"{r['tflops']:.4g} | {r['mfu_pct']:.1f} | {r['ref_mfu_pct']:.1f} | {r['peak_gib']:.2f}/{r['ref_peak_gib']:.2f} | "
             f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} | {r['data_ms']:.2f} |"
         )
+    lines.append("\nref = the plain reference as ANCHORS.md ran it: eager beside eager cases, torch.compile (default "
+                 "mode) beside compile and cudagraphs cases.")
     return "\n".join(lines)
 
 
@@ -466,10 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     cases = (args.cases or (GPU_CASES if device.type == "cuda" else QUICK_CASES)).split(",")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    configure_cuda(device)  # the flags `deepfake train` sets (cudnn autotuning, TF32), for ours and the reference
 
     peak, peak_what = matmul_peak(device)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",

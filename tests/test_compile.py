@@ -107,3 +107,66 @@ def test_compiled_training_loop_matches_eager(faceset_a, faceset_b, tmp_path, on
         for key in ("loss", "loss_d", "dssim_a", "mse_b", "gan_g"):
             assert c[key] == pytest.approx(e[key], rel=1e-3, abs=1e-5), f"step {e['step']}: {key} {c[key]} vs {e[key]}"
     assert [r["step"] for r in compiled.metrics] == [1, 2, 3, 4]
+
+
+def accumulated_grads(compile_mode: str | None, device: torch.device, steps: int = 3,
+                      which: slice = slice(0, 2)) -> list[torch.Tensor]:
+    """G's and D's gradients accumulated over the micro-batches `which` (of 2, all different faces), at
+    the last of `steps` steps (the optimizers never step: every step sees the same weights)."""
+    accum = len(range(2)[which])
+    cfg = preset_config("tiny")
+    cfg = replace(cfg, compile=compile_mode is not None, compile_mode=compile_mode or "default", device=device.type,
+                  amp="off", grad_accum=accum, loss=replace(cfg.loss, gan_weight=0.1))
+    torch.manual_seed(0)
+    g = build_autoencoder(cfg.model).to(device)
+    d = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device)
+    opt_g = make_optimizer(cfg, g.parameters(), cfg.lr, device)
+    opt_d = make_optimizer(cfg, d.parameters(), cfg.d_lr, device)
+    stepper = AdversarialStep(cfg, g, d, opt_g, opt_d, device, None)
+    captured: list[torch.Tensor] = []
+
+    def capture(opt, params, loss):  # in place of clip + step: keep the summed gradients, drop them
+        captured[:] = [p.grad.detach().clone() for p in params]
+        opt.zero_grad(set_to_none=True)
+        return torch.zeros((), device=device)
+
+    stepper._finish = capture
+    gen = torch.Generator().manual_seed(1)
+    images = (torch.rand(8, 3, 64, 64, generator=gen) * 255).to(torch.uint8).to(device)  # (8, 3, 64, 64)
+    masks = torch.full((8, 1, 64, 64), 255, dtype=torch.uint8, device=device)
+    landmarks = (torch.rand(8, 68, 2, generator=gen) * 40 + 12).to(device)  # (8, 68, 2) px
+    micro = [no_augment(images[i : i + 2], masks[i : i + 2], landmarks[i : i + 2]) for i in range(0, 8, 2)]
+    a, b = micro[:2][which], micro[2:][which]  # up to 2 micro-batches per side, all different faces
+    grads = []
+    for step in range(steps):
+        _, _, fakes = stepper.generator_phase(a, b, step)
+        g_grads = list(captured)
+        stepper.discriminator_phase(a, b, fakes, step)
+        grads = g_grads + list(captured)
+    return grads
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_gradient_accumulation_under_cuda_graphs_sums_every_micro_batch():
+    """With --compile-mode reduce-overhead and grad_accum 2, the first micro-batch's gradient must not be
+    overwritten by the second's graph replay (pytorch/pytorch#169545): the sums equal eager's."""
+    device = torch.device("cuda")
+    eager = accumulated_grads(None, device)
+    graphs = accumulated_grads("reduce-overhead", device)
+    assert len(graphs) == len(eager) > 0
+    for i, (e, c) in enumerate(zip(eager, graphs)):
+        err = float((c - e).norm() / e.norm().clamp_min(1e-12))
+        assert err < 1e-2, f"gradient {i}: relative error {err:.3g} against eager"
+
+
+def test_gradient_accumulation_capture_is_exact_on_cpu():
+    """The helper above, eager on the CPU: 2 accumulated micro-batches give the mean of their separate
+    gradients, so the CUDA test compares real sums (and the capture itself is sound)."""
+    cpu = torch.device("cpu")
+    both = accumulated_grads(None, cpu, steps=2)
+    first = accumulated_grads(None, cpu, steps=1, which=slice(0, 1))
+    second = accumulated_grads(None, cpu, steps=1, which=slice(1, 2))
+    assert len(both) == len(first) == len(second) > 0
+    for i, (s, x, y) in enumerate(zip(both, first, second)):
+        torch.testing.assert_close(s, (x + y) / 2, rtol=1e-4, atol=1e-7, msg=f"gradient {i}")
+    assert sum(float((x - y).abs().sum()) for x, y in zip(first, second)) > 0  # the micro-batches differ

@@ -18,6 +18,11 @@ Here the loop reports the fraction itself, without adding a host sync to the hot
 On CUDA the marks are CUDA events, so the times are the device's own timeline; they are read only in
 `window`, after the loop has synchronised anyway. On the CPU, ops run synchronously, so the host clock
 is the device's timeline.
+
+What the events cannot see: a gap *inside* the G and D phases, where the device waits for the host to
+launch the next kernel, counts as busy. That is launch overhead, which `--compile` (fused kernels) and
+CUDA graphs (one launch per phase) remove; the speed benchmark's compute-only/full column and its eager
+against compiled cases show its size.
 """
 
 from __future__ import annotations

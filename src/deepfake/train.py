@@ -134,6 +134,18 @@ class AdversarialStep:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
 
+    def _own_grads(self, params: list[nn.Parameter], accum: int) -> None:
+        """Before accumulating micro-batches under CUDA graphs, give every parameter a .grad of its own.
+
+        Otherwise the first backward *installs* its gradient, which lives in the CUDA-graph pool, as
+        .grad, and the next micro-batch's replay overwrites it: the sum would be g2 + g2, silently
+        (pytorch/pytorch#169545). With a .grad already there, autograd adds into it in place.
+        """
+        if self.cuda_graphs and accum > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -197,6 +209,8 @@ class AdversarialStep:
         logs = torch.zeros(10, device=self.device)
         fakes = []
         total = torch.zeros((), device=self.device)
+        params = [p for p in self.autoencoder.parameters()]
+        self._own_grads(params, accum)
         for i, (a, b) in enumerate(zip(batches_a, batches_b)):
             sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()
             with sync:
@@ -209,7 +223,6 @@ class AdversarialStep:
                 # CUDA-graph outputs live in a static pool the next replay overwrites (grad_accum > 1).
                 rgb_a, rgb_b = rgb_a.clone(), rgb_b.clone()
             fakes.append((rgb_a.detach(), rgb_b.detach()))
-        params = [p for p in self.autoencoder.parameters()]
         skipped = self._finish(self.opt_g, params, total)
         return logs, skipped, fakes
 
@@ -222,6 +235,8 @@ class AdversarialStep:
         lazy_r1 = self.loss_cfg.r1_gamma > 0 and step % max(1, self.loss_cfg.r1_every) == 0
         logs = torch.zeros(3, device=self.device)
         total = torch.zeros((), device=self.device)
+        params = list(self.discriminator.parameters())
+        self._own_grads(params, accum)
         for a, b, (fake_a, fake_b) in zip(batches_a, batches_b, fakes):
             real = torch.cat([a.target, b.target])  # (2B, 3, R, R)
             fake = torch.cat([fake_a, fake_b])  # (2B, 3, R, R), no path back into G
@@ -237,7 +252,7 @@ class AdversarialStep:
             logs += torch.stack([loss.detach().float(), acc_real, acc_fake]) / accum
         # D is not DDP-wrapped (R1 needs a double backward); average its gradients by hand.
         dist.all_reduce_gradients(self.discriminator.parameters())
-        skipped = self._finish(self.opt_d, list(self.discriminator.parameters()), total)
+        skipped = self._finish(self.opt_d, params, total)
         return logs, skipped
 
 
@@ -254,6 +269,21 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise DeepfakeError(f"unknown device '{name}' (auto | cpu | cuda | cuda:N)") from None
+
+
+def configure_cuda(device: torch.device) -> None:
+    """The CUDA settings a training run uses (process-wide torch flags; nothing on a CPU).
+
+    cudnn autotuning pays here: every step has the same shapes, so the fastest convolution algorithms
+    are picked once. TF32 for float32 matmuls and convolutions, as faceswap's fp32 runs use: only an
+    `--amp off` run does float32 work in the big layers. The speed benchmark calls this too, so it
+    measures the step under the settings `deepfake train` runs it with.
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
 
 
 def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
@@ -462,6 +492,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
 
     # Device and precision.
     device = ctx.device if ctx is not None and ctx.distributed else resolve_device(cfg.device)
+    configure_cuda(device)
     amp_dtype = resolve_amp(cfg.amp, device)
     main = dist.is_main()
     per_rank_batch = dist.shard_batch(cfg.batch)
