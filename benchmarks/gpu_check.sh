@@ -55,8 +55,9 @@ part() {  # part SECONDS TITLE COMMAND...: run COMMAND under a limit if the budg
 } 2>&1 | tee "$LOG"
 
 # 1. Correctness on CUDA: augmentation on the device against the CPU and the NumPy reference, the face
-#    cache on the device. (The tests that extract faces need dlib and are deselected.)
-part 90 "CUDA tests" $PY -m pytest -q -rs tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py \
+#    cache on the device, the losses inside CUDA's bf16 autocast against fp32 and SSIM against float64
+#    (TF32 must not reach it). (The tests that extract faces need dlib and are deselected.)
+part 90 "CUDA tests" $PY -m pytest -q -rs tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's

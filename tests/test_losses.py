@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from deepfake.config import LossConfig
 from deepfake.faces.align import canonical_points
@@ -106,19 +107,82 @@ def test_no_nan_in_bf16_even_on_flat_images():
         assert torch.isfinite(gan_g_loss(logits)) and torch.isfinite(gan_d_loss(logits, -logits, "hinge"))
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def ssim_float64(a: torch.Tensor, b: torch.Tensor, k: int, sigma: float) -> torch.Tensor:
+    """SSIM written from its definition, in float64 on the CPU, with a 2-D Gaussian window."""
+    a, b = a.double().cpu(), b.double().cpu()
+    x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    w = torch.outer(g, g) / g.sum() ** 2  # (k, k)
+    c = a.shape[1]
+
+    def mean(t):
+        return F.conv2d(t, w.expand(c, 1, k, k), groups=c)
+
+    mu_a, mu_b = mean(a), mean(b)
+    var_a, var_b, cov = mean(a * a) - mu_a**2, mean(b * b) - mu_b**2, mean(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def smooth_faces(b=2, r=256, seed=0):
+    """Face-like images: smooth shading plus a little texture, and a dark masked-out background, where
+    the local variances are tiny next to the squared means (what makes SSIM sensitive to precision)."""
+    g = torch.Generator().manual_seed(seed)
+    low = F.interpolate(torch.rand(b, 3, 6, 6, generator=g), size=(r, r), mode="bicubic", align_corners=False)
+    img = (0.25 + 0.6 * low + 0.01 * torch.rand(b, 3, r, r, generator=g)).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, r), torch.linspace(-1, 1, r), indexing="ij")
+    return img * ((xx**2 / 0.5 + yy**2 / 0.8) < 1).float()  # (B, 3, R, R), an oval "face"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ssim_matches_a_float64_reference_even_under_autocast(device):
+    """On the CPU and on a GPU (where cuDNN would run a float32 convolution in TF32), inside bf16
+    autocast: SSIM of near-identical faces within 1e-3 of float64 everywhere, DSSIM within 1e-4 relative."""
+    from deepfake.losses import ssim_map
+
+    target = smooth_faces()
+    pred = (target + 0.02 * torch.randn(target.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    for k in dssim_kernels(256):
+        sigma = 1.5 * k / 11
+        ref = ssim_float64(pred, target, k, sigma)
+        p = pred.to(device).requires_grad_(True)  # the training path (recomputed in backward)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            ours = ssim_map(p, target.to(device), k, sigma)
+        assert ours.dtype == torch.float32 and ours.shape == ref.shape
+        ours = ours.detach().double().cpu()
+        assert float((ours - ref).abs().max()) < 1e-3, f"k={k}"
+        d_ours, d_ref = float((1 - ours).mean() / 2), float((1 - ref).mean() / 2)
+        assert d_ours == pytest.approx(d_ref, rel=1e-4), f"k={k}"
+
+
+def test_separable_blur_gradient():
+    from deepfake.losses import _gaussian_weights, _SeparableBlur
+
+    w = _gaussian_weights(5, 1.0)
+    assert sum(w) == pytest.approx(1) and w == w[::-1]
+    x = torch.rand(1, 2, 12, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _SeparableBlur.apply(t, w, w), (x,))
+    uneven = (0.1, 0.6, 0.3)  # the adjoint must flip the taps, which a symmetric Gaussian hides
+    assert torch.autograd.gradcheck(lambda t: _SeparableBlur.apply(t, uneven, (0.5, 0.5)), (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("res", [64, 256])
-def test_losses_inside_bf16_autocast_equal_fp32(res):
+def test_losses_inside_bf16_autocast_equal_fp32(res, device):
     """The train step computes its losses inside the bf16 autocast region. Autocast runs convolutions
     in bf16, and SSIM's blur is one: its variances (e_aa - mu_a**2) would lose every significant bit.
     The losses must give the fp32 value and gradient there, not merely a finite one."""
-    target = images(1, 2, res)
-    noise = 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
-    mask = torch.ones(2, 1, res, res)
-    lm = face_landmarks(2, res)
+    target = images(1, 2, res).to(device)
+    noise = 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2)).to(device)
+    mask = torch.ones(2, 1, res, res, device=device)
+    lm = face_landmarks(2, res).to(device)
 
     def run(amp: bool):
         pred = (target + noise).clamp(0, 1).requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             d = dssim(pred, target, mask)
             total, terms = reconstruction_loss(pred, mask, target, mask, lm, LossConfig())
         (d + total).backward()
