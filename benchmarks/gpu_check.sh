@@ -88,8 +88,9 @@ part 100 "eager baselines" \
 part 90 "original64 b64 CUDA graphs" \
     $PY benchmarks/train_speed.py --cases $O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
 
-# 3. Gradient accumulation under CUDA graphs sums every micro-batch (the tiny preset; eager vs replay).
-part 90 "grad accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py -k gradient_accumulation \
-    -p no:cacheprovider
+# 3. Compiled gradients on CUDA: the loss's gradient compiled vs eager, and gradient accumulation under
+#    CUDA graphs summing every micro-batch (the tiny preset; eager vs replay).
+part 90 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py \
+    -k "gradient_accumulation or loss_gradient" -p no:cacheprovider
 
 echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"

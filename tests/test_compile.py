@@ -66,6 +66,40 @@ def test_compiled_step_matches_eager_step():
     assert eager[1][0] != eager[0][0]  # the first step changed the weights, so step 2 compares trained models
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA"))])
+def test_compiled_loss_gradient_matches_eager(device):
+    """The reconstruction loss (DSSIM with its custom blur recomputed in backward, masked MSE, mask
+    loss) compiled gives eager's gradient. torch 2.11's compiler once got it entirely wrong (relative
+    error 1.0) for an in-place add inside the blur; this runs on the device image's torch too."""
+    from deepfake.config import LossConfig
+    from deepfake.faces.align import canonical_points
+    from deepfake.losses import reconstruction_loss
+
+    problem = compiler_problem()
+    if problem:
+        pytest.skip(problem)
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 64, 64, generator=gen).to(device)
+    pred0 = (target.cpu() + 0.1 * torch.randn(2, 3, 64, 64, generator=gen)).clamp(0, 1).to(device)
+    mask = (torch.rand(2, 1, 64, 64, generator=gen) > 0.2).float().to(device)
+    lm = torch.as_tensor(canonical_points(64, 0.75), dtype=torch.float32).expand(2, 68, 2).to(device)
+
+    def loss(pred, pred_mask):
+        return reconstruction_loss(pred, pred_mask, target, mask, lm, LossConfig())[0]
+
+    def grads(fn):
+        pred = pred0.clone().requires_grad_(True)
+        pred_mask = torch.full_like(mask, 0.5).requires_grad_(True)
+        fn(pred, pred_mask).backward()
+        return pred.grad, pred_mask.grad
+
+    (ge, gme), (gc, gmc) = grads(loss), grads(torch.compile(loss))
+    for name, e, c in (("image", ge, gc), ("mask", gme, gmc)):
+        err = float((c - e).norm() / e.norm())
+        assert err < 1e-4, f"{name} gradient: relative error {err:.3g}"
+
+
 def test_compiled_augmentation_matches_eager():
     """Training compiles the augmentation's pixel work too (augment_kernel): same faces as eager."""
     from deepfake.augment import apply, augment_kernel, sample_params

@@ -148,7 +148,7 @@ def test_ssim_matches_a_float64_reference_even_under_autocast(device):
     for k in dssim_kernels(256):
         sigma = 1.5 * k / 11
         ref = ssim_float64(pred, target, k, sigma)
-        p = pred.to(device).requires_grad_(True)  # the training path (recomputed in backward)
+        p = pred.clone().to(device).requires_grad_(True)  # the training path (recomputed in backward)
         with torch.autocast(device, dtype=torch.bfloat16):
             ours = ssim_map(p, target.to(device), k, sigma)
         assert ours.dtype == torch.float32 and ours.shape == ref.shape
@@ -173,7 +173,7 @@ def test_separable_blur_gradient():
 @pytest.mark.parametrize("res", [64, 256])
 def test_losses_inside_bf16_autocast_equal_fp32(res, device):
     """The train step computes its losses inside the bf16 autocast region. Autocast runs convolutions
-    in bf16, and SSIM's blur is one: its variances (e_aa - mu_a**2) would lose every significant bit.
+    in bf16, and SSIM's blur was one: its variances (e_aa - mu_a**2) lost every significant bit.
     The losses must give the fp32 value and gradient there, not merely a finite one."""
     target = images(1, 2, res).to(device)
     noise = 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2)).to(device)

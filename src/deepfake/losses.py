@@ -36,7 +36,8 @@ def _taps_valid(x: torch.Tensor, weights: tuple[float, ...], dim: int) -> torch.
     n = x.shape[dim] - len(weights) + 1
     out = x.narrow(dim, 0, n) * weights[0]
     for i, w in enumerate(weights[1:], start=1):
-        out.add_(x.narrow(dim, i, n), alpha=w)  # in place: one buffer, not one per tap (eager)
+        # Out of place: torch 2.11's compiler gets the gradient wrong with an in-place add here.
+        out = torch.add(out, x.narrow(dim, i, n), alpha=w)
     return out
 
 
