@@ -54,8 +54,9 @@ class _SeparableBlur(torch.autograd.Function):
     Not a convolution on purpose. SSIM's variances are small differences of large moments
     (e_aa - mu_a**2), and a convolution may run at reduced precision: bf16 inside autocast, or TF32,
     which cuDNN uses for float32 convolutions by default (channels_last inputs go to cuDNN; inductor
-    may choose that layout). Measured on real 256 px faces against float64: TF32 rounding alone puts
-    DSSIM 2.5-11 % off, bf16 by a factor of 60. Elementwise arithmetic has no such mode.
+    may choose that layout). Simulated on real 256 px faces (the blur's inputs rounded as TF32 or bf16
+    would round them) against float64: TF32 puts DSSIM 2.5-11 % off, bf16 up to 60x. Elementwise
+    arithmetic has no such mode.
     """
 
     @staticmethod
