@@ -93,4 +93,9 @@ part 90 "original64 b64 CUDA graphs" \
 part 90 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py \
     -k "gradient_accumulation or loss_gradient" -p no:cacheprovider
 
+# 4. Diagnosis for whatever misses a target: torch.profiler's top kernels and launches per step of our
+#    compiled steps (the inductor cache from part 2 makes the recompile short).
+part 100 "profile of our compiled steps" \
+    $PY benchmarks/train_speed.py --cases $O64:compile,$DF:compile:gan --steps 5 --warmup 3 --train-check none --profile $ON
+
 echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"

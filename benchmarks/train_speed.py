@@ -289,6 +289,28 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
+    """Where a step's time goes: torch.profiler over n steps, the top kernels by device time, and the
+    launches per step (a launch-bound step shows many short kernels and host time above device time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    with profile(activities=acts) as prof:
+        for i in range(n):
+            fn(i)
+        sync(device)
+    events = prof.key_averages()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"profile of {case}, {n} steps:", flush=True)
+    print(events.table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
+    if device.type == "cuda":
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_us = sum(e.device_time for e in kernels) if kernels and hasattr(kernels[0], "device_time") else float("nan")
+        print(json.dumps({"profile": case, "kernels_per_step": round(len(kernels) / n, 1),
+                          "kernel_ms_per_step": round(busy_us / n / 1e3, 3)}), flush=True)
+
+
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
     """PRESET:BATCH:MODE[:gan] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
@@ -338,6 +360,11 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
         data_ms=round(busy.data_ms, 3),
         compute_over_full=round(min(1.0, compute_s / step_s), 3),
     )
+    if args.profile:
+        try:
+            profile_steps(lambda i: full(args.warmup + args.steps + i), device, case)
+        except Exception as e:  # the profile is a diagnosis: never lose the case's numbers to it
+            print(f"profile of {case} failed: {type(e).__name__}: {e}", flush=True)
     del full, compute, draw, side_a, side_b, stepper, eager, mods, pre, timer
 
     # The reference, same process, same device.
@@ -455,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=None, help="frames per clip for the on-the-fly facesets (default 64, quick 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny preset, 2 steps, no speed claims")
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler's top kernels of our step per case")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--train-check", default=None, metavar="CASE",
                    help="after the cases, run `deepfake train` on CASE (PRESET:BATCH:MODE[:gan]) and report the "
