@@ -17,7 +17,9 @@
 # runs every part on the CPU with the tiny preset (the CUDA-only tests skip, the memory part has no CUDA
 # peak to compare), to catch a broken command line or a missing import without a GPU.
 #
-# Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). The swap speed check is
+# Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
+# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 eager o64modes
+# grads profile; GRADS_K narrows the gradient tests' -k). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
 
@@ -35,8 +37,11 @@ fi
 START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET:-540}  # seconds for the whole script; a part is skipped when it cannot fit
 
-part() {  # part SECONDS TITLE COMMAND...: run COMMAND under a limit if the budget still allows it
-    local limit=$1 title=$2; shift 2
+PARTS=${GPU_CHECK_PARTS:-all}  # e.g. "tests train df256": only the parts named (ids below), in this file's order
+
+part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the budget still allows it
+    local id=$1 limit=$2 title=$3; shift 3
+    [[ $PARTS == all || " $PARTS " == *" $id "* ]] || return 0
     local left=$((BUDGET - ($(date +%s) - START)))
     if (( left < 30 )); then
         echo "## $title: skipped, ${left} s of the budget left" | tee -a "$LOG"
@@ -57,12 +62,12 @@ part() {  # part SECONDS TITLE COMMAND...: run COMMAND under a limit if the budg
 # 1. Correctness on CUDA: augmentation on the device against the CPU and the NumPy reference, the face
 #    cache on the device, the losses inside CUDA's bf16 autocast against fp32 and SSIM against float64
 #    (TF32 must not reach it). (The tests that extract faces need dlib and are deselected.)
-part 90 "CUDA tests" $PY -m pytest -q -rs tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py \
+part tests 90 "CUDA tests" $PY -m pytest -q -rs tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
 #     peak of the same step run for real.
-part 60 "memory: estimate vs CUDA" $PY -c "MEM = [$MEM]; DEV = '$MEM_DEV'"'
+part memory 60 "memory: estimate vs CUDA" $PY -c "MEM = [$MEM]; DEV = '$MEM_DEV'"'
 from dataclasses import replace
 from deepfake.models import preset_config
 from deepfake.step_memory import measure_train_step
@@ -79,23 +84,23 @@ for name, batch in MEM:
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-part 200 "original64 b64 compile (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases $O64:compile --steps 30 --warmup 5 --train-check $O64:compile --train-steps $TRAIN_STEPS $ON
-part 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
+part train 200 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
+    $PY benchmarks/train_speed.py --cases $O64:auto --steps 30 --warmup 5 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
+part df256 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases $DF:compile:gan --steps 15 --warmup 3 --train-check none $ON
-part 100 "eager baselines" \
+part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
-part 90 "original64 b64 CUDA graphs" \
-    $PY benchmarks/train_speed.py --cases $O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
+part o64modes 90 "original64 b64 compile in the default mode, and CUDA graphs" \
+    $PY benchmarks/train_speed.py --cases $O64:compile,$O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
 
 # 3. Compiled gradients on CUDA: the loss's gradient compiled vs eager, and gradient accumulation under
 #    CUDA graphs summing every micro-batch (the tiny preset; eager vs replay).
-part 90 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py \
-    -k "gradient_accumulation or loss_gradient" -p no:cacheprovider
+part grads 150 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py \
+    -k "${GRADS_K:-gradient_accumulation or loss_gradient}" -p no:cacheprovider
 
 # 4. Diagnosis for whatever misses a target: torch.profiler's top kernels and launches per step of our
 #    compiled steps (the inductor cache from part 2 makes the recompile short).
-part 100 "profile of our compiled steps" \
+part profile 100 "profile of our compiled steps" \
     $PY benchmarks/train_speed.py --cases $O64:compile,$DF:compile:gan --steps 5 --warmup 3 --train-check none --profile $ON
 
 echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"

@@ -13,7 +13,8 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan], MODE = eager | compile | cudagraphs (compile, mode reduce-overhead); `gan` turns the discriminator on
+Case syntax: PRESET:BATCH:MODE[:gan], MODE = eager | compile | cudagraphs (compile, mode reduce-overhead) | auto
+(compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on CUDA); `gan` turns the discriminator on
 (gan_weight 0.1). BATCH is faces per identity per step; faces/s counts both identities (2 x BATCH),
 as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
@@ -45,12 +46,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake.augment import augment, augment_kernel
+from deepfake.augment import augment_kernel
 from deepfake.config import ModelConfig, TrainConfig
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.step_timer import StepTimer
-from deepfake.train import TRAIN_KEYS, AdversarialStep, configure_cuda, load_side, make_optimizer, resolve_amp
+from deepfake.data_stream import DataStream
+from deepfake.train import TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, resolve_amp
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
 GPU_CASES = "original64:64:eager,original64:64:compile,original64:64:cudagraphs,df256:32:eager:gan,df256:32:compile:gan"
@@ -200,13 +202,10 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
     timer = StepTimer(device)  # the same marks the training loop sets
     kernel = augment_kernel(cfg.compile)  # compiled augmentation when the step is compiled, as in train
 
-    def draw(side, step):
-        rows = side.train_rows[side.sampler.next(cfg.batch)]  # (B,)
-        faces = side.cache.gather(rows)
-        batch = augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step, kernel)
-        if cfg.channels_last and device.type == "cuda":
-            batch.inputs = batch.inputs.contiguous(memory_format=torch.channels_last)
-        return [batch]
+    stream = DataStream(device)  # the data section on its own CUDA stream, as in train
+
+    def draw(step):
+        return draw_step(side_a, side_b, cfg.batch, cfg, aug_gen, step, kernel, stream)
 
     def compute(stepper_, a, b, step):
         nonlocal sums
@@ -216,7 +215,7 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
 
     def full(step, stepper_=stepper):
         timer.data_start()
-        a, b = draw(side_a, step), draw(side_b, step)
+        a, b = draw(step)
         timer.compute_start()
         compute(stepper_, a, b, step)
         timer.compute_end()
@@ -315,13 +314,15 @@ def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
     """PRESET:BATCH:MODE[:gan] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
-    if mode not in ("eager", "compile", "cudagraphs"):
-        raise SystemExit(f"case {case}: mode must be eager, compile or cudagraphs")
+    if mode not in ("eager", "compile", "cudagraphs", "auto"):
+        raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs or auto")
     cfg = preset_config(preset)
     loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
-    # cudagraphs: compile with mode reduce-overhead (CUDA graph replay).
+    # cudagraphs: compile with mode reduce-overhead (CUDA graph replay); auto: what `deepfake train
+    # --compile` picks by default (train.resolve_compile_mode).
+    compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto"}.get(mode, "default")
     cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
-                  compile_mode="reduce-overhead" if mode == "cudagraphs" else "default")
+                  compile_mode=compile_mode)
     return cfg, mode
 
 
@@ -345,7 +346,7 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     timer.window(1.0)  # drop the FLOP-count and warm-up steps' marks
     step_s = timed(lambda i: full(args.warmup + i), args.steps, device)
     busy = timer.window(step_s * args.steps)
-    pre = [(draw(side_a, i), draw(side_b, i)) for i in range(2)]
+    pre = [draw(i) for i in range(2)]
     compute_s = timed(lambda i: compute(stepper, *pre[i % 2], i), args.steps, device)
     out.update(
         step_ms=round(step_s * 1e3, 3),
@@ -486,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--train-check", default=None, metavar="CASE",
                    help="after the cases, run `deepfake train` on CASE (PRESET:BATCH:MODE[:gan]) and report the "
-                        "GPU-busy fraction the loop measures (default on CUDA: original64:64:compile; none: skip)")
+                        "GPU-busy fraction the loop measures (default on CUDA: original64:64:auto; none: skip)")
     p.add_argument("--train-steps", type=int, default=None, help="steps of the train check (default 400, quick 24)")
     p.add_argument("--train-seconds", type=float, default=120, help="time cap of the train check (default 120)")
     args = p.parse_args(argv)
@@ -521,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
         check = None
-        spec = args.train_check or ("original64:64:compile" if device.type == "cuda" and not args.quick else
+        spec = args.train_check or ("original64:64:auto" if device.type == "cuda" and not args.quick else
                                     ("tiny:2:eager" if args.quick else None))
         if spec and spec != "none":
             steps = args.train_steps or (24 if args.quick else 400)

@@ -317,3 +317,17 @@ def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
     assert cli_main(["train", "--a", "A", "--b", "B", "-o", str(tmp_path / "x"), "--set", "model.resolution=72", "--dry-run"]) == 2
     assert cli_main(["train", "--a", str(tmp_path / "missing"), "--b", "B", "-o", str(tmp_path / "y"), "--preset", "tiny"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_compile_mode_auto_picks_cuda_graphs_for_small_models_on_cuda_only():
+    """--compile-mode auto (the default): CUDA graphs where launch overhead dominates (up to 128 px on
+    CUDA, one process), torch.compile's default mode elsewhere; an unknown mode is a clear error."""
+    resolve = train_module.resolve_compile_mode
+    small, large = preset_config("original64"), preset_config("df256")
+    assert small.compile_mode == "auto"
+    assert resolve(small, torch.device("cuda")) == "reduce-overhead"
+    assert resolve(small, torch.device("cpu")) == "default"
+    assert resolve(large, torch.device("cuda")) == "default"
+    assert resolve(dataclasses.replace(large, compile_mode="reduce-overhead"), torch.device("cuda")) == "reduce-overhead"
+    with pytest.raises(train_module.DeepfakeError, match="compile_mode 'fast'"):
+        resolve(dataclasses.replace(small, compile_mode="fast"), torch.device("cpu"))

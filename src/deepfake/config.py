@@ -138,7 +138,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
     compile: bool = False  # torch.compile the G and D loss graphs (CUDA; compile time is reported)
-    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
+    compile_mode: str = "auto"  # auto (CUDA graphs for small models on CUDA) | default | reduce-overhead | max-autotune
     val_faces: int = 64  # per identity, at most: the fixed validation set
     preview_faces: int = 6  # columns of the preview grid
     overfit_patience: int = 3  # validations in a row with val up and train down before warning

@@ -38,6 +38,7 @@ from deepfake.augment import Augmented, augment, augment_kernel, no_augment
 from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
 from deepfake.config import LossConfig, TrainConfig, to_dict
 from deepfake.data import EpochSampler, FaceCache
+from deepfake.data_stream import DataStream
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_text
@@ -105,6 +106,25 @@ class Side:
     sampler: EpochSampler
 
 
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune")
+
+
+def resolve_compile_mode(cfg: TrainConfig, device: torch.device) -> str:
+    """The torch.compile mode `cfg.compile_mode` means on `device`. "auto" is CUDA graphs
+    (reduce-overhead) for models up to 128 px in a single process, where the step is a few milliseconds
+    of many small kernels and launching them costs more than running them (original64 at batch 64 on an
+    H100: 12,533 faces/s compiled, 17,510 with CUDA graphs; benchmarks/RESULTS.md). Larger models keep
+    the device busy on their own (df256: 0.97 busy compiled) and skip the graphs' memory pool; under DDP
+    the gradient all-reduce hooks run outside the graphs, so it stays default there too."""
+    mode = cfg.compile_mode
+    if mode not in COMPILE_MODES:
+        raise DeepfakeError(f"compile_mode '{mode}': choose one of {', '.join(COMPILE_MODES)}")
+    if mode != "auto":
+        return mode
+    small = cfg.model.resolution <= 128
+    return "reduce-overhead" if torch.device(device).type == "cuda" and small and dist.world_size() == 1 else "default"
+
+
 class AdversarialStep:
     """The G and D phases of one training step, as two explicit methods."""
 
@@ -118,15 +138,14 @@ class AdversarialStep:
         self.g_model = dist.wrap_ddp(BothSides(autoencoder), device)
         # --compile: each phase's forward *and* losses become one graph (AOTAutograd derives its
         # backward), so DSSIM, masks and the GAN terms are fused with the networks, not run eager.
-        # compile_mode "reduce-overhead" replays the graphs as CUDA graphs: launch overhead matters most
-        # for small models at high step rates (original64), little for df256.
-        if cfg.compile and cfg.compile_mode not in ("default", "reduce-overhead", "max-autotune"):
-            raise DeepfakeError(f"compile_mode '{cfg.compile_mode}': choose default, reduce-overhead or max-autotune")
-        compile_ = (lambda fn: torch.compile(fn, mode=cfg.compile_mode)) if cfg.compile else (lambda fn: fn)
+        # compile_mode "reduce-overhead" replays the graphs as CUDA graphs; "auto" picks it where launch
+        # overhead dominates (resolve_compile_mode).
+        self.compile_mode = resolve_compile_mode(cfg, device) if cfg.compile else None
+        compile_ = (lambda fn: torch.compile(fn, mode=self.compile_mode)) if cfg.compile else (lambda fn: fn)
         self.g_losses = compile_(self._g_losses)
         self.d_losses = compile_(self._d_losses)
         self.fused = bool(opt_g.defaults.get("fused"))  # fused Adam skips non-finite steps on the device
-        self.cuda_graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
+        self.cuda_graphs = self.compile_mode == "reduce-overhead"
 
     def _mark_step(self) -> None:
         """Tell the CUDA-graph trees that the outputs of earlier replays are no longer read (every one
@@ -348,6 +367,20 @@ def _draw(side: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, st
     rows = rows[dist.rank() * batch : (dist.rank() + 1) * batch]  # (B,) this rank's slice
     faces = side.cache.gather(rows, side.device)
     return augment(faces.images, faces.masks, faces.landmarks, cfg.augment, aug_gen, step, kernel)
+
+
+def draw_step(side_a: Side, side_b: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, step: int,
+              kernel, stream: DataStream) -> tuple[list[Augmented], list[Augmented]]:
+    """The data section of one step: `grad_accum` augmented micro-batches per side, drawn on the data
+    stream (beside the previous step's G and D phases on CUDA) and handed over to the main stream."""
+    with stream.section():
+        batches_a = [_draw(side_a, batch, cfg, aug_gen, step, kernel) for _ in range(cfg.grad_accum)]
+        batches_b = [_draw(side_b, batch, cfg, aug_gen, step, kernel) for _ in range(cfg.grad_accum)]
+        if cfg.channels_last and side_a.device.type == "cuda":
+            for b in batches_a + batches_b:
+                b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
+    stream.hand_over(batches_a + batches_b)
+    return batches_a, batches_b
 
 
 @torch.no_grad()
@@ -594,6 +627,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     deadline = t_start + 60.0 * minutes if minutes else None
     step, steps_since_log, warnings, compile_s = start, 0, [], None
     timer, busy_windows = StepTimer(device), []
+    data_stream = DataStream(device)  # after loading and resuming: the side stream waits for that once
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
     with _sigint_flag() as flag:
@@ -606,11 +640,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
 
             # Section: data (augmented on the device).
             timer.data_start()
-            batches_a = [_draw(side_a, per_rank_batch, cfg, aug_gen, step, aug_kernel) for _ in range(cfg.grad_accum)]
-            batches_b = [_draw(side_b, per_rank_batch, cfg, aug_gen, step, aug_kernel) for _ in range(cfg.grad_accum)]
-            if cfg.channels_last and device.type == "cuda":
-                for b in batches_a + batches_b:
-                    b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
+            batches_a, batches_b = draw_step(side_a, side_b, per_rank_batch, cfg, aug_gen, step, aug_kernel, data_stream)
 
             # Section: G phase, then D phase.
             timer.compute_start()
@@ -626,7 +656,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
             bar.update(1)
             if cfg.compile and compile_s is None and step == start + 1:
                 compile_s = time.perf_counter() - t_step  # the first step pays for compilation
-                log.info("torch.compile: first step took %.1f s", compile_s)
+                log.info("torch.compile (mode %s): first step took %.1f s", step_fn.compile_mode, compile_s)
 
             # Section: Ctrl-C and the time budget. Under DDP every rank must stop at the same step, so the
             # ranks agree on it at log boundaries (one tiny all-reduce); a single process stops on Ctrl-C

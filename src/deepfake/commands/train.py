@@ -47,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the G and D graphs")
-    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"], default=None,
-                   help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models)")
+    p.add_argument("--compile-mode", choices=["auto", "default", "reduce-overhead", "max-autotune"], default=None,
+                   help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models); "
+                        "auto (default) picks it on CUDA up to 128 px")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
