@@ -90,13 +90,14 @@ def test_train_batch_probe_runs_real_steps_and_backs_off(monkeypatch):
     from deepfake.train import AdversarialStep
 
     cfg = preset_config("tiny")
-    cfg = replace(cfg, device="cpu", amp="off", loss=replace(cfg.loss, gan_weight=0.1))
+    cfg = replace(cfg, device="cpu", amp="off", compile=True, loss=replace(cfg.loss, gan_weight=0.1))
     real_phase = AdversarialStep.generator_phase
     seen: list[int] = []
 
     def limited(self, batches_a, batches_b, step):
         b = batches_a[0].inputs.shape[0]
         seen.append(b)
+        assert self.compile_mode is None, "the probe must run eager, not compile every candidate batch"
         if b > 6:
             raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at batch {b})")
         return real_phase(self, batches_a, batches_b, step)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -76,6 +77,8 @@ def find_train_batch(cfg, start: int) -> int:
 
     The probe builds the configured autoencoder, discriminator and optimizers and runs one full step
     (both phases, backward and optimizer update) on face-shaped inputs, so its peak is training's peak.
+    The probe runs eager even when training compiles: a compiled step peaks no higher (its fused kernels
+    keep fewer intermediates), and compiling every candidate batch would cost tens of seconds each.
     """
     from deepfake import distributed as dist
     from deepfake.augment import no_augment
@@ -85,6 +88,7 @@ def find_train_batch(cfg, start: int) -> int:
 
     if dist.env_world_size() > 1:
         raise DeepfakeError("--batch auto is not supported under torchrun: probe on one GPU, then pass --batch")
+    cfg = replace(cfg, compile=False)
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     r = cfg.model.resolution
