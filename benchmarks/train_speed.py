@@ -239,13 +239,22 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, n: int, device: torch.device) -> float:
-    """Seconds per call over n calls, the device drained before and after."""
+    """Seconds per call over n calls, the device drained before and after, with Python's garbage
+    collector off, as timeit does. Compilation leaves hundreds of thousands of objects behind, and the
+    first full collections after it take 0.1-0.4 s each (measured on this project's CPU box); one of
+    them inside a 30-step window would add milliseconds to every step's mean. A training run pays such a
+    pause once in thousands of steps."""
     sync(device)
-    t0 = time.perf_counter()
-    for i in range(n):
-        fn(i)
-    sync(device)
-    return (time.perf_counter() - t0) / n
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        sync(device)
+        return (time.perf_counter() - t0) / n
+    finally:
+        gc.enable()
 
 
 def count_flops(fn) -> int:

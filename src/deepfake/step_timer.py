@@ -19,6 +19,10 @@ On CUDA the marks are CUDA events, so the times are the device's own timeline; t
 `window`, after the loop has synchronised anyway. On the CPU, ops run synchronously, so the host clock
 is the device's timeline.
 
+The data section runs on a CUDA stream of its own (data_stream.py) and the marks are on the model's
+stream, so on CUDA `data_ms` is how long the model's stream waited for the data: near zero when the
+side stream finished while the previous step ran, the whole data section when the host fell behind.
+
 What the events cannot see: a gap *inside* the G and D phases, where the device waits for the host to
 launch the next kernel, counts as busy. That is launch overhead, which `--compile` (fused kernels) and
 CUDA graphs (one launch per phase) remove; the speed benchmark's compute-only/full column and its eager
@@ -36,7 +40,7 @@ import torch
 @dataclass
 class Window:
     busy: float  # compute time / wall time over the window, in [0, 1]
-    data_ms: float  # mean device time per step of the data section (gather + augmentation)
+    data_ms: float  # mean time per step the model's stream spent on or waiting for the data section
     compute_ms: float  # mean device time per step of the G and D phases
     steps: int
 

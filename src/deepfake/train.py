@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 # What is summed on the device each step, in this order; averaged and logged every log_every steps.
 TRAIN_KEYS = ("loss", "loss_a", "loss_b", "dssim_a", "dssim_b", "mse_a", "mse_b", "mask_a", "mask_b",
               "gan_g", "loss_d", "d_acc_real", "d_acc_fake", "skipped")
-# gpu_busy: the share of wall time the device spent in the G and D phases (step_timer.py); data_ms: the
-# device time per step of the data section; peak_mem_gib: CUDA's peak allocated memory so far (CUDA only).
+# gpu_busy: the share of wall time the device spent in the G and D phases (step_timer.py); data_ms: how
+# long per step the model's stream spent on or waited for the data section; peak_mem_gib: CUDA's peak
+# allocated memory so far (CUDA only).
 METRIC_FIELDS = ("step",) + TRAIN_KEYS + ("val_loss", "val_a", "val_b", "lr", "faces_per_s", "gpu_busy", "data_ms",
                                           "peak_mem_gib", "wall_s")
 
@@ -114,8 +115,8 @@ def resolve_compile_mode(cfg: TrainConfig, device: torch.device) -> str:
     (reduce-overhead) for models up to 128 px in a single process, where the step is a few milliseconds
     of many small kernels and launching them costs more than running them (original64 at batch 64 on an
     H100: 12,533 faces/s compiled, 17,510 with CUDA graphs; benchmarks/RESULTS.md). Larger models keep
-    the device busy on their own (df256: 0.97 busy compiled) and skip the graphs' memory pool; under DDP
-    the gradient all-reduce hooks run outside the graphs, so it stays default there too."""
+    the device busy on their own (df256: 0.97 busy compiled) and skip the graphs' memory pool. DDP with
+    CUDA graphs (collectives inside captured graphs) is untested here, so it stays default under DDP."""
     mode = cfg.compile_mode
     if mode not in COMPILE_MODES:
         raise DeepfakeError(f"compile_mode '{mode}': choose one of {', '.join(COMPILE_MODES)}")
