@@ -9,6 +9,9 @@
 #     device run, carry [".gpu_media/d6.mp4", ".gpu_media/d14.mp4"], timeout_s 600:
 #         bash benchmarks/gpu_check.sh
 #
+# Last run 2026-11-26 on an H100 (whole script) and an H200 (parts tests train df256 grads): the tables
+# are in benchmarks/RESULTS.md.
+#
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
 # the card, torch version and date the log's first lines print.
@@ -90,7 +93,7 @@ part df256 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases $DF:compile:gan --steps 15 --warmup 3 --train-check none $ON
 part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
-part o64modes 90 "original64 b64 compile in the default mode, and CUDA graphs" \
+part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \
     $PY benchmarks/train_speed.py --cases $O64:compile,$O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
 
 # 3. Compiled gradients on CUDA: the loss's gradient compiled vs eager, and gradient accumulation under
@@ -99,8 +102,9 @@ part grads 150 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m
     -k "${GRADS_K:-gradient_accumulation or loss_gradient}" -p no:cacheprovider
 
 # 4. Diagnosis for whatever misses a target: torch.profiler's top kernels and launches per step of our
-#    compiled steps (the inductor cache from part 2 makes the recompile short).
+#    compiled steps as `deepfake train --compile` runs them (the inductor cache from part 2 makes the
+#    recompile short).
 part profile 100 "profile of our compiled steps" \
-    $PY benchmarks/train_speed.py --cases $O64:compile,$DF:compile:gan --steps 5 --warmup 3 --train-check none --profile $ON
+    $PY benchmarks/train_speed.py --cases $O64:auto,$DF:compile:gan --steps 5 --warmup 5 --train-check none --profile $ON
 
 echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"
