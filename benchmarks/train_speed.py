@@ -48,10 +48,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from deepfake.augment import augment_kernel
 from deepfake.config import ModelConfig, TrainConfig
+from deepfake.data_stream import DataStream
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.step_timer import StepTimer
-from deepfake.data_stream import DataStream
 from deepfake.train import TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, resolve_amp
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
