@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -56,6 +57,12 @@ class DistContext:
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
+            # DDP's reducer holds the group, and objects of the finished run that are only freed by the
+            # garbage collector (reference cycles) can hold DDP: collect them first, so the group ends
+            # here and not in the interpreter's exit. There, its gloo teardown aborted a rank ("terminate
+            # called without an active exception") in 10 of 200 two-process CPU launches under load;
+            # with this collection, 0 of 100 (2026-11-26).
+            gc.collect()
             dist.destroy_process_group()
 
     def __enter__(self) -> "DistContext":

@@ -512,8 +512,8 @@ def train(
     ctx = dist.init_from_env(cfg.device) if dist.env_world_size() > 1 and not torch.distributed.is_initialized() else None
     try:
         result = _train(cfg, faceset_a, faceset_b, model_dir, resume, progress, stop_at, minutes, ctx)
-        # Rank 0 may still be writing the last checkpoint: tearing the group down under a peer that
-        # still holds its connections can abort the process (seen once with gloo under load).
+        # Rank 0 may still be writing the last checkpoint: every rank waits for it before the group
+        # is torn down (DistContext.close).
         dist.barrier()
         return result
     finally:
