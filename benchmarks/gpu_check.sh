@@ -22,7 +22,7 @@
 #
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
 # runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 eager o64modes
-# grads profile; GRADS_K narrows the gradient tests' -k). The swap speed check is
+# grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's cases). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
 
@@ -87,10 +87,12 @@ for name, batch in MEM:
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-part train 200 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases $O64:auto --steps 30 --warmup 5 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
-part df256 150 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases $DF:compile:gan --steps 15 --warmup 3 --train-check none $ON
+#    Each beside its `split` twin (batch_sides off: one encoder and one D pass per identity), the A/B of
+#    the batched pass in the same process against the same reference measurement.
+part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
+    $PY benchmarks/train_speed.py --cases $O64:auto,$O64:auto:split --steps 30 --warmup 5 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
+part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
+    $PY benchmarks/train_speed.py --cases $DF:compile:gan,$DF:compile:gan:split --steps 15 --warmup 3 --train-check none $ON
 part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
 part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \
@@ -105,6 +107,11 @@ part grads 150 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m
 #    compiled steps as `deepfake train --compile` runs them (the inductor cache from part 2 makes the
 #    recompile short).
 part profile 100 "profile of our compiled steps" \
-    $PY benchmarks/train_speed.py --cases $O64:auto,$DF:compile:gan --steps 5 --warmup 5 --train-check none --profile $ON
+    $PY benchmarks/train_speed.py --cases ${PROFILE_CASES:-$O64:auto,$DF:compile:gan} --steps 5 --warmup 5 --train-check none --profile $ON
+
+# 5. torch.compile's max-autotune (Triton templates benchmarked per shape, then CUDA graphs) on original64:
+#    does any kernel beat cuDNN/cuBLAS's picks for this step? Minutes of compiling; last for that reason.
+part autotune 180 "original64 b64 max-autotune" \
+    $PY benchmarks/train_speed.py --cases $O64:autotune --steps 30 --warmup 5 --train-check none $ON
 
 echo "## done in $(( $(date +%s) - START )) s" | tee -a "$LOG"

@@ -13,9 +13,11 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan], MODE = eager | compile | cudagraphs (compile, mode reduce-overhead) | auto
-(compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on CUDA); `gan` turns the discriminator on
-(gan_weight 0.1). BATCH is faces per identity per step; faces/s counts both identities (2 x BATCH),
+Case syntax: PRESET:BATCH:MODE[:gan][:split], MODE = eager | compile | cudagraphs (compile, mode reduce-overhead) |
+auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on CUDA) | autotune (compile,
+mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs; minutes of compiling); `gan` turns the
+discriminator on (gan_weight 0.1); `split` sets batch_sides off (one encoder and one D pass per identity, as
+faceswap runs them, instead of one batched pass: an A/B of that choice in one run). BATCH is faces per identity per step; faces/s counts both identities (2 x BATCH),
 as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
@@ -323,23 +325,30 @@ def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
     """PRESET:BATCH:MODE[:gan] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
-    if mode not in ("eager", "compile", "cudagraphs", "auto"):
-        raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs or auto")
+    if mode not in ("eager", "compile", "cudagraphs", "auto", "autotune"):
+        raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs, auto or autotune")
+    unknown = set(parts[3:]) - {"gan", "split"}
+    if unknown:
+        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split)")
     cfg = preset_config(preset)
     loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
     # cudagraphs: compile with mode reduce-overhead (CUDA graph replay); auto: what `deepfake train
     # --compile` picks by default (train.resolve_compile_mode).
-    compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto"}.get(mode, "default")
+    compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto", "autotune": "max-autotune"}.get(mode, "default")
     cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
-                  compile_mode=compile_mode)
+                  compile_mode=compile_mode, batch_sides="split" not in parts[3:])
     return cfg, mode
 
 
-def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: Path, peak: float) -> dict:
+def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: Path, peak: float,
+             refs: dict | None = None) -> dict:
+    """Our step, then the reference beside it. `refs` keeps each reference measurement of this call by
+    what it depends on (preset, batch, GAN, compiled): cases that differ only in our settings (`split`,
+    compile modes that all compare with the compiled reference) reuse it and say so (`ref_reused`)."""
     cfg, mode = case_config(case, device)
     compiled, gan, batch = cfg.compile, cfg.loss.gan_weight > 0, cfg.batch
     amp = resolve_amp(cfg.amp, device)
-    out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan,
+    out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan, "batch_sides": cfg.batch_sides,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
 
     # Ours.
@@ -378,13 +387,26 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     del full, compute, draw, side_a, side_b, stepper, eager, mods, pre, timer
 
     # The reference, same process, same device.
+    refs = {} if refs is None else refs
+    key = (cfg.preset, batch, gan, compiled)
+    if key not in refs:
+        refs[key] = measure_reference(cfg, device, amp, compiled, batch, args, peak)
+        out["ref_reused"] = False
+    else:
+        out["ref_reused"] = True
+    out.update(refs[key])
+    out["ratio_to_ref"] = sig(refs[key]["ref_step_ms"] / 1e3 / step_s, 3)
+    return out
+
+
+def measure_reference(cfg: TrainConfig, device: torch.device, amp, compiled: bool, batch: int, args, peak: float) -> dict:
     reset_peak(device)
     ref_eager, ref_step, sets, ref_mods = build_reference(cfg, device, amp, compiled, batch)
     ref_flops = count_flops(lambda: ref_eager(*sets[0]))
     for i in range(args.warmup):
         ref_step(*sets[i % 2])
     ref_s = timed(lambda i: ref_step(*sets[i % 2]), args.steps, device)
-    out.update(
+    return dict(
         # The reference runs as ANCHORS.md measured it: eager, or torch.compile in its default mode, also
         # beside a cudagraphs case (there the ratio is CUDA-graph replay against the anchors' best setting).
         ref_mode="compile" if compiled else "eager",
@@ -395,10 +417,7 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
         ref_tflops=sig(ref_flops / ref_s / 1e12),
         ref_mfu_pct=sig(100 * ref_flops / ref_s / 1e12 / peak, 3),
         ref_peak_gib=round(peak_memory_gib(device), 2),
-        ratio_to_ref=sig(ref_s / step_s, 3),
     )
-    del ref_eager, ref_step, sets, ref_mods
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -478,13 +497,15 @@ def table(rows: list[dict]) -> str:
             f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} | {r['data_ms']:.2f} |"
         )
     lines.append("\nref = the plain reference as ANCHORS.md ran it: eager beside eager cases, torch.compile (default "
-                 "mode) beside compile and cudagraphs cases.")
+                 "mode) beside the compiled cases (compile, cudagraphs, auto, autotune); measured once per preset, "
+                 "batch and GAN setting in this run. A `split` case runs one encoder and one D pass per identity "
+                 "(batch_sides off).")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan] (GPU default {GPU_CASES})")
+    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split] (GPU default {GPU_CASES})")
     p.add_argument("--steps", type=int, default=None, help="measured steps per case (default 20, quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="steps before timing (default 5, quick 1)")
     p.add_argument("--a", type=Path, default=None, help="faceset A (default: crops of d6.mp4)")
@@ -521,10 +542,10 @@ def main(argv: list[str] | None = None) -> int:
         res = max(preset_config(c.split(":")[0]).model.resolution for c in cases)
         fa = args.a or faceset_from_clip(Path(tmp) / "a", MEDIA / "d6.mp4", faces, res)
         fb = args.b or faceset_from_clip(Path(tmp) / "b", MEDIA / "d14.mp4", faces, res)
-        rows = []
+        rows, refs = [], {}
         for case in cases:
             try:
-                row = run_case(case, device, args, fa, fb, peak)
+                row = run_case(case, device, args, fa, fb, peak, refs)
             except torch.OutOfMemoryError as e:  # report and carry on with the next case
                 row = {"case": case, "error": f"out of memory: {str(e)[:200]}"}
                 reset_peak(device)

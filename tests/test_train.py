@@ -222,6 +222,50 @@ def test_bf16_autocast_step_logs_the_fp32_losses(real_batches):
     assert float(d16[0]) == pytest.approx(float(d32[0]), rel=0.01)
 
 
+@pytest.mark.parametrize("r1", [False, True])
+def test_one_batched_pass_equals_a_pass_per_identity(real_batches, r1):
+    """batch_sides (the default) runs the shared encoder once on A's and B's faces stacked, and D once on
+    both sides' fakes (G phase) and on real and fake stacked (D phase). Per face it is the same
+    arithmetic, so a whole G+D step, R1's double backward included, must land on the same weights."""
+    ba, bb = real_batches
+    cfg = with_gan(tiny(), r1_gamma=1.0 if r1 else 0.0, r1_every=1)
+    steps = {flag: make_step(dataclasses.replace(cfg, batch_sides=flag)) for flag in (True, False)}
+    assert steps[True].g_model.one_pass and steps[True].d_one_pass
+    assert not steps[False].g_model.one_pass and not steps[False].d_one_pass
+    out = {}
+    for flag, step in steps.items():
+        g_logs, _, fakes = step.generator_phase(ba, bb, step=0)
+        d_logs, _ = step.discriminator_phase(ba, bb, fakes, step=0)
+        out[flag] = (g_logs, d_logs, fakes[0][0], snapshot(step.autoencoder), snapshot(step.discriminator))
+    one, per_side = out[True], out[False]
+    assert float(one[0][9]) > 0 and float(one[1][0]) > 0  # the GAN terms ran
+    for x, y in zip(one[:3], per_side[:3]):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    for weights, ref in zip(one[3:], per_side[3:]):
+        assert weights.keys() == ref.keys()
+        for k in weights:
+            torch.testing.assert_close(weights[k], ref[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_batch_norm_keeps_one_pass_per_identity(real_batches):
+    """Batch norm's statistics are per batch: stacking A and B (or real and fake) would change them, so
+    a network with batch norm keeps its separate passes whatever batch_sides says."""
+    cfg = with_gan(tiny())
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, norm="batch"),
+                              discriminator=dataclasses.replace(cfg.discriminator, norm="batch"))
+    assert train_module.one_pass(cfg) == (False, False)
+    assert train_module.one_pass(dataclasses.replace(cfg, model=tiny().model)) == (True, False)
+    ba, bb = real_batches
+    stepped = []
+    for flag in (True, False):
+        step = make_step(dataclasses.replace(cfg, batch_sides=flag))
+        _, _, fakes = step.generator_phase(ba, bb, step=0)
+        step.discriminator_phase(ba, bb, fakes, step=0)
+        stepped.append((snapshot(step.autoencoder), snapshot(step.discriminator)))
+    for a, b in zip(*stepped):
+        assert same(a, b)  # bitwise: the same separate passes either way
+
+
 def test_non_finite_step_is_skipped_and_reported(real_batches):
     step = make_step(tiny())
     ba, bb = real_batches

@@ -127,6 +127,10 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 0.0  # 0 = off
     grad_accum: int = 1
+    # One batched pass through the shared encoder (and the discriminator) for both identities' faces
+    # instead of one pass per identity: the same arithmetic in half the kernels, each twice as large.
+    # Networks with batch norm always get one pass per identity (its statistics are per batch).
+    batch_sides: bool = True
     seed: int = 0
     val_fraction: float = 0.05
     val_every: int = 100

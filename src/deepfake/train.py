@@ -77,16 +77,37 @@ class TrainResult:
 
 
 class BothSides(nn.Module):
-    """One forward for both identities, so DDP and torch.compile see the whole G graph at once."""
+    """One forward for both identities, so DDP and torch.compile see the whole G graph at once.
 
-    def __init__(self, autoencoder: nn.Module):
+    With `one_pass`, the shared encoder runs once on both identities' faces stacked into one batch, and
+    the result is split for the two decoders: the same arithmetic per face, half the encoder's kernels,
+    each on twice the rows (at 64 px the 4x4 and 8x8 layers' matrices otherwise fill under half an
+    H100's SMs)."""
+
+    def __init__(self, autoencoder: nn.Module, one_pass: bool = True):
         super().__init__()
         self.autoencoder = autoencoder
+        self.one_pass = one_pass
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor):
-        rgb_a, mask_a = self.autoencoder(x_a, "a")  # (B, 3, R, R), (B, 1, R, R)
-        rgb_b, mask_b = self.autoencoder(x_b, "b")
+        if self.one_pass:
+            z_a, z_b = self.autoencoder.encode(torch.cat([x_a, x_b])).split([x_a.shape[0], x_b.shape[0]])
+            rgb_a, mask_a = self.autoencoder.decode(z_a, "a")  # (B, 3, R, R), (B, 1, R, R)
+            rgb_b, mask_b = self.autoencoder.decode(z_b, "b")
+        else:
+            rgb_a, mask_a = self.autoencoder(x_a, "a")
+            rgb_b, mask_b = self.autoencoder(x_b, "b")
         return rgb_a, mask_a, rgb_b, mask_b
+
+
+def one_pass(cfg: TrainConfig) -> tuple[bool, bool]:
+    """Whether the encoder and the discriminator see both identities (and D real and fake) in one batch:
+    `cfg.batch_sides`, except for a network with batch norm, whose statistics would mix the batches."""
+    return (cfg.batch_sides and cfg.model.norm != "batch", cfg.batch_sides and cfg.discriminator.norm != "batch")
+
+
+def _halves(x: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[:first], x[first:]
 
 
 def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
@@ -136,7 +157,8 @@ class AdversarialStep:
         self.autoencoder, self.discriminator = autoencoder, discriminator
         self.opt_g, self.opt_d = opt_g, opt_d
         self.device, self.amp_dtype = device, amp_dtype
-        self.g_model = dist.wrap_ddp(BothSides(autoencoder), device)
+        g_one_pass, self.d_one_pass = one_pass(cfg)
+        self.g_model = dist.wrap_ddp(BothSides(autoencoder, g_one_pass), device)
         # --compile: each phase's forward *and* losses become one graph (AOTAutograd derives its
         # backward), so DSSIM, masks and the GAN terms are fused with the networks, not run eager.
         # compile_mode "reduce-overhead" replays the graphs as CUDA graphs; "auto" picks it where launch
@@ -197,9 +219,11 @@ class AdversarialStep:
             loss = loss_a + loss_b
             gan = torch.zeros((), device=loss.device)
             if use_gan:
-                gan = gan_g_loss(self.discriminator(rgb_a), self.loss_cfg.gan_loss) + gan_g_loss(
-                    self.discriminator(rgb_b), self.loss_cfg.gan_loss
-                )
+                if self.d_one_pass:
+                    logits_a, logits_b = _halves(self.discriminator(torch.cat([rgb_a, rgb_b])), rgb_a.shape[0])
+                else:
+                    logits_a, logits_b = self.discriminator(rgb_a), self.discriminator(rgb_b)
+                gan = gan_g_loss(logits_a, self.loss_cfg.gan_loss) + gan_g_loss(logits_b, self.loss_cfg.gan_loss)
                 loss = loss + self.loss_cfg.gan_weight * gan
         zero = torch.zeros((), device=loss.device)
         terms = torch.stack([
@@ -213,8 +237,10 @@ class AdversarialStep:
     def _d_losses(self, real: torch.Tensor, fake: torch.Tensor, r1: bool):
         """D's loss on real targets against detached fakes (+ lazy R1). Returns (loss, real_logits, fake_logits)."""
         with self.autocast():
-            real_logits = self.discriminator(real)
-            fake_logits = self.discriminator(fake)
+            if self.d_one_pass:
+                real_logits, fake_logits = _halves(self.discriminator(torch.cat([real, fake])), real.shape[0])
+            else:
+                real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
             loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
             if r1:
                 # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
