@@ -22,7 +22,8 @@
 #
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
 # runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 eager o64modes
-# grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's cases). The swap speed check is
+# kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's cases,
+# TRAIN_CASES and DF_CASES the cases of parts train and df256). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
 
@@ -33,7 +34,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export DEEPFAKE_MEDIA="${DEEPFAKE_MEDIA:-$PWD/.gpu_media}"
 PY=${PYTHON:-python3}
 if [[ ${GPU_CHECK_REHEARSE:-0} == 1 ]]; then  # the same parts on the CPU, tiny sizes: plumbing only
-    O64=tiny:2 DF=tiny:2 MEM='("tiny", 2),' MEM_DEV=cpu ON="--device cpu --faces 8" TRAIN_STEPS=16
+    O64=tiny:2 DF=tiny:2 MEM='("tiny", 2),' MEM_DEV=cpu ON="--device cpu --faces 8" TRAIN_STEPS=16 KQUICK=--quick
 else
     O64=original64:64 DF=df256:32 MEM='("original64", 64), ("df256", 16)' MEM_DEV=cuda ON="" TRAIN_STEPS=400
 fi
@@ -65,7 +66,7 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
 # 1. Correctness on CUDA: augmentation on the device against the CPU and the NumPy reference, the face
 #    cache on the device, the losses inside CUDA's bf16 autocast against fp32 and SSIM against float64
 #    (TF32 must not reach it). (The tests that extract faces need dlib and are deselected.)
-part tests 90 "CUDA tests" $PY -m pytest -q -rs tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py \
+part tests 90 "CUDA tests" $PY -m pytest -q -rs tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
@@ -90,13 +91,17 @@ for name, batch in MEM:
 #    Each beside its `split` twin (batch_sides off: one encoder and one D pass per identity), the A/B of
 #    the batched pass in the same process against the same reference measurement.
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases $O64:auto,$O64:auto:split --steps 30 --warmup 5 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:split} --steps 30 --warmup 5 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases $DF:compile:gan,$DF:compile:gan:split --steps 15 --warmup 3 --train-check none $ON
+    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:split} --steps 15 --warmup 3 --train-check none $ON
 part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
 part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \
     $PY benchmarks/train_speed.py --cases $O64:compile,$O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
+
+# 2b. Kernel-level choices against what they replaced (decoder heads as one padded convolution, the warp
+#     grid's separable upsampling), original64 and df256 shapes.
+part kernels 60 "kernel choices: decoder heads, warp upsampling" $PY benchmarks/kernel_choices.py ${KQUICK:-}
 
 # 3. Compiled gradients on CUDA: the loss's gradient compiled vs eager, and gradient accumulation under
 #    CUDA graphs summing every micro-batch (the tiny preset; eager vs replay).

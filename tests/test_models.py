@@ -141,3 +141,48 @@ def test_discriminator_depth_must_divide_resolution():
         build_discriminator(DiscriminatorConfig(depth=7), 64)
     with pytest.raises(DeepfakeError, match="kind"):
         build_discriminator(DiscriminatorConfig(kind="stylegan"), 64)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("learned_mask", [True, False])
+def test_decoder_heads_in_one_convolution_equal_the_separate_heads(device, learned_mask):
+    """The decoder runs to_rgb and to_mask as one convolution of their stacked weights (on CUDA padded
+    with zero filters to 8 outputs, for tensor cores). Outputs and gradients must equal the two heads run
+    one by one, in fp32 (on CUDA with TF32 off, so both sides round alike) and under bf16 autocast."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(preset_config("tiny").model, learned_mask=learned_mask)
+    decoder = build_autoencoder(cfg).decoder_a.to(device)
+    heads = [decoder.to_rgb] + ([decoder.to_mask] if learned_mask else [])
+    x = torch.randn(4, cfg.decoder_channels[-1], 64, 64, device=device)
+    if device == "cuda":
+        decoder.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for amp in [None] + ([torch.bfloat16] if device == "cuda" else []):
+            with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
+                fused = decoder._heads(x)
+                separate = torch.cat([h(x) for h in heads], dim=1)
+            n = separate.shape[1]
+            tol = dict(rtol=2e-2, atol=2e-2) if amp else dict(rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(fused[:, :n].float(), separate.float(), **tol)
+            if device == "cuda":
+                assert fused.shape[1] == 8 and not fused[:, n:].any()  # the zero filters add nothing
+                decoder.pad_heads = False  # what the speed benchmark sets to count only useful FLOPs
+                assert decoder._heads(x).shape[1] == n
+                decoder.pad_heads = True
+            else:
+                assert fused.shape[1] == n  # no padding on the CPU
+            grads = []
+            for out in (fused[:, :n], separate):
+                gw = torch.autograd.grad(out.float().square().sum(), [x] + [h.weight for h in heads])
+                grads.append(gw)
+            for g_fused, g_sep in zip(*grads):
+                torch.testing.assert_close(g_fused.float(), g_sep.float(), **tol)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32

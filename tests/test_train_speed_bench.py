@@ -44,3 +44,18 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     assert 0.8 < case["gflop_per_step"] / case["ref_gflop_per_step"] < 1.25
     printed = capsys.readouterr().out
     assert "| tiny:2:eager:gan |" in printed and "not a speed claim" in printed
+
+
+def test_kernel_choices_quick_mode_times_every_variant(capsys):
+    """benchmarks/kernel_choices.py (the decoder heads as one convolution, the warp grid's separable
+    upsampling, each against what it replaced) runs end to end on the CPU: every variant is timed."""
+    spec = importlib.util.spec_from_file_location("kernel_choices", ROOT / "benchmarks" / "kernel_choices.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--no-compile"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"what"')]
+    assert {(r["what"], r["variant"]) for r in rows} == {
+        ("decoder heads fwd+bwd", "separate"), ("decoder heads fwd+bwd", "stacked4"), ("decoder heads fwd+bwd", "stacked8"),
+        ("warp upsampling", "interpolate"), ("warp upsampling", "separable"),
+    }
+    assert all(r["ms"] > 0 for r in rows)

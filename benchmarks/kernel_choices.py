@@ -1,0 +1,135 @@
+"""Kernel-level choices in the training step, each timed against what it replaced, in the same run.
+
+    python benchmarks/kernel_choices.py            # CUDA: original64 and df256 shapes, bf16, channels_last
+    python benchmarks/kernel_choices.py --quick    # CPU smoke test (CI): small shapes, no speed claims
+
+1. Decoder heads: to_rgb (3 outputs) and to_mask (1 output), both 5x5, forward + backward, run
+   - `separate`: two convolutions, as the decoder ran them before;
+   - `stacked4`: one convolution of the stacked weights (4 outputs);
+   - `stacked8`: the same padded with zero filters to 8 outputs (what `Decoder._heads` does on CUDA).
+2. Warp-grid upsampling, (B, 2, 5, 5) offsets to the face size:
+   - `interpolate`: F.interpolate(mode="bicubic"), as augmentation ran it before;
+   - `separable`: `deepfake.augment.upsample_bicubic`, eager and compiled (training compiles it).
+
+Prints one JSON line per measurement (ms per call, the mean of `--iters` calls after warm-up) and a
+table with each variant's speed-up over the old way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from deepfake.augment import upsample_bicubic
+
+# (name, batch per decoder, decoder output channels, resolution), as the presets have them.
+HEAD_SHAPES = {"original64": (64, 64, 64), "df256": (32, 128, 256)}
+QUICK_HEAD_SHAPES = {"tiny": (2, 16, 64)}
+WARP_SHAPES = {"original64": (64, 64), "df256": (32, 256)}  # (batch per side, resolution)
+QUICK_WARP_SHAPES = {"tiny": (2, 64)}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / iters * 1e3
+
+
+def head_variants(batch: int, channels: int, res: int, device: torch.device, amp: torch.dtype | None):
+    """Forward + backward of the decoder heads three ways, on the same input and weights."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    x = torch.randn(batch, channels, res, res, device=device).contiguous(memory_format=fmt).requires_grad_(True)
+    w_rgb = (torch.randn(3, channels, 5, 5, device=device) * 0.02).contiguous(memory_format=fmt).requires_grad_(True)
+    w_mask = (torch.randn(1, channels, 5, 5, device=device) * 0.02).contiguous(memory_format=fmt).requires_grad_(True)
+    b_rgb = torch.zeros(3, device=device, requires_grad=True)
+    b_mask = torch.zeros(1, device=device, requires_grad=True)
+    params = [x, w_rgb, w_mask, b_rgb, b_mask]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+
+    def separate():
+        with autocast():
+            y = torch.cat([F.conv2d(x, w_rgb, b_rgb, padding=2), F.conv2d(x, w_mask, b_mask, padding=2)], dim=1)
+        torch.autograd.grad(y.float().sum(), params)
+
+    def stacked(outputs: int):
+        def run():
+            w, b = torch.cat([w_rgb, w_mask]), torch.cat([b_rgb, b_mask])
+            if outputs > 4:
+                w = torch.cat([w, w.new_zeros(outputs - 4, *w.shape[1:])])
+                b = torch.cat([b, b.new_zeros(outputs - 4)])
+            with autocast():
+                y = F.conv2d(x, w.contiguous(memory_format=fmt), b, padding=2)[:, :4]
+            torch.autograd.grad(y.float().sum(), params)
+        return run
+
+    return {"separate": separate, "stacked4": stacked(4), "stacked8": stacked(8)}
+
+
+def warp_variants(batch: int, res: int, device: torch.device):
+    offsets = torch.randn(batch, 2, 5, 5, device=device) * 0.05
+    compiled = torch.compile(upsample_bicubic, dynamic=False)
+    return {
+        "interpolate": lambda: F.interpolate(offsets, size=(res, res), mode="bicubic", align_corners=True),
+        "separable": lambda: upsample_bicubic(offsets, res),
+        "separable compiled": lambda: compiled(offsets, res),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CPU smoke test: small shapes, few calls, no speed claims")
+    p.add_argument("--iters", type=int, default=None, help="timed calls per variant (default 50, quick 2)")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled warp variant")
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    iters = args.iters or (2 if args.quick else 50)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as `deepfake train` sets it (train.configure_cuda)
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "amp": str(amp).replace("torch.", "") if amp else "fp32",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick}
+    print(json.dumps(info), flush=True)
+    rows = []
+    for name, shape in (QUICK_HEAD_SHAPES if args.quick else HEAD_SHAPES).items():
+        for variant, fn in head_variants(*shape, device, amp).items():
+            rows.append({"what": "decoder heads fwd+bwd", "shape": name, "variant": variant,
+                         "ms": round(time_ms(fn, iters, device), 4)})
+            print(json.dumps(rows[-1]), flush=True)
+    for name, shape in (QUICK_WARP_SHAPES if args.quick else WARP_SHAPES).items():
+        for variant, fn in warp_variants(*shape, device).items():
+            if args.no_compile and "compiled" in variant:
+                continue
+            rows.append({"what": "warp upsampling", "shape": name, "variant": variant,
+                         "ms": round(time_ms(fn, iters, device), 4)})
+            print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(f"{info['device']}, torch {info['torch']}, {info['amp']}, {info['date']}"
+          + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
+    print("| what | shape | variant | ms per call | speed-up over the old way |\n|---|---|---|---|---|")
+    for r in rows:
+        old = next(o["ms"] for o in rows if o["what"] == r["what"] and o["shape"] == r["shape"])
+        print(f"| {r['what']} | {r['shape']} | {r['variant']} | {r['ms']:.4f} | {old / r['ms']:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
