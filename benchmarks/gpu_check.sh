@@ -9,8 +9,8 @@
 #     device run, carry [".gpu_media/d6.mp4", ".gpu_media/d14.mp4"], timeout_s 600:
 #         bash benchmarks/gpu_check.sh
 #
-# Last run 2026-11-26 on an H100 (whole script) and an H200 (parts tests train df256 grads): the tables
-# are in benchmarks/RESULTS.md.
+# Runs so far, all 2026-11-26 (tables in benchmarks/RESULTS.md): an H100 (whole script), then three calls
+# on H200s (parts tests train df256 grads; train df256 grads profile autotune; tests train df256 kernels).
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -91,7 +91,7 @@ for name, batch in MEM:
 #    Each beside its `split` twin (batch_sides off: one encoder and one D pass per identity), the A/B of
 #    the batched pass in the same process against the same reference measurement.
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:split} --steps 30 --warmup 5 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:split} --steps 100 --warmup 10 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:split} --steps 15 --warmup 3 --train-check none $ON
 part eager 100 "eager baselines" \
@@ -101,7 +101,7 @@ part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" 
 
 # 2b. Kernel-level choices against what they replaced (decoder heads as one padded convolution, the warp
 #     grid's separable upsampling), original64 and df256 shapes.
-part kernels 60 "kernel choices: decoder heads, warp upsampling" $PY benchmarks/kernel_choices.py ${KQUICK:-}
+part kernels 90 "kernel choices: decoder heads, warp upsampling" $PY benchmarks/kernel_choices.py ${KQUICK:-}
 
 # 3. Compiled gradients on CUDA: the loss's gradient compiled vs eager, and gradient accumulation under
 #    CUDA graphs summing every micro-batch (the tiny preset; eager vs replay).

@@ -34,6 +34,10 @@ WARP_SHAPES = {"original64": (64, 64), "df256": (32, 256)}  # (batch per side, r
 QUICK_WARP_SHAPES = {"tiny": (2, 64)}
 
 
+def sig(x: float, digits: int = 3) -> float:
+    return float(f"{x:.{digits}g}")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -50,8 +54,21 @@ def time_ms(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
     return (time.perf_counter() - t0) / iters * 1e3
 
 
-def head_variants(batch: int, channels: int, res: int, device: torch.device, amp: torch.dtype | None):
-    """Forward + backward of the decoder heads three ways, on the same input and weights."""
+def shift_add_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A k x k convolution with few outputs as a 1x1 convolution to k*k*O channels (one GEMM with good
+    shapes) and the sum of k*k spatially shifted O-channel slices of it. The same FLOPs as the direct
+    convolution; a candidate for the decoder heads, measured here before any model uses it."""
+    o, c, k, _ = w.shape
+    taps = w.permute(2, 3, 0, 1).reshape(k * k * o, c, 1, 1)  # row (ky * k + kx) * o + out
+    z = F.pad(F.conv2d(x, taps), (k // 2,) * 4)  # (B, k*k*O, H + k - 1, W + k - 1)
+    h, wd = x.shape[-2:]
+    y = sum(z[:, (ky * k + kx) * o:(ky * k + kx + 1) * o, ky:ky + h, kx:kx + wd] for ky in range(k) for kx in range(k))
+    return y + b.view(1, -1, 1, 1)
+
+
+def head_variants(batch: int, channels: int, res: int, device: torch.device, amp: torch.dtype | None, compile_: bool):
+    """Forward + backward of the decoder heads several ways, on the same input and weights. Each variant
+    returns (output, gradients of the input and of both weights) for the accuracy check."""
     torch.manual_seed(0)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     x = torch.randn(batch, channels, res, res, device=device).contiguous(memory_format=fmt).requires_grad_(True)
@@ -59,15 +76,18 @@ def head_variants(batch: int, channels: int, res: int, device: torch.device, amp
     w_mask = (torch.randn(1, channels, 5, 5, device=device) * 0.02).contiguous(memory_format=fmt).requires_grad_(True)
     b_rgb = torch.zeros(3, device=device, requires_grad=True)
     b_mask = torch.zeros(1, device=device, requires_grad=True)
-    params = [x, w_rgb, w_mask, b_rgb, b_mask]
+    params = [x, w_rgb, w_mask]
 
     def autocast():
         return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
+    def grads(y):
+        return y, torch.autograd.grad(y.float().square().sum(), params)
+
     def separate():
         with autocast():
             y = torch.cat([F.conv2d(x, w_rgb, b_rgb, padding=2), F.conv2d(x, w_mask, b_mask, padding=2)], dim=1)
-        torch.autograd.grad(y.float().sum(), params)
+        return grads(y)
 
     def stacked(outputs: int):
         def run():
@@ -77,10 +97,35 @@ def head_variants(batch: int, channels: int, res: int, device: torch.device, amp
                 b = torch.cat([b, b.new_zeros(outputs - 4)])
             with autocast():
                 y = F.conv2d(x, w.contiguous(memory_format=fmt), b, padding=2)[:, :4]
-            torch.autograd.grad(y.float().sum(), params)
+            return grads(y)
         return run
 
-    return {"separate": separate, "stacked4": stacked(4), "stacked8": stacked(8)}
+    def shift_add(fn):
+        def run():
+            with autocast():
+                y = fn(x, torch.cat([w_rgb, w_mask]), torch.cat([b_rgb, b_mask]))
+            return grads(y)
+        return run
+
+    variants = {"separate": separate, "stacked4 (the decoder's)": stacked(4), "stacked8": stacked(8),
+                "shift-add": shift_add(shift_add_conv)}
+    if compile_:
+        variants["shift-add compiled"] = shift_add(torch.compile(shift_add_conv, dynamic=False))
+
+    def reference():
+        """The heads one by one in float64 on the CPU."""
+        x64, wr, wm = (t.detach().double().cpu().requires_grad_(True) for t in (x, w_rgb, w_mask))
+        y = torch.cat([F.conv2d(x64, wr, b_rgb.detach().double().cpu(), padding=2),
+                       F.conv2d(x64, wm, b_mask.detach().double().cpu(), padding=2)], dim=1)
+        return y, torch.autograd.grad(y.square().sum(), [x64, wr, wm])
+
+    return variants, reference
+
+
+def worst_error(result, reference) -> float:
+    """The largest error of the output and of each gradient, relative to that tensor's largest value."""
+    (y, gs), (ry, rgs) = result, reference
+    return max(float((a.detach().double().cpu() - r).abs().max() / r.abs().max()) for a, r in zip([y, *gs], [ry, *rgs]))
 
 
 def warp_variants(batch: int, res: int, device: torch.device):
@@ -110,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(info), flush=True)
     rows = []
     for name, shape in (QUICK_HEAD_SHAPES if args.quick else HEAD_SHAPES).items():
-        for variant, fn in head_variants(*shape, device, amp).items():
+        variants, reference = head_variants(*shape, device, amp, not args.no_compile)
+        ref = reference()
+        for variant, fn in variants.items():
             rows.append({"what": "decoder heads fwd+bwd", "shape": name, "variant": variant,
-                         "ms": round(time_ms(fn, iters, device), 4)})
+                         "ms": round(time_ms(fn, iters, device), 4),
+                         "max_rel_error_vs_float64": sig(worst_error(fn(), ref))})
             print(json.dumps(rows[-1]), flush=True)
     for name, shape in (QUICK_WARP_SHAPES if args.quick else WARP_SHAPES).items():
         for variant, fn in warp_variants(*shape, device).items():
@@ -124,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{info['device']}, torch {info['torch']}, {info['amp']}, {info['date']}"
           + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
-    print("| what | shape | variant | ms per call | speed-up over the old way |\n|---|---|---|---|---|")
+    print("| what | shape | variant | ms per call | speed-up over the old way | max error vs float64 |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
         old = next(o["ms"] for o in rows if o["what"] == r["what"] and o["shape"] == r["shape"])
-        print(f"| {r['what']} | {r['shape']} | {r['variant']} | {r['ms']:.4f} | {old / r['ms']:.2f}x |")
+        err = r.get("max_rel_error_vs_float64")
+        print(f"| {r['what']} | {r['shape']} | {r['variant']} | {r['ms']:.4f} | {old / r['ms']:.2f}x | "
+              f"{'-' if err is None else f'{err:.2g}'} |")
     return 0
 
 

@@ -33,7 +33,6 @@ as ANCHORS.md does. Printed per case:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -260,21 +259,6 @@ def timed(fn, n: int, device: torch.device) -> float:
         gc.enable()
 
 
-@contextlib.contextmanager
-def unpadded_heads(modules):
-    """The decoders' heads without their CUDA zero-filter padding (`Decoder._heads`) for a while: the
-    same outputs, and a FLOP count of only the useful work (the padding is 4 of 8 head outputs: 1.5 % of
-    original64's step FLOPs, 0.7 % of df256's), so MFU is not inflated by multiplications with zeros."""
-    decoders = [m for mod in modules for m in mod.modules() if hasattr(m, "pad_heads")]
-    for d in decoders:
-        d.pad_heads = False
-    try:
-        yield
-    finally:
-        for d in decoders:
-            d.pad_heads = True
-
-
 def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -371,8 +355,7 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     reset_peak(device)
     full, compute, draw, (side_a, side_b), stepper, eager, mods, timer = build_ours(cfg, device, amp, faceset_a, faceset_b)
     out["params_M"] = round(sum(p.numel() for m in mods for p in m.parameters()) / 1e6, 2)
-    with unpadded_heads(mods):  # count the useful FLOPs, not the decoder heads' zero filters
-        flops = count_flops(lambda: full(0, eager))
+    flops = count_flops(lambda: full(0, eager))
     t0 = time.perf_counter()
     for i in range(args.warmup):
         full(i)

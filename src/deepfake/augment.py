@@ -155,9 +155,11 @@ def upsample_bicubic(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, g, g) -> (B, C, size, size), equal to F.interpolate(x, size, mode="bicubic",
     align_corners=True) up to float rounding, as two small separable sums in float32 arithmetic.
 
-    The warp grid's upsampling. torch's bicubic kernel gives each thread one output pixel and loops over
-    the whole batch: on an H200 it took 0.11 ms per call for a (64, 2, 5, 5) grid to 64 px, twice per
-    step of original64 (a 4 % share). Elementwise products, not matmuls, so TF32 never touches it."""
+    The warp grid's upsampling when the augmentation is compiled. torch's bicubic kernel gives each
+    thread one output pixel and loops over the whole batch: on an H200 it took 0.12 ms per call for a
+    (64, 2, 5, 5) grid to 64 px, twice per step of original64; compiled, these sums fuse into one
+    kernel of 0.07 ms (benchmarks/kernel_choices.py). Elementwise products, not matmuls, so TF32 never
+    touches it."""
     g = x.shape[-1]
     m = bicubic_matrix(g, size, x.device)  # (S, g)
     # A sum over the g coarse rows, then over the g coarse columns: no (B, C, S, S, g) intermediate.
@@ -179,7 +181,10 @@ def apply_on_device(
     if params.warp is not None:
         # A smooth random displacement: coarse offsets, bicubically upsampled to every pixel.
         offsets = params.warp
-        dense = upsample_bicubic(offsets, size)  # (B, 2, R, R)
+        if torch.compiler.is_compiling():  # fused by the compiler: 0.07 ms against aten's 0.12 (H200, 64 px)
+            dense = upsample_bicubic(offsets, size)  # (B, 2, R, R)
+        else:  # eager, aten's kernel is the faster one (50 small kernels otherwise: 0.52 ms)
+            dense = F.interpolate(offsets, size=(size, size), mode="bicubic", align_corners=True)
         warped_grid = grid + dense.permute(0, 2, 3, 1)  # (B, R, R, 2)
         inputs = F.grid_sample(x, warped_grid, mode="bilinear", padding_mode="border", align_corners=False)
     else:

@@ -99,7 +99,6 @@ class Decoder(nn.Module):
         # The mask gets its own head so its gradient does not fight the colour channels for capacity.
         self.to_mask = nn.Conv2d(c, 1, 5, 1, 2) if cfg.learned_mask else None
         self.checkpoint = cfg.checkpoint_decoder
-        self.pad_heads = True  # on CUDA, zero filters up to 8 head outputs (see _heads); off only to count FLOPs
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = z
@@ -109,7 +108,7 @@ class Decoder(nn.Module):
                 x = checkpoint(stage, x, use_reentrant=False)
             else:
                 x = stage(x)  # (B, C, 2H, 2W)
-        y = self._heads(x)  # (B, 3 [+ 1] [+ zero channels], R, R)
+        y = self._heads(x)  # (B, 3 [+ 1], R, R)
         rgb = torch.sigmoid(y[:, :3])  # (B, 3, R, R)
         if self.to_mask is None:
             mask = torch.ones_like(rgb[:, :1])  # (B, 1, R, R)
@@ -118,18 +117,15 @@ class Decoder(nn.Module):
         return rgb, mask
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """to_rgb and to_mask as one convolution, their weights stacked (the parameters stay separate).
+        """to_rgb and to_mask as one convolution of their stacked weights (the parameters stay separate).
 
-        On CUDA the stack is padded with zero filters to 8 outputs: a 5x5 convolution with 3 or 1 output
-        channels gets no tensor-core kernel, and on an H200 the two heads of original64 took 0.12 ms per
-        forward each (about 20 TFLOP/s), more than the decoder's largest upscale."""
+        cuDNN has no fast kernel for a 5x5 convolution with 3 or 1 output channels: on an H200, forward
+        and backward of original64's two heads took 1.00 ms run one by one and 0.61 ms stacked, df256's
+        9.9 ms and 5.3 ms (benchmarks/kernel_choices.py; zero filters padding the stack to 8 outputs
+        were slower than 4)."""
         heads = [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else [])
         weight = torch.cat([h.weight for h in heads])  # (3 or 4, C, k, k)
         bias = torch.cat([h.bias for h in heads])
-        pad = -weight.shape[0] % 8 if x.is_cuda and self.pad_heads else 0
-        if pad:
-            weight = torch.cat([weight, weight.new_zeros(pad, *weight.shape[1:])])
-            bias = torch.cat([bias, bias.new_zeros(pad)])
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             weight = weight.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, padding=self.to_rgb.padding)
