@@ -129,7 +129,8 @@ class TrainConfig:
     grad_accum: int = 1
     # One batched pass through the shared encoder (and the discriminator) for both identities' faces
     # instead of one pass per identity: the same arithmetic in half the kernels, each twice as large.
-    # Networks with batch norm always get one pass per identity (its statistics are per batch).
+    # Networks with batch norm always get one pass per identity (its statistics are per batch). Off
+    # saves a little memory with a U-Net discriminator (liae256 b16 GAN bf16: 7.09 GiB against 7.21).
     batch_sides: bool = True
     seed: int = 0
     val_fraction: float = 0.05
