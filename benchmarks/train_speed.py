@@ -246,15 +246,28 @@ def timed(fn, n: int, device: torch.device) -> float:
     first full collections after it take 0.1-0.4 s each (measured on this project's CPU box); one of
     them inside a 30-step window would add milliseconds to every step's mean. A training run pays such a
     pause once in thousands of steps."""
+    ((_, seconds),) = window_times(fn, n, device, 1)
+    return seconds / n
+
+
+def window_times(fn, n: int, device: torch.device, windows: int) -> list[tuple[int, float]]:
+    """`timed`, with the n calls cut into `windows` runs of about equal length, each timed on its own
+    (the device drained at each cut): (calls, seconds) per window. A pause inside one window (a collection, a
+    recompilation) shows as one slow window; a host that cannot keep ahead of the device slows them
+    all alike."""
+    bounds = [round(k * n / windows) for k in range(windows + 1)]
     sync(device)
     gc.collect()
     gc.disable()
     try:
-        t0 = time.perf_counter()
-        for i in range(n):
-            fn(i)
-        sync(device)
-        return (time.perf_counter() - t0) / n
+        out = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            t0 = time.perf_counter()
+            for i in range(lo, hi):
+                fn(i)
+            sync(device)
+            out.append((hi - lo, time.perf_counter() - t0))
+        return out
     finally:
         gc.enable()
 
@@ -362,13 +375,15 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     sync(device)
     warm = time.perf_counter() - t0
     timer.window(1.0)  # drop the FLOP-count and warm-up steps' marks
-    step_s = timed(lambda i: full(args.warmup + i), args.steps, device)
+    spans = window_times(lambda i: full(args.warmup + i), args.steps, device, min(5, args.steps))
+    step_s = sum(t for _, t in spans) / args.steps
     busy = timer.window(step_s * args.steps)
     pre = [draw(i) for i in range(2)]
     compute_s = timed(lambda i: compute(stepper, *pre[i % 2], i), args.steps, device)
     out.update(
         step_ms=round(step_s * 1e3, 3),
         faces_per_s=round(2 * batch / step_s, 1),
+        faces_per_s_windows=[round(2 * batch * k / t, 1) for k, t in spans],
         gflop_per_step=sig(flops / 1e9),
         tflops=sig(flops / step_s / 1e12),
         mfu_pct=sig(100 * flops / step_s / 1e12 / peak, 3),
@@ -496,6 +511,10 @@ def table(rows: list[dict]) -> str:
             f"{r['tflops']:.4g} | {r['mfu_pct']:.1f} | {r['ref_mfu_pct']:.1f} | {r['peak_gib']:.2f}/{r['ref_peak_gib']:.2f} | "
             f"{'-' if r['compile_s'] is None else r['compile_s']} | {r['gpu_busy']:.3f} | {r['data_ms']:.2f} |"
         )
+    for r in rows:
+        if "faces_per_s_windows" in r:
+            lines.append(f"\n{r['case']}: ours faces/s per window of the timed steps: "
+                         + ", ".join(f"{w:,.1f}" for w in r["faces_per_s_windows"]))
     lines.append("\nref = the plain reference as ANCHORS.md ran it: eager beside eager cases, torch.compile (default "
                  "mode) beside the compiled cases (compile, cudagraphs, auto, autotune); measured once per preset, "
                  "batch and GAN setting in this run. A `split` case runs one encoder and one D pass per identity "

@@ -32,6 +32,10 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     for key in ("faces_per_s", "ref_faces_per_s", "tflops", "ref_tflops", "mfu_pct", "ratio_to_ref", "gflop_per_step"):
         assert case[key] > 0, key
     assert 0 < case["gpu_busy"] <= 1 and 0 < case["compute_over_full"] <= 1 and case["data_ms"] > 0
+    # The timed steps also come as windows (2 steps: 2 windows of one), whose mean rate is the case's.
+    windows = case["faces_per_s_windows"]
+    assert len(windows) == 2 and all(w > 0 for w in windows)
+    assert min(windows) * 0.99 <= case["faces_per_s"] <= max(windows) * 1.01
     # The busy fraction measured during `deepfake train` itself (the loop's own step timer).
     check = result["train_check"]
     assert check["train_check"] == "tiny:2:eager" and check["steps"] == 24 and len(check["busy_per_window"]) == 8
