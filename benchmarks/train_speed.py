@@ -13,12 +13,13 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan][:split], MODE = eager | compile | cudagraphs (compile, mode reduce-overhead) |
-auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on CUDA) | autotune (compile,
-mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs; minutes of compiling); `gan` turns the
-discriminator on (gan_weight 0.1); `split` sets batch_sides off (one encoder and one D pass per identity, as
-faceswap runs them, instead of one batched pass: an A/B of that choice in one run). BATCH is faces per identity per step; faces/s counts both identities (2 x BATCH),
-as ANCHORS.md does. Printed per case:
+Case syntax: PRESET:BATCH:MODE[:gan][:split], MODE = eager | compile | cudagraphs (compile, mode
+reduce-overhead) | auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on
+CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs;
+minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
+(one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
+that choice in one run). BATCH is faces per identity per step; faces/s counts both identities
+(2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
   against a matmul measured in this run (bf16 on CUDA; fp32 on CPU, where no bf16 claim is made);
@@ -252,9 +253,9 @@ def timed(fn, n: int, device: torch.device) -> float:
 
 def window_times(fn, n: int, device: torch.device, windows: int) -> list[tuple[int, float]]:
     """`timed`, with the n calls cut into `windows` runs of about equal length, each timed on its own
-    (the device drained at each cut): (calls, seconds) per window. A pause inside one window (a collection, a
-    recompilation) shows as one slow window; a host that cannot keep ahead of the device slows them
-    all alike."""
+    (the device drained at each cut): (calls, seconds) per window. A pause inside one window (a
+    collection, a recompilation) shows as one slow window; a host that cannot keep ahead of the device
+    slows them all alike."""
     bounds = [round(k * n / windows) for k in range(windows + 1)]
     sync(device)
     gc.collect()
