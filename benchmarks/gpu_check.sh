@@ -99,8 +99,9 @@ part eager 100 "eager baselines" \
 part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \
     $PY benchmarks/train_speed.py --cases $O64:compile,$O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
 
-# 2b. Kernel-level choices against what they replaced (decoder heads as one padded convolution, the warp
-#     grid's separable upsampling), original64 and df256 shapes.
+# 2b. Kernel-level choices against what they replaced (the decoder heads as one convolution, and the
+#     shift-add candidate, each with its error against float64; the warp grid's separable upsampling),
+#     original64 and df256 shapes.
 part kernels 90 "kernel choices: decoder heads, warp upsampling" $PY benchmarks/kernel_choices.py ${KQUICK:-}
 
 # 3. Compiled gradients on CUDA: the loss's gradient compiled vs eager, and gradient accumulation under

@@ -5,14 +5,16 @@
 
 1. Decoder heads: to_rgb (3 outputs) and to_mask (1 output), both 5x5, forward + backward, run
    - `separate`: two convolutions, as the decoder ran them before;
-   - `stacked4`: one convolution of the stacked weights (4 outputs);
-   - `stacked8`: the same padded with zero filters to 8 outputs (what `Decoder._heads` does on CUDA).
+   - `stacked4`: one convolution of the stacked weights (4 outputs), what `Decoder._heads` does;
+   - `stacked8`: the same padded with zero filters to 8 outputs (slower than 4 on an H200);
+   - `shift-add` (eager and compiled): a candidate not yet used by any model, see `shift_add_conv`.
+   Each variant's output and gradients are also checked against the heads in float64 on the CPU.
 2. Warp-grid upsampling, (B, 2, 5, 5) offsets to the face size:
-   - `interpolate`: F.interpolate(mode="bicubic"), as augmentation ran it before;
-   - `separable`: `deepfake.augment.upsample_bicubic`, eager and compiled (training compiles it).
+   - `interpolate`: F.interpolate(mode="bicubic"), what eager augmentation runs;
+   - `separable`: `deepfake.augment.upsample_bicubic`, eager and compiled (compiled augmentation uses it).
 
 Prints one JSON line per measurement (ms per call, the mean of `--iters` calls after warm-up) and a
-table with each variant's speed-up over the old way.
+table with each variant's speed-up over the old way and its error against float64.
 """
 
 from __future__ import annotations
