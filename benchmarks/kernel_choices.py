@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfake.augment import upsample_bicubic
+from deepfake.models.autoencoder import stacked_conv
 
 # (name, batch per decoder, decoder output channels, resolution), as the presets have them.
 HEAD_SHAPES = {"original64": (64, 64, 64), "df256": (32, 128, 256)}
@@ -74,11 +75,8 @@ def head_variants(batch: int, channels: int, res: int, device: torch.device, amp
     torch.manual_seed(0)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     x = torch.randn(batch, channels, res, res, device=device).contiguous(memory_format=fmt).requires_grad_(True)
-    w_rgb = (torch.randn(3, channels, 5, 5, device=device) * 0.02).contiguous(memory_format=fmt).requires_grad_(True)
-    w_mask = (torch.randn(1, channels, 5, 5, device=device) * 0.02).contiguous(memory_format=fmt).requires_grad_(True)
-    b_rgb = torch.zeros(3, device=device, requires_grad=True)
-    b_mask = torch.zeros(1, device=device, requires_grad=True)
-    params = [x, w_rgb, w_mask]
+    rgb, mask = (torch.nn.Conv2d(channels, n, 5, 1, 2).to(device, memory_format=fmt) for n in (3, 1))
+    params = [x, rgb.weight, mask.weight]
 
     def autocast():
         return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
@@ -88,37 +86,38 @@ def head_variants(batch: int, channels: int, res: int, device: torch.device, amp
 
     def separate():
         with autocast():
-            y = torch.cat([F.conv2d(x, w_rgb, b_rgb, padding=2), F.conv2d(x, w_mask, b_mask, padding=2)], dim=1)
+            y = torch.cat([rgb(x), mask(x)], dim=1)
         return grads(y)
 
-    def stacked(outputs: int):
-        def run():
-            w, b = torch.cat([w_rgb, w_mask]), torch.cat([b_rgb, b_mask])
-            if outputs > 4:
-                w = torch.cat([w, w.new_zeros(outputs - 4, *w.shape[1:])])
-                b = torch.cat([b, b.new_zeros(outputs - 4)])
-            with autocast():
-                y = F.conv2d(x, w.contiguous(memory_format=fmt), b, padding=2)[:, :4]
-            return grads(y)
-        return run
+    def stacked4():
+        with autocast():
+            y = stacked_conv(x, [rgb, mask])  # the decoder's own code (Decoder._heads)
+        return grads(y)
+
+    def stacked8():
+        w, b = torch.cat([rgb.weight, mask.weight]), torch.cat([rgb.bias, mask.bias])
+        w, b = torch.cat([w, w.new_zeros(4, *w.shape[1:])]), torch.cat([b, b.new_zeros(4)])
+        with autocast():
+            y = F.conv2d(x, w.contiguous(memory_format=fmt), b, padding=2)[:, :4]
+        return grads(y)
 
     def shift_add(fn):
         def run():
             with autocast():
-                y = fn(x, torch.cat([w_rgb, w_mask]), torch.cat([b_rgb, b_mask]))
+                y = fn(x, torch.cat([rgb.weight, mask.weight]), torch.cat([rgb.bias, mask.bias]))
             return grads(y)
         return run
 
-    variants = {"separate": separate, "stacked4 (the decoder's)": stacked(4), "stacked8": stacked(8),
+    variants = {"separate": separate, "stacked4 (the decoder's)": stacked4, "stacked8": stacked8,
                 "shift-add": shift_add(shift_add_conv)}
     if compile_:
         variants["shift-add compiled"] = shift_add(torch.compile(shift_add_conv, dynamic=False))
 
     def reference():
         """The heads one by one in float64 on the CPU."""
-        x64, wr, wm = (t.detach().double().cpu().requires_grad_(True) for t in (x, w_rgb, w_mask))
-        y = torch.cat([F.conv2d(x64, wr, b_rgb.detach().double().cpu(), padding=2),
-                       F.conv2d(x64, wm, b_mask.detach().double().cpu(), padding=2)], dim=1)
+        x64, wr, wm = (t.detach().double().cpu().requires_grad_(True) for t in params)
+        y = torch.cat([F.conv2d(x64, wr, rgb.bias.detach().double().cpu(), padding=2),
+                       F.conv2d(x64, wm, mask.bias.detach().double().cpu(), padding=2)], dim=1)
         return y, torch.autograd.grad(y.square().sum(), [x64, wr, wm])
 
     return variants, reference

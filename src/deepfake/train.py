@@ -255,7 +255,7 @@ class AdversarialStep:
         logs = torch.zeros(10, device=self.device)
         fakes = []
         total = torch.zeros((), device=self.device)
-        params = [p for p in self.autoencoder.parameters()]
+        params = list(self.autoencoder.parameters())
         self._own_grads(params, accum)
         for i, (a, b) in enumerate(zip(batches_a, batches_b)):
             sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()

@@ -117,18 +117,23 @@ class Decoder(nn.Module):
         return rgb, mask
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """to_rgb and to_mask as one convolution of their stacked weights (the parameters stay separate).
+        """to_rgb [and to_mask] as one convolution: (B, 3 [+ 1], R, R) before the sigmoids."""
+        return stacked_conv(x, [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else []))
 
-        cuDNN has no fast kernel for a 5x5 convolution with 3 or 1 output channels: on an H200, forward
-        and backward of original64's two heads took 1.00 ms run one by one and 0.61 ms stacked, df256's
-        9.9 ms and 5.3 ms (benchmarks/kernel_choices.py; zero filters padding the stack to 8 outputs
-        were slower than 4)."""
-        heads = [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else [])
-        weight = torch.cat([h.weight for h in heads])  # (3 or 4, C, k, k)
-        bias = torch.cat([h.bias for h in heads])
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(x, weight, bias, padding=self.to_rgb.padding)
+
+def stacked_conv(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
+    """Convolutions of the same kernel and padding on the same input as one convolution of their stacked
+    weights (the parameters stay separate): their outputs, concatenated along channels.
+
+    The decoder's heads. cuDNN has no fast kernel for a 5x5 convolution with 3 or 1 output channels: on
+    an H200, forward and backward of original64's two heads took 1.00 ms run one by one and 0.61 ms
+    stacked, df256's 9.9 ms and 5.3 ms (benchmarks/kernel_choices.py; zero filters padding the stack to
+    8 outputs were slower than 4)."""
+    weight = torch.cat([c.weight for c in convs])  # (sum of outputs, C, k, k)
+    bias = torch.cat([c.bias for c in convs])
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, weight, bias, padding=convs[0].padding)
 
 
 def _side(side: str) -> str:
