@@ -11,6 +11,7 @@
 #
 # Runs so far, all 2026-11-26 (tables in benchmarks/RESULTS.md): an H100 (whole script), then three calls
 # on H200s (parts tests train df256 grads; train df256 grads profile autotune; tests train df256 kernels).
+# Next: GPU_CHECK_PARTS="tests train df256 kernels" (about 300 s): the shift-add heads' A/B.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -88,12 +89,13 @@ for name, batch in MEM:
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-#    Each beside its `split` twin (batch_sides off: one encoder and one D pass per identity), the A/B of
-#    the batched pass in the same process against the same reference measurement.
+#    Each beside its `shiftadd` twin (model.head_conv=shift_add: the decoder heads as a 1x1 convolution
+#    and shifted sums where compiled), the A/B of that choice in the same process against the same
+#    reference measurement. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:split} --steps 100 --warmup 10 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:split} --steps 15 --warmup 3 --train-check none $ON
+    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:shiftadd} --steps 15 --warmup 3 --train-check none $ON
 part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
 part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \

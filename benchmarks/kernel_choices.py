@@ -7,7 +7,9 @@
    - `separate`: two convolutions, as the decoder ran them before;
    - `stacked4`: one convolution of the stacked weights (4 outputs), what `Decoder._heads` does;
    - `stacked8`: the same padded with zero filters to 8 outputs (slower than 4 on an H200);
-   - `shift-add` (eager and compiled): a candidate not yet used by any model, see `shift_add_conv`.
+   - `shift-add` (eager and compiled): a 1x1 convolution to 100 channels and 25 shifted sums
+     (`deepfake.models.autoencoder.shift_add_conv`), what a compiled decoder runs with
+     `model.head_conv=shift_add`.
    Each variant's output and gradients are also checked against the heads in float64 on the CPU.
 2. Warp-grid upsampling, (B, 2, 5, 5) offsets to the face size:
    - `interpolate`: F.interpolate(mode="bicubic"), what eager augmentation runs;
@@ -57,18 +59,6 @@ def time_ms(fn, iters: int, device: torch.device, warmup: int = 3) -> float:
     return (time.perf_counter() - t0) / iters * 1e3
 
 
-def shift_add_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """A k x k convolution with few outputs as a 1x1 convolution to k*k*O channels (one GEMM with good
-    shapes) and the sum of k*k spatially shifted O-channel slices of it. The same FLOPs as the direct
-    convolution; a candidate for the decoder heads, measured here before any model uses it."""
-    o, c, k, _ = w.shape
-    taps = w.permute(2, 3, 0, 1).reshape(k * k * o, c, 1, 1)  # row (ky * k + kx) * o + out
-    z = F.pad(F.conv2d(x, taps), (k // 2,) * 4)  # (B, k*k*O, H + k - 1, W + k - 1)
-    h, wd = x.shape[-2:]
-    y = sum(z[:, (ky * k + kx) * o:(ky * k + kx + 1) * o, ky:ky + h, kx:kx + wd] for ky in range(k) for kx in range(k))
-    return y + b.view(1, -1, 1, 1)
-
-
 def head_variants(batch: int, channels: int, res: int, device: torch.device, amp: torch.dtype | None, compile_: bool):
     """Forward + backward of the decoder heads several ways, on the same input and weights. Each variant
     returns (output, gradients of the input and of both weights) for the accuracy check."""
@@ -104,14 +94,15 @@ def head_variants(batch: int, channels: int, res: int, device: torch.device, amp
     def shift_add(fn):
         def run():
             with autocast():
-                y = fn(x, torch.cat([rgb.weight, mask.weight]), torch.cat([rgb.bias, mask.bias]))
+                y = fn(x, [rgb, mask], True)
             return grads(y)
         return run
 
     variants = {"separate": separate, "stacked4 (the decoder's)": stacked4, "stacked8": stacked8,
-                "shift-add": shift_add(shift_add_conv)}
+                "shift-add": shift_add(stacked_conv)}
     if compile_:
-        variants["shift-add compiled"] = shift_add(torch.compile(shift_add_conv, dynamic=False))
+        # What a compiled decoder with model.head_conv=shift_add runs.
+        variants["shift-add compiled"] = shift_add(torch.compile(stacked_conv, dynamic=False))
 
     def reference():
         """The heads one by one in float64 on the CPU."""

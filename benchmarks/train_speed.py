@@ -13,12 +13,13 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan][:split], MODE = eager | compile | cudagraphs (compile, mode
+Case syntax: PRESET:BATCH:MODE[:gan][:split][:shiftadd], MODE = eager | compile | cudagraphs (compile, mode
 reduce-overhead) | auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on
 CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs;
 minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
 (one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
-that choice in one run). BATCH is faces per identity per step; faces/s counts both identities
+that choice in one run); `shiftadd` sets model.head_conv=shift_add (the decoder heads, where compiled,
+as a 1x1 convolution and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs). BATCH is faces per identity per step; faces/s counts both identities
 (2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
@@ -336,21 +337,22 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
-    """PRESET:BATCH:MODE[:gan] as the preset's TrainConfig on `device`, and the mode."""
+    """PRESET:BATCH:MODE[:gan][:split][:shiftadd] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
     if mode not in ("eager", "compile", "cudagraphs", "auto", "autotune"):
         raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs, auto or autotune")
-    unknown = set(parts[3:]) - {"gan", "split"}
+    unknown = set(parts[3:]) - {"gan", "split", "shiftadd"}
     if unknown:
-        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split)")
+        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, shiftadd)")
     cfg = preset_config(preset)
     loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
     # cudagraphs: compile with mode reduce-overhead (CUDA graph replay); auto: what `deepfake train
     # --compile` picks by default (train.resolve_compile_mode).
     compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto", "autotune": "max-autotune"}.get(mode, "default")
+    model = replace(cfg.model, head_conv="shift_add" if "shiftadd" in parts[3:] else cfg.model.head_conv)
     cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
-                  compile_mode=compile_mode, batch_sides="split" not in parts[3:])
+                  compile_mode=compile_mode, batch_sides="split" not in parts[3:], model=model)
     return cfg, mode
 
 
@@ -358,11 +360,13 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
              refs: dict | None = None) -> dict:
     """Our step, then the reference beside it. `refs` keeps each reference measurement of this call by
     what it depends on (preset, batch, GAN, compiled): cases that differ only in our settings (`split`,
-    compile modes that all compare with the compiled reference) reuse it and say so (`ref_reused`)."""
+    `shiftadd`, compile modes that all compare with the compiled reference) reuse it and say so
+    (`ref_reused`)."""
     cfg, mode = case_config(case, device)
     compiled, gan, batch = cfg.compile, cfg.loss.gan_weight > 0, cfg.batch
     amp = resolve_amp(cfg.amp, device)
     out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan, "batch_sides": cfg.batch_sides,
+           "head_conv": cfg.model.head_conv,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
 
     # Ours.

@@ -10,6 +10,7 @@ import torch
 from deepfake.config import DiscriminatorConfig, ModelConfig
 from deepfake.errors import DeepfakeError
 from deepfake.models import PRESETS, build_autoencoder, build_discriminator, preset_config
+from deepfake.models.autoencoder import stacked_conv
 from deepfake.models.blocks import ACTIVATIONS, NORMS
 
 
@@ -118,7 +119,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
 @pytest.mark.parametrize("bad", [
     dict(resolution=72), dict(resolution=32), dict(arch="gan"), dict(encoder_channels=[8, 8]),
-    dict(decoder_stages=2), dict(activation="tanhh"), dict(norm="layer"),
+    dict(decoder_stages=2), dict(activation="tanhh"), dict(norm="layer"), dict(head_conv="fft"),
 ])
 def test_bad_configs_raise_one_line_errors(bad):
     with pytest.raises(DeepfakeError) as e:
@@ -148,10 +149,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("learned_mask", [True, False])
-def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, learned_mask):
-    """The decoder runs to_rgb and to_mask as one convolution of their stacked weights. Its outputs and
-    the gradients of the input and of each head's weights must equal the two heads run one by one in
-    float64 on the CPU: in fp32 (on CUDA with TF32 off) and, on CUDA, under bf16 autocast.
+@pytest.mark.parametrize("head_conv", ["direct", "shift_add"])
+def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, learned_mask, head_conv):
+    """The decoder runs to_rgb and to_mask as one convolution of their stacked weights, directly or (where
+    compiled, with `head_conv=shift_add`) as a 1x1 convolution and shifted sums. Its outputs and the
+    gradients of the input and of each head's weights must equal the two heads run one by one in float64
+    on the CPU: in fp32 (on CUDA with TF32 off) and, on CUDA, under bf16 autocast.
 
     The reference is float64 on the CPU, not the separate heads on the same device: on an H200 (torch
     2.11, cuDNN, channels_last, fp32) the separate 1-output mask convolution's weight gradient disagreed
@@ -175,12 +178,12 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
         decoder.to(memory_format=torch.channels_last)
         xd = xd.contiguous(memory_format=torch.channels_last)
     xd.requires_grad_(True)
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         for amp in [None] + ([torch.bfloat16] if device == "cuda" else []):
             with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
-                fused = decoder._heads(xd)
+                fused = stacked_conv(xd, heads, shift_add=head_conv == "shift_add")
             assert fused.shape[1] == 3 + learned_mask  # rgb [+ mask]
             grads = torch.autograd.grad(fused.float().square().sum(), [xd] + [h.weight for h in heads])
             tol = dict(rtol=3e-2, atol=3e-2) if amp else dict(rtol=1e-4, atol=1e-4)
@@ -189,7 +192,7 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
                 scale = r.abs().max()  # weight gradients sum over every pixel: compare relative to their size
                 torch.testing.assert_close(g.double().cpu() / scale, r / scale, **tol, msg=f"{name} gradient")
     finally:
-        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def test_decoder_heads_in_one_convolution_equal_the_separate_heads_on_the_cpu():
@@ -204,3 +207,28 @@ def test_decoder_heads_in_one_convolution_equal_the_separate_heads_on_the_cpu():
     params = [x] + [h.weight for h in heads]
     for g_f, g_s in zip(torch.autograd.grad(fused.square().sum(), params), torch.autograd.grad(separate.square().sum(), params)):
         torch.testing.assert_close(g_f, g_s, rtol=1e-4, atol=1e-4)
+
+
+def test_shift_add_heads_compiled_equal_the_direct_convolution():
+    """`head_conv=shift_add` takes effect where the decoder is compiled: compiled (float32, CPU) it gives
+    the direct convolution's output and gradients, on channels_last input as training passes it; eager
+    it runs the direct convolution."""
+    torch.manual_seed(0)
+    direct = build_autoencoder(tiny_model()).decoder_a
+    shift = build_autoencoder(tiny_model(head_conv="shift_add")).decoder_a
+    shift.load_state_dict(direct.state_dict())
+    x = torch.randn(2, 16, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert torch.equal(shift._heads(x), direct._heads(x))  # eager: the direct convolution itself
+
+    graphs = []  # what Dynamo traces: one 1x1 convolution (25 x 4 outputs), not the 5x5 one
+    torch.compile(shift._heads, backend=lambda gm, _: graphs.append(gm) or gm)(x)
+    kernels = [n.args[1].meta["example_value"].shape for n in graphs[0].graph.nodes if n.target is torch.conv2d]
+    assert kernels == [(100, 16, 1, 1)]
+
+    outs = [direct._heads(x), torch.compile(shift._heads, dynamic=False)(x)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    grads = [torch.autograd.grad(y.square().sum(), [x, m.to_rgb.weight, m.to_mask.weight])
+             for y, m in zip(outs, (direct, shift))]
+    for name, g_d, g_s in zip(("input", "to_rgb", "to_mask"), *grads):
+        scale = g_d.abs().max()
+        torch.testing.assert_close(g_s / scale, g_d / scale, rtol=1e-4, atol=1e-5, msg=f"{name} gradient")

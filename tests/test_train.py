@@ -375,3 +375,16 @@ def test_compile_mode_auto_picks_cuda_graphs_for_small_models_on_cuda_only():
     assert resolve(dataclasses.replace(large, compile_mode="reduce-overhead"), torch.device("cuda")) == "reduce-overhead"
     with pytest.raises(train_module.DeepfakeError, match="compile_mode 'fast'"):
         resolve(dataclasses.replace(small, compile_mode="fast"), torch.device("cpu"))
+
+
+def test_resume_may_switch_memory_and_kernel_settings_but_not_the_architecture(tmp_path):
+    """Decoder checkpointing and the heads' kernel change memory and speed, not the weights: a resume may
+    switch them. A different architecture is refused with a one-line error."""
+    saved = tiny()
+    switched = dataclasses.replace(saved, model=dataclasses.replace(saved.model, checkpoint_decoder=True,
+                                                                    head_conv="shift_add"))
+    train_module._check_resumable(saved, switched, tmp_path)
+    other = dataclasses.replace(saved, model=dataclasses.replace(saved.model, latent_dims=saved.model.latent_dims * 2))
+    with pytest.raises(train_module.DeepfakeError, match="different model config") as e:
+        train_module._check_resumable(saved, other, tmp_path)
+    assert "\n" not in str(e.value)

@@ -6,6 +6,7 @@ beside it, and must report every number the GPU run reports.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -65,3 +66,22 @@ def test_kernel_choices_quick_mode_times_every_variant(capsys):
     assert all(r["ms"] > 0 for r in rows)
     # Every head variant computes the same convolution: output and gradients against float64.
     assert all(r["max_rel_error_vs_float64"] < 1e-4 for r in rows if r["what"] == heads)
+
+
+def test_case_options_set_our_config_only():
+    """`split` and `shiftadd` change our step's settings (the A/Bs the device script runs), nothing else;
+    an unknown option is refused."""
+    import pytest
+    import torch
+
+    bench = load_benchmark()
+    cpu = torch.device("cpu")
+    base, mode = bench.case_config("df256:32:compile:gan", cpu)
+    assert mode == "compile" and base.batch_sides and base.model.head_conv == "direct" and base.loss.gan_weight > 0
+    shift, _ = bench.case_config("df256:32:compile:gan:shiftadd", cpu)
+    assert shift.model.head_conv == "shift_add" and shift.batch_sides
+    split, _ = bench.case_config("df256:32:compile:gan:split", cpu)
+    assert not split.batch_sides and split.model.head_conv == "direct"
+    assert dataclasses.replace(shift, model=base.model) == base
+    with pytest.raises(SystemExit, match="unknown option"):
+        bench.case_config("df256:32:compile:fast", cpu)

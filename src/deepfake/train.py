@@ -508,8 +508,10 @@ def _sigint_flag():
 
 
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path) -> None:
-    # Activation checkpointing changes memory, not weights: it may be switched on a resume.
-    saved = replace(saved, model=replace(saved.model, checkpoint_decoder=cfg.model.checkpoint_decoder))
+    # Activation checkpointing and the heads' kernel change memory and speed, not weights: they may be
+    # switched on a resume.
+    saved = replace(saved, model=replace(saved.model, checkpoint_decoder=cfg.model.checkpoint_decoder,
+                                         head_conv=cfg.model.head_conv))
     for part in ("model", "discriminator"):
         if to_dict(getattr(saved, part)) != to_dict(getattr(cfg, part)):
             raise DeepfakeError(

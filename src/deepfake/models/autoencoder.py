@@ -21,6 +21,7 @@ from deepfake.errors import DeepfakeError
 from deepfake.models.blocks import ConvBlock, ResBlock, Upscale
 
 SIDES = ("a", "b")
+HEAD_CONVS = ("direct", "shift_add")
 
 
 def bottleneck_res(cfg: ModelConfig) -> int:
@@ -35,6 +36,8 @@ def validate(cfg: ModelConfig) -> None:
         raise DeepfakeError(f"model.resolution {r}: must be a multiple of 16 between 64 and 512")
     if cfg.arch not in ("df", "liae"):
         raise DeepfakeError(f"model.arch '{cfg.arch}': choose df or liae")
+    if cfg.head_conv not in HEAD_CONVS:
+        raise DeepfakeError(f"model.head_conv '{cfg.head_conv}': choose {' or '.join(HEAD_CONVS)}")
     if len(cfg.encoder_channels) != cfg.encoder_stages:
         raise DeepfakeError(f"model.encoder_channels has {len(cfg.encoder_channels)} entries for {cfg.encoder_stages} stages")
     if len(cfg.decoder_channels) != cfg.decoder_stages:
@@ -99,6 +102,7 @@ class Decoder(nn.Module):
         # The mask gets its own head so its gradient does not fight the colour channels for capacity.
         self.to_mask = nn.Conv2d(c, 1, 5, 1, 2) if cfg.learned_mask else None
         self.checkpoint = cfg.checkpoint_decoder
+        self.head_conv = cfg.head_conv
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = z
@@ -118,22 +122,52 @@ class Decoder(nn.Module):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """to_rgb [and to_mask] as one convolution: (B, 3 [+ 1], R, R) before the sigmoids."""
-        return stacked_conv(x, [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else []))
+        # shift_add only where compiled: eager, its 25 shifted sums are 25 passes over a large tensor.
+        shift_add = self.head_conv == "shift_add" and torch.compiler.is_compiling()
+        return stacked_conv(x, [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else []), shift_add)
 
 
-def stacked_conv(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
+def stacked_conv(x: torch.Tensor, convs: list[nn.Conv2d], shift_add: bool = False) -> torch.Tensor:
     """Convolutions of the same kernel and padding on the same input as one convolution of their stacked
     weights (the parameters stay separate): their outputs, concatenated along channels.
 
     The decoder's heads. cuDNN has no fast kernel for a 5x5 convolution with 3 or 1 output channels: on
     an H200, forward and backward of original64's two heads took 1.00 ms run one by one and 0.61 ms
     stacked, df256's 9.9 ms and 5.3 ms (benchmarks/kernel_choices.py; zero filters padding the stack to
-    8 outputs were slower than 4)."""
+    8 outputs were slower than 4). `shift_add` runs the stacked convolution as `shift_add_conv`."""
     weight = torch.cat([c.weight for c in convs])  # (sum of outputs, C, k, k)
     bias = torch.cat([c.bias for c in convs])
+    if shift_add:
+        return shift_add_conv(x, weight, bias)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         weight = weight.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, weight, bias, padding=convs[0].padding)
+
+
+def shift_add_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A k x k convolution (stride 1, padding k // 2) with few outputs, as a 1x1 convolution to k*k*O
+    channels (one GEMM with good shapes for tensor cores) and the sum of its k*k spatially shifted
+    O-channel slices. The same FLOPs and result as `F.conv2d(x, weight, bias, padding=k // 2)`.
+
+    Eager, the shifted sums are k*k kernels over a k*k-times larger tensor: slower. Compiled, they fuse
+    into one pass (in float32, rounded once), and the large tensor is not kept for backward (its slices' gradient needs no input).
+
+    x: (B, C, H, W); weight: (O, C, k, k), k odd; bias: (O,). Returns (B, O, H, W)."""
+    o, c, k, k2 = weight.shape
+    if k != k2 or k % 2 == 0:
+        raise ValueError(f"shift_add_conv: needs a square kernel of odd size, got {k}x{k2}")
+    taps = weight.permute(2, 3, 0, 1).reshape(k * k * o, c, 1, 1)  # row (ky * k + kx) * O + out
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        taps = taps.contiguous(memory_format=torch.channels_last)
+    z = F.pad(F.conv2d(x, taps), (k // 2,) * 4)  # (B, k*k*O, H + k - 1, W + k - 1)
+    h, w = x.shape[-2:]
+    acc = torch.promote_types(z.dtype, torch.float32)  # bf16 is summed in float32, as conv2d accumulates
+    y = bias.view(1, o, 1, 1).to(acc)
+    for ky in range(k):
+        for kx in range(k):
+            t = (ky * k + kx) * o
+            y = y + z[:, t:t + o, ky:ky + h, kx:kx + w].to(acc)
+    return y.to(z.dtype)
 
 
 def _side(side: str) -> str:
