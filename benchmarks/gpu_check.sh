@@ -89,7 +89,7 @@ for name, batch in MEM:
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-#    Each beside its `shiftadd` twin (model.head_conv=shift_add: the decoder heads as a 1x1 convolution
+#    Each beside its `shiftadd` twin (model.head_conv=shift_add: the decoder heads as a matrix product
 #    and shifted sums where compiled), the A/B of that choice in the same process against the same
 #    reference measurement. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \

@@ -7,8 +7,8 @@
    - `separate`: two convolutions, as the decoder ran them before;
    - `stacked4`: one convolution of the stacked weights (4 outputs), what `Decoder._heads` does;
    - `stacked8`: the same padded with zero filters to 8 outputs (slower than 4 on an H200);
-   - `shift-add` (eager and compiled): a 1x1 convolution to 100 channels and 25 shifted sums
-     (`deepfake.models.autoencoder.shift_add_conv`), what a compiled decoder runs with
+   - `shift-add` (eager and compiled): one matrix product to 100 (+4 zero) channels per pixel and 25
+     shifted sums (`deepfake.models.autoencoder.shift_add_conv`), what a compiled decoder runs with
      `model.head_conv=shift_add`.
    Each variant's output and gradients are also checked against the heads in float64 on the CPU.
 2. Warp-grid upsampling, (B, 2, 5, 5) offsets to the face size:

@@ -19,8 +19,8 @@ CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per s
 minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
 (one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
 that choice in one run); `shiftadd` sets model.head_conv=shift_add (the decoder heads, where compiled,
-as a 1x1 convolution and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs). BATCH is faces per identity per step; faces/s counts both identities
-(2 x BATCH), as ANCHORS.md does. Printed per case:
+as a matrix product and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs). BATCH is faces
+per identity per step; faces/s counts both identities (2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
   against a matmul measured in this run (bf16 on CUDA; fp32 on CPU, where no bf16 claim is made);

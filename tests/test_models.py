@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import pytest
 import torch
@@ -152,7 +153,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("head_conv", ["direct", "shift_add"])
 def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, learned_mask, head_conv):
     """The decoder runs to_rgb and to_mask as one convolution of their stacked weights, directly or (where
-    compiled, with `head_conv=shift_add`) as a 1x1 convolution and shifted sums. Its outputs and the
+    compiled, with `head_conv=shift_add`) as a matrix product and shifted sums. Its outputs and the
     gradients of the input and of each head's weights must equal the two heads run one by one in float64
     on the CPU: in fp32 (on CUDA with TF32 off) and, on CUDA, under bf16 autocast.
 
@@ -220,10 +221,12 @@ def test_shift_add_heads_compiled_equal_the_direct_convolution():
     x = torch.randn(2, 16, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     assert torch.equal(shift._heads(x), direct._heads(x))  # eager: the direct convolution itself
 
-    graphs = []  # what Dynamo traces: one 1x1 convolution (25 x 4 outputs), not the 5x5 one
+    graphs = []  # what Dynamo traces: no convolution, one matrix product to 25 x 4 (+ 4 zero) columns
     torch.compile(shift._heads, backend=lambda gm, _: graphs.append(gm) or gm)(x)
-    kernels = [n.args[1].meta["example_value"].shape for n in graphs[0].graph.nodes if n.target is torch.conv2d]
-    assert kernels == [(100, 16, 1, 1)]
+    ops = [n.target for n in graphs[0].graph.nodes if n.op == "call_function"]
+    assert torch.conv2d not in ops
+    (mm,) = [n for n in graphs[0].graph.nodes if n.target is operator.matmul]
+    assert tuple(mm.args[1].meta["example_value"].shape) == (16, 104)
 
     outs = [direct._heads(x), torch.compile(shift._heads, dynamic=False)(x)]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)

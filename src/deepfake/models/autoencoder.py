@@ -145,29 +145,33 @@ def stacked_conv(x: torch.Tensor, convs: list[nn.Conv2d], shift_add: bool = Fals
 
 
 def shift_add_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A k x k convolution (stride 1, padding k // 2) with few outputs, as a 1x1 convolution to k*k*O
-    channels (one GEMM with good shapes for tensor cores) and the sum of its k*k spatially shifted
-    O-channel slices. The same FLOPs and result as `F.conv2d(x, weight, bias, padding=k // 2)`.
+    """A k x k convolution (stride 1, padding k // 2) with few outputs, as one matrix product to k*k*O
+    channels per pixel and the sum of its k*k spatially shifted O-channel slices. The same FLOPs and
+    result as `F.conv2d(x, weight, bias, padding=k // 2)`.
 
-    Eager, the shifted sums are k*k kernels over a k*k-times larger tensor: slower. Compiled, they fuse
-    into one pass (in float32, rounded once), and the large tensor is not kept for backward (its slices' gradient needs no input).
+    The product is a GEMM with good shapes for tensor cores (B*H*W rows, C deep, k*k*O columns padded
+    with zero columns to a multiple of 8, so each row is 16-byte aligned in bf16), run by cuBLAS rather
+    than one of cuDNN's convolution kernels, none of which is fast with 4 outputs. On channels_last input
+    (B*H*W, C) is a view, not a copy. Eager, the shifted sums are k*k passes over a k*k-times larger
+    tensor: slower. Compiled, they fuse into one (summed in float32, rounded once), and that tensor is
+    not kept for backward (the gradient of a slice needs no input).
 
-    x: (B, C, H, W); weight: (O, C, k, k), k odd; bias: (O,). Returns (B, O, H, W)."""
+    x: (B, C, H, W); weight: (O, C, k, k), k odd; bias: (O,). Returns (B, O, H, W), channels_last."""
     o, c, k, k2 = weight.shape
     if k != k2 or k % 2 == 0:
         raise ValueError(f"shift_add_conv: needs a square kernel of odd size, got {k}x{k2}")
-    taps = weight.permute(2, 3, 0, 1).reshape(k * k * o, c, 1, 1)  # row (ky * k + kx) * O + out
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        taps = taps.contiguous(memory_format=torch.channels_last)
-    z = F.pad(F.conv2d(x, taps), (k // 2,) * 4)  # (B, k*k*O, H + k - 1, W + k - 1)
-    h, w = x.shape[-2:]
+    n = k * k * o
+    taps = F.pad(weight.permute(1, 2, 3, 0).reshape(c, n), (0, -n % 8))  # (C, N'): column (ky*k + kx)*O + out
+    b, _, h, w = x.shape
+    z = (x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ taps).view(b, h, w, -1)  # (B, H, W, N')
+    z = F.pad(z, (0, 0) + (k // 2,) * 4)  # (B, H + k - 1, W + k - 1, N')
     acc = torch.promote_types(z.dtype, torch.float32)  # bf16 is summed in float32, as conv2d accumulates
-    y = bias.view(1, o, 1, 1).to(acc)
+    y = bias.to(acc)
     for ky in range(k):
         for kx in range(k):
             t = (ky * k + kx) * o
-            y = y + z[:, t:t + o, ky:ky + h, kx:kx + w].to(acc)
-    return y.to(z.dtype)
+            y = y + z[:, ky:ky + h, kx:kx + w, t:t + o].to(acc)
+    return y.to(z.dtype).permute(0, 3, 1, 2)  # (B, O, H, W)
 
 
 def _side(side: str) -> str:
