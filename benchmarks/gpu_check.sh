@@ -11,7 +11,8 @@
 #
 # Runs so far, all 2026-11-26 (tables in benchmarks/RESULTS.md): an H100 (whole script), then three calls
 # on H200s (parts tests train df256 grads; train df256 grads profile autotune; tests train df256 kernels).
-# Next: GPU_CHECK_PARTS="tests train df256 kernels" (about 300 s): the shift-add heads' A/B.
+# Next: GPU_CHECK_PARTS="tests train df256 kernels profile" PROFILE_CASES=df256:32:compile:gan:shiftadd
+# GPU_CHECK_BUDGET=450 (timeout_s 480): the shift-add heads' A/B, then where df256's step time goes.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -111,7 +112,8 @@ part kernels 90 "kernel choices: decoder heads, warp upsampling" $PY benchmarks/
 part grads 150 "compiled gradients: loss, accumulation under CUDA graphs" $PY -m pytest -q -rs tests/test_compile.py \
     -k "${GRADS_K:-gradient_accumulation or loss_gradient}" -p no:cacheprovider
 
-# 4. Diagnosis for whatever misses a target: torch.profiler's top kernels and launches per step of our
+# 4. Diagnosis for whatever misses a target: torch.profiler's top kernels, launches per step and the
+#    kernel time per family (convolution passes, matmuls, Inductor's kernels, optimizer, ...) of our
 #    compiled steps as `deepfake train --compile` runs them (the inductor cache from part 2 makes the
 #    recompile short).
 part profile 100 "profile of our compiled steps" \

@@ -314,6 +314,40 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+# Kernel families by name, first match wins: cuDNN's convolutions by pass (its engines name fprop, dgrad
+# and wgrad; older ones say "convolve"), cuBLAS/CUTLASS matrix products (Hopper's are "nvjet"), Inductor's
+# generated kernels by kind, the optimizer, the warp's resampling, layout conversions.
+KERNEL_FAMILIES = (
+    ("conv forward", ("fprop", "implicit_convolve", "conv2d_grouped_direct", "convolve_common_engine")),
+    ("conv input grad", ("dgrad",)),
+    ("conv weight grad", ("wgrad",)),
+    ("matmul", ("gemm", "nvjet", "cutlass")),
+    ("inductor pointwise", ("triton_poi",)),
+    ("inductor reduction", ("triton_red", "triton_per")),
+    ("inductor other", ("triton_",)),
+    ("optimizer", ("multi_tensor_apply", "fused_adam", "adam")),
+    ("warp resampling", ("grid_sampler", "upsample_bicubic")),
+    ("layout conversion", ("nchwtonhwc", "nhwctonchw", "transpose")),
+)
+
+
+def kernel_family(name: str) -> str:
+    low = name.lower()
+    for family, needles in KERNEL_FAMILIES:
+        if any(n in low for n in needles):
+            return family
+    return "other"
+
+
+def kernel_breakdown(kernels: list[tuple[str, float]], steps: int) -> dict[str, float]:
+    """(kernel name, device microseconds) pairs -> ms per step per family, largest first."""
+    out: dict[str, float] = {}
+    for name, us in kernels:
+        family = kernel_family(name)
+        out[family] = out.get(family, 0.0) + us / steps / 1e3
+    return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
     """Where a step's time goes: torch.profiler over n steps, the top kernels by device time, and the
     launches per step (a launch-bound step shows many short kernels and host time above device time)."""
@@ -334,6 +368,16 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
         busy_us = sum(e.device_time for e in kernels) if kernels and hasattr(kernels[0], "device_time") else float("nan")
         print(json.dumps({"profile": case, "kernels_per_step": round(len(kernels) / n, 1),
                           "kernel_ms_per_step": round(busy_us / n / 1e3, 3)}), flush=True)
+        if kernels and hasattr(kernels[0], "device_time"):
+            # Where the kernel time goes, by family; the unmatched names are listed for the next reader.
+            pairs = [(e.name, e.device_time) for e in kernels]
+            print(json.dumps({"profile": case, "ms_per_step_by_family": kernel_breakdown(pairs, n)}), flush=True)
+            other: dict[str, float] = {}
+            for name, us in pairs:
+                if kernel_family(name) == "other":
+                    other[name[:80]] = other.get(name[:80], 0.0) + us / n / 1e3
+            top = sorted(other.items(), key=lambda kv: -kv[1])[:8]
+            print(json.dumps({"profile": case, "other_kernels_ms": {k: round(v, 3) for k, v in top}}), flush=True)
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:

@@ -85,3 +85,26 @@ def test_case_options_set_our_config_only():
     assert dataclasses.replace(shift, model=base.model) == base
     with pytest.raises(SystemExit, match="unknown option"):
         bench.case_config("df256:32:compile:fast", cpu)
+
+
+def test_profile_groups_kernels_by_family():
+    """The profile part's breakdown: kernel names as CUDA's profiler reports them, grouped and summed
+    per step (ms), so the next GPU session sees at once how much of a step is convolution."""
+    bench = load_benchmark()
+    kernels = [
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", 3000.0),
+        ("sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 2000.0),
+        ("sm90_xmma_wgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 2500.0),
+        ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT", 500.0),
+        ("triton_poi_fused_leaky_relu_pixel_shuffle_3", 400.0),
+        ("triton_red_fused_sum_12", 100.0),
+        ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>", 300.0),
+        ("void at::native::grid_sampler_2d_kernel<float, int>", 50.0),
+        ("void cudnn::ops::nchwToNhwcKernel<__nv_bfloat16>", 25.0),
+        ("some_new_kernel", 5.0),
+    ]
+    out = bench.kernel_breakdown(kernels, steps=5)
+    assert out == {"conv forward": 0.6, "conv weight grad": 0.5, "conv input grad": 0.4, "matmul": 0.1,
+                   "inductor pointwise": 0.08, "optimizer": 0.06, "inductor reduction": 0.02,
+                   "warp resampling": 0.01, "layout conversion": 0.005, "other": 0.001}
+    assert list(out)[0] == "conv forward"  # largest first
