@@ -11,8 +11,9 @@
 #
 # Runs so far, all 2026-11-26 (tables in benchmarks/RESULTS.md): an H100 (whole script), then three calls
 # on H200s (parts tests train df256 grads; train df256 grads profile autotune; tests train df256 kernels).
-# Next: GPU_CHECK_PARTS="tests train df256 kernels profile" PROFILE_CASES=df256:32:compile:gan:shiftadd
-# GPU_CHECK_BUDGET=450 (timeout_s 480): the shift-add heads' A/B, then where df256's step time goes.
+# Next: GPU_CHECK_PARTS="tests train df256 cudnn profile" PROFILE_CASES=df256:32:compile:gan:shiftadd
+# GPU_CHECK_BUDGET=520 (timeout_s 550): the shift-add heads' A/B, cuDNN trying every algorithm, then where
+# df256's step time goes.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -23,9 +24,9 @@
 # peak to compare), to catch a broken command line or a missing import without a GPU.
 #
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
-# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 eager o64modes
-# kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's cases,
-# TRAIN_CASES and DF_CASES the cases of parts train and df256). The swap speed check is
+# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 cudnn eager
+# o64modes kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's
+# cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
 
@@ -97,6 +98,11 @@ part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-bus
     $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:shiftadd} --steps 15 --warmup 3 --train-check none $ON
+# 2a. cuDNN's autotuner tries 10 algorithms per convolution by default; df256 is convolution-bound, so:
+#     does trying every one (benchmark_limit 0) find faster kernels? A separate process (cuDNN caches its
+#     picks per process), with its own reference and matmul peak: compare MFU and ours/ref with part df256.
+part cudnn 150 "df256 b32 GAN compile, cuDNN trying every algorithm" \
+    $PY benchmarks/train_speed.py --cases ${CUDNN_CASES:-$DF:compile:gan} --steps 15 --warmup 3 --train-check none --cudnn-benchmark-limit 0 $ON
 part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
 part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \

@@ -588,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
                         "GPU-busy fraction the loop measures (default on CUDA: original64:64:auto; none: skip)")
     p.add_argument("--train-steps", type=int, default=None, help="steps of the train check (default 400, quick 24)")
     p.add_argument("--train-seconds", type=float, default=120, help="time cap of the train check (default 120)")
+    p.add_argument("--cudnn-benchmark-limit", type=int, default=None, metavar="N",
+                   help="how many cuDNN algorithms the autotuner tries per convolution, for ours and the reference "
+                        "(torch's default 10; 0 = every one). cuDNN caches its picks for the process, so compare "
+                        "settings in separate calls")
     args = p.parse_args(argv)
     if args.quick:
         args.device = "cpu" if args.device == "auto" else args.device
@@ -599,11 +603,14 @@ def main(argv: list[str] | None = None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     cases = (args.cases or (GPU_CASES if device.type == "cuda" else QUICK_CASES)).split(",")
     configure_cuda(device)  # the flags `deepfake train` sets (cudnn autotuning, TF32), for ours and the reference
+    if args.cudnn_benchmark_limit is not None and device.type == "cuda":
+        torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
 
     peak, peak_what = matmul_peak(device)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "torch": torch.__version__, "matmul_tflops": sig(peak), "matmul": peak_what,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
+            "cudnn_benchmark_limit": torch.backends.cudnn.benchmark_limit if device.type == "cuda" else None}
     print(json.dumps(info), flush=True)
 
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
