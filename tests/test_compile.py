@@ -30,9 +30,10 @@ def compiler_problem() -> str | None:
     return None
 
 
-def run_steps(compile_: bool, steps: int = 2) -> list[list[float]]:
+def run_steps(compile_: bool, steps: int = 2, head_conv: str = "direct") -> list[list[float]]:
     cfg = preset_config("tiny")
-    cfg = replace(cfg, compile=compile_, device="cpu", amp="off", loss=replace(cfg.loss, gan_weight=0.1))
+    cfg = replace(cfg, compile=compile_, device="cpu", amp="off", loss=replace(cfg.loss, gan_weight=0.1),
+                  model=replace(cfg.model, head_conv=head_conv))
     torch.manual_seed(0)
     g = build_autoencoder(cfg.model)
     d = build_discriminator(cfg.discriminator, cfg.model.resolution)
@@ -54,11 +55,14 @@ def run_steps(compile_: bool, steps: int = 2) -> list[list[float]]:
     return logs
 
 
-def test_compiled_step_matches_eager_step():
+@pytest.mark.parametrize("head_conv", ["direct", "shift_add"])
+def test_compiled_step_matches_eager_step(head_conv):
+    """The whole G + D step; with head_conv=shift_add the compiled step runs the decoder heads as a matrix
+    product and shifted sums, the eager one as the convolution."""
     problem = compiler_problem()
     if problem:
         pytest.skip(problem)
-    eager, compiled = run_steps(False), run_steps(True)
+    eager, compiled = run_steps(False, head_conv=head_conv), run_steps(True, head_conv=head_conv)
     for step, (e, c) in enumerate(zip(eager, compiled)):
         # G loss and D loss: float32 on both sides; fused kernels reorder sums, so not bitwise.
         assert c[0] == pytest.approx(e[0], rel=1e-4), f"step {step}: G loss compiled {c[0]} vs eager {e[0]}"
