@@ -314,13 +314,15 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-# Kernel families by name, first match wins: cuDNN's convolutions by pass (its engines name fprop, dgrad
-# and wgrad; older ones say "convolve"), cuBLAS/CUTLASS matrix products (Hopper's are "nvjet"), Inductor's
-# generated kernels by kind, the optimizer, the warp's resampling, layout conversions.
+# Kernel families by name, first match wins: cuDNN's convolutions by pass (its tensor-core engines name
+# fprop, dgrad and wgrad; its generic engines, e.g. convolve_common_engine_float_NHWC, do not say which),
+# cuBLAS/CUTLASS matrix products (Hopper's are "nvjet"), Inductor's generated kernels by kind, the
+# optimizer, the warp's resampling, layout conversions, aten's own elementwise and reduction kernels.
 KERNEL_FAMILIES = (
-    ("conv forward", ("fprop", "implicit_convolve", "conv2d_grouped_direct", "convolve_common_engine")),
+    ("conv forward", ("fprop",)),
     ("conv input grad", ("dgrad",)),
     ("conv weight grad", ("wgrad",)),
+    ("conv generic engine", ("convolve", "conv2d_grouped_direct", "conv_depthwise")),
     ("matmul", ("gemm", "nvjet", "cutlass")),
     ("inductor pointwise", ("triton_poi",)),
     ("inductor reduction", ("triton_red", "triton_per")),
@@ -328,6 +330,7 @@ KERNEL_FAMILIES = (
     ("optimizer", ("multi_tensor_apply", "fused_adam", "adam")),
     ("warp resampling", ("grid_sampler", "upsample_bicubic")),
     ("layout conversion", ("nchwtonhwc", "nhwctonchw", "transpose")),
+    ("aten elementwise/reduce", ("elementwise_kernel", "reduce_kernel")),
 )
 
 

@@ -100,11 +100,15 @@ def test_profile_groups_kernels_by_family():
         ("triton_red_fused_sum_12", 100.0),
         ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>", 300.0),
         ("void at::native::grid_sampler_2d_kernel<float, int>", 50.0),
-        ("void cudnn::ops::nchwToNhwcKernel<__nv_bfloat16>", 25.0),
+        ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16>", 25.0),
+        ("void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816dgrad_optimized_bf16_128x64>", 500.0),
+        ("void convolve_common_engine_float_NHWC<__nv_bfloat16, __nv_bfloat16, 128, 5>", 150.0),
+        ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl>", 15.0),
         ("some_new_kernel", 5.0),
     ]
     out = bench.kernel_breakdown(kernels, steps=5)
-    assert out == {"conv forward": 0.6, "conv weight grad": 0.5, "conv input grad": 0.4, "matmul": 0.1,
-                   "inductor pointwise": 0.08, "optimizer": 0.06, "inductor reduction": 0.02,
-                   "warp resampling": 0.01, "layout conversion": 0.005, "other": 0.001}
+    assert out == {"conv forward": 0.6, "conv weight grad": 0.5, "conv input grad": 0.5, "matmul": 0.1,
+                   "inductor pointwise": 0.08, "optimizer": 0.06, "conv generic engine": 0.03,
+                   "inductor reduction": 0.02, "warp resampling": 0.01, "layout conversion": 0.005,
+                   "aten elementwise/reduce": 0.003, "other": 0.001}
     assert list(out)[0] == "conv forward"  # largest first
