@@ -26,7 +26,8 @@
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
 # runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 cudnn eager
 # o64modes kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's
-# cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn). The swap speed check is
+# cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn, TRAIN_CHECK the
+# case `deepfake train` runs in part train, e.g. original64:64:auto:shiftadd). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
 
@@ -95,7 +96,7 @@ for name, batch in MEM:
 #    and shifted sums where compiled), the A/B of that choice in the same process against the same
 #    reference measurement. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check $O64:auto --train-steps $TRAIN_STEPS $ON
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:shiftadd} --steps 15 --warmup 3 --train-check none $ON
 # 2a. cuDNN's autotuner tries 10 algorithms per convolution by default; df256 is convolution-bound, so:
