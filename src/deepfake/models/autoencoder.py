@@ -151,7 +151,8 @@ def shift_add_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
     The product is a GEMM with good shapes for tensor cores (B*H*W rows, C deep, k*k*O columns padded
     with zero columns to a multiple of 8, so each row is 16-byte aligned in bf16), run by cuBLAS rather
-    than one of cuDNN's convolution kernels, none of which is fast with 4 outputs. On channels_last input
+    than by cuDNN, whose autotuned pick ran df256's stacked heads at about 30 TFLOP/s on an H200
+    (benchmarks/RESULTS.md, run 4). Whether this is faster there is not yet measured. On channels_last input
     (B*H*W, C) is a view, not a copy. Eager, the shifted sums are k*k passes over a k*k-times larger
     tensor: slower. Compiled, they fuse into one (summed in float32, rounded once), and that tensor is
     not kept for backward (the gradient of a slice needs no input).
