@@ -229,6 +229,7 @@ def test_shift_add_heads_compiled_equal_the_direct_convolution():
     (mm,) = [n for n in graphs[0].graph.nodes if n.target is operator.matmul]
     assert tuple(mm.args[1].meta["example_value"].shape) == (16, 104)
 
+    torch._dynamo.reset()  # compile afresh with inductor, not the tracing backend's cached graph
     outs = [direct._heads(x), torch.compile(shift._heads, dynamic=False)(x)]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
     grads = [torch.autograd.grad(y.square().sum(), [x, m.to_rgb.weight, m.to_mask.weight])
