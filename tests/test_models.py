@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import operator
@@ -149,6 +150,27 @@ def test_discriminator_depth_must_divide_resolution():
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def as_training_lays_out(module: torch.nn.Module, x: torch.Tensor, device: str) -> torch.Tensor:
+    """Move `module` to `device` (channels_last on CUDA, as training runs it); `x` likewise, needing grad."""
+    module.to(device)
+    x = x.to(device)
+    if device == "cuda":
+        module.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """float32 convolutions and matmuls at full precision (training allows TF32 on CUDA)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("learned_mask", [True, False])
 @pytest.mark.parametrize("head_conv", ["direct", "shift_add"])
@@ -174,15 +196,8 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
     ref = torch.cat([torch.nn.functional.conv2d(x64, w, h.bias.double(), padding=2) for w, h in zip(w64, heads)], 1)
     ref_grads = torch.autograd.grad(ref.square().sum(), [x64] + w64)
 
-    decoder.to(device)
-    xd = x.to(device)
-    if device == "cuda":
-        decoder.to(memory_format=torch.channels_last)
-        xd = xd.contiguous(memory_format=torch.channels_last)
-    xd.requires_grad_(True)
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    xd = as_training_lays_out(decoder, x, device)
+    with no_tf32():
         for amp in [None] + ([torch.bfloat16] if device == "cuda" else []):
             with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
                 fused = stacked_conv(xd, heads, shift_add=head_conv == "shift_add")
@@ -193,8 +208,6 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
             for name, g, r in zip(["input"] + ["to_rgb", "to_mask"][: len(heads)], grads, ref_grads):
                 scale = r.abs().max()  # weight gradients sum over every pixel: compare relative to their size
                 torch.testing.assert_close(g.double().cpu() / scale, r / scale, **tol, msg=f"{name} gradient")
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def test_decoder_heads_in_one_convolution_equal_the_separate_heads_on_the_cpu():
@@ -258,18 +271,9 @@ def test_every_weight_gradient_matches_float64(device, network):
     x64 = x.double().requires_grad_(True)
     ref_grads = torch.autograd.grad(run(ref, x64).square().sum(), [x64, *ref.parameters()])
 
-    net.to(device)
-    xd = x.to(device)
-    if device == "cuda":
-        net.to(memory_format=torch.channels_last)
-        xd = xd.contiguous(memory_format=torch.channels_last)
-    xd.requires_grad_(True)
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    xd = as_training_lays_out(net, x, device)
+    with no_tf32():
         grads = torch.autograd.grad(run(net, xd).square().sum(), [xd, *net.parameters()])
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     names = ["input"] + [n for n, _ in net.named_parameters()]
     bad = []
     for name, g, r in zip(names, grads, ref_grads):
