@@ -106,10 +106,6 @@ def one_pass(cfg: TrainConfig) -> tuple[bool, bool]:
     return (cfg.batch_sides and cfg.model.norm != "batch", cfg.batch_sides and cfg.discriminator.norm != "batch")
 
 
-def _halves(x: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return x[:first], x[first:]
-
-
 def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
     if module is not None:
         for p in module.parameters():
@@ -219,10 +215,7 @@ class AdversarialStep:
             loss = loss_a + loss_b
             gan = torch.zeros((), device=loss.device)
             if use_gan:
-                if self.d_one_pass:
-                    logits_a, logits_b = _halves(self.discriminator(torch.cat([rgb_a, rgb_b])), rgb_a.shape[0])
-                else:
-                    logits_a, logits_b = self.discriminator(rgb_a), self.discriminator(rgb_b)
+                logits_a, logits_b = self._judge(rgb_a, rgb_b)
                 gan = gan_g_loss(logits_a, self.loss_cfg.gan_loss) + gan_g_loss(logits_b, self.loss_cfg.gan_loss)
                 loss = loss + self.loss_cfg.gan_weight * gan
         zero = torch.zeros((), device=loss.device)
@@ -234,13 +227,16 @@ class AdversarialStep:
         ]).float()  # (10,)
         return loss, terms, rgb_a, rgb_b
 
+    def _judge(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits for two batches: in one batched pass (`d_one_pass`) or one pass each."""
+        if self.d_one_pass:
+            return self.discriminator(torch.cat([x, y])).split([x.shape[0], y.shape[0]])
+        return self.discriminator(x), self.discriminator(y)
+
     def _d_losses(self, real: torch.Tensor, fake: torch.Tensor, r1: bool):
         """D's loss on real targets against detached fakes (+ lazy R1). Returns (loss, real_logits, fake_logits)."""
         with self.autocast():
-            if self.d_one_pass:
-                real_logits, fake_logits = _halves(self.discriminator(torch.cat([real, fake])), real.shape[0])
-            else:
-                real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+            real_logits, fake_logits = self._judge(real, fake)
             loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
             if r1:
                 # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
