@@ -152,27 +152,57 @@ def shift_add_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     The product is a GEMM with good shapes for tensor cores (B*H*W rows, C deep, k*k*O columns padded
     with zero columns to a multiple of 8, so each row is 16-byte aligned in bf16), run by cuBLAS rather
     than by cuDNN, whose autotuned pick ran df256's stacked heads at about 30 TFLOP/s on an H200
-    (benchmarks/RESULTS.md, run 4). Whether this is faster there is not yet measured. On channels_last input
-    (B*H*W, C) is a view, not a copy. Eager, the shifted sums are k*k passes over a k*k-times larger
-    tensor: slower. Compiled, they fuse into one (summed in float32, rounded once), and that tensor is
-    not kept for backward (the gradient of a slice needs no input).
+    (benchmarks/RESULTS.md, run 4). On channels_last input (B*H*W, C) is a view, not a copy. The shifted
+    sums and their gradient are `_ShiftSum`. Eager, the sums are k*k passes over a k*k-times larger
+    tensor: slower than the direct convolution. Compiled, they fuse into one pass (summed in float32,
+    rounded once), and so does their gradient.
 
     x: (B, C, H, W); weight: (O, C, k, k), k odd; bias: (O,). Returns (B, O, H, W), channels_last."""
     o, c, k, k2 = weight.shape
     if k != k2 or k % 2 == 0:
         raise ValueError(f"shift_add_conv: needs a square kernel of odd size, got {k}x{k2}")
     n = k * k * o
-    taps = F.pad(weight.permute(1, 2, 3, 0).reshape(c, n), (0, -n % 8))  # (C, N'): column (ky*k + kx)*O + out
+    # (C, N'): column (ty*k + tx)*O + out holds the flipped tap weight[out, :, k-1-ty, k-1-tx] (see _ShiftSum).
+    taps = F.pad(weight.flip(2, 3).permute(1, 2, 3, 0).reshape(c, n), (0, -n % 8))
     b, _, h, w = x.shape
     z = (x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ taps).view(b, h, w, -1)  # (B, H, W, N')
-    z = F.pad(z, (0, 0) + (k // 2,) * 4)  # (B, H + k - 1, W + k - 1, N')
-    acc = torch.promote_types(z.dtype, torch.float32)  # bf16 is summed in float32, as conv2d accumulates
-    y = bias.to(acc)
-    for ky in range(k):
-        for kx in range(k):
-            t = (ky * k + kx) * o
-            y = y + z[:, ky:ky + h, kx:kx + w, t:t + o].to(acc)
+    y = _ShiftSum.apply(z, k, o) + bias  # (B, H, W, O), float32 for bf16 z
     return y.to(z.dtype).permute(0, 3, 1, 2)  # (B, O, H, W)
+
+
+class _ShiftSum(torch.autograd.Function):
+    """y[n, i, j, c] = sum over ty, tx < k of z[n, i + p - ty, j + p - tx, (ty*k + tx)*O + c] (zero outside
+    the image, p = k // 2): the shifted sums of `shift_add_conv`, with z's columns in flipped-tap order.
+
+    Autograd's own gradient of these k*k slices is k*k masked selections for every element of z's
+    gradient: on an H200 it ran df256's at 2.9 ms a call (benchmarks/RESULTS.md, run 5). The gradient is
+    a gather, one read per element: dz[n, i, j, (ty*k + tx)*O + c] = y's gradient, zero-padded by p, at
+    [n, i + ty, j + tx, c], i.e. its k x k windows (`Tensor.unfold`), which the flipped order makes a
+    plain reshape of. Forward: z (B, H, W, N' >= k*k*O) -> (B, H, W, O), summed in float32 for a bf16 z."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, k: int, o: int) -> torch.Tensor:
+        ctx.k, ctx.o, ctx.n, ctx.dtype = k, o, z.shape[-1], z.dtype
+        b, h, w, _ = z.shape
+        p = k // 2
+        zp = F.pad(z, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, N')
+        acc = torch.promote_types(z.dtype, torch.float32)  # bf16 is summed in float32, as conv2d accumulates
+        y = None
+        for ty in range(k):
+            for tx in range(k):
+                t = (ty * k + tx) * o
+                s = zp[:, k - 1 - ty:k - 1 - ty + h, k - 1 - tx:k - 1 - tx + w, t:t + o].to(acc)  # z[i+p-ty, j+p-tx]
+                y = s if y is None else y + s
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        k, o, p = ctx.k, ctx.o, ctx.k // 2
+        b, h, w, _ = grad.shape
+        gp = F.pad(grad.to(ctx.dtype), (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, O)
+        windows = gp.unfold(1, k, 1).unfold(2, k, 1)  # (B, H, W, O, k, k): [n, i, j, c, ty, tx] = gp[n, i + ty, j + tx, c]
+        dz = windows.permute(0, 1, 2, 4, 5, 3).reshape(b, h, w, k * k * o)
+        return F.pad(dz, (0, ctx.n - k * k * o)), None, None
 
 
 def _side(side: str) -> str:
