@@ -9,11 +9,14 @@
 #     device run, carry [".gpu_media/d6.mp4", ".gpu_media/d14.mp4"], timeout_s 600:
 #         bash benchmarks/gpu_check.sh
 #
-# Runs so far, all 2026-11-26 (tables in benchmarks/RESULTS.md): an H100 (whole script), then three calls
-# on H200s (parts tests train df256 grads; train df256 grads profile autotune; tests train df256 kernels).
-# Next: GPU_CHECK_PARTS="tests train df256 cudnn profile" PROFILE_CASES=df256:32:compile:gan:shiftadd
-# GPU_CHECK_BUDGET=520 (timeout_s 550): the shift-add heads' A/B, cuDNN trying every algorithm, then where
-# df256's step time goes.
+# Runs so far, all 2026-11-26 (tables in benchmarks/RESULTS.md): an H100 (whole script), then H200s: runs 2-4
+# (parts tests train df256 grads; train df256 grads profile autotune; tests train df256 kernels) and run 5
+# (tests train df256 cudnn profile, then a second call that ran out of time).
+# Run 5 (two H200 calls, seventh session) measured the shift-add heads' first version; its second call, on a
+# cold machine, ran out of time before its new cases (df256's compile took 59 s there, 37 s warm): put the
+# case that matters first. Next: GPU_CHECK_PARTS="tests train df256 profile" GPU_CHECK_BUDGET=520
+# (timeout_s 550): the shift-add heads with their gathered gradient (now df256's default) against cuDNN's
+# direct convolution, then where df256's step time goes.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -92,13 +95,14 @@ for name, batch in MEM:
 
 # 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-#    Each beside its `shiftadd` twin (model.head_conv=shift_add: the decoder heads as a matrix product
-#    and shifted sums where compiled), the A/B of that choice in the same process against the same
-#    reference measurement. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
+#    Each beside its twin with the other model.head_conv (shift_add, the df presets' default: the decoder
+#    heads as a matrix product and shifted sums where compiled; direct: cuDNN's convolution), the A/B of
+#    that choice in the same process against the same reference measurement, each preset's default
+#    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
     $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:shiftadd} --steps 15 --warmup 3 --train-check none $ON
+    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
 # 2a. cuDNN's autotuner tries 10 algorithms per convolution by default; df256 is convolution-bound, so:
 #     does trying every one (benchmark_limit 0) find faster kernels? A separate process (cuDNN caches its
 #     picks per process), with its own reference and matmul peak: compare MFU and ours/ref with part df256.

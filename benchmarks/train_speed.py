@@ -13,13 +13,14 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan][:split][:shiftadd], MODE = eager | compile | cudagraphs (compile, mode
+Case syntax: PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct], MODE = eager | compile | cudagraphs (compile, mode
 reduce-overhead) | auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on
 CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs;
 minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
 (one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
 that choice in one run); `shiftadd` sets model.head_conv=shift_add (the decoder heads, where compiled,
-as a matrix product and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs). BATCH is faces
+as a matrix product and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs; the df128, df256
+and liae256 presets' default), `direct` sets head_conv=direct (the other presets' default). BATCH is faces
 per identity per step; faces/s counts both identities (2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
@@ -384,20 +385,23 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
-    """PRESET:BATCH:MODE[:gan][:split][:shiftadd] as the preset's TrainConfig on `device`, and the mode."""
+    """PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
     if mode not in ("eager", "compile", "cudagraphs", "auto", "autotune"):
         raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs, auto or autotune")
-    unknown = set(parts[3:]) - {"gan", "split", "shiftadd"}
+    unknown = set(parts[3:]) - {"gan", "split", "shiftadd", "direct"}
     if unknown:
-        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, shiftadd)")
+        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, shiftadd, direct)")
+    if {"shiftadd", "direct"} <= set(parts[3:]):
+        raise SystemExit(f"case {case}: shiftadd and direct are the two head_conv settings; name one")
     cfg = preset_config(preset)
     loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
     # cudagraphs: compile with mode reduce-overhead (CUDA graph replay); auto: what `deepfake train
     # --compile` picks by default (train.resolve_compile_mode).
     compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto", "autotune": "max-autotune"}.get(mode, "default")
-    model = replace(cfg.model, head_conv="shift_add" if "shiftadd" in parts[3:] else cfg.model.head_conv)
+    head_conv = {"shiftadd": "shift_add", "direct": "direct"}
+    model = replace(cfg.model, head_conv=next((head_conv[p] for p in parts[3:] if p in head_conv), cfg.model.head_conv))
     cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
                   compile_mode=compile_mode, batch_sides="split" not in parts[3:], model=model)
     return cfg, mode

@@ -56,12 +56,15 @@ def run_steps(compile_: bool, steps: int = 2, head_conv: str = "direct") -> list
 
 
 @pytest.mark.parametrize("head_conv", ["direct", "shift_add"])
-def test_compiled_step_matches_eager_step(head_conv):
+def test_compiled_step_matches_eager_step(head_conv, monkeypatch):
     """The whole G + D step; with head_conv=shift_add the compiled step runs the decoder heads as a matrix
-    product and shifted sums, the eager one as the convolution."""
+    product and shifted sums (on CUDA as shipped; here on the CPU too), the eager one as the convolution."""
+    from deepfake.models import autoencoder
+
     problem = compiler_problem()
     if problem:
         pytest.skip(problem)
+    monkeypatch.setattr(autoencoder, "SHIFT_ADD_DEVICES", ("cpu", "cuda"))
     eager, compiled = run_steps(False, head_conv=head_conv), run_steps(True, head_conv=head_conv)
     for step, (e, c) in enumerate(zip(eager, compiled)):
         # G loss and D loss: float32 on both sides; fused kernels reorder sums, so not bitwise.

@@ -250,25 +250,37 @@ def test_decoder_heads_in_one_convolution_equal_the_separate_heads_on_the_cpu():
         torch.testing.assert_close(g_f, g_s, rtol=1e-4, atol=1e-4)
 
 
-def test_shift_add_heads_compiled_equal_the_direct_convolution():
-    """`head_conv=shift_add` takes effect where the decoder is compiled: compiled (float32, CPU) it gives
-    the direct convolution's output and gradients, on channels_last input as training passes it; eager
-    it runs the direct convolution."""
+def traced_ops(fn, *args) -> list:
+    """The graph Dynamo traces for fn(*args): its call_function nodes."""
+    graphs = []
+    torch._dynamo.reset()
+    torch.compile(fn, backend=lambda gm, _: graphs.append(gm) or gm)(*args)
+    torch._dynamo.reset()
+    (graph,) = graphs
+    return [n for n in graph.graph.nodes if n.op == "call_function"]
+
+
+def test_shift_add_heads_compiled_equal_the_direct_convolution(monkeypatch):
+    """`head_conv=shift_add` takes effect where the decoder is compiled on a device of SHIFT_ADD_DEVICES
+    (CUDA; here the CPU too, so that it runs): compiled (float32) it gives the direct convolution's
+    output and gradients, on channels_last input as training passes it; eager it runs the direct
+    convolution; on the CPU as shipped, compiled too."""
+    from deepfake.models import autoencoder
+
     torch.manual_seed(0)
     direct = build_autoencoder(tiny_model()).decoder_a
     shift = build_autoencoder(tiny_model(head_conv="shift_add")).decoder_a
     shift.load_state_dict(direct.state_dict())
     x = torch.randn(2, 16, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     assert torch.equal(shift._heads(x), direct._heads(x))  # eager: the direct convolution itself
+    assert torch.conv2d in [n.target for n in traced_ops(shift._heads, x)]  # the CPU, as shipped
 
-    graphs = []  # what Dynamo traces: no convolution, one matrix product to 25 x 4 (+ 4 zero) columns
-    torch.compile(shift._heads, backend=lambda gm, _: graphs.append(gm) or gm)(x)
-    ops = [n.target for n in graphs[0].graph.nodes if n.op == "call_function"]
-    assert torch.conv2d not in ops
-    (mm,) = [n for n in graphs[0].graph.nodes if n.target is operator.matmul]
+    monkeypatch.setattr(autoencoder, "SHIFT_ADD_DEVICES", ("cpu", "cuda"))
+    nodes = traced_ops(shift._heads, x)  # no convolution, one matrix product to 25 x 4 (+ 4 zero) columns
+    assert torch.conv2d not in [n.target for n in nodes]
+    (mm,) = [n for n in nodes if n.target is operator.matmul]
     assert tuple(mm.args[1].meta["example_value"].shape) == (16, 104)
 
-    torch._dynamo.reset()  # compile afresh with inductor, not the tracing backend's cached graph
     outs = [direct._heads(x), torch.compile(shift._heads, dynamic=False)(x)]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
     grads = [torch.autograd.grad(y.square().sum(), [x, m.to_rgb.weight, m.to_mask.weight])

@@ -69,22 +69,27 @@ def test_kernel_choices_quick_mode_times_every_variant(capsys):
 
 
 def test_case_options_set_our_config_only():
-    """`split` and `shiftadd` change our step's settings (the A/Bs the device script runs), nothing else;
-    an unknown option is refused."""
+    """`split`, `shiftadd` and `direct` change our step's settings (the A/Bs the device script runs),
+    nothing else; an unknown option, or both head settings, is refused."""
     import pytest
     import torch
 
     bench = load_benchmark()
     cpu = torch.device("cpu")
     base, mode = bench.case_config("df256:32:compile:gan", cpu)
-    assert mode == "compile" and base.batch_sides and base.model.head_conv == "direct" and base.loss.gan_weight > 0
-    shift, _ = bench.case_config("df256:32:compile:gan:shiftadd", cpu)
-    assert shift.model.head_conv == "shift_add" and shift.batch_sides
+    assert mode == "compile" and base.batch_sides and base.model.head_conv == "shift_add" and base.loss.gan_weight > 0
+    direct, _ = bench.case_config("df256:32:compile:gan:direct", cpu)
+    assert direct.model.head_conv == "direct" and direct.batch_sides
     split, _ = bench.case_config("df256:32:compile:gan:split", cpu)
-    assert not split.batch_sides and split.model.head_conv == "direct"
-    assert dataclasses.replace(shift, model=base.model) == base
-    with pytest.raises(SystemExit, match="unknown option"):
-        bench.case_config("df256:32:compile:fast", cpu)
+    assert not split.batch_sides and split.model.head_conv == "shift_add"
+    assert dataclasses.replace(direct, model=base.model) == base
+    o64, _ = bench.case_config("original64:64:auto", cpu)
+    shift, _ = bench.case_config("original64:64:auto:shiftadd", cpu)
+    assert (o64.model.head_conv, shift.model.head_conv) == ("direct", "shift_add")
+    assert dataclasses.replace(shift, model=o64.model) == o64
+    for bad, why in (("df256:32:compile:fast", "unknown option"), ("df256:32:compile:shiftadd:direct", "name one")):
+        with pytest.raises(SystemExit, match=why):
+            bench.case_config(bad, cpu)
 
 
 def test_profile_groups_kernels_by_family():

@@ -66,7 +66,8 @@ class ModelConfig:
     checkpoint_decoder: bool = False  # activation checkpointing in the decoder (saves memory)
     # How the decoder runs its two 5x5 heads (the same weights and result either way, so it may change
     # on a resume): direct (one convolution of the stacked weights) | shift_add (where the model is
-    # compiled, one matrix product to 25x the outputs, then 25 shifted sums; eager stays direct).
+    # compiled on CUDA, one matrix product to 25x the outputs, then 25 shifted sums; eager and the CPU
+    # stay direct; the df128, df256 and liae256 presets' choice).
     head_conv: str = "direct"
 
 

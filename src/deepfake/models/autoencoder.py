@@ -22,6 +22,10 @@ from deepfake.models.blocks import ConvBlock, ResBlock, Upscale
 
 SIDES = ("a", "b")
 HEAD_CONVS = ("direct", "shift_add")
+# Where head_conv=shift_add takes effect (when compiled): CUDA, where cuDNN's 5x5 convolution with 4
+# outputs is slow. On the CPU the direct convolution is faster (a compiled tiny step on 2 cores: 203 faces/s
+# direct, 150 shift-add; benchmarks/RESULTS.md).
+SHIFT_ADD_DEVICES = ("cuda",)
 
 
 def bottleneck_res(cfg: ModelConfig) -> int:
@@ -122,8 +126,10 @@ class Decoder(nn.Module):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """to_rgb [and to_mask] as one convolution: (B, 3 [+ 1], R, R) before the sigmoids."""
-        # shift_add only where compiled: eager, its 25 shifted sums are 25 passes over a large tensor.
-        shift_add = self.head_conv == "shift_add" and torch.compiler.is_compiling()
+        # shift_add only where compiled (eager, its 25 shifted sums are 25 passes over a large tensor) and
+        # on a device where it pays.
+        shift_add = (self.head_conv == "shift_add" and torch.compiler.is_compiling()
+                     and x.device.type in SHIFT_ADD_DEVICES)
         return stacked_conv(x, [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else []), shift_add)
 
 
