@@ -352,6 +352,32 @@ def kernel_breakdown(kernels: list[tuple[str, float]], steps: int) -> dict[str, 
     return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+def top_kernels_by_family(kernels: list[tuple[str, float]], steps: int, top: int = 4) -> dict[str, dict]:
+    """(kernel name, device microseconds) pairs -> per family (largest first), its `top` kernels by time:
+    {family: {name (240 characters at most: aten's elementwise kernels name their functor late):
+    [ms per step, calls per step]}}. Says which kernels make a family's time."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for name, us in kernels:
+        entry = per.setdefault(kernel_family(name), {}).setdefault(name[:240], [0.0, 0.0])
+        entry[0] += us / steps / 1e3
+        entry[1] += 1 / steps
+    order = sorted(per, key=lambda f: -sum(v[0] for v in per[f].values()))
+    return {f: {k: [round(v[0], 3), round(v[1], 1)] for k, v in sorted(per[f].items(), key=lambda kv: -kv[1][0])[:top]}
+            for f in order}
+
+
+def top_ops_by_shape(events, steps: int, key: str, top: int = 15) -> list[list]:
+    """The aten operators (not the convolutions, whose time the families give) that take the most self
+    time, grouped by input shapes: [[name, shapes, ms per step, calls per step], ...]. Says which
+    tensors the elementwise and copy kernels outside the compiled graphs work on."""
+    rows = []
+    for e in events:
+        if not e.key.startswith("aten::") or "conv" in e.key:
+            continue
+        rows.append([e.key, str(e.input_shapes)[:160], round(getattr(e, key) / steps / 1e3, 3), round(e.count / steps, 1)])
+    return sorted(rows, key=lambda r: -r[2])[:top]
+
+
 def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
     """Where a step's time goes: torch.profiler over n steps, the top kernels by device time, and the
     launches per step (a launch-bound step shows many short kernels and host time above device time)."""
@@ -359,7 +385,7 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sync(device)
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=True) as prof:
         for i in range(n):
             fn(i)
         sync(device)
@@ -367,6 +393,8 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"profile of {case}, {n} steps:", flush=True)
     print(events.table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
+    by_shape = top_ops_by_shape(prof.key_averages(group_by_input_shape=True), n, key)
+    print(json.dumps({"profile": case, "top_aten_ops_by_shape": by_shape}), flush=True)
     if device.type == "cuda":
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         busy_us = sum(e.device_time for e in kernels) if kernels and hasattr(kernels[0], "device_time") else float("nan")
@@ -376,12 +404,7 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
             # Where the kernel time goes, by family; the unmatched names are listed for the next reader.
             pairs = [(e.name, e.device_time) for e in kernels]
             print(json.dumps({"profile": case, "ms_per_step_by_family": kernel_breakdown(pairs, n)}), flush=True)
-            other: dict[str, float] = {}
-            for name, us in pairs:
-                if kernel_family(name) == "other":
-                    other[name[:80]] = other.get(name[:80], 0.0) + us / n / 1e3
-            top = sorted(other.items(), key=lambda kv: -kv[1])[:8]
-            print(json.dumps({"profile": case, "other_kernels_ms": {k: round(v, 3) for k, v in top}}), flush=True)
+            print(json.dumps({"profile": case, "top_kernels_by_family": top_kernels_by_family(pairs, n)}), flush=True)
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:

@@ -117,3 +117,9 @@ def test_profile_groups_kernels_by_family():
                    "inductor reduction": 0.02, "warp resampling": 0.01, "layout conversion": 0.005,
                    "aten elementwise/reduce": 0.003, "other": 0.001}
     assert list(out)[0] == "conv forward"  # largest first
+
+    kernels.append(("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl>", 25.0))
+    top = bench.top_kernels_by_family(kernels, steps=5, top=1)
+    assert list(top)[0] == "conv forward" and len(top) == 12  # every family, largest first
+    assert top["aten elementwise/reduce"] == {"void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl>": [0.008, 0.4]}
+    assert top["conv input grad"] == {"sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc": [0.4, 0.2]}  # not cutlass's 0.1
