@@ -27,7 +27,7 @@
 # peak to compare), to catch a broken command line or a missing import without a GPU.
 #
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
-# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory train df256 cudnn eager
+# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory df256 train cudnn eager
 # o64modes kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's
 # cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn, TRAIN_CHECK the
 # case `deepfake train` runs in part train, e.g. original64:64:auto:shiftadd). The swap speed check is
@@ -73,7 +73,7 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
 # 1. Correctness on CUDA: augmentation on the device against the CPU and the NumPy reference, the face
 #    cache on the device, the losses inside CUDA's bf16 autocast against fp32 and SSIM against float64
 #    (TF32 must not reach it). (The tests that extract faces need dlib and are deselected.)
-part tests 90 "CUDA tests" $PY -m pytest -q -rs tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
+part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
@@ -93,20 +93,21 @@ for name, batch in MEM:
               f"tracked on {DEV} {real.peak / 2**30:.2f} GiB, allocator peak {cuda_peak} GiB")
 '
 
-# 2. The targets, most important first. Each train_speed.py call measures its own matmul peak and its
+# 2. The targets, the one not yet met (df256) first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
 #    Each beside its twin with the other model.head_conv (shift_add, the df presets' default: the decoder
 #    heads as a matrix product and shifted sums where compiled; direct: cuDNN's convolution), the A/B of
 #    that choice in the same process against the same reference measurement, each preset's default
 #    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
-part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
+part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 # 2a. cuDNN's autotuner tries 10 algorithms per convolution by default; df256 is convolution-bound, so:
 #     does trying every one (benchmark_limit 0) find faster kernels? A separate process (cuDNN caches its
 #     picks per process), with its own reference and matmul peak: compare MFU and ours/ref with part df256.
-part cudnn 150 "df256 b32 GAN compile, cuDNN trying every algorithm" \
+#     Run 5 (H200): not finished in 150 s, the autotuning of every algorithm alone takes minutes.
+part cudnn 300 "df256 b32 GAN compile, cuDNN trying every algorithm" \
     $PY benchmarks/train_speed.py --cases ${CUDNN_CASES:-$DF:compile:gan} --steps 15 --warmup 3 --train-check none --cudnn-benchmark-limit 0 $ON
 part eager 100 "eager baselines" \
     $PY benchmarks/train_speed.py --cases $O64:eager,$DF:eager:gan --steps 15 --warmup 3 --train-check none $ON
