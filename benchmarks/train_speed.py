@@ -401,7 +401,7 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
         print(json.dumps({"profile": case, "kernels_per_step": round(len(kernels) / n, 1),
                           "kernel_ms_per_step": round(busy_us / n / 1e3, 3)}), flush=True)
         if kernels and hasattr(kernels[0], "device_time"):
-            # Where the kernel time goes, by family; the unmatched names are listed for the next reader.
+            # Where the kernel time goes, by family, and each family's top kernels ("other" included).
             pairs = [(e.name, e.device_time) for e in kernels]
             print(json.dumps({"profile": case, "ms_per_step_by_family": kernel_breakdown(pairs, n)}), flush=True)
             print(json.dumps({"profile": case, "top_kernels_by_family": top_kernels_by_family(pairs, n)}), flush=True)

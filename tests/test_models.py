@@ -185,7 +185,9 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
     with the stacked convolution's mask row by up to 2x while everything else agreed, and only a
     reference off the device can say which is right. Run 5 (H200) failed the direct convolution's to_rgb
     gradient here at a tolerance of 1e-4 without saying by how much, while the whole network's gradients
-    passed at 1e-3: the test now prints every error and allows cuDNN's fp32 1e-3."""
+    passed at 1e-3. The test now prints every error and allows 1e-3 in fp32 on CUDA; with that, in run
+    5's second call, the direct convolution still failed on CUDA (its numbers were cut off by the time
+    limit) and shift-add passed. Why is open (benchmarks/RESULTS.md, run 5)."""
     torch.manual_seed(0)
     cfg = dataclasses.replace(preset_config("tiny").model, learned_mask=learned_mask)
     decoder = build_autoencoder(cfg).decoder_a
@@ -207,8 +209,8 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
             assert fused.shape[1] == 3 + learned_mask  # rgb [+ mask]
             grads = torch.autograd.grad(fused.float().square().sum(), [xd] + [h.weight for h in heads])
             # Largest error relative to the largest value (weight gradients sum over every pixel). fp32 on
-            # CUDA: cuDNN may pick FFT or Winograd algorithms, a few 1e-4 off (the tolerance of the whole
-            # network's test below); bf16: its 8-bit mantissa.
+            # CUDA: cuDNN's algorithms need not sum exactly (FFT, Winograd), so the whole network's test's
+            # 1e-3 (below); bf16: its 8-bit mantissa.
             tol = 3e-2 if amp else 1e-3 if device == "cuda" else 1e-4
             for name, got, r in zip(["output", "input", "to_rgb", "to_mask"][: len(heads) + 2], [fused] + list(grads), [ref, *ref_grads]):
                 err = float((got.double().cpu() - r).abs().max() / r.abs().max())
