@@ -238,6 +238,28 @@ def test_shift_sum_gradient_is_the_gather_of_its_windows():
         torch.testing.assert_close(_ShiftSum.apply(zz, k, o), conv)
 
 
+def test_shift_add_compiled_under_bf16_autocast_matches_float64():
+    """The path df256 trains on, compiled under bf16 autocast (here the CPU's): the matrix product gives a
+    bf16 z, `_ShiftSum` sums it in float32 and hands back a bf16 gradient. Output and every gradient
+    within bf16's tolerance of float64; the output stays channels_last."""
+    from deepfake.models.autoencoder import shift_add_conv
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    w, b = (torch.randn(4, 16, 5, 5) * 0.05).requires_grad_(True), torch.randn(4).requires_grad_(True)
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    ref = torch.nn.functional.conv2d(x64, w64, b64, padding=2)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x64, w64, b64])
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.compile(shift_add_conv, dynamic=False)(x, w, b)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(y.float().square().sum(), [x, w, b])
+    for name, got, r in zip(["output", "input", "weight", "bias"], [y, *grads], [ref, *ref_grads]):
+        err = float((got.detach().double() - r).abs().max() / r.abs().max())
+        assert err < 3e-2, f"{name}: {err:.1e} off float64"
+
+
 def test_decoder_heads_in_one_convolution_equal_the_separate_heads_on_the_cpu():
     """On the CPU the stacked convolution and the heads run one by one agree to fp32 rounding."""
     torch.manual_seed(0)
