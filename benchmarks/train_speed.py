@@ -343,24 +343,27 @@ def kernel_family(name: str) -> str:
     return "other"
 
 
+def _per_family(kernels: list[tuple[str, float]], steps: int) -> dict[str, dict[str, list[float]]]:
+    """(kernel name, device microseconds) pairs -> {family: {name[:240]: [ms per step, calls per step]}}."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for name, us in kernels:
+        entry = per.setdefault(kernel_family(name), {}).setdefault(name[:240], [0.0, 0.0])
+        entry[0] += us / steps / 1e3
+        entry[1] += 1 / steps
+    return per
+
+
 def kernel_breakdown(kernels: list[tuple[str, float]], steps: int) -> dict[str, float]:
     """(kernel name, device microseconds) pairs -> ms per step per family, largest first."""
-    out: dict[str, float] = {}
-    for name, us in kernels:
-        family = kernel_family(name)
-        out[family] = out.get(family, 0.0) + us / steps / 1e3
-    return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+    totals = {f: sum(v[0] for v in names.values()) for f, names in _per_family(kernels, steps).items()}
+    return {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def top_kernels_by_family(kernels: list[tuple[str, float]], steps: int, top: int = 4) -> dict[str, dict]:
     """(kernel name, device microseconds) pairs -> per family (largest first), its `top` kernels by time:
     {family: {name (240 characters at most: aten's elementwise kernels name their functor late):
     [ms per step, calls per step]}}. Says which kernels make a family's time."""
-    per: dict[str, dict[str, list[float]]] = {}
-    for name, us in kernels:
-        entry = per.setdefault(kernel_family(name), {}).setdefault(name[:240], [0.0, 0.0])
-        entry[0] += us / steps / 1e3
-        entry[1] += 1 / steps
+    per = _per_family(kernels, steps)
     order = sorted(per, key=lambda f: -sum(v[0] for v in per[f].values()))
     return {f: {k: [round(v[0], 3), round(v[1], 1)] for k, v in sorted(per[f].items(), key=lambda kv: -kv[1][0])[:top]}
             for f in order}
