@@ -14,9 +14,11 @@
 # (tests train df256 cudnn profile, then a second call that ran out of time).
 # Run 5 (two H200 calls, seventh session) measured the shift-add heads' first version; its second call, on a
 # cold machine, ran out of time before its new cases (df256's compile took 59 s there, 37 s warm): put the
-# case that matters first. Next: GPU_CHECK_PARTS="tests df256 train profile" PROFILE_CASES=df256:32:compile:gan
-# GPU_CHECK_BUDGET=520 (timeout_s 550): the shift-add heads with their gathered gradient (now df256's
-# default) against cuDNN's direct convolution, then where df256's step time goes.
+# case that matters first. The eighth session had no GPU; it made the loop's log rows and the benchmark's
+# windows stop draining the device (async_read.py). Next: GPU_CHECK_PARTS="tests df256 train profile"
+# PROFILE_CASES=df256:32:compile:gan GPU_CHECK_BUDGET=520 (timeout_s 550): the shift-add heads with their
+# gathered gradient (now df256's default) against cuDNN's direct convolution, timed without drains; the
+# data wait per step (data_ms) with and without drains; then where df256's step time goes.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -70,10 +72,11 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
     $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$LOG"
 
-# 1. Correctness on CUDA: augmentation on the device against the CPU and the NumPy reference, the face
-#    cache on the device, the losses inside CUDA's bf16 autocast against fp32 and SSIM against float64
-#    (TF32 must not reach it). (The tests that extract faces need dlib and are deselected.)
-part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
+# 1. Correctness on CUDA: the log rows' asynchronous read not waiting for later kernels, augmentation on
+#    the device against the CPU and the NumPy reference, the face cache on the device, the losses inside
+#    CUDA's bf16 autocast against fp32 and SSIM against float64 (TF32 must not reach it). (The tests that
+#    extract faces need dlib and are deselected.)
+part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's

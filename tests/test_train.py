@@ -103,35 +103,57 @@ def test_busy_fraction_sees_a_slow_data_path(faceset_a, faceset_b, tmp_path, mon
 
 def test_the_hot_loop_reads_nothing_back_from_the_device(faceset_a, faceset_b, tmp_path, monkeypatch):
     """No .item()/.tolist()/bool()/float() of a tensor between log boundaries: on a GPU each would stall
-    the host until the queue drains. Every such read is recorded with the step it happened in."""
+    the host until the queue drains. Every such read is recorded with the step it happened in. At a log
+    boundary the loss sums go into an AsyncRead and are read one boundary later, so on a GPU the host
+    waits only for a copy queued a window ago, never for the queue to drain."""
     from torch.overrides import TorchFunctionMode
 
     host_reads = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
-    reads: list[tuple[int, str]] = []
+    reads: list[tuple[int, str, bool]] = []  # (step, read, inside AsyncRead.values)
     steps_started = [0]
+    inside = [False]
+    made_read: list[tuple[int, int]] = []  # (step an AsyncRead was made in, step its values were read in)
 
     class CountingTimer(train_module.StepTimer):
         def data_start(self):
             steps_started[0] += 1
             super().data_start()
 
+    class TracedRead(train_module.AsyncRead):
+        def __init__(self, tensor):
+            super().__init__(tensor)
+            self.made = steps_started[0]
+
+        def values(self):
+            inside[0] = True
+            try:
+                return super().values()
+            finally:
+                inside[0] = False
+                made_read.append((self.made, steps_started[0]))
+
     class RecordReads(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             if getattr(func, "__name__", "") in host_reads:
-                reads.append((steps_started[0], func.__name__))
+                reads.append((steps_started[0], func.__name__, inside[0]))
             return func(*args, **(kwargs or {}))
 
     monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
+    monkeypatch.setattr(train_module, "AsyncRead", TracedRead)
     # Every phase on: GAN, lazy R1 every other step, gradient clipping, two micro-batches.
     cfg = with_gan(tiny(steps=12, batch=4, log_every=4, val_every=0, save_every=10**6, preview_every=0,
                         grad_clip=1.0, grad_accum=2), r1_gamma=1.0, r1_every=2)
     with RecordReads():
         result = train(cfg, faceset_a, faceset_b, tmp_path / "model", progress=False)
-    assert result.step == 12
-    in_loop = [(step, name) for step, name in reads if step > 0]
+    assert result.step == 12 and [r["step"] for r in result.metrics] == [4, 8, 12]
+    in_loop = [(step, name, via) for step, name, via in reads if step > 0]
     assert in_loop, "the log boundaries read the loss sums: the recorder must see them"
     # A read after step k's compute (k = 4, 8, 12) belongs to the log section of step k.
-    assert {step for step, _ in in_loop} <= {4, 8, 12}, in_loop
+    assert {step for step, _, _ in in_loop} <= {4, 8, 12}, in_loop
+    # Boundaries 4 and 8 read only through AsyncRead; the last step also saves and reports (step 12).
+    assert {step for step, _, via in in_loop if not via} <= {12}, in_loop
+    # Step 4's sums are read at step 8's boundary, step 8's at step 12's; the last step's at once.
+    assert made_read == [(4, 8), (8, 12), (12, 12)]
 
 
 def _has_tensorboard() -> bool:

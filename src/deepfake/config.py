@@ -143,7 +143,7 @@ class TrainConfig:
     save_every: int = 500
     preview_every: int = 500
     keep_backups: int = 3
-    log_every: int = 10  # losses leave the device every N steps (no per-step host sync)
+    log_every: int = 10  # losses leave the device every N steps (no host sync: each row is written a window later)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True

@@ -12,12 +12,13 @@ Here the loop reports the fraction itself, without adding a host sync to the hot
         ...
         timer.compute_end()     # after the D phase
         if log_due:
-            ...                 # the loop's own host sync (reading the loss sums) happens here
-            busy, data_ms, step_ms = timer.window(wall_s)
+            marks = timer.take()                 # no host sync
+            ...                                  # at the next log boundary, when they are long reached:
+            window = timer.summarize(marks, wall_s)  # .busy, .data_ms, .compute_ms
 
 On CUDA the marks are CUDA events, so the times are the device's own timeline; they are read only in
-`window`, after the loop has synchronised anyway. On the CPU, ops run synchronously, so the host clock
-is the device's timeline.
+`summarize`, one log window later (train.py defers its rows so), when the device has passed them. On the
+CPU, ops run synchronously, so the host clock is the device's timeline.
 
 The data section runs on a CUDA stream of its own (data_stream.py) and the marks are on the model's
 stream, so on CUDA `data_ms` is how long the model's stream waited for the data: near zero when the
@@ -76,13 +77,17 @@ class StepTimer:
     def _ms(self, a, b) -> float:
         return a.elapsed_time(b) if self.cuda else (b - a) * 1e3
 
-    def window(self, wall_s: float, reset: bool = True) -> Window | None:
-        """Times of the steps marked since the last reset, against `wall_s` seconds of wall time. Call it
-        after the loop's host sync; on CUDA it waits for the last mark (already reached by then).
+    def take(self, reset: bool = True) -> list[tuple]:
+        """The marks of the steps since the last reset, to summarise now or later (no host sync).
         reset=False peeks: the marks stay for the next call (the loop's off-cycle log rows)."""
         marks = self._marks
         if reset:
             self._marks = []
+        return list(marks)
+
+    def summarize(self, marks: list[tuple], wall_s: float) -> Window | None:
+        """Times of `marks` (from `take`) against `wall_s` seconds of wall time. On CUDA it waits for the
+        last mark: a deferred log row calls it when that mark is long reached."""
         if not marks or wall_s <= 0:
             return None
         if self.cuda:
@@ -91,3 +96,7 @@ class StepTimer:
         compute = sum(self._ms(c, e) for _, c, e in marks)
         n = len(marks)
         return Window(busy=min(1.0, compute / (wall_s * 1e3)), data_ms=data / n, compute_ms=compute / n, steps=n)
+
+    def window(self, wall_s: float, reset: bool = True) -> Window | None:
+        """`summarize(take(reset), wall_s)`: the steps marked since the last reset, now."""
+        return self.summarize(self.take(reset), wall_s)

@@ -7,8 +7,9 @@ Each step is two explicit phases (CycleGAN's `optimize_parameters`, StyleGAN's G
     D phase  G untouched. Real faces against the detached reconstructions; optional lazy R1.
              Only D's optimizer steps.
 
-The hot loop never waits for the device: losses are summed into a device tensor and pulled to the host
-every `log_every` steps; a NaN/inf step is skipped on the device (fused Adam's `found_inf`) and counted.
+The hot loop never waits for the device: losses are summed into a device tensor, copied to the host every
+`log_every` steps and read one log window later (async_read.py), so the device's queue never drains for a
+log row; a NaN/inf step is skipped on the device (fused Adam's `found_inf`) and counted.
 
 Usage:
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from deepfake import distributed as dist
+from deepfake.async_read import AsyncRead
 from deepfake.augment import Augmented, augment, augment_kernel, no_augment
 from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
 from deepfake.config import LossConfig, TrainConfig, to_dict
@@ -70,6 +72,22 @@ class TrainResult:
     compile_s: float | None = None  # extra time the first step took with --compile
     gpu_busy: float | None = None  # mean share of wall time in the G and D phases, over the logged windows
     main: bool = True  # False on the DDP ranks other than 0 (they write nothing and report nothing)
+
+
+@dataclass
+class LogWindow:
+    """What one log boundary took from the loop, its row written later (`train`'s logging section)."""
+
+    step: int
+    on_cycle: bool  # a log_every boundary (its sums and timer marks were reset), not a peek
+    lr: float
+    count: int  # steps summed
+    sums: AsyncRead  # the means of TRAIN_KEYS over the window (across ranks), on their way to the host
+    faces_per_s: float
+    wall_s: float  # the run's wall time at the boundary, earlier sessions included
+    window_s: float  # wall time since the last on-cycle boundary
+    marks: list  # StepTimer marks of the window's steps
+    peak_mem_gib: float | None  # CUDA's peak allocated memory so far; None on the CPU
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -655,6 +673,51 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     data_stream = DataStream(device)  # after loading and resuming: the side stream waits for that once
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
+    pending: LogWindow | None = None  # the last on-cycle window, its row not yet written
+
+    def write_row(w: LogWindow, validate_now: bool = False) -> None:
+        """The metrics row of a log window: read its sums and timings, validate if due, warn, show."""
+        means = w.sums.values()
+        row: dict[str, Any] = {"step": w.step, **dict(zip(TRAIN_KEYS, means))}
+        row["skipped"] = means[-1] * w.count  # a count, not a mean
+        row.update(lr=w.lr, faces_per_s=w.faces_per_s, wall_s=w.wall_s, val_loss=None, val_a=None, val_b=None)
+        times = timer.summarize(w.marks, w.window_s)
+        if times is not None:
+            row.update(gpu_busy=times.busy, data_ms=times.data_ms)
+            if w.on_cycle:
+                busy_windows.append(times.busy)
+        if w.peak_mem_gib is not None:
+            row["peak_mem_gib"] = w.peak_mem_gib
+        if validate_now:
+            row["val_a"] = validate(autoencoder, side_a, "a", cfg.loss, per_rank_batch, step_fn.autocast)
+            row["val_b"] = validate(autoencoder, side_b, "b", cfg.loss, per_rank_batch, step_fn.autocast)
+            row["val_loss"] = row["val_a"] + row["val_b"]
+            if watch.update(w.step, row["loss"], row["val_loss"]):
+                warnings.append(w.step)
+                msg = (f"step {w.step}: validation loss rose {watch.patience} times in a row "
+                       f"({row['val_loss']:.4f}) while training loss fell ({row['loss']:.4f}): over-fitting. "
+                       "Add more varied faces, or stop at an earlier checkpoint.")
+                log.warning(msg)
+                if main:
+                    bar.write(f"warning: {msg}")
+        if row["skipped"] and main:
+            bar.write(f"warning: {int(round(row['skipped']))} step(s) skipped for a non-finite loss before step {w.step}")
+        rows.append(row)
+        if validate_now and main:
+            _write_metrics(model_dir / "metrics.csv", rows)  # live, between checkpoints too
+        post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
+        if row.get("gpu_busy") is not None and device.type == "cuda":
+            post["busy"] = f"{row['gpu_busy']:.0%}"
+        if use_gan:
+            post.update(d=f"{row['loss_d']:.3f}", acc=f"{row['d_acc_real']:.2f}/{row['d_acc_fake']:.2f}")
+        if row["val_loss"] is not None:
+            post["val"] = f"{row['val_loss']:.4f}"
+        bar.set_postfix(post, refresh=False)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "step" and v is not None:
+                    writer.add_scalar(k, v, w.step)
+
     with _sigint_flag() as flag:
         stopping = False
         while step < end and not stopping:
@@ -685,7 +748,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
 
             # Section: Ctrl-C and the time budget. Under DDP every rank must stop at the same step, so the
             # ranks agree on it at log boundaries (one tiny all-reduce); a single process stops on Ctrl-C
-            # right away. The clock is read at log boundaries only, where the host syncs anyway.
+            # right away. The clock is read at log boundaries only.
             out_of_time = deadline is not None and step % cfg.log_every == 0 and time.perf_counter() >= deadline
             if dist.world_size() == 1:
                 stopping = flag["stop"] or out_of_time
@@ -693,61 +756,46 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 want = float(flag["stop"] or out_of_time)
                 stopping = float(dist.all_reduce_mean(torch.tensor(want, device=device))) > 0
 
-            # Section: logging (the only regular host sync).
+            # Section: logging. The loss sums leave the device without a host sync: at a log boundary
+            # they are copied to pinned host memory behind the work queued so far, and the row is written
+            # at the next boundary, by when the device has long passed them. So the host never waits for
+            # the device's queue to drain, and the device does not idle while the host launches the next
+            # step's data section and first kernels. (Run 5 on an H200, original64, drained every 10 steps
+            # and measured 0.06-0.78 ms of data wait per step; how much of it came after the drains was not
+            # measured apart: benchmarks/RESULTS.md.) Rows that validate (which reads the device anyway),
+            # the last step's and a stop's are written at once.
             val_due = step % cfg.val_every == 0 if cfg.val_every > 0 else False
-            if step % cfg.log_every == 0 or val_due or step == end or stopping:
-                means = (dist.all_reduce_mean(sums) / max(1, count)).tolist()
-                row: dict[str, Any] = {"step": step, **dict(zip(TRAIN_KEYS, means))}
-                row["skipped"] = means[-1] * count  # a count, not a mean
+            on_cycle = step % cfg.log_every == 0
+            if on_cycle or val_due or step == end or stopping:
+                if pending is not None:
+                    write_row(pending)
+                    pending = None
                 now = time.perf_counter()
-                row.update(lr=lr, faces_per_s=faces_per_step * steps_since_log / max(now - t_log, 1e-9),
-                           wall_s=wall_before + now - t_start, val_loss=None, val_a=None, val_b=None)
-                times = timer.window(now - t_log, reset=step % cfg.log_every == 0)
-                if times is not None:
-                    row.update(gpu_busy=times.busy, data_ms=times.data_ms)
-                    if step % cfg.log_every == 0:
-                        busy_windows.append(times.busy)
-                if device.type == "cuda":
-                    row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-                if val_due:
-                    row["val_a"] = validate(autoencoder, side_a, "a", cfg.loss, per_rank_batch, step_fn.autocast)
-                    row["val_b"] = validate(autoencoder, side_b, "b", cfg.loss, per_rank_batch, step_fn.autocast)
-                    row["val_loss"] = row["val_a"] + row["val_b"]
-                    if watch.update(step, row["loss"], row["val_loss"]):
-                        warnings.append(step)
-                        msg = (f"step {step}: validation loss rose {watch.patience} times in a row "
-                               f"({row['val_loss']:.4f}) while training loss fell ({row['loss']:.4f}): over-fitting. "
-                               "Add more varied faces, or stop at an earlier checkpoint.")
-                        log.warning(msg)
-                        if main:
-                            bar.write(f"warning: {msg}")
-                if row["skipped"] and main:
-                    bar.write(f"warning: {int(round(row['skipped']))} step(s) skipped for a non-finite loss before step {step}")
-                rows.append(row)
-                if val_due and main:
-                    _write_metrics(model_dir / "metrics.csv", rows)  # live, between checkpoints too
-                post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
-                if row.get("gpu_busy") is not None and device.type == "cuda":
-                    post["busy"] = f"{row['gpu_busy']:.0%}"
-                if use_gan:
-                    post.update(d=f"{row['loss_d']:.3f}", acc=f"{row['d_acc_real']:.2f}/{row['d_acc_fake']:.2f}")
-                if row["val_loss"] is not None:
-                    post["val"] = f"{row['val_loss']:.4f}"
-                bar.set_postfix(post, refresh=False)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "step" and v is not None:
-                            writer.add_scalar(k, v, step)
-                if step % cfg.log_every == 0:
+                window = LogWindow(
+                    step=step, on_cycle=on_cycle, lr=lr, count=count,
+                    sums=AsyncRead(dist.all_reduce_mean(sums) / max(1, count)),
+                    faces_per_s=faces_per_step * steps_since_log / max(now - t_log, 1e-9),
+                    wall_s=wall_before + now - t_start, window_s=now - t_log,
                     # Off-cycle rows (validation, the last step, Ctrl-C) only peek at the window, so a
                     # resumed run's rows come out identical to an uninterrupted one's.
-                    sums.zero_()
+                    marks=timer.take(reset=on_cycle),
+                    peak_mem_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                )
+                if on_cycle and not (val_due or step == end or stopping):
+                    pending = window
+                else:
+                    write_row(window, validate_now=val_due)
+                if on_cycle:
+                    sums.zero_()  # queued after the copy above
                     count, steps_since_log, t_log = 0, 0, time.perf_counter()
 
             # Section: previews and checkpoints.
             if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or step == end):
                 write_preview(model_dir / "previews" / f"step_{step:06d}.png", autoencoder, side_a.preview, side_b.preview)
             if step % cfg.save_every == 0 or step == end or stopping:
+                if pending is not None:  # the checkpoint's metrics.csv holds every row up to its step
+                    write_row(pending)
+                    pending = None
                 save(step)
         interrupted = stopping and step < end and flag["stop"]
     bar.close()
