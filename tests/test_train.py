@@ -140,20 +140,22 @@ def test_the_hot_loop_reads_nothing_back_from_the_device(faceset_a, faceset_b, t
 
     monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
     monkeypatch.setattr(train_module, "AsyncRead", TracedRead)
-    # Every phase on: GAN, lazy R1 every other step, gradient clipping, two micro-batches.
-    cfg = with_gan(tiny(steps=12, batch=4, log_every=4, val_every=0, save_every=10**6, preview_every=0,
+    # Every phase on: GAN, lazy R1 every other step, gradient clipping, two micro-batches, validation.
+    cfg = with_gan(tiny(steps=12, batch=4, log_every=4, val_every=4, save_every=10**6, preview_every=0,
                         grad_clip=1.0, grad_accum=2), r1_gamma=1.0, r1_every=2)
     with RecordReads():
         result = train(cfg, faceset_a, faceset_b, tmp_path / "model", progress=False)
     assert result.step == 12 and [r["step"] for r in result.metrics] == [4, 8, 12]
+    assert all(r["val_loss"] > 0 for r in result.metrics)
     in_loop = [(step, name, via) for step, name, via in reads if step > 0]
     assert in_loop, "the log boundaries read the loss sums: the recorder must see them"
     # A read after step k's compute (k = 4, 8, 12) belongs to the log section of step k.
     assert {step for step, _, _ in in_loop} <= {4, 8, 12}, in_loop
     # Boundaries 4 and 8 read only through AsyncRead; the last step also saves and reports (step 12).
     assert {step for step, _, via in in_loop if not via} <= {12}, in_loop
-    # Step 4's sums are read at step 8's boundary, step 8's at step 12's; the last step's at once.
-    assert made_read == [(4, 8), (8, 12), (12, 12)]
+    # Step 4's sums and validation losses are read at step 8's boundary, step 8's at step 12's; the last
+    # step's at once.
+    assert made_read == [(4, 8)] * 2 + [(8, 12)] * 2 + [(12, 12)] * 2
 
 
 def _has_tensorboard() -> bool:
@@ -327,7 +329,7 @@ def test_overfitting_warning_is_raised_during_training(faceset_a, faceset_b, tmp
 
     def rising_val(autoencoder, side, which, loss_cfg, batch, autocast):
         calls.append(which)
-        return 1.0 + 0.1 * len(calls)  # validation keeps getting worse
+        return torch.tensor(1.0 + 0.1 * len(calls))  # validation keeps getting worse
 
     monkeypatch.setattr(train_mod, "validate", rising_val)
     cfg = tiny(steps=20, batch=4, lr=1e-3, log_every=5, val_every=5, save_every=20, preview_every=0, overfit_patience=3)

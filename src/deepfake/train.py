@@ -88,6 +88,7 @@ class LogWindow:
     window_s: float  # wall time since the last on-cycle boundary
     marks: list  # StepTimer marks of the window's steps
     peak_mem_gib: float | None  # CUDA's peak allocated memory so far; None on the CPU
+    val: AsyncRead | None  # (val_a, val_b) when the window validated
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -425,10 +426,12 @@ def draw_step(side_a: Side, side_b: Side, batch: int, cfg: TrainConfig, aug_gen:
 
 
 @torch.no_grad()
-def validate(autoencoder: nn.Module, side: Side, which: str, loss_cfg: LossConfig, batch: int, autocast) -> float:
-    """Mean reconstruction loss over the fixed validation faces of one side (host float)."""
+def validate(autoencoder: nn.Module, side: Side, which: str, loss_cfg: LossConfig, batch: int, autocast) -> torch.Tensor:
+    """Mean reconstruction loss over the fixed validation faces of one side: a 0-d float32 tensor on the
+    side's device, NaN without validation faces. Nothing is read back here (no host sync): the log row
+    reads it, one window later."""
     if side.val is None:
-        return float("nan")
+        return torch.full((), float("nan"), device=side.device)
     was = autoencoder.training
     autoencoder.eval()
     total, n = torch.zeros((), device=side.val.inputs.device), side.val.inputs.shape[0]
@@ -437,9 +440,9 @@ def validate(autoencoder: nn.Module, side: Side, which: str, loss_cfg: LossConfi
         with autocast():
             rgb, mask = autoencoder(side.val.inputs[sl], which)
             loss, _ = reconstruction_loss(rgb, mask, side.val.target[sl], side.val.target_mask[sl], side.val.landmarks[sl], loss_cfg)
-        total += loss * rgb.shape[0]
+        total += loss.float() * rgb.shape[0]
     autoencoder.train(was)
-    return float(total) / n  # one host sync per validation
+    return total / n
 
 
 class OverfitWatch:
@@ -673,10 +676,10 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     data_stream = DataStream(device)  # after loading and resuming: the side stream waits for that once
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
-    pending: LogWindow | None = None  # the last on-cycle window, its row not yet written
+    pending: LogWindow | None = None  # the last log boundary's window, its row not yet written
 
-    def write_row(w: LogWindow, validate_now: bool = False) -> None:
-        """The metrics row of a log window: read its sums and timings, validate if due, warn, show."""
+    def write_row(w: LogWindow) -> None:
+        """The metrics row of a log window: read its sums, timings and validation losses; warn; show."""
         means = w.sums.values()
         row: dict[str, Any] = {"step": w.step, **dict(zip(TRAIN_KEYS, means))}
         row["skipped"] = means[-1] * w.count  # a count, not a mean
@@ -688,9 +691,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 busy_windows.append(times.busy)
         if w.peak_mem_gib is not None:
             row["peak_mem_gib"] = w.peak_mem_gib
-        if validate_now:
-            row["val_a"] = validate(autoencoder, side_a, "a", cfg.loss, per_rank_batch, step_fn.autocast)
-            row["val_b"] = validate(autoencoder, side_b, "b", cfg.loss, per_rank_batch, step_fn.autocast)
+        if w.val is not None:
+            row["val_a"], row["val_b"] = w.val.values()
             row["val_loss"] = row["val_a"] + row["val_b"]
             if watch.update(w.step, row["loss"], row["val_loss"]):
                 warnings.append(w.step)
@@ -703,7 +705,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         if row["skipped"] and main:
             bar.write(f"warning: {int(round(row['skipped']))} step(s) skipped for a non-finite loss before step {w.step}")
         rows.append(row)
-        if validate_now and main:
+        if w.val is not None and main:
             _write_metrics(model_dir / "metrics.csv", rows)  # live, between checkpoints too
         post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
         if row.get("gpu_busy") is not None and device.type == "cuda":
@@ -762,8 +764,8 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
             # the device's queue to drain, and the device does not idle while the host launches the next
             # step's data section and first kernels. (Run 5 on an H200, original64, drained every 10 steps
             # and measured 0.06-0.78 ms of data wait per step; how much of it came after the drains was not
-            # measured apart: benchmarks/RESULTS.md.) Rows that validate (which reads the device anyway),
-            # the last step's and a stop's are written at once.
+            # measured apart: benchmarks/RESULTS.md.) Validation losses travel the same way. The last
+            # step's row and a stop's are written at once.
             val_due = step % cfg.val_every == 0 if cfg.val_every > 0 else False
             on_cycle = step % cfg.log_every == 0
             if on_cycle or val_due or step == end or stopping:
@@ -780,11 +782,15 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                     # resumed run's rows come out identical to an uninterrupted one's.
                     marks=timer.take(reset=on_cycle),
                     peak_mem_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                    val=AsyncRead(torch.stack([
+                        validate(autoencoder, side_a, "a", cfg.loss, per_rank_batch, step_fn.autocast),
+                        validate(autoencoder, side_b, "b", cfg.loss, per_rank_batch, step_fn.autocast),
+                    ])) if val_due else None,
                 )
-                if on_cycle and not (val_due or step == end or stopping):
-                    pending = window
+                if step == end or stopping:
+                    write_row(window)
                 else:
-                    write_row(window, validate_now=val_due)
+                    pending = window
                 if on_cycle:
                     sums.zero_()  # queued after the copy above
                     count, steps_since_log, t_log = 0, 0, time.perf_counter()
