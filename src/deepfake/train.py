@@ -37,7 +37,8 @@ import torch.nn as nn
 from deepfake import distributed as dist
 from deepfake.async_read import AsyncRead
 from deepfake.augment import Augmented, augment, augment_kernel, no_augment
-from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, save_snapshot, write_config
+from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, write_config
+from deepfake.checkpoint_writer import SnapshotWriter
 from deepfake.config import LossConfig, TrainConfig, to_dict
 from deepfake.data import EpochSampler, FaceCache
 from deepfake.data_stream import DataStream
@@ -654,14 +655,14 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                "sampler_a": side_a.sampler.state(), "sampler_b": side_b.sampler.state(), "sums": sums.detach().cpu()}
         state = {"wall_s": wall_before + time.perf_counter() - t_start, "world_size": dist.world_size(),
                  "sums_count": count, "overfit_history": watch.history}
-        save_snapshot(model_dir, Snapshot(
+        saver.submit(Snapshot(
             step=step,
             autoencoder=dist.unwrap(autoencoder).state_dict(),
             discriminator=discriminator.state_dict() if discriminator is not None else None,
             optimizer_g=opt_g.state_dict(),
             optimizer_d=opt_d.state_dict() if opt_d is not None else None,
             rng=rng, state=state,
-        ), keep=cfg.keep_backups)
+        ))  # copied to host memory now, written on the saver's thread while training goes on
         _write_metrics(model_dir / "metrics.csv", rows)
 
     # The loop.
@@ -720,7 +721,10 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 if k != "step" and v is not None:
                     writer.add_scalar(k, v, w.step)
 
-    with _sigint_flag() as flag:
+    # Checkpoints are written on a thread of their own (checkpoint_writer.py); leaving the block waits for
+    # the last one, with Ctrl-C still caught.
+    saver = SnapshotWriter(model_dir, keep=cfg.keep_backups)
+    with _sigint_flag() as flag, saver:
         stopping = False
         while step < end and not stopping:
             t_step = time.perf_counter()
@@ -804,9 +808,9 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                     pending = None
                 save(step)
         interrupted = stopping and step < end and flag["stop"]
+        if step == start and snap is None:
+            save(step)  # nothing to train (steps already reached): still leave a loadable folder (all ranks: a collective)
     bar.close()
-    if step == start and snap is None:
-        save(step)  # nothing to train (steps already reached): still leave a loadable folder (all ranks: a collective)
     if writer is not None:
         writer.close()
     if interrupted and main:

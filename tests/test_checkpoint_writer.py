@@ -1,0 +1,135 @@
+"""Checkpoints written on a background thread: the snapshot is the state at submit, writes land in order,
+errors surface, and the training loop runs on while the disk works."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import deepfake.checkpoint_writer as writer_module
+import deepfake.train as train_module
+from deepfake.checkpoint import latest_snapshot, list_snapshots, save_snapshot
+from deepfake.checkpoint_writer import SnapshotWriter
+from test_checkpoint import tiny_snapshot
+from test_train import tiny
+
+
+def test_background_write_equals_a_direct_write(tmp_path):
+    snap, _ = tiny_snapshot(5)
+    save_snapshot(tmp_path / "direct", snap)
+    with SnapshotWriter(tmp_path / "background") as saver:
+        saver.submit(snap)
+    direct, background = latest_snapshot(tmp_path / "direct"), latest_snapshot(tmp_path / "background")
+    assert background.step == direct.step == 5 and saver.last_step == 5
+    for name in ("autoencoder", "discriminator"):
+        a, b = getattr(direct, name), getattr(background, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert background.optimizer_g["param_groups"] == direct.optimizer_g["param_groups"]
+    for i, st in direct.optimizer_g["state"].items():
+        assert all(torch.equal(v, background.optimizer_g["state"][i][k]) for k, v in st.items())
+    assert background.state == direct.state
+
+
+def test_the_snapshot_is_the_state_at_submit(tmp_path, monkeypatch):
+    """The loop updates weights and optimizer moments in place right after saving, and appends to its
+    bookkeeping: none of that may reach the file being written."""
+    release = threading.Event()
+    real = writer_module.save_snapshot
+
+    def held_back(*args, **kwargs):
+        assert release.wait(30), "the test never released the write"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "save_snapshot", held_back)
+    snap, ae = tiny_snapshot(3)
+    snap.state["overfit_history"] = [[1, 0.5, 0.6]]
+    before = {k: v.clone() for k, v in snap.autoencoder.items()}
+    moments = {i: st["exp_avg"].clone() for i, st in snap.optimizer_g["state"].items()}
+    saver = SnapshotWriter(tmp_path)
+    saver.submit(snap)
+    assert saver.busy()
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.add_(1.0)  # what the next optimizer step does, in place
+    for st in snap.optimizer_g["state"].values():
+        st["exp_avg"].mul_(-3)
+    snap.state["overfit_history"].append([2, 0.4, 0.7])
+    release.set()
+    saver.close()
+    saved = latest_snapshot(tmp_path)
+    assert all(torch.equal(saved.autoencoder[k], v) for k, v in before.items())
+    assert not torch.equal(saved.autoencoder["encoder.body.0.0.weight"], ae.state_dict()["encoder.body.0.0.weight"])
+    assert all(torch.equal(saved.optimizer_g["state"][i]["exp_avg"], m) for i, m in moments.items())
+    assert saved.state["overfit_history"] == [[1, 0.5, 0.6]]
+
+
+def test_writes_land_in_step_order_one_at_a_time(tmp_path, monkeypatch):
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = writer_module.save_snapshot
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(writer_module, "save_snapshot", counted)
+    with SnapshotWriter(tmp_path, keep=10) as saver:
+        for step in (1, 2, 3, 4):
+            saver.submit(tiny_snapshot(step)[0])
+    assert [p.name for p in list_snapshots(tmp_path)] == [f"step_{s:06d}" for s in (1, 2, 3, 4)]
+    assert most[0] == 1
+
+
+def test_a_failed_write_is_raised_by_the_next_call(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer_module, "save_snapshot", full_disk)
+    saver = SnapshotWriter(tmp_path)
+    saver.submit(tiny_snapshot(1)[0])  # returns: the write fails on the thread
+    with pytest.raises(OSError, match="No space left"):
+        saver.close()
+    saver.submit(tiny_snapshot(2)[0])
+    with pytest.raises(OSError, match="No space left"):
+        saver.submit(tiny_snapshot(3)[0])
+    saver.close()  # the error was raised once; nothing is pending
+
+
+def test_training_goes_on_while_a_checkpoint_is_written(faceset_a, faceset_b, tmp_path, monkeypatch):
+    """The write of step 4's checkpoint is held until the loop has started two more steps. Written in the
+    loop, as before, the loop could not move on: the write would give up waiting and the test fail."""
+    steps_started = [0]
+    advanced: dict[int, bool] = {}
+    real = writer_module.save_snapshot
+
+    class CountingTimer(train_module.StepTimer):
+        def data_start(self):
+            steps_started[0] += 1
+            super().data_start()
+
+    def slow_disk(model_dir, snap, keep=3):
+        if snap.step == 4:
+            target = steps_started[0] + 2
+            for _ in range(400):  # up to 20 s
+                if steps_started[0] >= target:
+                    break
+                threading.Event().wait(0.05)
+            advanced[snap.step] = steps_started[0] >= target
+        return real(model_dir, snap, keep=keep)
+
+    monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
+    monkeypatch.setattr(writer_module, "save_snapshot", slow_disk)
+    cfg = tiny(steps=12, batch=4, log_every=4, val_every=0, save_every=4, preview_every=0, keep_backups=5)
+    result = train_module.train(cfg, faceset_a, faceset_b, tmp_path / "m", progress=False)
+    assert advanced == {4: True}
+    assert result.step == 12
+    assert [p.name for p in list_snapshots(tmp_path / "m")] == ["step_000004", "step_000008", "step_000012"]
+    assert latest_snapshot(tmp_path / "m").step == 12  # train() returns after its last write
