@@ -272,3 +272,33 @@ def test_a_resumed_ddp_run_is_bitwise_the_uninterrupted_one(facesets, tmp_path):
 
     saved = latest_snapshot(tmp_path / "resumed").rng["aug_gen_ranks"]
     assert saved.shape[0] == 2 and not torch.equal(saved[0], saved[1])  # two ranks, two streams
+
+
+def _budget_main(rank: int, world: int, port: int, cfg_path: str, a: str, b: str, model_dir: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import deepfake.train as train_mod
+
+    cfg = load_json(TrainConfig, cfg_path)
+    # Only rank 0 has a time budget: rank 1 would train on for 10**6 steps unless the ranks agree to stop.
+    result = train_mod.train(cfg, Path(a), Path(b), Path(model_dir), progress=False,
+                             minutes=1 / 60 if rank == 0 else None)
+    (Path(out) / f"budget_rank{rank}.json").write_text(json.dumps({"step": result.step, "interrupted": result.interrupted}))
+
+
+def test_ranks_agree_to_stop_when_one_runs_out_of_time(facesets, tmp_path):
+    """The time budget (and Ctrl-C) is one rank's clock: every rank must stop at the same step and the
+    checkpoint be written there, or the collectives of the next step would hang."""
+    a, b = facesets
+    cfg = replace(tiny_config(), steps=10**6, log_every=2, save_every=10**6, val_every=0)
+    cfg_path = tmp_path / "cfg.json"
+    save_json(cfg, cfg_path)
+    mp.spawn(_budget_main, args=(2, free_port(), str(cfg_path), str(a), str(b), str(tmp_path / "m"), str(tmp_path)),
+             nprocs=2, join=True)
+    ends = [json.loads((tmp_path / f"budget_rank{r}.json").read_text()) for r in range(2)]
+    assert ends[0] == ends[1], ends
+    assert 0 < ends[0]["step"] < 10**6 and ends[0]["step"] % 2 == 0 and not ends[0]["interrupted"]
+    from deepfake.checkpoint import latest_snapshot
+
+    assert latest_snapshot(tmp_path / "m").step == ends[0]["step"]

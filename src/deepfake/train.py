@@ -40,7 +40,7 @@ from deepfake.augment import Augmented, augment, augment_kernel, no_augment
 from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, write_config
 from deepfake.checkpoint_writer import SnapshotWriter
 from deepfake.config import LossConfig, TrainConfig, to_dict
-from deepfake.data import EpochSampler, FaceCache
+from deepfake.data import EpochSampler, FaceCache, host_to_device
 from deepfake.data_stream import DataStream
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
@@ -678,6 +678,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     interrupted = False
     pending: LogWindow | None = None  # the last log boundary's window, its row not yet written
+    stop_vote: AsyncRead | None = None  # DDP: the ranks' mean wish to stop at the last log boundary
 
     def write_row(w: LogWindow) -> None:
         """The metrics row of a log window: read its sums, timings and validation losses; warn; show."""
@@ -753,14 +754,17 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
                 log.info("torch.compile (mode %s): first step took %.1f s", step_fn.compile_mode, compile_s)
 
             # Section: Ctrl-C and the time budget. Under DDP every rank must stop at the same step, so the
-            # ranks agree on it at log boundaries (one tiny all-reduce); a single process stops on Ctrl-C
-            # right away. The clock is read at log boundaries only.
+            # ranks vote at log boundaries (one tiny all-reduce) and act on the vote at the next boundary,
+            # read like the log rows without draining the device: all stop together, one window after the
+            # first asked. A single process stops on Ctrl-C right away. The clock is read at log
+            # boundaries only.
             out_of_time = deadline is not None and step % cfg.log_every == 0 and time.perf_counter() >= deadline
             if dist.world_size() == 1:
                 stopping = flag["stop"] or out_of_time
             elif step % cfg.log_every == 0:
-                want = float(flag["stop"] or out_of_time)
-                stopping = float(dist.all_reduce_mean(torch.tensor(want, device=device))) > 0
+                stopping = stop_vote is not None and stop_vote.values() > 0
+                want = torch.tensor(float(flag["stop"] or out_of_time))
+                stop_vote = None if stopping else AsyncRead(dist.all_reduce_mean(host_to_device(want, device)))
 
             # Section: logging. The loss sums leave the device without a host sync: at a log boundary
             # they are copied to pinned host memory behind the work queued so far, and the row is written
