@@ -15,10 +15,11 @@
 # Run 5 (two H200 calls, seventh session) measured the shift-add heads' first version; its second call, on a
 # cold machine, ran out of time before its new cases (df256's compile took 59 s there, 37 s warm): put the
 # case that matters first. The eighth session had no GPU; it made the loop's log rows and the benchmark's
-# windows stop draining the device (async_read.py). Next: GPU_CHECK_PARTS="tests df256 train profile"
-# PROFILE_CASES=df256:32:compile:gan GPU_CHECK_BUDGET=520 (timeout_s 550): the shift-add heads with their
-# gathered gradient (now df256's default) against cuDNN's direct convolution, timed without drains; the
-# data wait per step (data_ms) with and without drains; then where df256's step time goes.
+# windows stop draining the device (async_read.py) and moved checkpoint writes to a thread. Next:
+# GPU_CHECK_PARTS="tests df256 train profile" PROFILE_CASES=df256:32:compile:gan GPU_CHECK_BUDGET=520
+# (timeout_s 550): the shift-add heads with their gathered gradient (now df256's default) against cuDNN's
+# direct convolution, timed without drains; the data wait per step (data_ms) against run 5's, which
+# drained; then where df256's step time goes.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
