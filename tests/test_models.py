@@ -187,10 +187,11 @@ def test_decoder_heads_in_one_convolution_equal_the_heads_in_float64(device, lea
     gradient here at a tolerance of 1e-4 without saying by how much, while the whole network's gradients
     passed at 1e-3. The test now prints every error and allows 1e-3 in fp32 on CUDA; with that, in run
     5's second call, the direct convolution still failed on CUDA (its numbers were cut off by the time
-    limit) and shift-add passed. Why is open (benchmarks/RESULTS.md, run 5). The asserted pass runs
-    with cuDNN's autotuning on, as training does (before, it depended on whether an earlier test had
-    turned it on); on CUDA the direct convolution is also run with cuDNN's heuristic pick and its errors
-    printed, so the next GPU run shows whether one algorithm is at fault."""
+    limit) and shift-add passed. Why is open (benchmarks/RESULTS.md, run 5). Run 5 ran it with cuDNN's
+    autotuning off (torch's default; in that pytest process nothing had called train.configure_cuda),
+    which is not how training runs. The asserted pass now runs with autotuning on, as training does; on
+    CUDA the direct convolution is also run with cuDNN's heuristic pick and its errors printed, so the
+    next GPU run shows whether the heuristic's algorithm was the one at fault."""
     torch.manual_seed(0)
     cfg = dataclasses.replace(preset_config("tiny").model, learned_mask=learned_mask)
     decoder = build_autoencoder(cfg).decoder_a
