@@ -3,7 +3,9 @@ errors surface, and the training loop runs on while the disk works."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 
 import pytest
 import torch
@@ -12,8 +14,8 @@ import deepfake.checkpoint_writer as writer_module
 import deepfake.train as train_module
 from deepfake.checkpoint import latest_snapshot, list_snapshots, save_snapshot
 from deepfake.checkpoint_writer import SnapshotWriter
+from deepfake.models import preset_config
 from test_checkpoint import tiny_snapshot
-from test_train import tiny
 
 
 def test_background_write_equals_a_direct_write(tmp_path):
@@ -127,9 +129,51 @@ def test_training_goes_on_while_a_checkpoint_is_written(faceset_a, faceset_b, tm
 
     monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
     monkeypatch.setattr(writer_module, "save_snapshot", slow_disk)
-    cfg = tiny(steps=12, batch=4, log_every=4, val_every=0, save_every=4, preview_every=0, keep_backups=5)
+    cfg = dataclasses.replace(preset_config("tiny"), steps=12, batch=4, log_every=4, val_every=0, save_every=4,
+                              preview_every=0, keep_backups=5)
     result = train_module.train(cfg, faceset_a, faceset_b, tmp_path / "m", progress=False)
     assert advanced == {4: True}
     assert result.step == 12
     assert [p.name for p in list_snapshots(tmp_path / "m")] == ["step_000004", "step_000008", "step_000012"]
     assert latest_snapshot(tmp_path / "m").step == 12  # train() returns after its last write
+
+
+def test_reused_host_buffers_do_not_leak_one_save_into_another(tmp_path):
+    """The writer copies every save into the same host buffers: each folder must still hold its own step."""
+    snap, ae = tiny_snapshot(1)
+    with SnapshotWriter(tmp_path, keep=10) as saver:
+        saver.submit(snap)
+        first = {k: v.clone() for k, v in snap.autoencoder.items()}
+        with torch.no_grad():
+            for p in ae.parameters():
+                p.mul_(-2.0)
+        snap.step = 2
+        saver.submit(snap)
+    from deepfake.checkpoint import load_snapshot
+
+    one, two = (load_snapshot(p) for p in list_snapshots(tmp_path))
+    assert (one.step, two.step) == (1, 2)
+    assert all(torch.equal(one.autoencoder[k], v) for k, v in first.items())
+    assert all(torch.equal(two.autoencoder[k], v * -2.0) for k, v in first.items() if v.is_floating_point())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_on_cuda_a_save_does_not_wait_for_the_queued_steps(tmp_path):
+    """The copies to pinned memory are queued behind the work so far: submit returns while a
+    one-second kernel still runs, and the file holds the values from before the update queued after it."""
+    w = torch.full((256, 256), 2.0, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # stands for the steps still queued (about a second)
+    w.add_(1.0)  # the last update before the save: 3.0
+    saver = SnapshotWriter(tmp_path)
+    snap, _ = tiny_snapshot(1)
+    snap.autoencoder = {"w": w}
+    t0 = time.perf_counter()
+    saver.submit(snap)
+    took = time.perf_counter() - t0
+    busy = not torch.cuda.current_stream().query()
+    w.add_(10.0)  # queued after the save: must not reach the file
+    saver.close()
+    print(f"submit took {took * 1e3:.1f} ms while the queue was busy: {busy}")
+    assert busy and took < 0.3
+    assert torch.equal(latest_snapshot(tmp_path).autoencoder["w"], torch.full((256, 256), 3.0))

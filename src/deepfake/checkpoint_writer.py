@@ -1,21 +1,26 @@
 """Checkpoints written on a background thread, so the device trains on while the disk works.
 
 `save_snapshot` serialises every weight and both Adam moments and fsyncs them: on this project's 2-core
-development box, 2.1-2.4 s for original64 (64 M parameters) and 3.0-4.6 s for df256 (124 M). Written
-in the loop, that is the device idle for seconds every `save_every` steps: at original64's 26,000
-faces/s (about 5 ms a step), 500 steps are about 2.5 s of training.
+development box, 0.5-1.8 s for original64 and 1.0-4.4 s for df256 with their discriminators
+(benchmarks/checkpoint_speed.py, RESULTS.md). Written in the loop, that is the device idle for up to
+seconds every `save_every` steps: at original64's 26,000 faces/s (about 5 ms a step), 500 steps are
+about 2.5 s of training. With this writer the loop waited 0.05-0.1 s of it there (after the first save,
+which allocates the host buffers).
 
     writer = SnapshotWriter(model_dir, keep=3)
-    writer.submit(snapshot)   # copies every tensor to host memory now, then returns; the write runs behind
-    ...                       # train on
+    writer.submit(snapshot)   # copies every tensor to host memory as of now, then returns
+    ...                       # train on; the write runs behind
     writer.close()            # waits for the last write; raises its error, if it had one
 
 - **A consistent snapshot.** `submit` copies every tensor (weights, optimizer state, generator states)
-  to the CPU before it returns, and deep-copies the rest, so the optimizer's in-place updates after it
-  cannot tear the checkpoint. On CUDA those copies wait for the queued steps once (the device drains);
-  then the device trains on while the file is written.
-- **One write at a time.** A second `submit` waits for the first write: snapshots land in step order,
-  and at most one host copy of the model is held.
+  into host buffers and deep-copies the rest, so the optimizer's in-place updates after it cannot tear
+  the checkpoint. On the CPU the copies are made before it returns. On CUDA they go into pinned buffers
+  and are queued on the stream behind the steps so far (so they read the state as of the call, and
+  the updates queued after them wait for them); the writer's thread, not the loop, waits for them.
+  So on CUDA a save does not drain the device's queue at all.
+- **One write at a time, one host copy.** A second `submit` waits for the first write: snapshots land
+  in step order. The host buffers are allocated at the first save and reused by every later one: the
+  run holds one host copy of the model (pinned, on CUDA), and later saves pay no allocation.
 - **Atomic, as before.** `save_snapshot` writes into a temp folder and renames it, so a kill during a
   background write leaves the previous snapshot whole, and the half-written folder is cleared later.
 - **Errors surface.** A failed write (disk full, a folder removed) is raised by the next `submit` or
@@ -27,6 +32,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -37,43 +43,54 @@ from deepfake.checkpoint import Snapshot, save_snapshot
 log = logging.getLogger(__name__)
 
 
-def to_host(obj: Any) -> Any:
-    """`obj` with every tensor copied to the CPU (a copy even when already there), containers rebuilt,
-    everything else deep-copied: nothing in the result is shared with the training loop."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: to_host(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_host(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
 class SnapshotWriter:
     def __init__(self, model_dir: str | Path, keep: int = 3):
         self.model_dir = Path(model_dir)
         self.keep = keep
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._buffers: dict[tuple, torch.Tensor] = {}  # host copies by place in the snapshot, reused
         self.last_step: int | None = None  # the step of the last snapshot written to the end
 
     def submit(self, snap: Snapshot) -> None:
         """Copy `snap` to host memory and write it behind the caller's back (after any earlier write)."""
-        self.wait()
-        host = Snapshot(
-            step=snap.step,
-            autoencoder=to_host(snap.autoencoder),
-            discriminator=to_host(snap.discriminator),
-            optimizer_g=to_host(snap.optimizer_g),
-            optimizer_d=to_host(snap.optimizer_d),
-            rng=to_host(snap.rng),
-            state=to_host(snap.state),
-        )
-        self._thread = threading.Thread(target=self._write, args=(host,), name=f"deepfake-save-{snap.step}")
+        self.wait()  # the previous write is done with the host buffers
+        devices: set[torch.device] = set()
+        host = Snapshot(**{f.name: self._stage(getattr(snap, f.name), (f.name,), devices) for f in fields(Snapshot)})
+        # The device-to-host copies are queued behind the steps so far, so they read the state as of now;
+        # the writer's thread waits for them, not the loop.
+        ready = []
+        for device in devices:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            ready.append(event)
+        self._thread = threading.Thread(target=self._write, args=(host, ready), name=f"deepfake-save-{snap.step}")
         self._thread.start()
 
-    def _write(self, snap: Snapshot) -> None:
+    def _stage(self, obj: Any, path: tuple, devices: set) -> Any:
+        """`obj` with every tensor copied into this writer's host buffer for its place (allocated at the
+        first save, pinned for CUDA tensors so the copy is queued, not waited for), containers rebuilt,
+        everything else deep-copied: nothing in the result is shared with the training loop."""
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach()
+            buf = self._buffers.get(path)
+            if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
+                buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+                self._buffers[path] = buf
+            buf.copy_(t, non_blocking=t.is_cuda)
+            if t.is_cuda:
+                devices.add(t.device)
+            return buf
+        if isinstance(obj, dict):
+            return {k: self._stage(v, path + (k,), devices) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self._stage(v, path + (i,), devices) for i, v in enumerate(obj))
+        return copy.deepcopy(obj)
+
+    def _write(self, snap: Snapshot, ready: list) -> None:
         try:
+            for event in ready:
+                event.synchronize()
             save_snapshot(self.model_dir, snap, keep=self.keep)
             self.last_step = snap.step
         except BaseException as e:  # handed to the training thread by wait()
