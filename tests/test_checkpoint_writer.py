@@ -159,15 +159,19 @@ def test_reused_host_buffers_do_not_leak_one_save_into_another(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 def test_on_cuda_a_save_does_not_wait_for_the_queued_steps(tmp_path):
-    """The copies to pinned memory are queued behind the work so far: submit returns while a
-    one-second kernel still runs, and the file holds the values from before the update queued after it."""
+    """After the first save (which allocates the pinned host buffers), the copies are queued behind the
+    work so far: submit returns while a one-second kernel still runs, and the file holds the values from
+    before the update queued after it."""
     w = torch.full((256, 256), 2.0, device="cuda")
+    snap, _ = tiny_snapshot(1)
+    snap.autoencoder = {"w": w}
+    saver = SnapshotWriter(tmp_path)
+    saver.submit(snap)
+    saver.wait()
     torch.cuda.synchronize()
     torch.cuda._sleep(2_000_000_000)  # stands for the steps still queued (about a second)
     w.add_(1.0)  # the last update before the save: 3.0
-    saver = SnapshotWriter(tmp_path)
-    snap, _ = tiny_snapshot(1)
-    snap.autoencoder = {"w": w}
+    snap.step = 2
     t0 = time.perf_counter()
     saver.submit(snap)
     took = time.perf_counter() - t0
@@ -176,4 +180,5 @@ def test_on_cuda_a_save_does_not_wait_for_the_queued_steps(tmp_path):
     saver.close()
     print(f"submit took {took * 1e3:.1f} ms while the queue was busy: {busy}")
     assert busy and took < 0.3
-    assert torch.equal(latest_snapshot(tmp_path).autoencoder["w"], torch.full((256, 256), 3.0))
+    saved = latest_snapshot(tmp_path)
+    assert saved.step == 2 and torch.equal(saved.autoencoder["w"], torch.full((256, 256), 3.0))

@@ -17,7 +17,7 @@ which allocates the host buffers).
   the checkpoint. On the CPU the copies are made before it returns. On CUDA they go into pinned buffers
   and are queued on the stream behind the steps so far (so they read the state as of the call, and
   the updates queued after them wait for them); the writer's thread, not the loop, waits for them.
-  So on CUDA a save does not drain the device's queue at all.
+  So on CUDA a save after the first (which allocates the buffers) does not drain the device's queue.
 - **One write at a time, one host copy.** A second `submit` waits for the first write: snapshots land
   in step order. The host buffers are allocated at the first save and reused by every later one: the
   run holds one host copy of the model (pinned, on CUDA), and later saves pay no allocation.
