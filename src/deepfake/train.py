@@ -651,8 +651,9 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         aug_states = dist.all_gather_rows(aug_gen.get_state())  # every rank takes part; rank 0 writes
         if not main:
             return
+        # `sums` stays on the device: the saver stages it with the weights, without a host sync.
         rng = {"sample_gen": sample_gen.get_state(), "aug_gen": aug_gen.get_state(), "aug_gen_ranks": aug_states,
-               "sampler_a": side_a.sampler.state(), "sampler_b": side_b.sampler.state(), "sums": sums.detach().cpu()}
+               "sampler_a": side_a.sampler.state(), "sampler_b": side_b.sampler.state(), "sums": sums.detach()}
         state = {"wall_s": wall_before + time.perf_counter() - t_start, "world_size": dist.world_size(),
                  "sums_count": count, "overfit_history": watch.history}
         saver.submit(Snapshot(
