@@ -56,7 +56,7 @@ from deepfake.config import ModelConfig, TrainConfig
 from deepfake.data_stream import DataStream
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
-from deepfake.step_timer import StepTimer
+from deepfake.step_timer import StepTimer, elapsed_ms, mark
 from deepfake.train import TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, resolve_amp
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
@@ -265,26 +265,17 @@ def window_times(fn, n: int, device: torch.device, windows: int) -> list[tuple[i
     device idle while the host launched the next data section and the first kernels. On the CPU, where
     ops run synchronously, the cuts read the clock."""
     bounds = [round(k * n / windows) for k in range(windows + 1)]
-    cuda = device.type == "cuda"
-
-    def cut():
-        if not cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record(torch.cuda.current_stream(device))
-        return event
-
     sync(device)
     gc.collect()
     gc.disable()
     try:
-        cuts = [cut()]
+        cuts = [mark(device)]  # the same marks as the training loop's StepTimer
         for lo, hi in zip(bounds, bounds[1:]):
             for i in range(lo, hi):
                 fn(i)
-            cuts.append(cut())
+            cuts.append(mark(device))
         sync(device)
-        seconds = [b.elapsed_time(e) / 1e3 if cuda else e - b for b, e in zip(cuts, cuts[1:])]
+        seconds = [elapsed_ms(b, e) / 1e3 for b, e in zip(cuts, cuts[1:])]
         return [(hi - lo, t) for lo, hi, t in zip(bounds, bounds[1:], seconds)]
     finally:
         gc.enable()
@@ -621,7 +612,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:shiftadd] (GPU default {GPU_CASES})")
+    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct] (GPU default {GPU_CASES})")
     p.add_argument("--steps", type=int, default=None, help="measured steps per case (default 20, quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="steps before timing (default 5, quick 1)")
     p.add_argument("--a", type=Path, default=None, help="faceset A (default: crops of d6.mp4)")

@@ -46,6 +46,21 @@ class Window:
     steps: int
 
 
+def mark(device: torch.device):
+    """A point on `device`'s timeline, set without a host sync: a CUDA event on the current stream, or
+    the host clock on the CPU (where ops run synchronously)."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(device))
+        return event
+    return time.perf_counter()
+
+
+def elapsed_ms(a, b) -> float:
+    """Milliseconds from mark `a` to mark `b` (on CUDA, both must have been reached)."""
+    return a.elapsed_time(b) if isinstance(a, torch.cuda.Event) else (b - a) * 1e3
+
+
 class StepTimer:
     """Per-step marks; `window()` sums them since the last call."""
 
@@ -56,11 +71,7 @@ class StepTimer:
         self._current: list = []
 
     def _mark(self):
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record(torch.cuda.current_stream(self.device))
-            return event
-        return time.perf_counter()
+        return mark(self.device)
 
     def data_start(self) -> None:
         self._current = [self._mark()]
@@ -73,9 +84,6 @@ class StepTimer:
         if len(self._current) == 3:
             self._marks.append(tuple(self._current))
         self._current = []
-
-    def _ms(self, a, b) -> float:
-        return a.elapsed_time(b) if self.cuda else (b - a) * 1e3
 
     def take(self, reset: bool = True) -> list[tuple]:
         """The marks of the steps since the last reset, to summarise now or later (no host sync).
@@ -92,8 +100,8 @@ class StepTimer:
             return None
         if self.cuda:
             marks[-1][2].synchronize()
-        data = sum(self._ms(d, c) for d, c, _ in marks)
-        compute = sum(self._ms(c, e) for _, c, e in marks)
+        data = sum(elapsed_ms(d, c) for d, c, _ in marks)
+        compute = sum(elapsed_ms(c, e) for _, c, e in marks)
         n = len(marks)
         return Window(busy=min(1.0, compute / (wall_s * 1e3)), data_ms=data / n, compute_ms=compute / n, steps=n)
 
