@@ -84,7 +84,7 @@ def find_train_batch(cfg, start: int) -> int:
     from deepfake.augment import no_augment
     from deepfake.faces.align import CANONICAL_68
     from deepfake.models import build_autoencoder, build_discriminator
-    from deepfake.train import AdversarialStep, make_optimizer, resolve_amp, resolve_device
+    from deepfake.train import make_optimizer, make_step, resolve_amp, resolve_device
 
     if dist.env_world_size() > 1:
         raise DeepfakeError("--batch auto is not supported under torchrun: probe on one GPU, then pass --batch")
@@ -100,12 +100,11 @@ def find_train_batch(cfg, start: int) -> int:
         disc = build_discriminator(cfg.discriminator, r).to(device) if use_gan else None
         opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
         opt_d = make_optimizer(cfg, disc.parameters(), cfg.d_lr, device) if disc is not None else None
-        stepper = AdversarialStep(cfg, autoencoder, disc, opt_g, opt_d, device, amp)
+        stepper = make_step(cfg, autoencoder, disc, opt_g, opt_d, device, amp)
         images = torch.randint(0, 256, (batch, 3, r, r), dtype=torch.uint8, device=device)  # (B, 3, R, R)
         masks = torch.full((batch, 1, r, r), 255, dtype=torch.uint8, device=device)  # (B, 1, R, R)
         faces = [no_augment(images, masks, landmarks.to(device).expand(batch, 68, 2))]
-        _, _, fakes = stepper.generator_phase(faces, faces, 0)
-        stepper.discriminator_phase(faces, faces, fakes, 0)
+        stepper.step(faces, faces, 0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # an asynchronous OOM must surface inside the probe
 

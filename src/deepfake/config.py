@@ -149,6 +149,10 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the G and D loss graphs (CUDA; compile time is reported)
     compile_mode: str = "auto"  # auto (CUDA graphs for small models on CUDA) | default | reduce-overhead | max-autotune
+    # phases: G's and D's forward and losses compiled one graph each, backward and fused Adam outside;
+    # step: the whole G+D step, gradients (torch.func) and both Adam updates included, one function and,
+    # under `compile`, one graph (single process; no batch norm, no checkpoint_decoder).
+    compile_scope: str = "phases"
     val_faces: int = 64  # per identity, at most: the fixed validation set
     preview_faces: int = 6  # columns of the preview grid
     overfit_patience: int = 3  # validations in a row with val up and train down before warning

@@ -59,10 +59,15 @@ class _SeparableBlur(torch.autograd.Function):
     arithmetic has no such mode.
     """
 
+    # forward and setup_context apart: the form torch.func transforms need (the whole-step graph).
     @staticmethod
-    def forward(ctx, x: torch.Tensor, wx: tuple[float, ...], wy: tuple[float, ...]) -> torch.Tensor:
-        ctx.weights = (wx, wy)
+    def forward(x: torch.Tensor, wx: tuple[float, ...], wy: tuple[float, ...]) -> torch.Tensor:
         return _taps_valid(_taps_valid(x, wx, -1), wy, -2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, wx, wy = inputs
+        ctx.weights = (wx, wy)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -80,7 +85,10 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, kernel: int = 11, sigma: float = 
     (five float32 moments and their blurs per channel: several times the image per scale); the blur is
     cheap next to the networks, and the values and gradients are the same.
     """
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+    # Not inside a torch.func transform (the whole-step graph), which has no saved-tensor hooks: there
+    # the compiler plans the graph's memory instead.
+    in_func = torch._C._functorch.peek_interpreter_stack() is not None
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) and not in_func:
         return checkpoint(_ssim_map, a, b, kernel, sigma, use_reentrant=False, preserve_rng_state=False)
     return _ssim_map(a, b, kernel, sigma)
 

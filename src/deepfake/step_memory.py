@@ -1,7 +1,7 @@
 """The peak tensor memory of one `deepfake train` step, for any preset and batch, without a GPU.
 
 It builds what train builds (build_autoencoder, build_discriminator when gan_weight > 0, make_optimizer,
-AdversarialStep), draws random uint8 faces of the model's resolution, augments them as train does, and
+make_step: the step compile_scope names), draws random uint8 faces of the model's resolution, augments them as train does, and
 runs full G + D steps. The first step creates Adam's state; the second is measured, with
 deepfake.memory.MemoryTracker, so the peak includes weights, optimizer state, gradients, the batch,
 the activations autograd keeps and every temporary.
@@ -31,7 +31,7 @@ from deepfake.errors import DeepfakeError
 from deepfake.faces.align import CANONICAL_68
 from deepfake.memory import ACTIVATIONS, MemoryTracker, tensor_bytes
 from deepfake.models import build_autoencoder, build_discriminator
-from deepfake.train import AdversarialStep, make_optimizer, resolve_device
+from deepfake.train import make_optimizer, make_step, resolve_device
 
 
 @dataclass
@@ -91,7 +91,7 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
                 discriminator.to(memory_format=torch.channels_last)
         opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, dev)
         opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr, dev) if use_gan else None
-        stepper = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, dev, amp_dtype)
+        stepper = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, dev, amp_dtype)
         nets = [autoencoder] + ([discriminator] if discriminator is not None else [])
         params = [p for net in nets for p in net.parameters()]
         landmarks = torch.as_tensor((0.5 + 0.75 * CANONICAL_68) * r, dtype=torch.float32)  # (68, 2) px
@@ -108,8 +108,7 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
             if cfg.channels_last and dev.type == "cuda":
                 for b in draws:
                     b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
-            _, _, fakes = stepper.generator_phase(batches_a, batches_b, s)
-            stepper.discriminator_phase(batches_a, batches_b, fakes, s)
+            stepper.step(batches_a, batches_b, s)
 
         run_step(step - 1)  # creates Adam's state, which every later step carries
 
@@ -118,7 +117,7 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
         cuda = dev.type == "cuda" and not fake
         if cuda:
             # An earlier measurement's models and Adam state may still wait for the cycle collector
-            # (AdversarialStep holds its own bound methods); the allocator's peak must not count them.
+            # (the step holds its own bound methods); the allocator's peak must not count them.
             gc.collect()
             torch.cuda.synchronize(dev)
             torch.cuda.empty_cache()

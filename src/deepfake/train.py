@@ -49,6 +49,7 @@ from deepfake.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reco
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.previews import write_preview
 from deepfake.step_timer import StepTimer
+from deepfake.whole_step import WholeStep, check_scope, check_supported
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,12 @@ class AdversarialStep:
         skipped = self._finish(self.opt_g, params, total)
         return logs, skipped, fakes
 
+    def step(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
+        """The G phase, then the D phase. Returns (G's logged sums (10,), G skipped, D's sums (3,), D skipped)."""
+        g_logs, g_skip, fakes = self.generator_phase(batches_a, batches_b, step)
+        d_logs, d_skip = self.discriminator_phase(batches_a, batches_b, fakes, step)
+        return g_logs, g_skip, d_logs, d_skip
+
     def discriminator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], fakes, step: int):
         """Update D only, on real targets against detached fakes. Returns sums of (loss_d, acc_real, acc_fake)."""
         if self.discriminator is None or self.loss_cfg.gan_weight <= 0:
@@ -316,6 +323,19 @@ class AdversarialStep:
         dist.all_reduce_gradients(self.discriminator.parameters())
         skipped = self._finish(self.opt_d, params, total)
         return logs, skipped
+
+
+def make_step(cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module | None,
+              opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
+              device: torch.device, amp_dtype: torch.dtype | None) -> AdversarialStep | WholeStep:
+    """The step `cfg.compile_scope` asks for: the two phases, each forward-and-loss compiled on its own
+    under `cfg.compile` (AdversarialStep), or the whole step, both updates included, as one function,
+    compiled as one graph under `cfg.compile` (whole_step.WholeStep). Both have `step(a, b, step)`."""
+    if check_scope(cfg.compile_scope) == "phases":
+        return AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    check_supported(cfg)  # before the phases are built: under torchrun they would wrap G in DDP
+    phases = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    return WholeStep(phases, phases.compile_mode)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -578,6 +598,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     per_rank_batch = dist.shard_batch(cfg.batch)
     if cfg.grad_accum < 1:
         raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
+    check_scope(cfg.compile_scope)
 
     # Resume: the folder's own snapshot wins over fresh initialisation.
     snap: Snapshot | None = None
@@ -640,7 +661,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
         log.info("resuming %s at step %d", model_dir, start)
     if main:
         write_config(model_dir, cfg, identities or None)
-    step_fn = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    step_fn = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
     aug_kernel = augment_kernel(cfg.compile)
     sums = torch.zeros(len(TRAIN_KEYS), device=device) if sums is None else sums.to(device)
     watch = OverfitWatch(cfg.overfit_patience, watch_history)
@@ -740,8 +761,7 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
 
             # Section: G phase, then D phase.
             timer.compute_start()
-            g_logs, g_skip, fakes = step_fn.generator_phase(batches_a, batches_b, step)
-            d_logs, d_skip = step_fn.discriminator_phase(batches_a, batches_b, fakes, step)
+            g_logs, g_skip, d_logs, d_skip = step_fn.step(batches_a, batches_b, step)
             timer.compute_end()
             skipped = (g_skip + d_skip).clamp(max=1)
             sums += torch.cat([g_logs, d_logs, skipped.view(1)])  # (len(TRAIN_KEYS),)

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile-mode", choices=["auto", "default", "reduce-overhead", "max-autotune"], default=None,
                    help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models); "
                         "auto (default) picks it on CUDA up to 128 px")
+    p.add_argument("--compile-scope", choices=["phases", "step"], default=None,
+                   help="phases (default): G's and D's forward and losses compiled one graph each; step: the whole "
+                        "G+D step, both Adam updates included, as one graph (single process)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
@@ -84,7 +87,8 @@ def resolve_config(args: argparse.Namespace):
         "model.arch": args.arch, "steps": args.steps, "batch": args.batch if isinstance(args.batch, int) else None, "lr": args.lr,
         "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
         "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
-        "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode, "seed": args.seed,
+        "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode,
+        "compile_scope": args.compile_scope, "seed": args.seed,
     }
     for key, value in flags.items():
         if value is not None:

@@ -186,9 +186,14 @@ class _ShiftSum(torch.autograd.Function):
     [n, i + ty, j + tx, c], i.e. its k x k windows (`Tensor.unfold`), which the flipped order makes a
     plain reshape of. Forward: z (B, H, W, N' >= k*k*O) -> (B, H, W, O), summed in float32 for a bf16 z."""
 
+    # forward and setup_context apart: the form torch.func transforms need (the whole-step graph).
     @staticmethod
-    def forward(ctx, z: torch.Tensor, k: int, o: int) -> torch.Tensor:
+    def setup_context(ctx, inputs, output) -> None:
+        z, k, o = inputs
         ctx.k, ctx.o, ctx.n, ctx.dtype = k, o, z.shape[-1], z.dtype
+
+    @staticmethod
+    def forward(z: torch.Tensor, k: int, o: int) -> torch.Tensor:
         b, h, w, _ = z.shape
         p = k // 2
         zp = F.pad(z, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, N')
