@@ -15,11 +15,13 @@
 # Run 5 (two H200 calls, seventh session) measured the shift-add heads' first version; its second call, on a
 # cold machine, ran out of time before its new cases (df256's compile took 59 s there, 37 s warm): put the
 # case that matters first. The eighth session had no GPU; it made the loop's log rows and the benchmark's
-# windows stop draining the device (async_read.py) and moved checkpoint writes to a thread. Next:
-# GPU_CHECK_PARTS="tests df256 train ckpt profile" PROFILE_CASES=df256:32:compile:gan GPU_CHECK_BUDGET=520
-# (timeout_s 550): the shift-add heads with their gathered gradient (now df256's default) against cuDNN's
-# direct convolution, timed without drains; the data wait per step (data_ms) against run 5's, which
-# drained; what a checkpoint costs the loop; then where df256's step time goes.
+# windows stop draining the device (async_read.py) and moved checkpoint writes to a thread. The ninth had
+# no GPU either; it added compile_scope "step" (whole_step.py: the whole G+D step, both Adam updates
+# included, one graph). Next: GPU_CHECK_PARTS="tests df256 train ckpt profile" PROFILE_CASES=df256:32:compile:gan
+# GPU_CHECK_BUDGET=520 (timeout_s 550): df256 with the shift-add heads' gathered gradient (its default), the
+# whole step as one graph, and cuDNN's direct heads, timed without drains; original64 phases against the
+# whole step (one CUDA graph); the data wait per step (data_ms) against run 5's, which drained; what a
+# checkpoint costs the loop; then, if time is left, where df256's step time goes.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -74,12 +76,14 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
 } 2>&1 | tee "$LOG"
 
 # 1. Correctness on CUDA: the log rows' asynchronous read and a checkpoint's copies to pinned memory not
-#    waiting for the kernels queued around them, augmentation on
+#    waiting for the kernels queued around them, the whole step compiled as one graph (and one CUDA
+#    graph under reduce-overhead) with eager's losses, augmentation on
 #    the device against the CPU and the NumPy reference, the face cache on the device, the losses inside
 #    CUDA's bf16 autocast against fp32 and SSIM against float64 (TF32 must not reach it). (The tests that
 #    extract faces need dlib and are deselected.)
-part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py \
-    tests/test_checkpoint_writer.py::test_on_cuda_a_save_does_not_wait_for_the_queued_steps tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
+part tests 150 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py \
+    tests/test_checkpoint_writer.py::test_on_cuda_a_save_does_not_wait_for_the_queued_steps \
+    "tests/test_whole_step.py::test_cuda_whole_step_is_one_graph_with_eagers_losses" tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
@@ -104,11 +108,13 @@ for name, batch in MEM:
 #    Each beside its twin with the other model.head_conv (shift_add, the df presets' default: the decoder
 #    heads as a matrix product and shifted sums where compiled; direct: cuDNN's convolution), the A/B of
 #    that choice in the same process against the same reference measurement, each preset's default
-#    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
-part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
-part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
+#    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.) And beside each the same step with
+#    compile_scope step (`:step`): the whole G+D step, both Adam updates included, compiled as one graph
+#    (one CUDA graph for original64's auto mode) instead of the two phases' forward-and-loss graphs.
+part df256 300 "df256 b32 GAN compile (target >= 60 % MFU)" \
+    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:step,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
+part train 280 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:step} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 # 2a. How long a checkpoint stops the loop: saved in the loop (as up to the seventh session) against
 #     SnapshotWriter's submit (copies queued into pinned memory; the write on a thread), same process, same disk.
 part ckpt 60 "checkpoint: in the loop vs on a thread" \

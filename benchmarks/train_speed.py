@@ -13,14 +13,17 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct], MODE = eager | compile | cudagraphs (compile, mode
+Case syntax: PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step], MODE = eager | compile | cudagraphs (compile, mode
 reduce-overhead) | auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on
 CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs;
 minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
 (one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
 that choice in one run); `shiftadd` sets model.head_conv=shift_add (the decoder heads, where compiled,
 as a matrix product and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs; the df128, df256
-and liae256 presets' default), `direct` sets head_conv=direct (the other presets' default). BATCH is faces
+and liae256 presets' default), `direct` sets head_conv=direct (the other presets' default); `step` sets
+compile_scope=step (the whole G+D step, both Adam updates included, as one function, compiled as one
+graph: deepfake/whole_step.py; without it the two phases' forward and losses are compiled one graph
+each, as `deepfake train --compile` does by default). BATCH is faces
 per identity per step; faces/s counts both identities (2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
@@ -57,7 +60,8 @@ from deepfake.data_stream import DataStream
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.step_timer import StepTimer, elapsed_ms, mark
-from deepfake.train import TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, resolve_amp
+from deepfake.train import (TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, make_step,
+                            resolve_amp)
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
 GPU_CASES = "original64:64:eager,original64:64:compile,original64:64:cudagraphs,df256:32:eager:gan,df256:32:compile:gan"
@@ -201,7 +205,8 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
             discriminator.to(memory_format=torch.channels_last)
     opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
     opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr, device) if discriminator is not None else None
-    stepper = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp)
+    stepper = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp)  # as train builds it
+    # FLOPs are counted on the eager phases: the same arithmetic as either scope's step.
     eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, opt_g, opt_d, device, amp)
     sums = torch.zeros(len(TRAIN_KEYS), device=device)  # the loop's on-device loss sums
     timer = StepTimer(device)  # the same marks the training loop sets
@@ -214,8 +219,7 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
 
     def compute(stepper_, a, b, step):
         nonlocal sums
-        g_logs, g_skip, fakes = stepper_.generator_phase(a, b, step)
-        d_logs, d_skip = stepper_.discriminator_phase(a, b, fakes, step)
+        g_logs, g_skip, d_logs, d_skip = stepper_.step(a, b, step)
         sums = sums + torch.cat([g_logs, d_logs, (g_skip + d_skip).clamp(max=1).view(1)])  # no host sync
 
     def full(step, stepper_=stepper):
@@ -417,14 +421,14 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
-    """PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct] as the preset's TrainConfig on `device`, and the mode."""
+    """PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
     if mode not in ("eager", "compile", "cudagraphs", "auto", "autotune"):
         raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs, auto or autotune")
-    unknown = set(parts[3:]) - {"gan", "split", "shiftadd", "direct"}
+    unknown = set(parts[3:]) - {"gan", "split", "shiftadd", "direct", "step"}
     if unknown:
-        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, shiftadd, direct)")
+        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, shiftadd, direct, step)")
     if {"shiftadd", "direct"} <= set(parts[3:]):
         raise SystemExit(f"case {case}: shiftadd and direct are the two head_conv settings; name one")
     cfg = preset_config(preset)
@@ -435,7 +439,8 @@ def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
     head_conv = {"shiftadd": "shift_add", "direct": "direct"}
     model = replace(cfg.model, head_conv=next((head_conv[p] for p in parts[3:] if p in head_conv), cfg.model.head_conv))
     cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
-                  compile_mode=compile_mode, batch_sides="split" not in parts[3:], model=model)
+                  compile_mode=compile_mode, batch_sides="split" not in parts[3:], model=model,
+                  compile_scope="step" if "step" in parts[3:] else "phases")
     return cfg, mode
 
 
@@ -449,7 +454,7 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     compiled, gan, batch = cfg.compile, cfg.loss.gan_weight > 0, cfg.batch
     amp = resolve_amp(cfg.amp, device)
     out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan, "batch_sides": cfg.batch_sides,
-           "head_conv": cfg.model.head_conv,
+           "head_conv": cfg.model.head_conv, "scope": cfg.compile_scope,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
 
     # Ours.

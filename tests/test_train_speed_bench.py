@@ -24,11 +24,14 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     media_path("d6.mp4"), media_path("d14.mp4")
     bench = load_benchmark()
     out = tmp_path / "speed.json"
-    assert bench.main(["--quick", "--faces", "6", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:gan,tiny:2:eager:gan:step", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["info"]["quick"] is True and result["info"]["matmul_tflops"] > 0
-    (case,) = result["cases"]
-    assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True
+    case, whole = result["cases"]
+    assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True and case["scope"] == "phases"
+    # The whole step as one function (compile_scope step) runs beside it, against the same reference.
+    assert whole["scope"] == "step" and whole["ref_reused"] and whole["faces_per_s"] > 0
+    assert whole["gflop_per_step"] == case["gflop_per_step"] and whole["params_M"] == case["params_M"]
     for key in ("faces_per_s", "ref_faces_per_s", "tflops", "ref_tflops", "mfu_pct", "ratio_to_ref", "gflop_per_step"):
         assert case[key] > 0, key
     assert 0 < case["gpu_busy"] <= 1 and 0 < case["compute_over_full"] <= 1 and case["data_ms"] > 0
@@ -69,7 +72,7 @@ def test_kernel_choices_quick_mode_times_every_variant(capsys):
 
 
 def test_case_options_set_our_config_only():
-    """`split`, `shiftadd` and `direct` change our step's settings (the A/Bs the device script runs),
+    """`split`, `shiftadd`, `direct` and `step` change our step's settings (the A/Bs the device script runs),
     nothing else; an unknown option, or both head settings, is refused."""
     import pytest
     import torch
@@ -87,6 +90,9 @@ def test_case_options_set_our_config_only():
     shift, _ = bench.case_config("original64:64:auto:shiftadd", cpu)
     assert (o64.model.head_conv, shift.model.head_conv) == ("direct", "shift_add")
     assert dataclasses.replace(shift, model=o64.model) == o64
+    step, _ = bench.case_config("df256:32:compile:gan:step", cpu)
+    assert (base.compile_scope, step.compile_scope) == ("phases", "step")
+    assert dataclasses.replace(step, compile_scope="phases") == base
     for bad, why in (("df256:32:compile:fast", "unknown option"), ("df256:32:compile:shiftadd:direct", "name one")):
         with pytest.raises(SystemExit, match=why):
             bench.case_config(bad, cpu)
