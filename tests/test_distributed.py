@@ -133,17 +133,45 @@ def test_loss_matches_a_single_process_run_at_the_same_global_batch(runs):
     assert ddp[-1][1] != ddp[0][1]  # the loss moved: the steps really trained
     # The two models compute the same function. (Weights are compared through their outputs: Adam divides
     # by sqrt(v), so on near-zero gradients float summation-order noise becomes lr-sized weight changes.)
-    cfg = tiny_config()
-    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # (4, 3, 64, 64)
-    outs = []
-    for name in ("rank0", "single"):
-        model = build_autoencoder(cfg.model)
-        weights = load_file(str(runs / f"{name}.safetensors"))
-        model.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("g.")})
-        with torch.no_grad():
-            outs.append(torch.cat([torch.cat(model(x, side), dim=1) for side in ("a", "b")]))  # (8, 4, 64, 64)
-    worst = (outs[0] - outs[1]).abs().max().item()
+    worst = (_outputs(runs / "rank0.safetensors") - _outputs(runs / "single.safetensors")).abs().max().item()
     assert worst < 2e-4, f"the DDP model's outputs differ from the single-process model's by up to {worst}"
+
+
+@pytest.fixture(scope="module")
+def runs_step(facesets, tmp_path_factory):
+    """The DDP run again with compile_scope step (eager): G is not DDP-wrapped; the step averages both
+    networks' gradients itself, with functional collectives."""
+    a, b = facesets
+    root = tmp_path_factory.mktemp("runs_step")
+    cfg_path = root / "cfg.json"
+    save_json(replace(tiny_config(), compile_scope="step"), cfg_path)
+    mp.spawn(_rank_main, args=(2, free_port(), str(cfg_path), str(a), str(b), str(root / "ddp"), str(root)),
+             nprocs=2, join=True)
+    return root
+
+
+def test_the_whole_step_under_ddp_matches_a_single_process_run(runs, runs_step):
+    w0, w1 = load_file(str(runs_step / "rank0.safetensors")), load_file(str(runs_step / "rank1.safetensors"))
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), f"{k} differs between ranks"
+    ddp = json.loads((runs_step / "rank0.json").read_text())
+    single = json.loads((runs / "single.json").read_text())  # the phases, one process, the same global batch
+    assert [r[0] for r in ddp] == [r[0] for r in single]
+    for (step, loss, loss_d), (_, loss1, loss_d1) in zip(ddp, single):
+        assert loss == pytest.approx(loss1, rel=1e-4), f"step {step}: G loss {loss} vs single-process {loss1}"
+        assert loss_d == pytest.approx(loss_d1, rel=1e-4), f"step {step}: D loss {loss_d} vs {loss_d1}"
+    worst = (_outputs(runs_step / "rank0.safetensors") - _outputs(runs / "single.safetensors")).abs().max().item()
+    assert worst < 2e-4, f"the model's outputs differ from the single-process model's by up to {worst}"
+
+
+def _outputs(weights_file: Path) -> torch.Tensor:
+    """The dumped autoencoder's outputs on fixed inputs: (8, 4, 64, 64), both sides, colour and mask."""
+    model = build_autoencoder(tiny_config().model)
+    weights = load_file(str(weights_file))
+    model.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("g.")})
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # (4, 3, 64, 64)
+    with torch.no_grad():
+        return torch.cat([torch.cat(model(x, side), dim=1) for side in ("a", "b")])
 
 
 def test_only_rank_zero_wrote_the_checkpoint(runs):
@@ -203,6 +231,10 @@ def _helpers_main(rank: int, world: int, port: int, out: str) -> None:
             "mean": distributed.all_reduce_mean(torch.tensor([float(rank), 10.0 * rank])).tolist(),
             "nan_anywhere": distributed.all_reduce_max(torch.tensor(float(rank == 1))).item(),
             "grad": param.grad.tolist(),
+            # The whole step's traceable collectives: two dtypes, one flat all-reduce each.
+            "means": [t.tolist() for t in distributed.mean_over_ranks(
+                [torch.full((2,), float(rank)), torch.full((1,), 4.0 * rank, dtype=torch.float64), torch.full((3,), 2.0 + rank)])],
+            "max": distributed.max_over_ranks(torch.tensor(float(rank == 0))).item(),
             "seed": distributed.rank_seed(7),
             "shard": distributed.shard_batch(8),
         }
@@ -218,6 +250,8 @@ def test_helpers_under_gloo(tmp_path):
     assert r0["mean"] == r1["mean"] == [0.5, 5.0]
     assert r0["nan_anywhere"] == r1["nan_anywhere"] == 1.0  # rank 1's flag reaches rank 0
     assert r0["grad"] == r1["grad"] == [1.5, 1.5, 1.5]
+    assert r0["means"] == r1["means"] == [[0.5, 0.5], [2.0], [2.5, 2.5, 2.5]]
+    assert r0["max"] == r1["max"] == 1.0
     assert r0["seed"] == 7 and r1["seed"] != 7  # each rank its own augmentation stream
     assert r0["shard"] == r1["shard"] == 4
 
@@ -302,3 +336,64 @@ def test_ranks_agree_to_stop_when_one_runs_out_of_time(facesets, tmp_path):
     from deepfake.checkpoint import latest_snapshot
 
     assert latest_snapshot(tmp_path / "m").step == ends[0]["step"]
+
+
+def _compiled_whole_step_main(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank: the whole step eager and compiled (aot_eager: Dynamo's and AOTAutograd's tracing, the
+    collectives inside the graph, without inductor's minutes of CPU kernel generation), from the same
+    weights, on this rank's own faces."""
+    from torch._dynamo.utils import counters
+
+    from deepfake.augment import no_augment
+    from deepfake.models import build_discriminator
+    from deepfake.train import AdversarialStep, make_optimizer
+    from deepfake.whole_step import WholeStep
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    with distributed.init_from_env("cpu"):
+        cfg = replace(tiny_config(), compile_scope="step", grad_clip=1.0)
+        gen = torch.Generator().manual_seed(100 + rank)  # each rank its own faces: averaging matters
+        images = (torch.rand(4, 3, 64, 64, generator=gen) * 255).to(torch.uint8)
+        masks = torch.full((4, 1, 64, 64), 255, dtype=torch.uint8)
+        landmarks = torch.rand(4, 68, 2, generator=gen) * 40 + 12
+        a, b = [no_augment(images[:2], masks[:2], landmarks[:2])], [no_augment(images[2:], masks[2:], landmarks[2:])]
+
+        def build(backend):
+            torch.manual_seed(rank)  # different on purpose: the step broadcasts rank 0's weights, as DDP does
+            g, d = build_autoencoder(cfg.model), build_discriminator(cfg.discriminator, 64)
+            opt_g, opt_d = make_optimizer(cfg, g.parameters(), cfg.lr, cpu), make_optimizer(cfg, d.parameters(), cfg.d_lr, cpu)
+            phases = AdversarialStep(cfg, g, d, opt_g, opt_d, cpu, None, ddp=False)
+            return WholeStep(phases, None if backend is None else "default", **({} if backend is None else {"backend": backend}))
+
+        eager, compiled = build(None), build("aot_eager")
+        torch._dynamo.reset()
+        counters.clear()
+        logs = []
+        for step in range(2):
+            e = torch.cat([t.view(-1) for t in eager.step(a, b, step)])
+            c = torch.cat([t.view(-1) for t in compiled.step(a, b, step)])
+            logs.append([e.tolist(), c.tolist()])
+        weights = {f"{i}": p.detach().clone() for i, p in enumerate(compiled.phases.autoencoder.parameters())}
+        save_file(weights, str(Path(out) / f"compiled{rank}.safetensors"))
+        eager_w = torch.cat([p.detach().reshape(-1) for p in eager.phases.autoencoder.parameters()])
+        comp_w = torch.cat([p.detach().reshape(-1) for p in compiled.phases.autoencoder.parameters()])
+        Path(out, f"compiled{rank}.json").write_text(json.dumps({
+            "logs": logs, "graphs": counters["stats"]["unique_graphs"], "breaks": dict(counters["graph_break"]),
+            "weights_vs_eager": (eager_w - comp_w).abs().max().item()}))
+        distributed.barrier()
+
+
+def test_the_compiled_whole_step_under_ddp_is_one_graph_with_the_collectives_inside(tmp_path):
+    mp.spawn(_compiled_whole_step_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"compiled{r}.json").read_text()) for r in range(2))
+    for r in (r0, r1):
+        assert r["graphs"] == 1 and r["breaks"] == {}, r
+        for step, (e, c) in enumerate(r["logs"]):
+            assert c == pytest.approx(e, rel=1e-4, abs=1e-5), f"step {step}"
+        assert r["weights_vs_eager"] < 1e-5
+    assert r0["logs"][0][0] != r1["logs"][0][0]  # the ranks saw different faces...
+    w0, w1 = load_file(str(tmp_path / "compiled0.safetensors")), load_file(str(tmp_path / "compiled1.safetensors"))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)  # ...and hold the same weights: gradients were averaged

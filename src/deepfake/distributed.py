@@ -227,6 +227,35 @@ def all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
             offset += g.numel()
 
 
+def mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The mean of each tensor over ranks, as new tensors: one flat all-reduce per dtype, through
+    functional collectives, which torch.compile traces into its graph (the whole step's gradients).
+    The inputs as they are for one process."""
+    if world_size() <= 1:
+        return tensors
+    import torch.distributed._functional_collectives as funcol
+
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for idx in by_dtype.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in idx])  # (sum numel,)
+        flat = funcol.all_reduce(flat, "sum", dist.group.WORLD) / world_size()
+        for i, part in zip(idx, flat.split([tensors[i].numel() for i in idx])):
+            out[i] = part.view(tensors[i].shape)
+    return out  # type: ignore[return-value]
+
+
+def max_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """`all_reduce_max` through functional collectives: traceable by torch.compile."""
+    if world_size() <= 1:
+        return tensor
+    import torch.distributed._functional_collectives as funcol
+
+    return funcol.all_reduce(tensor, "max", dist.group.WORLD)
+
+
 def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
     """Copy rank `src`'s parameters and buffers to every rank (DDP does this itself at wrap time)."""
     if world_size() <= 1:

@@ -169,13 +169,16 @@ class AdversarialStep:
 
     def __init__(self, cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module | None,
                  opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
-                 device: torch.device, amp_dtype: torch.dtype | None):
+                 device: torch.device, amp_dtype: torch.dtype | None, ddp: bool = True):
+        """`ddp` False: G is not DDP-wrapped under torchrun (the whole step averages gradients itself)."""
         self.cfg, self.loss_cfg = cfg, cfg.loss
         self.autoencoder, self.discriminator = autoencoder, discriminator
         self.opt_g, self.opt_d = opt_g, opt_d
         self.device, self.amp_dtype = device, amp_dtype
         g_one_pass, self.d_one_pass = one_pass(cfg)
-        self.g_model = dist.wrap_ddp(BothSides(autoencoder, g_one_pass), device)
+        self.g_model = BothSides(autoencoder, g_one_pass)
+        if ddp:
+            self.g_model = dist.wrap_ddp(self.g_model, device)
         # --compile: each phase's forward *and* losses become one graph (AOTAutograd derives its
         # backward), so DSSIM, masks and the GAN terms are fused with the networks, not run eager.
         # compile_mode "reduce-overhead" replays the graphs as CUDA graphs; "auto" picks it where launch
@@ -333,8 +336,8 @@ def make_step(cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module
     compiled as one graph under `cfg.compile` (whole_step.WholeStep). Both have `step(a, b, step)`."""
     if check_scope(cfg.compile_scope) == "phases":
         return AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
-    check_supported(cfg)  # before the phases are built: under torchrun they would wrap G in DDP
-    phases = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    check_supported(cfg)
+    phases = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype, ddp=False)
     return WholeStep(phases, phases.compile_mode)
 
 

@@ -10,14 +10,19 @@ skip and Adam are tensor arithmetic, so Dynamo traces all of it into a single gr
 refuses any break). The parameters and the optimizers' moments are updated in place, in the same
 `torch.optim` state the checkpoints save, so a run may switch scope on resume.
 
-What it does not support, with a clear error: DDP (its gradient hooks live in autograd's backward),
-batch norm (its running statistics are mutated during the forward, which `torch.func.grad` refuses),
+Under torchrun each rank's gradients are averaged inside the graph by functional collectives (DDP's
+hooks live in autograd's backward, which is not used here), the non-finite skip is agreed by all ranks the
+same way, and the weights are broadcast from rank 0 at the start, as DDP does.
+
+What it does not support, with a clear error: batch norm (its running statistics are mutated during the forward, which `torch.func.grad` refuses),
 and decoder checkpointing (`torch.func` has no saved-tensor hooks; DSSIM's own recomputation is skipped
 inside the transform for the same reason).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +35,8 @@ from deepfake.losses import d_accuracy, gan_d_loss
 
 if TYPE_CHECKING:
     from deepfake.train import AdversarialStep
+
+log = logging.getLogger(__name__)
 
 COMPILE_SCOPES = ("phases", "step")
 
@@ -125,7 +132,12 @@ class WholeStep:
         """`compile_mode` None runs the step eager. `backend` "aot_eager" traces the same one graph but
         runs it without generating kernels: a quick check of the tracing (tests)."""
         check_supported(phases.cfg)
+        if hasattr(phases.g_model, "no_sync"):
+            raise DeepfakeError("the whole step averages gradients itself: build its phases with ddp=False")
         self.phases = phases
+        for net in (phases.autoencoder, phases.discriminator):
+            if net is not None:
+                dist.broadcast_parameters(net)  # every rank starts from rank 0's weights, as DDP makes it
         self.nets = _Nets(phases.g_model, phases.discriminator)
         self.g_params, self.g_state, self.g_group = adam_state(phases.opt_g)
         self.d_params, self.d_state, self.d_group = (adam_state(phases.opt_d) if phases.opt_d is not None
@@ -140,6 +152,7 @@ class WholeStep:
         self.lr_d = torch.zeros((), dtype=torch.float64, device=device)
         self.compile_mode = compile_mode
         self.cuda_graphs = compile_mode == "reduce-overhead"
+        self._compiled: dict[tuple[bool, bool, bool], float] = {}  # variant -> seconds its first call took
         if compile_mode is not None:
             # The parameters, the moments and the learning rates are updated in place at fixed addresses,
             # marked as the compiled torch.optim marks its state, so CUDA graphs may replay over them.
@@ -166,8 +179,15 @@ class WholeStep:
             self.lr_d.fill_(self.d_group["lr"])
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
+        variant = (use_gan, has_d, lazy_r1)
+        first = self.compile_mode is not None and variant not in self._compiled
+        t0 = time.perf_counter()
         with torch.no_grad():  # gradients come from torch.func, which ignores this; autograd records nothing
-            return self._run(_flat(batches_a), _flat(batches_b), use_gan, has_d, lazy_r1)
+            out = self._run(_flat(batches_a), _flat(batches_b), use_gan, has_d, lazy_r1)
+        if first:  # each variant of the step (GAN term on or off, R1 or not) is a graph of its own
+            self._compiled[variant] = time.perf_counter() - t0  # host time of the first call: the compile
+            log.info("whole step compiled (gan %s, r1 %s) in %.1f s", use_gan, lazy_r1, self._compiled[variant])
+        return out
 
     # The traced function. Everything below is one graph under torch.compile.
 
@@ -198,7 +218,10 @@ class WholeStep:
         return loss / accum, (loss, real_logits, fake_logits)
 
     def _finish(self, params, state, grads, total, lr, group) -> torch.Tensor:
-        bad = ~torch.isfinite(total)
+        """Average the gradients over ranks, clip, and update unless any rank's loss or the gradients are
+        non-finite (then every rank skips). Returns the skip flag (0/1)."""
+        grads = dist.mean_over_ranks(grads)
+        bad = dist.max_over_ranks((~torch.isfinite(total)).float()) > 0
         clip = self.phases.cfg.grad_clip
         if clip > 0:
             grads, norm = clip_grads(grads, clip)
@@ -244,8 +267,6 @@ class WholeStep:
 
 def check_supported(cfg) -> None:
     """Raise a one-line DeepfakeError for a TrainConfig the whole step cannot run."""
-    if dist.world_size() > 1:
-        raise DeepfakeError("compile_scope 'step' does not run under DDP (torchrun): use compile_scope 'phases'")
     if cfg.model.norm == "batch" or (cfg.loss.gan_weight > 0 and cfg.discriminator.norm == "batch"):
         raise DeepfakeError("compile_scope 'step' does not support batch norm (norm 'batch'): use compile_scope 'phases'")
     if cfg.model.checkpoint_decoder:

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "auto (default) picks it on CUDA up to 128 px")
     p.add_argument("--compile-scope", choices=["phases", "step"], default=None,
                    help="phases (default): G's and D's forward and losses compiled one graph each; step: the whole "
-                        "G+D step, both Adam updates included, as one graph (single process)")
+                        "G+D step, both Adam updates included, as one graph")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
