@@ -151,7 +151,8 @@ class TrainConfig:
     compile_mode: str = "auto"  # auto (CUDA graphs for small models on CUDA) | default | reduce-overhead | max-autotune
     # phases: G's and D's forward and losses compiled one graph each, backward and fused Adam outside;
     # step: the whole G+D step, gradients (torch.func) and both Adam updates included, one function and,
-    # under `compile`, one graph (DDP by collectives inside it; no batch norm, no checkpoint_decoder).
+    # under `compile`, one graph (DDP by collectives inside it; not with checkpoint_decoder, nor R1 with a
+    # batch-norm discriminator).
     compile_scope: str = "phases"
     val_faces: int = 64  # per identity, at most: the fixed validation set
     preview_faces: int = 6  # columns of the preview grid

@@ -14,9 +14,12 @@ Under torchrun each rank's gradients are averaged inside the graph by functional
 hooks live in autograd's backward, which is not used here), the non-finite skip is agreed by all ranks the
 same way, and the weights are broadcast from rank 0 at the start, as DDP does.
 
-What it does not support, with a clear error: batch norm (its running statistics are mutated during the forward, which `torch.func.grad` refuses),
-and decoder checkpointing (`torch.func` has no saved-tensor hooks; DSSIM's own recomputation is skipped
-inside the transform for the same reason).
+Buffers (batch norm's running statistics) are inputs of the transformed functions, not captured:
+`torch.func.grad` refuses a function that mutates a captured tensor in place. What it does not support,
+with a clear error: decoder checkpointing (`torch.func` has no saved-tensor hooks; DSSIM's own
+recomputation is skipped inside the transform for the same reason), and R1 with a batch-norm
+discriminator (the inner transform of R1 would mutate a captured buffer, and an integer one,
+`num_batches_tracked`, cannot be made an input of a gradient transform).
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ class WholeStep:
         names = {id(p): n for n, p in self.nets.named_parameters()}
         self.g_names = [names[id(p)] for p in self.g_params]
         self.d_names = [names[id(p)] for p in self.d_params]
+        self.buffers = dict(self.nets.named_buffers())  # G's and D's: batch norm's statistics, if any
         self.decoupled = isinstance(phases.opt_g, torch.optim.AdamW)
         device = phases.device
         # Tensors, so a new learning rate is no recompile; float64, as torch.optim holds it (a Python float).
@@ -156,7 +160,8 @@ class WholeStep:
         if compile_mode is not None:
             # The parameters, the moments and the learning rates are updated in place at fixed addresses,
             # marked as the compiled torch.optim marks its state, so CUDA graphs may replay over them.
-            for t in self.g_params + self.d_params + [t for s in self.g_state + self.d_state for t in s.values()]:
+            states = [t for s in self.g_state + self.d_state for t in s.values()]
+            for t in self.g_params + self.d_params + list(self.buffers.values()) + states:
                 torch._dynamo.mark_static_address(t)
             torch._dynamo.mark_static_address(self.lr_g)
             torch._dynamo.mark_static_address(self.lr_d)
@@ -191,19 +196,21 @@ class WholeStep:
 
     # The traced function. Everything below is one graph under torch.compile.
 
-    def _g_loss(self, g_params: dict, a: Augmented, b: Augmented, use_gan: bool, accum: int):
-        loss, terms, rgb_a, rgb_b = torch.func.functional_call(self.nets, g_params, (self.phases._g_losses, a, b, use_gan))
+    def _g_loss(self, g_params: dict, buffers: dict, a: Augmented, b: Augmented, use_gan: bool, accum: int):
+        loss, terms, rgb_a, rgb_b = torch.func.functional_call(self.nets, {**g_params, **buffers},
+                                                               (self.phases._g_losses, a, b, use_gan))
         return loss / accum, (loss, terms, rgb_a, rgb_b)
 
     def _judge(self, d_params: dict, x: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self.nets, d_params, (self.phases.discriminator, x))
 
-    def _d_loss(self, d_params: dict, real: torch.Tensor, fake: torch.Tensor, r1: bool, accum: int):
+    def _d_loss(self, d_params: dict, buffers: dict, real: torch.Tensor, fake: torch.Tensor, r1: bool, accum: int):
         """D's loss on real targets against detached fakes, + lazy R1 by a nested vjp (the penalty's
         gradient with respect to D's parameters is then a double backward, which torch.func traces)."""
         loss_cfg = self.phases.loss_cfg
+        d_params = {**d_params, **buffers}
         with self.phases.autocast():
-            if r1:
+            if r1:  # (D has no buffers here: check_supported refuses R1 with a batch-norm D)
                 real_logits, vjp = torch.func.vjp(lambda x: self._judge(d_params, x), real)
                 fake_logits = self._judge(d_params, fake)
             elif self.phases.d_one_pass:
@@ -241,7 +248,7 @@ class WholeStep:
         g_grad = torch.func.grad(self._g_loss, has_aux=True)
         grads, total, logs, fakes = None, torch.zeros((), device=device), torch.zeros(10, device=device), []
         for a, b in zip(batches_a, batches_b):
-            gs, (loss, terms, rgb_a, rgb_b) = g_grad(g_params, a, b, use_gan, accum)
+            gs, (loss, terms, rgb_a, rgb_b) = g_grad(g_params, self.buffers, a, b, use_gan, accum)
             grads = gs if grads is None else {k: grads[k] + gs[k] for k in grads}
             total = total + loss.detach() / accum
             logs = logs + terms.float() / accum
@@ -256,7 +263,7 @@ class WholeStep:
         grads, total, d_logs = None, torch.zeros((), device=device), torch.zeros(3, device=device)
         for a, b, fake in zip(batches_a, batches_b, fakes):
             real = torch.cat([a.target, b.target])  # (2B, 3, R, R)
-            gs, (loss, real_logits, fake_logits) = d_grad(d_params, real, fake, lazy_r1, accum)
+            gs, (loss, real_logits, fake_logits) = d_grad(d_params, self.buffers, real, fake, lazy_r1, accum)
             grads = gs if grads is None else {k: grads[k] + gs[k] for k in grads}
             total = total + loss / accum
             acc_real, acc_fake = d_accuracy(real_logits, fake_logits)
@@ -267,8 +274,9 @@ class WholeStep:
 
 def check_supported(cfg) -> None:
     """Raise a one-line DeepfakeError for a TrainConfig the whole step cannot run."""
-    if cfg.model.norm == "batch" or (cfg.loss.gan_weight > 0 and cfg.discriminator.norm == "batch"):
-        raise DeepfakeError("compile_scope 'step' does not support batch norm (norm 'batch'): use compile_scope 'phases'")
+    if cfg.loss.gan_weight > 0 and cfg.loss.r1_gamma > 0 and cfg.discriminator.norm == "batch":
+        raise DeepfakeError("compile_scope 'step' does not support R1 (loss.r1_gamma) with a batch-norm discriminator "
+                            "(R1's inner gradient cannot take its integer batch count): use compile_scope 'phases'")
     if cfg.model.checkpoint_decoder:
         raise DeepfakeError("compile_scope 'step' does not support checkpoint_decoder (torch.func has no "
                             "saved-tensor hooks): use compile_scope 'phases'")
