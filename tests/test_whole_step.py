@@ -243,6 +243,25 @@ def test_train_with_the_whole_step_resumes_into_the_phases(faceset_a, faceset_b,
     assert a[-1]["loss"] != a[0]["loss"]
 
 
+def test_cli_compile_scope_is_parsed_and_the_dry_run_estimates_both_scopes(tmp_path, capsys):
+    import re
+
+    from deepfake.checkpoint import read_config
+    from deepfake.cli import main as cli_main
+
+    out = tmp_path / "m"
+    assert cli_main(["train", "--a", "A", "--b", "B", "-o", str(out), "--preset", "tiny", "--compile-scope", "step",
+                     "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert '"compile_scope": "step"' in printed and read_config(out).compile_scope == "step"
+    step = re.search(r"per identity: ([\d.]+) MiB with bf16", printed)
+    phases = re.search(r"with compile_scope phases: ([\d.]+) MiB with bf16", printed)
+    assert step and phases and float(phases.group(1)) < float(step.group(1))  # eager torch.func keeps more
+    assert cli_main(["train", "--a", "A", "--b", "B", "-o", str(tmp_path / "x"), "--set", "compile_scope=sideways",
+                     "--dry-run"]) == 2
+    assert "compile_scope 'sideways': choose one of phases, step" in capsys.readouterr().err
+
+
 def test_what_the_whole_step_cannot_run_is_refused_clearly():
     with pytest.raises(DeepfakeError, match="compile_scope 'sideways'"):
         make_step(tiny(compile_scope="sideways"), *_nets(tiny()))

@@ -165,7 +165,10 @@ def estimate(cfg: TrainConfig) -> str:
 
     lines = [f"estimated peak memory of one training step at batch {cfg.batch} per identity: "
              f"{peak(cfg, 'bf16')} with bf16 (the GPU default), {peak(cfg, 'off')} in fp32"]
-    if not cfg.model.checkpoint_decoder:
+    if cfg.compile_scope == "step":  # no decoder checkpointing there; the phases are the lighter choice
+        lines.append(f"  with compile_scope phases: {peak(replace(cfg, compile_scope='phases'), 'bf16')} with bf16 "
+                     "(the whole step is estimated eager: inside torch.func DSSIM keeps the intermediates the phases recompute)")
+    elif not cfg.model.checkpoint_decoder:
         ckpt = replace(cfg, model=replace(cfg.model, checkpoint_decoder=True))
         lines.append(f"  with --set model.checkpoint_decoder=true: {peak(ckpt, 'bf16')} with bf16")
     lines.append("  (tensor bytes of weights, Adam state, gradients and activations; add about 1 GiB for the CUDA "

@@ -49,7 +49,7 @@ from deepfake.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reco
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.previews import write_preview
 from deepfake.step_timer import StepTimer
-from deepfake.whole_step import WholeStep, check_scope, check_supported
+from deepfake.whole_step import WholeStep, check_scope
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,6 @@ def make_step(cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module
     compiled as one graph under `cfg.compile` (whole_step.WholeStep). Both have `step(a, b, step)`."""
     if check_scope(cfg.compile_scope) == "phases":
         return AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
-    check_supported(cfg)
     phases = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype, ddp=False)
     return WholeStep(phases, phases.compile_mode)
 

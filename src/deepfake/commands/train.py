@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "auto (default) picks it on CUDA up to 128 px")
     p.add_argument("--compile-scope", choices=["phases", "step"], default=None,
                    help="phases (default): G's and D's forward and losses compiled one graph each; step: the whole "
-                        "G+D step, both Adam updates included, as one graph")
+                        "G+D step, both Adam updates included, as one graph (one function run eager without --compile)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
@@ -105,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.checkpoint import write_config
     from deepfake.config import to_dict
     from deepfake.models.autoencoder import validate
+    from deepfake.whole_step import check_scope
 
     cfg = resolve_config(args)
     validate(cfg.model)
+    check_scope(cfg.compile_scope)  # before a dry run saves it
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
     if args.dry_run:
