@@ -17,11 +17,12 @@
 # case that matters first. The eighth session had no GPU; it made the loop's log rows and the benchmark's
 # windows stop draining the device (async_read.py) and moved checkpoint writes to a thread. The ninth had
 # no GPU either; it added compile_scope "step" (whole_step.py: the whole G+D step, both Adam updates
-# included, one graph). Next: GPU_CHECK_PARTS="tests df256 train ckpt profile" PROFILE_CASES=df256:32:compile:gan
-# GPU_CHECK_BUDGET=520 (timeout_s 550): df256 with the shift-add heads' gathered gradient (its default), the
-# whole step as one graph, and cuDNN's direct heads, timed without drains; original64 phases against the
-# whole step (one CUDA graph); the data wait per step (data_ms) against run 5's, which drained; what a
-# checkpoint costs the loop; then, if time is left, where df256's step time goes.
+# included, one graph). Next: GPU_CHECK_PARTS="tests df256 train whole ckpt profile"
+# PROFILE_CASES=df256:32:compile:gan GPU_CHECK_BUDGET=540 (timeout_s 570): df256 with the shift-add heads'
+# gathered gradient (its default) against cuDNN's direct heads, timed without drains; original64 and
+# GPU-busy in `deepfake train`, the data wait per step (data_ms) against run 5's, which drained; the whole
+# step as one graph (its CUDA test, then df256 and original64 with it); what a checkpoint costs the loop;
+# then, if time is left, where df256's step time goes. Parts past the budget are skipped, and say so.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
 # which comes back even when the call runs out of time. Paste the tables into benchmarks/RESULTS.md with
@@ -32,9 +33,9 @@
 # peak to compare), to catch a broken command line or a missing import without a GPU.
 #
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
-# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory df256 train ckpt cudnn
+# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory df256 train whole ckpt cudnn
 # eager o64modes kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's
-# cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn, TRAIN_CHECK the
+# cases, TRAIN_CASES, DF_CASES, WHOLE_CASES and CUDNN_CASES the cases of parts train, df256, whole and cudnn, TRAIN_CHECK the
 # case `deepfake train` runs in part train, e.g. original64:64:auto:shiftadd). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
@@ -76,14 +77,12 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
 } 2>&1 | tee "$LOG"
 
 # 1. Correctness on CUDA: the log rows' asynchronous read and a checkpoint's copies to pinned memory not
-#    waiting for the kernels queued around them, the whole step compiled as one graph (and one CUDA
-#    graph under reduce-overhead) with eager's losses, augmentation on
+#    waiting for the kernels queued around them, augmentation on
 #    the device against the CPU and the NumPy reference, the face cache on the device, the losses inside
 #    CUDA's bf16 autocast against fp32 and SSIM against float64 (TF32 must not reach it). (The tests that
 #    extract faces need dlib and are deselected.)
-part tests 150 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py \
-    tests/test_checkpoint_writer.py::test_on_cuda_a_save_does_not_wait_for_the_queued_steps \
-    "tests/test_whole_step.py::test_cuda_whole_step_is_one_graph_with_eagers_losses" tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
+part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py \
+    tests/test_checkpoint_writer.py::test_on_cuda_a_save_does_not_wait_for_the_queued_steps tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
     -k "not real_faces and not extracted" -p no:cacheprovider
 
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
@@ -108,18 +107,24 @@ for name, batch in MEM:
 #    Each beside its twin with the other model.head_conv (shift_add, the df presets' default: the decoder
 #    heads as a matrix product and shifted sums where compiled; direct: cuDNN's convolution), the A/B of
 #    that choice in the same process against the same reference measurement, each preset's default
-#    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.) And beside each the same step with
-#    compile_scope step (`:step`): the whole G+D step, both Adam updates included, compiled as one graph
-#    (one CUDA graph for original64's auto mode) instead of the two phases' forward-and-loss graphs.
-part df256 300 "df256 b32 GAN compile (target >= 60 % MFU)" \
-    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:step,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
-part train 280 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:step} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
-# 2a. How long a checkpoint stops the loop: saved in the loop (as up to the seventh session) against
+#    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
+part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
+    $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
+part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
+# 2a. compile_scope step: the whole G+D step, both Adam updates included, compiled as one graph (one CUDA
+#    graph in original64's auto mode) instead of the two phases' forward-and-loss graphs. First its CUDA
+#    test (one graph, no cudagraph skip, eager's losses in bf16), then both presets with it; compare with
+#    the same cases in parts df256 and train (each process measures its own reference and matmul peak:
+#    compare MFU and ours/ref). On the CPU it compiled 3x slower than the phases (RESULTS.md).
+part whole 300 "whole step as one graph: CUDA test, df256 and original64" bash -c "\
+    $PY -m pytest -q -rs tests/test_whole_step.py -k cuda -p no:cacheprovider; \
+    $PY benchmarks/train_speed.py --cases ${WHOLE_CASES:-$DF:compile:gan:step,$O64:auto:step} --steps 30 --warmup 5 --train-check none $ON"
+# 2b. How long a checkpoint stops the loop: saved in the loop (as up to the seventh session) against
 #     SnapshotWriter's submit (copies queued into pinned memory; the write on a thread), same process, same disk.
 part ckpt 60 "checkpoint: in the loop vs on a thread" \
     $PY benchmarks/checkpoint_speed.py --presets ${CKPT_PRESETS:-original64} --repeat 3 $( [[ ${GPU_CHECK_REHEARSE:-0} == 1 ]] && echo --quick )
-# 2b. cuDNN's autotuner tries 10 algorithms per convolution by default; df256 is convolution-bound, so:
+# 2c. cuDNN's autotuner tries 10 algorithms per convolution by default; df256 is convolution-bound, so:
 #     does trying every one (benchmark_limit 0) find faster kernels? A separate process (cuDNN caches its
 #     picks per process), with its own reference and matmul peak: compare MFU and ours/ref with part df256.
 #     Run 5 (H200): not finished in 150 s, the autotuning of every algorithm alone takes minutes.
@@ -130,7 +135,7 @@ part eager 100 "eager baselines" \
 part o64modes 120 "original64 b64 compile in the default mode, and CUDA graphs" \
     $PY benchmarks/train_speed.py --cases $O64:compile,$O64:cudagraphs --steps 30 --warmup 5 --train-check none $ON
 
-# 2c. Kernel-level choices against what they replaced (the decoder heads as one convolution, and the
+# 2d. Kernel-level choices against what they replaced (the decoder heads as one convolution, and the
 #     shift-add candidate, each with its error against float64; the warp grid's separable upsampling),
 #     original64 and df256 shapes.
 part kernels 90 "kernel choices: decoder heads, warp upsampling" $PY benchmarks/kernel_choices.py ${KQUICK:-}

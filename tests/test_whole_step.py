@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from deepfake import whole_step
-from deepfake.augment import Augmented
+from deepfake.augment import Augmented, no_augment
 from deepfake.data import FaceCache
-from deepfake.augment import no_augment
 from deepfake.errors import DeepfakeError
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.train import AdversarialStep, make_optimizer, make_step, read_metrics, train
@@ -61,8 +60,9 @@ def test_adam_update_equals_torch_optim(kind, decay):
     theirs = [torch.nn.Parameter(p.clone()) for p in ours]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind]
     opt = opt_cls(theirs, lr=5e-4, betas=(0.5, 0.999), weight_decay=decay)
-    ref_opt = opt_cls([torch.nn.Parameter(p.clone()) for p in ours], lr=5e-4, betas=(0.5, 0.999), weight_decay=decay)
-    _, state, group = whole_step.adam_state(ref_opt)  # only for its state layout (fused Adam's)
+    # Our moments and step counts live in an optimizer's state, as in training: adam_state creates them.
+    holder = opt_cls([torch.nn.Parameter(p.clone()) for p in ours], lr=5e-4, betas=(0.5, 0.999), weight_decay=decay)
+    _, state, group = whole_step.adam_state(holder)
     for step in range(5):
         grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -step for p in ours]
         for p, g in zip(theirs, grads):
@@ -97,8 +97,6 @@ def test_clip_grads_equals_clip_grad_norm():
     gen = torch.Generator().manual_seed(1)
     grads = [torch.randn(s, generator=gen, dtype=torch.float64) for s in ((4, 4), (9,))]
     params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    for p, g in zip(params, grads):
-        p.grad = g.clone()
     for max_norm in (0.5, 100.0):  # clipped, and left alone
         for p, g in zip(params, grads):
             p.grad = g.clone()
@@ -221,14 +219,15 @@ def test_whole_step_with_r1_and_accumulation_traces_as_one_graph(real_faces):
 # Training with it.
 
 
-def test_train_with_the_whole_step_resumes_into_the_phases(faceset_a, faceset_b, tmp_path):
-    """`deepfake train` in scope "step" (eager here) trains; its checkpoint resumes in scope "phases"; the
-    losses match a run in the phases throughout (float32 rounding apart)."""
+@pytest.mark.parametrize("first,then", [("step", "phases"), ("phases", "step")])
+def test_train_switches_scope_on_resume_and_matches_the_phases(faceset_a, faceset_b, tmp_path, first, then):
+    """`deepfake train` trains 4 steps in one scope (eager here), resumes its checkpoint (weights, Adam
+    state) in the other for 4 more; the losses match a run in the phases throughout (float32 rounding)."""
     cfg = with_gan(tiny(steps=8, batch=4, log_every=2, val_every=4, save_every=4, preview_every=0), r1_gamma=1.0, r1_every=2)
     straight = train(cfg, faceset_a, faceset_b, tmp_path / "phases", progress=False)
-    first = train(dataclasses.replace(cfg, compile_scope="step"), faceset_a, faceset_b, tmp_path / "mixed", progress=False, stop_at=4)
-    assert first.step == 4
-    resumed = train(cfg, faceset_a, faceset_b, tmp_path / "mixed", progress=False)
+    part = train(dataclasses.replace(cfg, compile_scope=first), faceset_a, faceset_b, tmp_path / "mixed", progress=False, stop_at=4)
+    assert part.step == 4
+    resumed = train(dataclasses.replace(cfg, compile_scope=then), faceset_a, faceset_b, tmp_path / "mixed", progress=False)
     assert straight.step == resumed.step == 8
     keys = ("loss", "loss_a", "loss_b", "gan_g", "loss_d", "val_loss")
     a = read_metrics(tmp_path / "phases" / "metrics.csv")
