@@ -35,7 +35,7 @@
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
 # runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory df256 train whole ckpt cudnn
 # eager o64modes kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's
-# cases, TRAIN_CASES, DF_CASES, WHOLE_CASES and CUDNN_CASES the cases of parts train, df256, whole and cudnn, TRAIN_CHECK the
+# cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn, TRAIN_CHECK the
 # case `deepfake train` runs in part train, e.g. original64:64:auto:shiftadd). The swap speed check is
 # not here: swap needs dlib's 68-point landmark model (97 MiB), over the device tool's 64 MiB transfer.
 set -uo pipefail
@@ -48,8 +48,10 @@ export DEEPFAKE_MEDIA="${DEEPFAKE_MEDIA:-$PWD/.gpu_media}"
 PY=${PYTHON:-python3}
 if [[ ${GPU_CHECK_REHEARSE:-0} == 1 ]]; then  # the same parts on the CPU, tiny sizes: plumbing only
     O64=tiny:2 DF=tiny:2 MEM='("tiny", 2),' MEM_DEV=cpu ON="--device cpu --faces 8" TRAIN_STEPS=16 KQUICK=--quick
+    SCOPE_ON="--device cpu --rounds 2 --steps 2"
 else
     O64=original64:64 DF=df256:32 MEM='("original64", 64), ("df256", 16)' MEM_DEV=cuda ON="" TRAIN_STEPS=400
+    SCOPE_ON=""
 fi
 START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET:-540}  # seconds for the whole script; a part is skipped when it cannot fit
@@ -114,12 +116,15 @@ part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-bus
     $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 # 2a. compile_scope step: the whole G+D step, both Adam updates included, compiled as one graph (one CUDA
 #    graph in original64's auto mode) instead of the two phases' forward-and-loss graphs. First its CUDA
-#    test (one graph, no cudagraph skip, eager's losses in bf16), then both presets with it; compare with
-#    the same cases in parts df256 and train (each process measures its own reference and matmul peak:
-#    compare MFU and ours/ref). On the CPU it compiled 3x slower than the phases (RESULTS.md).
-part whole 300 "whole step as one graph: CUDA test, df256 and original64" bash -c "\
+#    test (one graph, no cudagraph skip, eager's losses in bf16), then benchmarks/compile_scope.py: both
+#    scopes in one process from the same weights, timed in turns, with each one's first step (compile)
+#    and peak memory. On the CPU the two ran at the same speed and the step compiled 2.6x slower.
+#    original64 first: where launches cost more than kernels, one CUDA graph for the whole step (the
+#    optimizer included) is where it can pay; df256 is convolution-bound.
+part whole 360 "whole step as one graph: CUDA test, then phases vs step on original64 and df256" bash -c "\
     $PY -m pytest -q -rs tests/test_whole_step.py -k cuda -p no:cacheprovider; \
-    $PY benchmarks/train_speed.py --cases ${WHOLE_CASES:-$DF:compile:gan:step,$O64:auto:step} --steps 30 --warmup 5 --train-check none $ON"
+    $PY benchmarks/compile_scope.py --preset ${O64%%:*} --batch ${O64##*:} --mode auto $SCOPE_ON; \
+    $PY benchmarks/compile_scope.py --preset ${DF%%:*} --batch ${DF##*:} --gan --mode default $SCOPE_ON"
 # 2b. How long a checkpoint stops the loop: saved in the loop (as up to the seventh session) against
 #     SnapshotWriter's submit (copies queued into pinned memory; the write on a thread), same process, same disk.
 part ckpt 60 "checkpoint: in the loop vs on a thread" \

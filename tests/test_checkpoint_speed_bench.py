@@ -1,9 +1,11 @@
-"""The checkpoint speed benchmark runs end to end in its CPU --quick mode (a smoke test: no speed claims)."""
+"""The checkpoint speed and compile scope benchmarks run end to end in their CPU --quick modes (smoke tests: no speed claims)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+
+import pytest
 
 from conftest import ROOT
 
@@ -19,3 +21,20 @@ def test_quick_mode_reports_both_ways_of_saving(tmp_path):
     for key in ("in_loop_s", "submit_s", "behind_s", "loop_wait_ratio"):
         assert row[key] > 0, key
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.json"]  # the model folders are gone
+
+
+def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
+    """benchmarks/compile_scope.py runs the phases and the whole step side by side (eager in --quick) and
+    reports both, from the same weights: their first steps' logged losses agree."""
+    spec = importlib.util.spec_from_file_location("compile_scope", ROOT / "benchmarks" / "compile_scope.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "scope.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    phases, step = json.loads(out.read_text())["rows"]
+    assert (phases["scope"], step["scope"]) == ("phases", "step") and phases["preset"] == "tiny"
+    for row in (phases, step):
+        assert len(row["round_ms"]) == 2 and all(ms > 0 for ms in row["round_ms"]) and row["faces_per_s"] > 0
+        assert row["first_step_s"] > 0
+    assert step["step_over_phases"] == round(phases["median_ms"] / step["median_ms"], 3)
+    assert step["first_loss"] == pytest.approx(phases["first_loss"], rel=1e-5) and phases["first_loss"] > 0

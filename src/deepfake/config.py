@@ -147,7 +147,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
-    compile: bool = False  # torch.compile the G and D loss graphs (CUDA; compile time is reported)
+    compile: bool = False  # torch.compile the step, as compile_scope divides it (compile time is reported)
     compile_mode: str = "auto"  # auto (CUDA graphs for small models on CUDA) | default | reduce-overhead | max-autotune
     # phases: G's and D's forward and losses compiled one graph each, backward and fused Adam outside;
     # step: the whole G+D step, gradients (torch.func) and both Adam updates included, one function and,

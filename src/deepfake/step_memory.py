@@ -1,10 +1,10 @@
 """The peak tensor memory of one `deepfake train` step, for any preset and batch, without a GPU.
 
 It builds what train builds (build_autoencoder, build_discriminator when gan_weight > 0, make_optimizer,
-make_step: the step compile_scope names), draws random uint8 faces of the model's resolution, augments them as train does, and
-runs full G + D steps. The first step creates Adam's state; the second is measured, with
-deepfake.memory.MemoryTracker, so the peak includes weights, optimizer state, gradients, the batch,
-the activations autograd keeps and every temporary.
+make_step: the step compile_scope names), draws random uint8 faces of the model's resolution, augments
+them as train does, and runs full G + D steps. The first step creates Adam's state; the second is
+measured, with deepfake.memory.MemoryTracker, so the peak includes weights, optimizer state, gradients,
+the batch, the activations autograd keeps and every temporary.
 
 With fake=True (the default) the step runs under FakeTensorMode: every op yields an output of the true
 size and dtype but nothing is computed or allocated, so df256 at batch 32 takes seconds on a CPU. The

@@ -1,0 +1,162 @@
+"""The two compile scopes of `deepfake train --compile`, side by side in one process:
+
+- `phases`: G's and D's forward-and-loss graphs, with `backward()`, clipping and fused Adam between them
+  (train.AdversarialStep, the default);
+- `step`: the whole G+D step, gradients and both Adam updates included, as one graph
+  (whole_step.WholeStep, `--compile-scope step`).
+
+    python benchmarks/compile_scope.py --preset df256 --batch 32 --gan             # GPU, compile mode default
+    python benchmarks/compile_scope.py --preset original64 --batch 64 --mode auto  # auto: CUDA graphs up to 128 px
+    python benchmarks/compile_scope.py --quick                                     # CPU smoke test (CI), eager
+
+Both steps start from the same weights and train on the same fixed batch of random uint8 faces (speed
+does not depend on the pixels; benchmarks/train_speed.py times the real data path). They are timed in
+turns, a round of `--steps` steps each, the device drained around every round, so a machine whose speed
+drifts slows both alike (timing one after the other, minutes apart, cannot tell a 5 % difference on the
+development box: benchmarks/RESULTS.md). Printed per scope: the first step's seconds (compilation; set
+TORCHINDUCTOR_CACHE_DIR to an empty folder for a cold number), ms per step of every round, faces/s of the
+median round and, on CUDA, the peak memory allocated during its rounds (both models stay resident, so
+the difference between the two peaks is what matters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from deepfake.augment import no_augment
+from deepfake.faces.align import CANONICAL_68
+from deepfake.models import build_autoencoder, build_discriminator, preset_config
+from deepfake.train import configure_cuda, make_optimizer, make_step, resolve_amp
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(cfg, device: torch.device):
+    """Both scopes' steps over two copies of the same freshly initialised networks."""
+    torch.manual_seed(cfg.seed)
+    g = build_autoencoder(cfg.model)
+    d = build_discriminator(cfg.discriminator, cfg.model.resolution) if cfg.loss.gan_weight > 0 else None
+    amp = resolve_amp(cfg.amp, device)
+    steps = {}
+    for scope in ("phases", "step"):
+        g2, d2 = copy.deepcopy(g).to(device), copy.deepcopy(d).to(device) if d is not None else None
+        if cfg.channels_last and device.type == "cuda":  # as train does
+            g2.to(memory_format=torch.channels_last)
+            if d2 is not None:
+                d2.to(memory_format=torch.channels_last)
+        opt_g = make_optimizer(cfg, g2.parameters(), cfg.lr, device)
+        opt_d = make_optimizer(cfg, d2.parameters(), cfg.d_lr, device) if d2 is not None else None
+        steps[scope] = make_step(replace(cfg, compile_scope=scope), g2, d2, opt_g, opt_d, device, amp)
+    return steps
+
+
+def faces(cfg, device: torch.device, seed: int = 1):
+    """One fixed micro-batch per identity (B, 3, R, R) uint8 -> un-augmented, as draw_step hands it over."""
+    gen = torch.Generator().manual_seed(seed)
+    r, b = cfg.model.resolution, cfg.batch
+    images = (torch.rand(2 * b, 3, r, r, generator=gen) * 255).to(torch.uint8).to(device)
+    masks = torch.full((2 * b, 1, r, r), 255, dtype=torch.uint8, device=device)
+    landmarks = torch.as_tensor((0.5 + 0.75 * CANONICAL_68) * r, dtype=torch.float32).to(device).expand(2 * b, 68, 2)
+    sides = [no_augment(images[i * b:(i + 1) * b], masks[i * b:(i + 1) * b], landmarks[i * b:(i + 1) * b]) for i in (0, 1)]
+    if cfg.channels_last and device.type == "cuda":
+        for s in sides:
+            s.inputs = s.inputs.contiguous(memory_format=torch.channels_last)
+    return [[s] for s in sides]
+
+
+def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
+    a, b = faces(cfg, device)
+    scopes = build(cfg, device)
+    out = {k: {"scope": k, "preset": cfg.preset, "batch": cfg.batch, "gan": cfg.loss.gan_weight > 0,
+               "compile": cfg.compile, "mode": getattr(s, "compile_mode", None), "device": str(device),
+               "round_ms": []} for k, s in scopes.items()}
+    for k, s in scopes.items():  # first steps: compilation
+        t = time.perf_counter()
+        g_logs = s.step(a, b, 0)[0]
+        sync(device)
+        out[k]["first_step_s"] = round(time.perf_counter() - t, 2)
+        out[k]["first_loss"] = float(g_logs[0])  # the same weights and faces: the same loss, to rounding
+    peak = {k: 0 for k in scopes}
+    gc.collect()
+    gc.disable()  # a collection after compiling takes 0.1-0.4 s: not inside a round
+    try:
+        for r in range(rounds):
+            for k, s in scopes.items():
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                sync(device)
+                t = time.perf_counter()
+                for i in range(steps):
+                    s.step(a, b, 1 + r * steps + i)
+                sync(device)
+                out[k]["round_ms"].append(round((time.perf_counter() - t) / steps * 1e3, 3))
+                if device.type == "cuda":
+                    peak[k] = max(peak[k], torch.cuda.max_memory_allocated(device))
+    finally:
+        gc.enable()
+    for k, row in out.items():
+        med = statistics.median(row["round_ms"])
+        row["median_ms"] = med
+        row["faces_per_s"] = round(2 * cfg.batch / med * 1e3, 1)
+        row["peak_gib"] = round(peak[k] / 2**30, 2) if device.type == "cuda" else None
+    out["step"]["step_over_phases"] = round(out["phases"]["median_ms"] / out["step"]["median_ms"], 3)
+    return [out["phases"], out["step"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="original64")
+    p.add_argument("--batch", type=int, default=None, help="faces per identity per step (default: the preset's)")
+    p.add_argument("--gan", action="store_true", help="discriminator on (gan_weight 0.1)")
+    p.add_argument("--mode", default="default", help="torch.compile mode: default | auto | reduce-overhead | max-autotune")
+    p.add_argument("--no-compile", action="store_true", help="run both scopes eager")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--rounds", type=int, default=None, help="rounds of timing per scope, in turns (default 5, quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="steps per round (default 10, quick 2)")
+    p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny preset, batch 2, eager, no claims")
+    p.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.preset, args.batch, args.no_compile = "tiny", args.batch or 2, True
+        args.device = "cpu" if args.device == "auto" else args.device
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    configure_cuda(device)
+    cfg = preset_config(args.preset)
+    cfg = replace(cfg, batch=args.batch or cfg.batch, device=str(device), compile=not args.no_compile,
+                  compile_mode=args.mode, loss=replace(cfg.loss, gan_weight=0.1 if args.gan else 0.0))
+    rows = measure(cfg, device, args.rounds or (2 if args.quick else 5), args.steps or (2 if args.quick else 10))
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "threads": torch.get_num_threads()}
+    print(json.dumps(info))
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    ph, st = rows
+    print(f"\n{cfg.preset} b{cfg.batch}{' GAN' if args.gan else ''}, {'eager' if args.no_compile else 'compile ' + args.mode}, "
+          f"{info['device']}, torch {info['torch']}" + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
+    print("| scope | first step s | ms/step per round | faces/s (median round) | peak GiB |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['scope']} | {r['first_step_s']} | {', '.join(f'{x:.1f}' for x in r['round_ms'])} | "
+              f"{r['faces_per_s']:,.1f} | {'-' if r['peak_gib'] is None else r['peak_gib']} |")
+    print(f"\nstep / phases speed: {st['step_over_phases']:.3f} (median rounds; > 1: the whole step is faster)")
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
