@@ -15,8 +15,10 @@ turns, a round of `--steps` steps each, the device drained around every round, s
 drifts slows both alike (timing one after the other, minutes apart, cannot tell a 5 % difference on the
 development box: benchmarks/RESULTS.md). Printed per scope: the first step's seconds (compilation; set
 TORCHINDUCTOR_CACHE_DIR to an empty folder for a cold number), ms per step of every round, faces/s of the
-median round and, on CUDA, the peak memory allocated during its rounds (both models stay resident, so
-the difference between the two peaks is what matters).
+median round, TFLOP/s and MFU as train_speed.py counts them (FLOPs of one eager step by FlopCounterMode,
+against a matmul measured in this run: bf16 on CUDA, fp32 on the CPU) and, on CUDA, the peak memory
+allocated during its rounds (both models stay resident, so the difference between the two peaks is what
+matters).
 """
 
 from __future__ import annotations
@@ -38,20 +40,19 @@ from deepfake.faces.align import CANONICAL_68
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.train import configure_cuda, make_optimizer, make_step, resolve_amp
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_speed import count_flops, matmul_peak, sync  # noqa: E402  (the same FLOP count and MFU denominator)
 
 
 def build(cfg, device: torch.device):
-    """Both scopes' steps over two copies of the same freshly initialised networks."""
+    """Both scopes' steps over copies of the same freshly initialised networks, and an eager phases step
+    over a third copy, for counting FLOPs."""
     torch.manual_seed(cfg.seed)
     g = build_autoencoder(cfg.model)
     d = build_discriminator(cfg.discriminator, cfg.model.resolution) if cfg.loss.gan_weight > 0 else None
     amp = resolve_amp(cfg.amp, device)
     steps = {}
-    for scope in ("phases", "step"):
+    for scope in ("phases", "step", "flops"):
         g2, d2 = copy.deepcopy(g).to(device), copy.deepcopy(d).to(device) if d is not None else None
         if cfg.channels_last and device.type == "cuda":  # as train does
             g2.to(memory_format=torch.channels_last)
@@ -59,7 +60,8 @@ def build(cfg, device: torch.device):
                 d2.to(memory_format=torch.channels_last)
         opt_g = make_optimizer(cfg, g2.parameters(), cfg.lr, device)
         opt_d = make_optimizer(cfg, d2.parameters(), cfg.d_lr, device) if d2 is not None else None
-        steps[scope] = make_step(replace(cfg, compile_scope=scope), g2, d2, opt_g, opt_d, device, amp)
+        sub = replace(cfg, compile_scope="phases", compile=False) if scope == "flops" else replace(cfg, compile_scope=scope)
+        steps[scope] = make_step(sub, g2, d2, opt_g, opt_d, device, amp)
     return steps
 
 
@@ -80,6 +82,10 @@ def faces(cfg, device: torch.device, seed: int = 1):
 def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
     a, b = faces(cfg, device)
     scopes = build(cfg, device)
+    counter = scopes.pop("flops")
+    flops = count_flops(lambda: counter.step(a, b, 0))  # the same arithmetic as either scope's step
+    del counter
+    peak_tflops, peak_what = matmul_peak(device)
     out = {k: {"scope": k, "preset": cfg.preset, "batch": cfg.batch, "gan": cfg.loss.gan_weight > 0,
                "compile": cfg.compile, "mode": getattr(s, "compile_mode", None), "device": str(device),
                "round_ms": []} for k, s in scopes.items()}
@@ -111,6 +117,10 @@ def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
         med = statistics.median(row["round_ms"])
         row["median_ms"] = med
         row["faces_per_s"] = round(2 * cfg.batch / med * 1e3, 1)
+        row["gflop_per_step"] = round(flops / 1e9, 3)
+        row["tflops"] = round(flops / med / 1e9, 4)
+        row["mfu_pct"] = round(100 * flops / med / 1e9 / peak_tflops, 2)
+        row["matmul_tflops"], row["matmul"] = round(peak_tflops, 3), peak_what
         row["peak_gib"] = round(peak[k] / 2**30, 2) if device.type == "cuda" else None
     out["step"]["step_over_phases"] = round(out["phases"]["median_ms"] / out["step"]["median_ms"], 3)
     return [out["phases"], out["step"]]
@@ -148,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     ph, st = rows
     print(f"\n{cfg.preset} b{cfg.batch}{' GAN' if args.gan else ''}, {'eager' if args.no_compile else 'compile ' + args.mode}, "
           f"{info['device']}, torch {info['torch']}" + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
-    print("| scope | first step s | ms/step per round | faces/s (median round) | peak GiB |\n|---|---|---|---|---|")
+    print("| scope | first step s | ms/step per round | faces/s (median round) | TFLOP/s | MFU % | peak GiB |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scope']} | {r['first_step_s']} | {', '.join(f'{x:.1f}' for x in r['round_ms'])} | "
-              f"{r['faces_per_s']:,.1f} | {'-' if r['peak_gib'] is None else r['peak_gib']} |")
+              f"{r['faces_per_s']:,.1f} | {r['tflops']:.4g} | {r['mfu_pct']:.1f} | {'-' if r['peak_gib'] is None else r['peak_gib']} |")
+    print(f"MFU against {ph['matmul']} = {ph['matmul_tflops']} TFLOP/s, measured in this run")
     print(f"\nstep / phases speed: {st['step_over_phases']:.3f} (median rounds; > 1: the whole step is faster)")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")

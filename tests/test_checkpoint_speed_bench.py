@@ -35,6 +35,7 @@ def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
     assert (phases["scope"], step["scope"]) == ("phases", "step") and phases["preset"] == "tiny"
     for row in (phases, step):
         assert len(row["round_ms"]) == 2 and all(ms > 0 for ms in row["round_ms"]) and row["faces_per_s"] > 0
-        assert row["first_step_s"] > 0
+        assert row["first_step_s"] > 0 and row["gflop_per_step"] > 0 and row["mfu_pct"] > 0
     assert step["step_over_phases"] == round(phases["median_ms"] / step["median_ms"], 3)
+    assert step["gflop_per_step"] == phases["gflop_per_step"]  # one count: the same arithmetic
     assert step["first_loss"] == pytest.approx(phases["first_loss"], rel=1e-5) and phases["first_loss"] > 0
