@@ -16,7 +16,8 @@ drifts slows both alike (timing one after the other, minutes apart, cannot tell 
 development box: benchmarks/RESULTS.md). Printed per scope: the first step's seconds (compilation; set
 TORCHINDUCTOR_CACHE_DIR to an empty folder for a cold number), ms per step of every round, faces/s of the
 median round, TFLOP/s and MFU as train_speed.py counts them (FLOPs of one eager step by FlopCounterMode,
-against a matmul measured in this run: bf16 on CUDA, fp32 on the CPU) and, on CUDA, the peak memory
+against a matmul measured in this run: bf16 on CUDA, fp32 on the CPU; the step alone, without
+train_speed.py's data section, so higher than its MFU) and, on CUDA, the peak memory
 allocated during its rounds (both models stay resident, so the difference between the two peaks is what
 matters).
 """

@@ -118,7 +118,9 @@ part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-bus
 #    graph in original64's auto mode) instead of the two phases' forward-and-loss graphs. First its CUDA
 #    test (one graph, no cudagraph skip, eager's losses in bf16), then benchmarks/compile_scope.py: both
 #    scopes in one process from the same weights, timed in turns, with each one's first step (compile),
-#    MFU (df256's step scope at >= 60 % would meet the target with --compile-scope step) and peak memory. On the CPU the two ran at the same speed and the step compiled 2.6x slower.
+#    MFU (of the step alone, on fixed batches: higher than train_speed.py's, whose data section counts;
+#    if the step scope wins, train_speed.py's df256:32:compile:gan:step is the number for the target) and
+#    peak memory. On the CPU the two ran at the same speed and the step compiled 2.6x slower.
 #    original64 first: where launches cost more than kernels, one CUDA graph for the whole step (the
 #    optimizer included) is where it can pay; df256 is convolution-bound.
 part whole 360 "whole step as one graph: CUDA test, then phases vs step on original64 and df256" bash -c "\
