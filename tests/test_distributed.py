@@ -231,10 +231,10 @@ def _helpers_main(rank: int, world: int, port: int, out: str) -> None:
             "mean": distributed.all_reduce_mean(torch.tensor([float(rank), 10.0 * rank])).tolist(),
             "nan_anywhere": distributed.all_reduce_max(torch.tensor(float(rank == 1))).item(),
             "grad": param.grad.tolist(),
-            # The whole step's traceable collectives: two dtypes, one flat all-reduce each.
+            # The whole step's traceable collectives: two dtypes, one flat all-reduce each; the max either way.
             "means": [t.tolist() for t in distributed.mean_over_ranks(
                 [torch.full((2,), float(rank)), torch.full((1,), 4.0 * rank, dtype=torch.float64), torch.full((3,), 2.0 + rank)])],
-            "max": distributed.max_over_ranks(torch.tensor(float(rank == 0))).item(),
+            "max": distributed.all_reduce_max(torch.tensor(float(rank == 0))).item(),
             "seed": distributed.rank_seed(7),
             "shard": distributed.shard_batch(8),
         }

@@ -196,35 +196,27 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """The element-wise max of `tensor` over ranks (a new tensor), e.g. "did any rank see a NaN?"."""
+    """The element-wise max of `tensor` over ranks (a new tensor), e.g. "did any rank see a NaN?".
+    A functional collective: torch.compile traces it into its graph (the whole step's skip flag)."""
     if world_size() <= 1:
         return tensor
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    import torch.distributed._functional_collectives as funcol
+
+    return funcol.all_reduce(tensor.detach(), "max", dist.group.WORLD)
 
 
 def all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    """Average `.grad` over ranks by hand, for parameters trained outside a DDP wrapper.
+    """Average `.grad` over ranks by hand, for parameters trained outside a DDP wrapper (`mean_over_ranks`,
+    copied back in place).
 
-    One flat all-reduce per dtype. DDP overlaps this with backward; this does not, so use it only for
-    small models or steps DDP cannot wrap (double backward, e.g. an R1 penalty).
+    DDP overlaps this with backward; this does not, so use it only for small models or steps DDP cannot
+    wrap (double backward, e.g. an R1 penalty).
     """
     if world_size() <= 1:
         return
     grads = [p.grad for p in parameters if p.grad is not None]
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for g in grads:
-        by_dtype.setdefault(g.dtype, []).append(g)
-    n = world_size()
-    for group in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in group])  # (sum numel,)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= n
-        offset = 0
-        for g in group:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+    for g, mean in zip(grads, mean_over_ranks(grads)):
+        g.copy_(mean)
 
 
 def mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -245,15 +237,6 @@ def mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         for i, part in zip(idx, flat.split([tensors[i].numel() for i in idx])):
             out[i] = part.view(tensors[i].shape)
     return out  # type: ignore[return-value]
-
-
-def max_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """`all_reduce_max` through functional collectives: traceable by torch.compile."""
-    if world_size() <= 1:
-        return tensor
-    import torch.distributed._functional_collectives as funcol
-
-    return funcol.all_reduce(tensor, "max", dist.group.WORLD)
 
 
 def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
