@@ -223,7 +223,9 @@ def test_whole_step_with_r1_and_accumulation_traces_as_one_graph(real_faces):
 def test_train_switches_scope_on_resume_and_matches_the_phases(faceset_a, faceset_b, tmp_path, first, then):
     """`deepfake train` trains 4 steps in one scope (eager here), resumes its checkpoint (weights, Adam
     state) in the other for 4 more; the losses match a run in the phases throughout (float32 rounding)."""
-    cfg = with_gan(tiny(steps=8, batch=4, log_every=2, val_every=4, save_every=4, preview_every=0), r1_gamma=1.0, r1_every=2)
+    # A warm-up: the learning rate changes at every step up to 6, across the resume too.
+    cfg = with_gan(tiny(steps=8, batch=4, log_every=2, val_every=4, save_every=4, preview_every=0, warmup_steps=6),
+                   r1_gamma=1.0, r1_every=2)
     straight = train(cfg, faceset_a, faceset_b, tmp_path / "phases", progress=False)
     part = train(dataclasses.replace(cfg, compile_scope=first), faceset_a, faceset_b, tmp_path / "mixed", progress=False, stop_at=4)
     assert part.step == 4

@@ -157,6 +157,7 @@ class WholeStep:
         self.compile_mode = compile_mode
         self.cuda_graphs = compile_mode == "reduce-overhead"
         self._compiled: dict[tuple[bool, bool, bool], float] = {}  # variant -> seconds its first call took
+        self._lrs: tuple = (None, None)  # the values lr_g and lr_d hold
         if compile_mode is not None:
             # The parameters, the moments and the learning rates are updated in place at fixed addresses,
             # marked as the compiled torch.optim marks its state, so CUDA graphs may replay over them.
@@ -179,9 +180,12 @@ class WholeStep:
         has_d = self.phases.discriminator is not None and loss_cfg.gan_weight > 0
         use_gan = has_d and step >= loss_cfg.gan_start_step
         lazy_r1 = has_d and loss_cfg.r1_gamma > 0 and step % max(1, loss_cfg.r1_every) == 0
-        self.lr_g.fill_(self.g_group["lr"])
-        if has_d:
-            self.lr_d.fill_(self.d_group["lr"])
+        lrs = (self.g_group["lr"], self.d_group["lr"] if has_d else None)
+        if lrs[0] != self._lrs[0]:  # a kernel only when the rate changes (a warm-up), not every step
+            self.lr_g.fill_(lrs[0])
+        if has_d and lrs[1] != self._lrs[1]:
+            self.lr_d.fill_(lrs[1])
+        self._lrs = lrs
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         variant = (use_gan, has_d, lazy_r1)
@@ -228,7 +232,7 @@ class WholeStep:
         """Average the gradients over ranks, clip, and update unless any rank's loss or the gradients are
         non-finite (then every rank skips). Returns the skip flag (0/1)."""
         grads = dist.mean_over_ranks(grads)
-        bad = dist.max_over_ranks((~torch.isfinite(total)).float()) > 0
+        bad = dist.all_reduce_max((~torch.isfinite(total)).float()) > 0
         clip = self.phases.cfg.grad_clip
         if clip > 0:
             grads, norm = clip_grads(grads, clip)
