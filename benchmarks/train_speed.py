@@ -617,7 +617,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct] (GPU default {GPU_CASES})")
+    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step] (GPU default {GPU_CASES})")
     p.add_argument("--steps", type=int, default=None, help="measured steps per case (default 20, quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="steps before timing (default 5, quick 1)")
     p.add_argument("--a", type=Path, default=None, help="faceset A (default: crops of d6.mp4)")
