@@ -118,3 +118,36 @@ def test_warp_upsampling_equals_torch_bicubic(device, grid, size):
     x = (torch.randn(3, 2, grid, grid, generator=g) * 0.05).to(device)
     expect = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=True)
     torch.testing.assert_close(upsample_bicubic(x, size), expect, atol=1e-6, rtol=0)
+
+
+def test_parameters_follow_the_config_ranges_and_the_drawn_numbers():
+    """theta and colour are the documented functions of the generator's two draws: uniform columns
+    (angle, scale, shift x/y, flip, brightness, contrast, saturation, hue) and the warp offsets."""
+    cfg = dataclasses.replace(AugmentConfig(), rotation=30, scale=0.2, shift=0.1, hue=0.05)
+    b = 512
+    g = torch.Generator().manual_seed(9)
+    p = sample_params(cfg, b, g)
+    twin = torch.Generator().manual_seed(9)
+    u = torch.rand(b, 9, generator=twin).double() * 2 - 1  # (B, 9)
+    offsets = torch.randn(b, 2, cfg.warp_grid, cfg.warp_grid, generator=twin) * cfg.warp_strength
+    assert torch.equal(g.get_state(), twin.get_state())  # exactly these two draws
+    angle = u[:, 0] * torch.pi * cfg.rotation / 180
+    scale = 1 + u[:, 1] * cfg.scale
+    sx = torch.where(u[:, 4] < 0, -1.0, 1.0).double()
+    expect = torch.stack([
+        torch.stack([torch.cos(angle) / scale * sx, -torch.sin(angle) / scale, u[:, 2] * 2 * cfg.shift], 1),
+        torch.stack([torch.sin(angle) / scale * sx, torch.cos(angle) / scale, u[:, 3] * 2 * cfg.shift], 1),
+    ], 1)  # (B, 2, 3)
+    torch.testing.assert_close(p.theta.double(), expect, atol=1e-6, rtol=0)
+    torch.testing.assert_close(p.warp, offsets)
+    spreads = torch.tensor([cfg.brightness, cfg.contrast, cfg.saturation, 2 * torch.pi * cfg.hue], dtype=torch.float64)
+    torch.testing.assert_close(p.color.double(), u[:, 5:9] * spreads + torch.tensor([1.0, 1, 1, 0], dtype=torch.float64), atol=1e-6, rtol=0)
+    # The ranges, and a fair coin for the flip.
+    assert p.theta.dtype == p.color.dtype == torch.float32
+    assert float(angle.abs().max()) <= torch.pi / 6 and 0.35 < float((sx < 0).double().mean()) < 0.65
+    # Affine off: the identity whatever was drawn; flip off: never mirrored.
+    still = sample_params(cfg, 8, torch.Generator().manual_seed(9), affine=False)
+    torch.testing.assert_close(still.theta, torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(8, 2, 3))
+    torch.testing.assert_close(still.color, torch.tensor([1.0, 1, 1, 0]).expand(8, 4))
+    unflipped = sample_params(dataclasses.replace(cfg, flip=False), b, torch.Generator().manual_seed(9))
+    assert bool((unflipped.theta[:, 0, 0] > 0).all())

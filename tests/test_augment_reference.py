@@ -75,7 +75,7 @@ def assert_matches(out: Augmented, ref: dict[str, np.ndarray]) -> None:
 def test_apply_matches_the_numpy_reference(case, device, one_torch_thread):
     cfg, warp = case
     images, masks, landmarks = random_batch()
-    params = sample_params(cfg, B, torch.Generator().manual_seed(1), warp=warp)
+    params = sample_params(cfg, B, torch.Generator().manual_seed(2), warp=warp)
     assert (params.warp is not None) == warp
     # The case exercises what it claims: flips both ways, a real colour change, and for the wild
     # case many reads outside the image, so border clamping decides those pixels.
@@ -84,7 +84,7 @@ def test_apply_matches_the_numpy_reference(case, device, one_torch_thread):
     assert (params.color[:, 3].abs() > 1e-3).all()
     outside = (np.abs(affine_source(params.theta.numpy().astype(np.float64), R)) > 1).any(-1).mean()
     if cfg is WILD:
-        assert outside > 0.1  # measured 0.18 for this seed
+        assert outside > 0.1  # measured 0.25 for this seed
 
     out, ref = run_both(images, masks, landmarks, params, device)
     assert out.inputs.device.type == device
