@@ -17,11 +17,12 @@
 # case that matters first. The eighth session had no GPU; it made the loop's log rows and the benchmark's
 # windows stop draining the device (async_read.py) and moved checkpoint writes to a thread. The ninth had
 # no GPU either; it added compile_scope "step" (whole_step.py: the whole G+D step, both Adam updates
-# included, one graph). Next: GPU_CHECK_PARTS="tests df256 train whole ckpt profile"
+# included, one graph). The tenth had none either. Next: GPU_CHECK_PARTS="df256 train whole tests ckpt profile"
 # PROFILE_CASES=df256:32:compile:gan GPU_CHECK_BUDGET=540 (timeout_s 570): df256 with the shift-add heads'
 # gathered gradient (its default) against cuDNN's direct heads, timed without drains; original64 and
 # GPU-busy in `deepfake train`, the data wait per step (data_ms) against run 5's, which drained; the whole
-# step as one graph (its CUDA test, then df256 and original64 with it); what a checkpoint costs the loop;
+# step as one graph (its CUDA test, then original64 and df256 with it, their phases warm from the parts
+# before); the CUDA tests; what a checkpoint costs the loop;
 # then, if time is left, where df256's step time goes. Parts past the budget are skipped, and say so.
 #
 # Everything goes to $OUT/gpu_check.log (JSON lines from train_speed.py, pytest's summary, nvidia-smi),
@@ -33,7 +34,7 @@
 # peak to compare), to catch a broken command line or a missing import without a GPU.
 #
 # Budget: the call may run 600 s; the script stops starting parts at 540 s (GPU_CHECK_BUDGET). A shorter call
-# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids: tests memory df256 train whole ckpt cudnn
+# runs some parts only: GPU_CHECK_PARTS="tests train df256 grads" (ids, in the order they run: memory df256 train whole tests ckpt cudnn
 # eager o64modes kernels grads profile autotune; GRADS_K narrows the gradient tests' -k, PROFILE_CASES the profile's
 # cases, TRAIN_CASES, DF_CASES and CUDNN_CASES the cases of parts train, df256 and cudnn, TRAIN_CHECK the
 # case `deepfake train` runs in part train, e.g. original64:64:auto:shiftadd). The swap speed check is
@@ -78,15 +79,6 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
     $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$LOG"
 
-# 1. Correctness on CUDA: the log rows' asynchronous read and a checkpoint's copies to pinned memory not
-#    waiting for the kernels queued around them, augmentation on
-#    the device against the CPU and the NumPy reference, the face cache on the device, the losses inside
-#    CUDA's bf16 autocast against fp32 and SSIM against float64 (TF32 must not reach it). (The tests that
-#    extract faces need dlib and are deselected.)
-part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py \
-    tests/test_checkpoint_writer.py::test_on_cuda_a_save_does_not_wait_for_the_queued_steps tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
-    -k "not real_faces and not extracted" -p no:cacheprovider
-
 # 1b. The memory estimate (fake tensors, what `train --dry-run` prints) against the CUDA allocator's
 #     peak of the same step run for real.
 part memory 60 "memory: estimate vs CUDA" $PY -c "MEM = [$MEM]; DEV = '$MEM_DEV'"'
@@ -106,14 +98,16 @@ for name, batch in MEM:
 
 # 2. The targets, the one not yet met (df256) first. Each train_speed.py call measures its own matmul peak and its
 #    own reference step in the same process, so the ratios hold whatever order they run in.
-#    Each beside its twin with the other model.head_conv (shift_add, the df presets' default: the decoder
+#    df256 beside its twin with the other model.head_conv (shift_add, the df presets' default: the decoder
 #    heads as a matrix product and shifted sums where compiled; direct: cuDNN's convolution), the A/B of
-#    that choice in the same process against the same reference measurement, each preset's default
-#    first. (Runs 3 and 4 A/B'd the batched pass the same way: `split`.)
+#    that choice in the same process against the same reference measurement, the default first.
+#    original64 alone since run 6 (run 5 A/B'd its heads: 19,916 against 19,698 faces/s, and twice the
+#    peak memory with shift-add; TRAIN_CASES=$O64:auto,$O64:auto:shiftadd repeats it). (Runs 3 and 4
+#    A/B'd the batched pass the same way: `split`.)
 part df256 220 "df256 b32 GAN compile (target >= 60 % MFU)" \
     $PY benchmarks/train_speed.py --cases ${DF_CASES:-$DF:compile:gan,$DF:compile:gan:direct} --steps 15 --warmup 3 --train-check none $ON
 part train 260 "original64 b64 compile auto (target >= 26,000 faces/s) + GPU-busy in deepfake train" \
-    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto,$O64:auto:shiftadd} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
+    $PY benchmarks/train_speed.py --cases ${TRAIN_CASES:-$O64:auto} --steps 100 --warmup 10 --train-check ${TRAIN_CHECK:-$O64:auto} --train-steps $TRAIN_STEPS $ON
 # 2a. compile_scope step: the whole G+D step, both Adam updates included, compiled as one graph (one CUDA
 #    graph in original64's auto mode) instead of the two phases' forward-and-loss graphs. First its CUDA
 #    test (one graph, no cudagraph skip, eager's losses in bf16), then benchmarks/compile_scope.py: both
@@ -127,6 +121,16 @@ part whole 360 "whole step as one graph: CUDA test, then phases vs step on origi
     $PY -m pytest -q -rs tests/test_whole_step.py -k cuda -p no:cacheprovider; \
     $PY benchmarks/compile_scope.py --preset ${O64%%:*} --batch ${O64##*:} --mode auto $SCOPE_ON; \
     $PY benchmarks/compile_scope.py --preset ${DF%%:*} --batch ${DF##*:} --gan --mode default $SCOPE_ON"
+# 2a'. Correctness on CUDA (after the targets since run 6: a cold machine's compiles left run 5's second
+#    call no time for its new cases): the log rows' asynchronous read and a checkpoint's copies to pinned memory not
+#    waiting for the kernels queued around them, augmentation on
+#    the device against the CPU and the NumPy reference, the face cache on the device, the losses inside
+#    CUDA's bf16 autocast against fp32 and SSIM against float64 (TF32 must not reach it). (The tests that
+#    extract faces need dlib and are deselected.)
+part tests 120 "CUDA tests" $PY -m pytest -q -rs tests/test_async_read.py \
+    tests/test_checkpoint_writer.py::test_on_cuda_a_save_does_not_wait_for_the_queued_steps tests/test_data_stream.py tests/test_augment.py tests/test_augment_reference.py tests/test_data_cache.py tests/test_losses.py tests/test_models.py \
+    -k "not real_faces and not extracted" -p no:cacheprovider
+
 # 2b. How long a checkpoint stops the loop: saved in the loop (as up to the seventh session) against
 #     SnapshotWriter's submit (copies queued into pinned memory; the write on a thread), same process, same disk.
 part ckpt 60 "checkpoint: in the loop vs on a thread" \
