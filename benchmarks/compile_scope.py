@@ -17,9 +17,9 @@ development box: benchmarks/RESULTS.md). Printed per scope: the first step's sec
 TORCHINDUCTOR_CACHE_DIR to an empty folder for a cold number), ms per step of every round, faces/s of the
 median round, TFLOP/s and MFU as train_speed.py counts them (FLOPs of one eager step by FlopCounterMode,
 against a matmul measured in this run: bf16 on CUDA, fp32 on the CPU; the step alone, without
-train_speed.py's data section, so higher than its MFU) and, on CUDA, the peak memory
-allocated during its rounds (both models stay resident, so the difference between the two peaks is what
-matters).
+train_speed.py's data section, so higher than its MFU) and the memory: on CUDA the peak allocated
+during its rounds (both models stay resident, so the difference between the two peaks is what
+matters), on the CPU the heap one more step holds above what was in use when it began (HeapPeak).
 """
 
 from __future__ import annotations
@@ -80,6 +80,56 @@ def faces(cfg, device: torch.device, seed: int = 1):
     return [[s] for s in sides]
 
 
+class HeapPeak:
+    """The most CPU heap a step holds above what was in use when it began: glibc's `mallinfo2` (bytes
+    in use, small blocks and mmapped ones) polled every 0.2 ms on a thread. The CPU has no allocator
+    statistics like CUDA's peak; this is its stand-in, for comparing the two scopes' transient memory
+    (activations, gradients, temporaries) on the same box. None where glibc has no mallinfo2."""
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+
+        class _Info(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self._mallinfo2 = libc.mallinfo2
+            self._mallinfo2.restype = _Info
+        except (OSError, AttributeError):
+            self._mallinfo2 = None
+
+    def in_use(self) -> int:
+        info = self._mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    def during(self, fn) -> int | None:
+        """Run fn(); the peak bytes in use above the start while it ran."""
+        if self._mallinfo2 is None:
+            fn()
+            return None
+        import threading
+
+        gc.collect()
+        base = self.in_use()
+        peak, done = [base], threading.Event()
+
+        def poll():
+            while not done.is_set():
+                peak[0] = max(peak[0], self.in_use())
+                time.sleep(0.0002)
+
+        t = threading.Thread(target=poll, daemon=True)
+        t.start()
+        try:
+            fn()
+        finally:
+            done.set()
+            t.join()
+        return max(peak[0], self.in_use()) - base
+
+
 def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
     a, b = faces(cfg, device)
     scopes = build(cfg, device)
@@ -114,6 +164,11 @@ def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
                     peak[k] = max(peak[k], torch.cuda.max_memory_allocated(device))
     finally:
         gc.enable()
+    if device.type == "cpu":  # one more step each, outside the timed rounds (the polling costs time)
+        heap = HeapPeak()
+        for k, s in scopes.items():
+            grew = heap.during(lambda: s.step(a, b, 1 + rounds * steps))
+            out[k]["step_heap_mib"] = None if grew is None else round(grew / 2**20, 1)
     for k, row in out.items():
         med = statistics.median(row["round_ms"])
         row["median_ms"] = med
@@ -159,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     ph, st = rows
     print(f"\n{cfg.preset} b{cfg.batch}{' GAN' if args.gan else ''}, {'eager' if args.no_compile else 'compile ' + args.mode}, "
           f"{info['device']}, torch {info['torch']}" + (" (CPU --quick smoke test: not a speed claim)" if args.quick else ""))
-    print("| scope | first step s | ms/step per round | faces/s (median round) | TFLOP/s | MFU % | peak GiB |\n"
-          "|---|---|---|---|---|---|---|")
+    cpu = device.type == "cpu"
+    print(f"| scope | first step s | ms/step per round | faces/s (median round) | TFLOP/s | MFU % | "
+          f"{'heap MiB held by a step' if cpu else 'peak GiB'} |\n|---|---|---|---|---|---|---|")
     for r in rows:
+        mem = r.get("step_heap_mib") if cpu else r["peak_gib"]
         print(f"| {r['scope']} | {r['first_step_s']} | {', '.join(f'{x:.1f}' for x in r['round_ms'])} | "
-              f"{r['faces_per_s']:,.1f} | {r['tflops']:.4g} | {r['mfu_pct']:.1f} | {'-' if r['peak_gib'] is None else r['peak_gib']} |")
+              f"{r['faces_per_s']:,.1f} | {r['tflops']:.4g} | {r['mfu_pct']:.1f} | {'-' if mem is None else mem} |")
     print(f"MFU against {ph['matmul']} = {ph['matmul_tflops']} TFLOP/s, measured in this run")
     print(f"\nstep / phases speed: {st['step_over_phases']:.3f} (median rounds; > 1: the whole step is faster)")
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
 import pytest
 
@@ -39,3 +40,26 @@ def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
     assert step["step_over_phases"] == round(phases["median_ms"] / step["median_ms"], 3)
     assert step["gflop_per_step"] == phases["gflop_per_step"]  # one count: the same arithmetic
     assert step["first_loss"] == pytest.approx(phases["first_loss"], rel=1e-5) and phases["first_loss"] > 0
+    # The CPU's memory column: what one step held above its start (the eager whole step keeps more).
+    assert phases["step_heap_mib"] > 0 and step["step_heap_mib"] > 0
+
+
+def test_heap_peak_sees_a_transient_tensor_and_not_a_freed_one():
+    """compile_scope.py's CPU memory column: the peak above the start, not the sum of allocations."""
+    spec = importlib.util.spec_from_file_location("compile_scope", ROOT / "benchmarks" / "compile_scope.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    heap = bench.HeapPeak()
+    if heap._mallinfo2 is None:
+        pytest.skip("this C library has no mallinfo2 (glibc >= 2.33)")
+    import torch
+
+    def twice():
+        for _ in range(2):  # 64 MiB, held 50 ms, freed; then again
+            x = torch.ones(16 * 2**20)
+            time.sleep(0.05)
+            del x
+
+    grew = heap.during(twice) / 2**20
+    assert 64 <= grew < 100, grew  # one at a time: about 64 MiB, not 128
+    assert heap.during(lambda: None) / 2**20 < 8
