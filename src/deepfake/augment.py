@@ -205,10 +205,14 @@ def augment(
     kernel=None,
 ) -> Augmented:
     """Draw parameters for this step (DFL's "warp first, then no warp" by step) and apply them."""
+    return apply(images, masks, landmarks, step_params(cfg, images.shape[0], generator, step), kernel)
+
+
+def step_params(cfg: AugmentConfig, batch: int, generator: torch.Generator, step: int = 0) -> AugmentParams:
+    """The parameters `augment` draws at `step`: warp and affine on until their `*_until_step`."""
     warp = cfg.warp_until_step <= 0 or step < cfg.warp_until_step
     affine = cfg.affine_until_step <= 0 or step < cfg.affine_until_step
-    params = sample_params(cfg, images.shape[0], generator, warp=warp, affine=affine)
-    return apply(images, masks, landmarks, params, kernel)
+    return sample_params(cfg, batch, generator, warp=warp, affine=affine)
 
 
 def no_augment(images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor) -> Augmented:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from deepfake.augment import augment
+from deepfake.augment import apply, step_params
 from deepfake.config import TrainConfig
 from deepfake.errors import DeepfakeError
 from deepfake.faces.align import CANONICAL_68
@@ -80,6 +80,11 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
         every = max(1, cfg.loss.r1_every)
         step = -(-step // every) * every
 
+    # The augmentation's parameters are drawn on the host before any fake mode: they are numbers the
+    # host computes (sample_params), and a fake draw has no values to compute with.
+    generator = torch.Generator().manual_seed(0)
+    aug_params = {s: [step_params(cfg.augment, batch, generator, s) for _ in range(2 * cfg.grad_accum)] for s in (step - 1, step)}
+
     with (FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()):
         # (Fake modules are built on the cpu already; .to() cannot swap fake parameters.)
         place = (lambda m: m) if fake else (lambda m: m.to(dev))
@@ -95,15 +100,14 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
         nets = [autoencoder] + ([discriminator] if discriminator is not None else [])
         params = [p for net in nets for p in net.parameters()]
         landmarks = torch.as_tensor((0.5 + 0.75 * CANONICAL_68) * r, dtype=torch.float32)  # (68, 2) px
-        generator = torch.Generator().manual_seed(0)
 
         def run_step(s: int) -> None:
             draws = []
-            for _ in range(2 * cfg.grad_accum):
+            for p in aug_params[s]:
                 images = torch.randint(0, 256, (batch, 3, r, r), dtype=torch.uint8, device=dev)  # (B, 3, R, R)
                 masks = torch.full((batch, 1, r, r), 255, dtype=torch.uint8, device=dev)  # (B, 1, R, R)
                 lms = landmarks.to(dev).expand(batch, 68, 2)  # (B, 68, 2)
-                draws.append(augment(images, masks, lms, cfg.augment, generator, s))
+                draws.append(apply(images, masks, lms, p))
             batches_a, batches_b = draws[: cfg.grad_accum], draws[cfg.grad_accum :]
             if cfg.channels_last and dev.type == "cuda":
                 for b in draws:
