@@ -140,12 +140,20 @@ def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
     out = {k: {"scope": k, "preset": cfg.preset, "batch": cfg.batch, "gan": cfg.loss.gan_weight > 0,
                "compile": cfg.compile, "mode": getattr(s, "compile_mode", None), "device": str(device),
                "round_ms": []} for k, s in scopes.items()}
-    for k, s in scopes.items():  # first steps: compilation
+    for k, s in list(scopes.items()):  # first steps: compilation
         t = time.perf_counter()
-        g_logs = s.step(a, b, 0)[0]
-        sync(device)
+        try:
+            g_logs = s.step(a, b, 0)[0]
+            sync(device)
+        except Exception as e:  # a scope that fails on this device: report it, time the other
+            out[k]["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            print(f"{k}: the first step failed: {out[k]['error']}", file=sys.stderr, flush=True)
+            del scopes[k]
+            continue
         out[k]["first_step_s"] = round(time.perf_counter() - t, 2)
         out[k]["first_loss"] = float(g_logs[0])  # the same weights and faces: the same loss, to rounding
+    if not scopes:
+        raise SystemExit("both scopes failed: " + "; ".join(f"{k}: {r['error']}" for k, r in out.items()))
     peak = {k: 0 for k in scopes}
     gc.collect()
     gc.disable()  # a collection after compiling takes 0.1-0.4 s: not inside a round
@@ -170,6 +178,8 @@ def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
             grew = heap.during(lambda: s.step(a, b, 1 + rounds * steps))
             out[k]["step_heap_mib"] = None if grew is None else round(grew / 2**20, 1)
     for k, row in out.items():
+        if "error" in row:
+            continue
         med = statistics.median(row["round_ms"])
         row["median_ms"] = med
         row["faces_per_s"] = round(2 * cfg.batch / med * 1e3, 1)
@@ -178,7 +188,8 @@ def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
         row["mfu_pct"] = round(100 * flops / med / 1e9 / peak_tflops, 2)
         row["matmul_tflops"], row["matmul"] = round(peak_tflops, 3), peak_what
         row["peak_gib"] = round(peak[k] / 2**30, 2) if device.type == "cuda" else None
-    out["step"]["step_over_phases"] = round(out["phases"]["median_ms"] / out["step"]["median_ms"], 3)
+    if len(scopes) == 2:
+        out["step"]["step_over_phases"] = round(out["phases"]["median_ms"] / out["step"]["median_ms"], 3)
     return [out["phases"], out["step"]]
 
 
@@ -218,11 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| scope | first step s | ms/step per round | faces/s (median round) | TFLOP/s | MFU % | "
           f"{'heap MiB held by a step' if cpu else 'peak GiB'} |\n|---|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['scope']} | failed: {r['error'][:200]} | | | | | |")
+            continue
         mem = r.get("step_heap_mib") if cpu else r["peak_gib"]
         print(f"| {r['scope']} | {r['first_step_s']} | {', '.join(f'{x:.1f}' for x in r['round_ms'])} | "
               f"{r['faces_per_s']:,.1f} | {r['tflops']:.4g} | {r['mfu_pct']:.1f} | {'-' if mem is None else mem} |")
-    print(f"MFU against {ph['matmul']} = {ph['matmul_tflops']} TFLOP/s, measured in this run")
-    print(f"\nstep / phases speed: {st['step_over_phases']:.3f} (median rounds; > 1: the whole step is faster)")
+    ok = ph if "error" not in ph else st
+    print(f"MFU against {ok['matmul']} = {ok['matmul_tflops']} TFLOP/s, measured in this run")
+    if "step_over_phases" in st:
+        print(f"\nstep / phases speed: {st['step_over_phases']:.3f} (median rounds; > 1: the whole step is faster)")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
     return 0

@@ -46,6 +46,7 @@ import resource
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -668,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
             except torch.OutOfMemoryError as e:  # report and carry on with the next case
                 row = {"case": case, "error": f"out of memory: {str(e)[:200]}"}
                 reset_peak(device)
+            except Exception as e:  # a case that fails on this device (a compile error): the others still run
+                traceback.print_exc()
+                first = str(e).splitlines()[0] if str(e) else ""
+                row = {"case": case, "error": f"{type(e).__name__}: {first}"[:300]}
+                reset_peak(device)
             rows.append(row)
             print(json.dumps(row), flush=True)
         check = None
@@ -679,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
                 check = train_check(spec, device, steps, args.train_seconds, fa, fb, Path(tmp) / "train_check")
             except torch.OutOfMemoryError as e:
                 check = {"train_check": spec, "error": f"out of memory: {str(e)[:200]}"}
+            except Exception as e:
+                traceback.print_exc()
+                check = {"train_check": spec, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
             print(json.dumps(check), flush=True)
     print()
     print(f"{info['device']}, torch {info['torch']}, {info['date']}; MFU against {peak_what} = {peak:.2f} TFLOP/s"

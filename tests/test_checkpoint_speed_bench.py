@@ -63,3 +63,28 @@ def test_heap_peak_sees_a_transient_tensor_and_not_a_freed_one():
     grew = heap.during(twice) / 2**20
     assert 64 <= grew < 100, grew  # one at a time: about 64 MiB, not 128
     assert heap.during(lambda: None) / 2**20 < 8
+
+
+def test_compile_scope_reports_a_failing_scope_and_times_the_other(tmp_path, monkeypatch, capsys):
+    """A scope that breaks on the device (the whole step has not yet run on CUDA) must not cost the GPU
+    session the other scope's numbers: its error is reported and the phases are timed."""
+    spec = importlib.util.spec_from_file_location("compile_scope", ROOT / "benchmarks" / "compile_scope.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real_make_step = bench.make_step
+
+    class Broken:
+        def step(self, *args):
+            raise RuntimeError("simulated: this device cannot run the whole step\nsecond line")
+
+    def make_step(cfg, *args):
+        return Broken() if cfg.compile_scope == "step" else real_make_step(cfg, *args)
+
+    monkeypatch.setattr(bench, "make_step", make_step)
+    out = tmp_path / "scope.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    phases, step = json.loads(out.read_text())["rows"]
+    assert step["error"] == "RuntimeError: simulated: this device cannot run the whole step"
+    assert "first_step_s" not in step and "step_over_phases" not in step
+    assert len(phases["round_ms"]) == 2 and phases["faces_per_s"] > 0 and "error" not in phases
+    assert "| step | failed: RuntimeError: simulated" in capsys.readouterr().out

@@ -129,3 +129,27 @@ def test_profile_groups_kernels_by_family():
     assert list(top)[0] == "conv forward" and len(top) == 12  # every family, largest first
     assert top["aten elementwise/reduce"] == {"void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl>": [0.008, 0.4]}
     assert top["conv input grad"] == {"sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc": [0.4, 0.2]}  # not cutlass's 0.1
+
+
+def test_a_failing_case_is_reported_and_the_next_case_still_runs(tmp_path, capsys, monkeypatch):
+    """A GPU session is one call: a case that fails there (a compile error on the device) must not take
+    the cases after it down. Its error is in its row and the table; the run exits 1."""
+    media_path("d6.mp4"), media_path("d14.mp4")
+    bench = load_benchmark()
+    real_run_case = bench.run_case
+
+    def run_case(case, *args, **kwargs):
+        if case.endswith(":step"):
+            raise RuntimeError("simulated compile failure\nwith a long traceback")
+        return real_run_case(case, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_case", run_case)
+    out = tmp_path / "speed.json"
+    code = bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:step,tiny:2:eager", "--train-check", "none",
+                       "--json", str(out)])
+    assert code == 1
+    failed, ran = json.loads(out.read_text())["cases"]
+    assert failed == {"case": "tiny:2:eager:step", "error": "RuntimeError: simulated compile failure"}
+    assert ran["case"] == "tiny:2:eager" and ran["faces_per_s"] > 0 and "error" not in ran
+    captured = capsys.readouterr()
+    assert "simulated compile failure" in captured.out and "Traceback" in captured.err
