@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nstep / phases speed: {st['step_over_phases']:.3f} (median rounds; > 1: the whole step is faster)")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

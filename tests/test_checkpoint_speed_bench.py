@@ -82,7 +82,7 @@ def test_compile_scope_reports_a_failing_scope_and_times_the_other(tmp_path, mon
 
     monkeypatch.setattr(bench, "make_step", make_step)
     out = tmp_path / "scope.json"
-    assert bench.main(["--quick", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--json", str(out)]) == 1  # a failed scope fails the run
     phases, step = json.loads(out.read_text())["rows"]
     assert step["error"] == "RuntimeError: simulated: this device cannot run the whole step"
     assert "first_step_s" not in step and "step_over_phases" not in step
