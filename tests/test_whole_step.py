@@ -111,8 +111,9 @@ def test_clip_grads_equals_clip_grad_norm():
 # The step against the two phases, on real faces.
 
 
-def _pair(cfg, dtype=torch.float32):
-    """The same freshly initialised G and D (and their optimizers) twice: for the phases, and for the whole step."""
+def _pair(cfg, dtype=torch.float32, amp=None):
+    """The same freshly initialised G and D (and their optimizers) twice: for the phases, and for the whole
+    step. `amp`: the autocast dtype both run under (None: off)."""
     torch.manual_seed(0)
     ae = build_autoencoder(cfg.model).to(dtype)
     d = build_discriminator(cfg.discriminator, cfg.model.resolution).to(dtype) if cfg.loss.gan_weight > 0 else None
@@ -121,7 +122,7 @@ def _pair(cfg, dtype=torch.float32):
         ae2, d2 = copy.deepcopy(ae), copy.deepcopy(d)
         opt_g = make_optimizer(cfg, ae2.parameters(), cfg.lr, CPU)
         opt_d = make_optimizer(cfg, d2.parameters(), cfg.d_lr, CPU) if d2 is not None else None
-        out.append(AdversarialStep(cfg, ae2, d2, opt_g, opt_d, CPU, None))
+        out.append(AdversarialStep(cfg, ae2, d2, opt_g, opt_d, CPU, amp))
     return out[0], WholeStep(out[1], None)
 
 
@@ -175,20 +176,20 @@ def test_a_non_finite_loss_skips_both_updates_on_the_device(real_faces):
     assert float(g_skip) == 0 and not all(torch.equal(p, q) for p, q in zip(before, whole.phases.autoencoder.parameters()))
 
 
-def _compiled_matches_eager(cfg, backend: str, steps: int, faces) -> dict:
+def _compiled_matches_eager(cfg, backend: str, steps: int, faces, amp=None, rtol=1e-4, atol=1e-5) -> dict:
     """Run the eager and the compiled whole step side by side from the same weights; return Dynamo's
     counters for the compiled one."""
     from torch._dynamo.utils import counters
 
     a, b = faces
-    _, eager = _pair(cfg)
-    compiled = WholeStep(_pair(cfg)[0], "default", backend=backend)
+    _, eager = _pair(cfg, amp=amp)
+    compiled = WholeStep(_pair(cfg, amp=amp)[0], "default", backend=backend)
     torch._dynamo.reset()
     counters.clear()
     for step in range(steps):
         e = torch.cat([t.view(-1) for t in eager.step(a, b, step)])
         c = torch.cat([t.view(-1) for t in compiled.step(a, b, step)])
-        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5, msg=f"step {step}")
+        torch.testing.assert_close(c, e, rtol=rtol, atol=atol, msg=f"step {step}")
     assert e[0] != eager.step(a, b, steps)[0][0]  # the steps trained: later steps compared trained models
     return {"graphs": counters["stats"]["unique_graphs"], "breaks": dict(counters["graph_break"])}
 
@@ -213,6 +214,16 @@ def test_whole_step_with_r1_and_accumulation_traces_as_one_graph(real_faces):
     cfg = with_gan(tiny(batch=4, grad_accum=2, grad_clip=0.05), r1_gamma=1.0, r1_every=2)
     seen = _compiled_matches_eager(cfg, "aot_eager", 3, (faces_a, faces_b))  # steps: R1, plain, R1
     assert seen == {"graphs": 2, "breaks": {}}
+
+
+def test_whole_step_under_bf16_autocast_traces_as_one_graph(real_faces):
+    """The autocast region inside torch.func.grad, as CUDA training runs the step (bf16), here under the
+    CPU's bf16 autocast: traced by Dynamo and AOTAutograd as one graph with no break (aot_eager), and
+    the losses as the eager whole step's within bf16 tolerance. The CUDA test says the same on a GPU."""
+    faces_a, faces_b = real_faces
+    cfg = with_gan(tiny(batch=4, grad_clip=1.0))
+    seen = _compiled_matches_eager(cfg, "aot_eager", 2, (faces_a[:1], faces_b[:1]), amp=torch.bfloat16, rtol=2e-2, atol=1e-2)
+    assert seen == {"graphs": 1, "breaks": {}}
 
 
 # ----------------------------------------------------------------------------------------------------
