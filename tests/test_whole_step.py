@@ -111,12 +111,14 @@ def test_clip_grads_equals_clip_grad_norm():
 # The step against the two phases, on real faces.
 
 
-def _pair(cfg, dtype=torch.float32, amp=None):
+def _pair(cfg, dtype=torch.float32, amp=None, channels_last=False):
     """The same freshly initialised G and D (and their optimizers) twice: for the phases, and for the whole
-    step. `amp`: the autocast dtype both run under (None: off)."""
+    step. `amp`: the autocast dtype both run under (None: off). `channels_last`: the weights in that
+    layout, as training keeps them on CUDA."""
     torch.manual_seed(0)
-    ae = build_autoencoder(cfg.model).to(dtype)
-    d = build_discriminator(cfg.discriminator, cfg.model.resolution).to(dtype) if cfg.loss.gan_weight > 0 else None
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    ae = build_autoencoder(cfg.model).to(dtype, memory_format=fmt)
+    d = build_discriminator(cfg.discriminator, cfg.model.resolution).to(dtype, memory_format=fmt) if cfg.loss.gan_weight > 0 else None
     out = []
     for _ in range(2):
         ae2, d2 = copy.deepcopy(ae), copy.deepcopy(d)
@@ -126,11 +128,12 @@ def _pair(cfg, dtype=torch.float32, amp=None):
     return out[0], WholeStep(out[1], None)
 
 
-@pytest.mark.parametrize("setting", ["plain", "r1+clip+accum+adamw", "batchnorm"])
+@pytest.mark.parametrize("setting", ["plain", "r1+clip+accum+adamw", "batchnorm", "channels_last"])
 def test_whole_step_equals_the_two_phases_on_real_faces(real_faces, setting):
     """Three steps in float64: the logged losses, the weights and Adam's moments agree to rounding (rel 1e-8,
     far below float32's 1.2e-7: the same arithmetic, summed in another order at most).
-    R1 (every 2nd step) is a nested vjp here and autograd's double backward there."""
+    R1 (every 2nd step) is a nested vjp here and autograd's double backward there. channels_last: the
+    weights and inputs in the layout CUDA training uses, which the in-place updates must keep."""
     faces_a, faces_b = real_faces
     cfg = with_gan(tiny(batch=4))
     if setting == "r1+clip+accum+adamw":
@@ -141,7 +144,11 @@ def test_whole_step_equals_the_two_phases_on_real_faces(real_faces, setting):
                                   discriminator=dataclasses.replace(cfg.discriminator, norm="batch"))
     accum = cfg.grad_accum
     a, b = _as(faces_a[:accum], torch.float64), _as(faces_b[:accum], torch.float64)
-    phases, whole = _pair(cfg, torch.float64)
+    last = setting == "channels_last"
+    if last:
+        for x in a + b:
+            x.inputs = x.inputs.contiguous(memory_format=torch.channels_last)
+    phases, whole = _pair(cfg, torch.float64, channels_last=last)
     for step in range(3):
         want = phases.step(a, b, step)
         got = whole.step(a, b, step)
@@ -152,6 +159,10 @@ def test_whole_step_equals_the_two_phases_on_real_faces(real_faces, setting):
     assert moved > 1e-4  # three steps trained the weights, so the comparison below compares trained models
     for p, q in zip(nets(phases), nets(whole.phases)):
         torch.testing.assert_close(q, p, rtol=1e-8, atol=1e-11)
+        assert q.stride() == p.stride()  # updated in place, in the layout it had
+    if last:
+        convs = [q for q in nets(whole.phases) if q.dim() == 4 and q.shape[1] > 1 and q.shape[2] > 1]
+        assert convs and all(q.is_contiguous(memory_format=torch.channels_last) for q in convs)
     bufs = lambda s: list(s.autoencoder.buffers()) + list(s.discriminator.buffers())  # noqa: E731
     assert (len(bufs(phases)) > 0) == (setting == "batchnorm")
     for p, q in zip(bufs(phases), bufs(whole.phases)):
