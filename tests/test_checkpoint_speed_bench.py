@@ -40,7 +40,7 @@ def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
     assert step["step_over_phases"] == round(phases["median_ms"] / step["median_ms"], 3)
     assert step["gflop_per_step"] == phases["gflop_per_step"]  # one count: the same arithmetic
     assert step["first_loss"] == pytest.approx(phases["first_loss"], rel=1e-5) and phases["first_loss"] > 0
-    # The CPU's memory column: what one step held above its start (the eager whole step keeps more).
+    # The CPU's memory column: what one more step held above what was in use when it began.
     assert phases["step_heap_mib"] > 0 and step["step_heap_mib"] > 0
 
 
