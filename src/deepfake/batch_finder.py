@@ -82,7 +82,7 @@ def find_train_batch(cfg, start: int) -> int:
     """
     from deepfake import distributed as dist
     from deepfake.augment import no_augment
-    from deepfake.faces.align import CANONICAL_68
+    from deepfake.faces.align import canonical_points
     from deepfake.models import build_autoencoder, build_discriminator
     from deepfake.train import make_optimizer, make_step, resolve_amp, resolve_device
 
@@ -92,7 +92,7 @@ def find_train_batch(cfg, start: int) -> int:
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     r = cfg.model.resolution
-    landmarks = torch.as_tensor((0.5 + 0.75 * CANONICAL_68) * r, dtype=torch.float32)  # (68, 2) px
+    landmarks = torch.as_tensor(canonical_points(r, 0.75), dtype=torch.float32)  # (68, 2) px
 
     def probe(batch: int) -> None:
         autoencoder = build_autoencoder(cfg.model).to(device)

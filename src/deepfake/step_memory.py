@@ -28,7 +28,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from deepfake.augment import apply, step_params
 from deepfake.config import TrainConfig
 from deepfake.errors import DeepfakeError
-from deepfake.faces.align import CANONICAL_68
+from deepfake.faces.align import canonical_points
 from deepfake.memory import ACTIVATIONS, MemoryTracker, tensor_bytes
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.train import make_optimizer, make_step, resolve_device
@@ -99,7 +99,7 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
         stepper = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, dev, amp_dtype)
         nets = [autoencoder] + ([discriminator] if discriminator is not None else [])
         params = [p for net in nets for p in net.parameters()]
-        landmarks = torch.as_tensor((0.5 + 0.75 * CANONICAL_68) * r, dtype=torch.float32)  # (68, 2) px
+        landmarks = torch.as_tensor(canonical_points(r, 0.75), dtype=torch.float32)  # (68, 2) px
 
         def run_step(s: int) -> None:
             draws = []
