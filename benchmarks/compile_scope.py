@@ -42,7 +42,7 @@ from deepfake.models import build_autoencoder, build_discriminator, preset_confi
 from deepfake.train import configure_cuda, make_optimizer, make_step, resolve_amp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import count_flops, matmul_peak, sync  # noqa: E402  (the same FLOP count and MFU denominator)
+from train_speed import count_flops, failure, matmul_peak, sync  # noqa: E402  (the same FLOP count and MFU denominator)
 
 
 def build(cfg, device: torch.device):
@@ -146,7 +146,7 @@ def measure(cfg, device: torch.device, rounds: int, steps: int) -> list[dict]:
             g_logs = s.step(a, b, 0)[0]
             sync(device)
         except Exception as e:  # a scope that fails on this device: report it, time the other
-            out[k]["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            out[k]["error"] = failure(e)
             print(f"{k}: the first step failed: {out[k]['error']}", file=sys.stderr, flush=True)
             del scopes[k]
             continue

@@ -616,6 +616,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def failure(e: Exception) -> str:
+    """One line for a case that failed (its row and the table); the traceback, but for out of memory,
+    goes to stderr, which the GPU session's log keeps."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return f"out of memory: {str(e)[:200]}"
+    traceback.print_exc()
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {first}"[:300]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step] (GPU default {GPU_CASES})")
@@ -666,13 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             try:
                 row = run_case(case, device, args, fa, fb, peak, refs)
-            except torch.OutOfMemoryError as e:  # report and carry on with the next case
-                row = {"case": case, "error": f"out of memory: {str(e)[:200]}"}
-                reset_peak(device)
-            except Exception as e:  # a case that fails on this device (a compile error): the others still run
-                traceback.print_exc()
-                first = str(e).splitlines()[0] if str(e) else ""
-                row = {"case": case, "error": f"{type(e).__name__}: {first}"[:300]}
+            except Exception as e:  # out of memory, or a compile error on this device: report, run the next case
+                row = {"case": case, "error": failure(e)}
                 reset_peak(device)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -683,11 +688,8 @@ def main(argv: list[str] | None = None) -> int:
             steps = args.train_steps or (24 if args.quick else 400)
             try:
                 check = train_check(spec, device, steps, args.train_seconds, fa, fb, Path(tmp) / "train_check")
-            except torch.OutOfMemoryError as e:
-                check = {"train_check": spec, "error": f"out of memory: {str(e)[:200]}"}
             except Exception as e:
-                traceback.print_exc()
-                check = {"train_check": spec, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+                check = {"train_check": spec, "error": failure(e)}
             print(json.dumps(check), flush=True)
     print()
     print(f"{info['device']}, torch {info['torch']}, {info['date']}; MFU against {peak_what} = {peak:.2f} TFLOP/s"
