@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from deepfake.augment import no_augment
-from deepfake.faces.align import canonical_points
+from deepfake.data import stand_in_faces
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.train import configure_cuda, make_optimizer, make_step, resolve_amp
 
@@ -69,11 +69,7 @@ def build(cfg, device: torch.device):
 def faces(cfg, device: torch.device, seed: int = 1):
     """One fixed micro-batch per identity (B, 3, R, R) uint8 -> un-augmented, as draw_step hands it over."""
     gen = torch.Generator().manual_seed(seed)
-    r, b = cfg.model.resolution, cfg.batch
-    images = (torch.rand(2 * b, 3, r, r, generator=gen) * 255).to(torch.uint8).to(device)
-    masks = torch.full((2 * b, 1, r, r), 255, dtype=torch.uint8, device=device)
-    landmarks = torch.as_tensor(canonical_points(r, 0.75), dtype=torch.float32).to(device).expand(2 * b, 68, 2)
-    sides = [no_augment(images[i * b:(i + 1) * b], masks[i * b:(i + 1) * b], landmarks[i * b:(i + 1) * b]) for i in (0, 1)]
+    sides = [no_augment(*stand_in_faces(cfg.batch, cfg.model.resolution, device, gen)) for _ in (0, 1)]
     if cfg.channels_last and device.type == "cuda":
         for s in sides:
             s.inputs = s.inputs.contiguous(memory_format=torch.channels_last)

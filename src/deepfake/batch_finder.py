@@ -82,7 +82,7 @@ def find_train_batch(cfg, start: int) -> int:
     """
     from deepfake import distributed as dist
     from deepfake.augment import no_augment
-    from deepfake.faces.align import canonical_points
+    from deepfake.data import stand_in_faces
     from deepfake.models import build_autoencoder, build_discriminator
     from deepfake.train import make_optimizer, make_step, resolve_amp, resolve_device
 
@@ -92,7 +92,6 @@ def find_train_batch(cfg, start: int) -> int:
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     r = cfg.model.resolution
-    landmarks = torch.as_tensor(canonical_points(r, 0.75), dtype=torch.float32)  # (68, 2) px
 
     def probe(batch: int) -> None:
         autoencoder = build_autoencoder(cfg.model).to(device)
@@ -101,9 +100,7 @@ def find_train_batch(cfg, start: int) -> int:
         opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
         opt_d = make_optimizer(cfg, disc.parameters(), cfg.d_lr, device) if disc is not None else None
         stepper = make_step(cfg, autoencoder, disc, opt_g, opt_d, device, amp)
-        images = torch.randint(0, 256, (batch, 3, r, r), dtype=torch.uint8, device=device)  # (B, 3, R, R)
-        masks = torch.full((batch, 1, r, r), 255, dtype=torch.uint8, device=device)  # (B, 1, R, R)
-        faces = [no_augment(images, masks, landmarks.to(device).expand(batch, 68, 2))]
+        faces = [no_augment(*stand_in_faces(batch, r, device))]
         stepper.step(faces, faces, 0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # an asynchronous OOM must surface inside the probe

@@ -27,8 +27,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from deepfake.augment import apply, step_params
 from deepfake.config import TrainConfig
+from deepfake.data import stand_in_faces
 from deepfake.errors import DeepfakeError
-from deepfake.faces.align import canonical_points
 from deepfake.memory import ACTIVATIONS, MemoryTracker, tensor_bytes
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.train import make_optimizer, make_step, resolve_device
@@ -99,15 +99,11 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
         stepper = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, dev, amp_dtype)
         nets = [autoencoder] + ([discriminator] if discriminator is not None else [])
         params = [p for net in nets for p in net.parameters()]
-        landmarks = torch.as_tensor(canonical_points(r, 0.75), dtype=torch.float32)  # (68, 2) px
 
         def run_step(s: int) -> None:
             draws = []
             for p in aug_params[s]:
-                images = torch.randint(0, 256, (batch, 3, r, r), dtype=torch.uint8, device=dev)  # (B, 3, R, R)
-                masks = torch.full((batch, 1, r, r), 255, dtype=torch.uint8, device=dev)  # (B, 1, R, R)
-                lms = landmarks.to(dev).expand(batch, 68, 2)  # (B, 68, 2)
-                draws.append(apply(images, masks, lms, p))
+                draws.append(apply(*stand_in_faces(batch, r, dev), p))
             batches_a, batches_b = draws[: cfg.grad_accum], draws[cfg.grad_accum :]
             if cfg.channels_last and dev.type == "cuda":
                 for b in draws:
