@@ -24,12 +24,17 @@ def test_quick_mode_reports_both_ways_of_saving(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.json"]  # the model folders are gone
 
 
-def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
-    """benchmarks/compile_scope.py runs the phases and the whole step side by side (eager in --quick) and
-    reports both, from the same weights: their first steps' logged losses agree."""
+def _load_compile_scope():
     spec = importlib.util.spec_from_file_location("compile_scope", ROOT / "benchmarks" / "compile_scope.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
+    """benchmarks/compile_scope.py runs the phases and the whole step side by side (eager in --quick) and
+    reports both, from the same weights: their first steps' logged losses agree."""
+    bench = _load_compile_scope()
     out = tmp_path / "scope.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
     phases, step = json.loads(out.read_text())["rows"]
@@ -46,9 +51,7 @@ def test_compile_scope_quick_mode_times_both_scopes_in_turns(tmp_path):
 
 def test_heap_peak_sees_a_transient_tensor_and_not_a_freed_one():
     """compile_scope.py's CPU memory column: the peak above the start, not the sum of allocations."""
-    spec = importlib.util.spec_from_file_location("compile_scope", ROOT / "benchmarks" / "compile_scope.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_compile_scope()
     heap = bench.HeapPeak()
     if heap._mallinfo2 is None:
         pytest.skip("this C library has no mallinfo2 (glibc >= 2.33)")
@@ -68,9 +71,7 @@ def test_heap_peak_sees_a_transient_tensor_and_not_a_freed_one():
 def test_compile_scope_reports_a_failing_scope_and_times_the_other(tmp_path, monkeypatch, capsys):
     """A scope that breaks on the device (the whole step has not yet run on CUDA) must not cost the GPU
     session the other scope's numbers: its error is reported and the phases are timed."""
-    spec = importlib.util.spec_from_file_location("compile_scope", ROOT / "benchmarks" / "compile_scope.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_compile_scope()
     real_make_step = bench.make_step
 
     class Broken:
