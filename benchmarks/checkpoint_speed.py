@@ -36,8 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from deepfake.checkpoint import Snapshot, save_snapshot  # noqa: E402
-from deepfake.checkpoint_writer import SnapshotWriter  # noqa: E402
+from deepfake.train.checkpoint import Snapshot, save_snapshot  # noqa: E402
+from deepfake.train.checkpoint_writer import SnapshotWriter  # noqa: E402
 from deepfake.models import build_autoencoder, build_discriminator, preset_config  # noqa: E402
 from deepfake.train import make_optimizer, resolve_device  # noqa: E402
 

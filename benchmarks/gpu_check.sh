@@ -84,7 +84,7 @@ part() {  # part ID SECONDS TITLE COMMAND...: run COMMAND under a limit if the b
 part memory 60 "memory: estimate vs CUDA" $PY -c "MEM = [$MEM]; DEV = '$MEM_DEV'"'
 from dataclasses import replace
 from deepfake.models import preset_config
-from deepfake.step_memory import measure_train_step
+from deepfake.train.memory import measure_train_step
 for name, batch in MEM:
     cfg = preset_config(name)
     for ckpt in (False, True):

@@ -6,7 +6,7 @@ activation checkpointing off and on, and which cards it fits.
     python benchmarks/train_memory.py --quick                          # CI smoke test: tiny preset
     python benchmarks/train_memory.py --real --presets df128 --batches 4   # real steps, to cross-check
 
-Each case is deepfake.step_memory.measure_train_step: the real training step (build_autoencoder, the
+Each case is deepfake.train.memory.measure_train_step: the real training step (build_autoencoder, the
 discriminator when the preset's gan_weight > 0 or --gan, fused Adam, AdversarialStep, augmentation), its
 second step measured (Adam's state exists), under FakeTensorMode by default: no compute, so any size runs
 in seconds on a CPU, and the counted bytes are those of a real step (--real runs real steps and prints
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from deepfake.memory import gib
+from deepfake.train.memory_tracker import gib
 from deepfake.models import preset_config
-from deepfake.step_memory import measure_train_step
+from deepfake.train.memory import measure_train_step
 
 PRESETS = "original64,df128,df256,liae256"
 BATCHES = "8,16,32,64"

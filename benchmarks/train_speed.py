@@ -55,12 +55,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake.augment import augment_kernel
+from deepfake.train.augment import augment_kernel
 from deepfake.config import ModelConfig, TrainConfig
-from deepfake.data_stream import DataStream
+from deepfake.train.data_stream import DataStream
 from deepfake.faceset import FaceRecord, new_header, write_manifest
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
-from deepfake.step_timer import StepTimer, elapsed_ms, mark
+from deepfake.train.step_timer import StepTimer, elapsed_ms, mark
 from deepfake.train import (TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, make_step,
                             resolve_amp)
 

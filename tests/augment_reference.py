@@ -1,4 +1,4 @@
-"""An independent NumPy (float64) reference for `deepfake.augment.apply`.
+"""An independent NumPy (float64) reference for `deepfake.train.augment.apply`.
 
 Written from the definitions, without torch: nothing here calls affine_grid, grid_sample or
 interpolate, so a test comparing `apply` (on CPU, or CUDA where there is one) with this module checks

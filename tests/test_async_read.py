@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from deepfake.async_read import AsyncRead
+from deepfake.train.async_read import AsyncRead
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 

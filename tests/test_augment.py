@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from deepfake.augment import apply, augment, no_augment, sample_params, upsample_bicubic
+from deepfake.train.augment import apply, augment, no_augment, sample_params
 from deepfake.config import AugmentConfig
 
 
@@ -107,17 +107,6 @@ def test_device_matches_cpu_reference():
     torch.testing.assert_close(gpu.inputs.cpu(), cpu.inputs, atol=2e-3, rtol=0)
     torch.testing.assert_close(gpu.target.cpu(), cpu.target, atol=2e-3, rtol=0)
     torch.testing.assert_close(gpu.landmarks.cpu(), cpu.landmarks, atol=1e-3, rtol=0)
-
-
-@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-@pytest.mark.parametrize("grid,size", [(5, 64), (5, 256), (3, 17), (7, 128), (2, 64)])
-def test_warp_upsampling_equals_torch_bicubic(device, grid, size):
-    """The warp grid's separable upsampling is F.interpolate's bicubic (align_corners, clamped edges) in
-    another form: the same values to float rounding, in float32 arithmetic even where TF32 is on."""
-    g = torch.Generator().manual_seed(grid * size)
-    x = (torch.randn(3, 2, grid, grid, generator=g) * 0.05).to(device)
-    expect = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=True)
-    torch.testing.assert_close(upsample_bicubic(x, size), expect, atol=1e-6, rtol=0)
 
 
 def test_parameters_follow_the_config_ranges_and_the_drawn_numbers():

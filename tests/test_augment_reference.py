@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from augment_reference import affine_source, augment_reference
-from deepfake.augment import Augmented, apply, sample_params
+from deepfake.train.augment import Augmented, apply, sample_params
 from deepfake.config import AugmentConfig
 
 B, R = 6, 64
@@ -121,7 +121,7 @@ def test_the_comparison_catches_small_mistakes(one_torch_thread):
 @pytest.mark.parametrize("device", DEVICES)
 def test_real_faces_match_the_reference(faceset_a, tmp_path_factory, device, one_torch_thread):
     """Aligned faces, hull masks and landmarks of a real person (d6.mp4), default augmentation."""
-    from deepfake.data import FaceCache
+    from deepfake.faceset.cache import FaceCache
 
     cache = FaceCache.from_faceset(faceset_a, R, cache_dir=tmp_path_factory.mktemp("augref-cache"), progress=False)
     assert len(cache) >= B

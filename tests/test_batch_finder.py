@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfake import batch_finder
-from deepfake.batch_finder import find_batch_size, is_out_of_memory
+from deepfake.train.batch_finder import find_batch_size, is_out_of_memory
 from deepfake.config import ModelConfig
 from deepfake.errors import DeepfakeError
 from deepfake.models import build_autoencoder

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake.checkpoint import (
+from deepfake.train.checkpoint import (
     Snapshot,
     flatten_optimizer,
     latest_snapshot,
@@ -167,7 +167,7 @@ def test_loading_never_unpickles(tmp_path):
 SAVER = textwrap.dedent(
     """
     import sys, torch
-    from deepfake.checkpoint import Snapshot, save_snapshot, write_config
+    from deepfake.train.checkpoint import Snapshot, save_snapshot, write_config
     from deepfake.models import build_autoencoder, preset_config
     out = sys.argv[1]
     cfg = preset_config("tiny")

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-import deepfake.checkpoint_writer as writer_module
+import deepfake.train.checkpoint_writer as writer_module
 import deepfake.train as train_module
-from deepfake.checkpoint import latest_snapshot, list_snapshots, save_snapshot
-from deepfake.checkpoint_writer import SnapshotWriter
+from deepfake.train.checkpoint import latest_snapshot, list_snapshots, save_snapshot
+from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.models import preset_config
 from test_checkpoint import tiny_snapshot
 
@@ -149,7 +149,7 @@ def test_reused_host_buffers_do_not_leak_one_save_into_another(tmp_path):
                 p.mul_(-2.0)
         snap.step = 2
         saver.submit(snap)
-    from deepfake.checkpoint import load_snapshot
+    from deepfake.train.checkpoint import load_snapshot
 
     one, two = (load_snapshot(p) for p in list_snapshots(tmp_path))
     assert (one.step, two.step) == (1, 2)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from deepfake.augment import no_augment
+from deepfake.train.augment import no_augment
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake.train import AdversarialStep, make_optimizer
 
@@ -81,7 +81,7 @@ def test_compiled_loss_gradient_matches_eager(device):
     error 1.0) for an in-place add inside the blur; this runs on the device image's torch too."""
     from deepfake.config import LossConfig
     from deepfake.faces.align import canonical_points
-    from deepfake.losses import reconstruction_loss
+    from deepfake.train.losses import reconstruction_loss
 
     problem = compiler_problem()
     if problem:
@@ -109,7 +109,7 @@ def test_compiled_loss_gradient_matches_eager(device):
 
 def test_compiled_augmentation_matches_eager():
     """Training compiles the augmentation's pixel work too (augment_kernel): same faces as eager."""
-    from deepfake.augment import apply, augment_kernel, sample_params
+    from deepfake.train.augment import apply, augment_kernel, sample_params
     from deepfake.config import AugmentConfig
 
     problem = compiler_problem()

@@ -16,7 +16,7 @@ import torch
 
 from conftest import media_path
 from deepfake import data
-from deepfake.data import FaceCache, Sampler
+from deepfake.faceset.cache import FaceCache, Sampler
 from deepfake.faceset import FaceRecord, new_header, read_faceset, write_manifest
 
 

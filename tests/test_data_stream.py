@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from deepfake.data_stream import DataStream
+from deepfake.train.data_stream import DataStream
 from deepfake.models import preset_config
 from deepfake.train import _draw, draw_step, load_side
 from test_data_cache import build_faceset

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from deepfake.checkpoint import load_model_dir
+from deepfake.train.checkpoint import load_model_dir
 from deepfake.cli import main as cli_main
-from deepfake.discriminator_train import REPORT, roc_auc, train_discriminator
+from deepfake.train.discriminator import REPORT, roc_auc, train_discriminator
 from deepfake.models import preset_config
 from deepfake.train import train
 

@@ -302,7 +302,7 @@ def test_a_resumed_ddp_run_is_bitwise_the_uninterrupted_one(facesets, tmp_path):
     for rank in range(2):
         for name, w in straight[rank].items():
             assert torch.equal(w, resumed[rank][name]), f"rank {rank}: {name} differs after resume"
-    from deepfake.checkpoint import latest_snapshot
+    from deepfake.train.checkpoint import latest_snapshot
 
     saved = latest_snapshot(tmp_path / "resumed").rng["aug_gen_ranks"]
     assert saved.shape[0] == 2 and not torch.equal(saved[0], saved[1])  # two ranks, two streams
@@ -333,7 +333,7 @@ def test_ranks_agree_to_stop_when_one_runs_out_of_time(facesets, tmp_path):
     ends = [json.loads((tmp_path / f"budget_rank{r}.json").read_text()) for r in range(2)]
     assert ends[0] == ends[1], ends
     assert 0 < ends[0]["step"] < 10**6 and ends[0]["step"] % 2 == 0 and not ends[0]["interrupted"]
-    from deepfake.checkpoint import latest_snapshot
+    from deepfake.train.checkpoint import latest_snapshot
 
     assert latest_snapshot(tmp_path / "m").step == ends[0]["step"]
 
@@ -344,7 +344,7 @@ def _compiled_whole_step_main(rank: int, world: int, port: int, out: str) -> Non
     weights, on this rank's own faces."""
     from torch._dynamo.utils import counters
 
-    from deepfake.augment import no_augment
+    from deepfake.train.augment import no_augment
     from deepfake.models import build_discriminator
     from deepfake.train import AdversarialStep, make_optimizer
     from deepfake.whole_step import WholeStep

@@ -11,7 +11,7 @@ import pytest
 from deepfake.cli import main
 from deepfake.faces.quality import blur_score
 from deepfake.faceset import read_faceset, write_manifest
-from deepfake.faceset_tools import REMOVED, CleanThresholds, clean_faceset, faceset_info
+from deepfake.faceset.tools import REMOVED, CleanThresholds, clean_faceset, faceset_info
 
 
 def _mixed_faceset(faceset_a, faceset_b, dst, n_b=6):

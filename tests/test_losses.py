@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from deepfake.config import LossConfig
 from deepfake.faces.align import canonical_points
-from deepfake.losses import (
+from deepfake.train.losses import (
     d_accuracy,
     dssim,
     dssim_kernels,
@@ -141,7 +141,7 @@ def smooth_faces(b=2, r=256, seed=0):
 def test_ssim_matches_a_float64_reference_even_under_autocast(device):
     """On the CPU and on a GPU (where cuDNN would run a float32 convolution in TF32), inside bf16
     autocast: SSIM of near-identical faces within 1e-3 of float64 everywhere, DSSIM within 1e-4 relative."""
-    from deepfake.losses import ssim_map
+    from deepfake.train.losses import ssim_map
 
     target = smooth_faces()
     pred = (target + 0.02 * torch.randn(target.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
@@ -159,7 +159,7 @@ def test_ssim_matches_a_float64_reference_even_under_autocast(device):
 
 
 def test_separable_blur_gradient():
-    from deepfake.losses import _gaussian_weights, _SeparableBlur
+    from deepfake.train.losses import _gaussian_weights, _SeparableBlur
 
     w = _gaussian_weights(5, 1.0)
     assert sum(w) == pytest.approx(1) and w == w[::-1]

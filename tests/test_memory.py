@@ -15,9 +15,9 @@ import torch
 
 from conftest import ROOT
 from deepfake.errors import DeepfakeError
-from deepfake.memory import ACTIVATIONS, MemoryTracker, tensor_bytes
+from deepfake.train.memory_tracker import ACTIVATIONS, MemoryTracker, tensor_bytes
 from deepfake.models import build_autoencoder, preset_config
-from deepfake.step_memory import measure_train_step
+from deepfake.train.memory import measure_train_step
 
 MIB = 2**20
 

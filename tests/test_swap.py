@@ -17,7 +17,7 @@ from deepfake.cli import main
 from deepfake.config import SwapConfig
 from deepfake.io.video import VideoReader
 from deepfake.io.video_writer import VideoWriter
-from deepfake.provenance import read_provenance
+from deepfake.io.provenance import read_provenance
 from deepfake.swap.masks import build_mask
 from deepfake.swap.paste import face_roi, warp_to_frame
 from deepfake.swap.pipeline import Swapper, analyzer_config
@@ -89,7 +89,7 @@ def model_dir(tmp_path_factory, identities):
     and B = d14 recorded as its identities, as `deepfake train` writes them."""
     from safetensors.torch import save_file
 
-    from deepfake.checkpoint import write_config
+    from deepfake.train.checkpoint import write_config
     from deepfake.models import build_autoencoder
     from deepfake.models.presets import preset_config
 

@@ -9,7 +9,7 @@ import pytest
 
 from deepfake.config import SweepConfig, TrainConfig
 from deepfake.errors import DeepfakeError
-from deepfake.sweep import expand_grid, load_state, parse_grid, resolve_key, run_sweep
+from deepfake.evaluate.sweep import expand_grid, load_state, parse_grid, resolve_key, run_sweep
 
 
 def test_parse_inline_grid_keeps_types():
@@ -63,7 +63,7 @@ def test_expand_grid_puts_baseline_first_and_dedupes_it():
 def test_stage_counts_carry_their_widths_so_every_variant_builds():
     from deepfake.models import build_autoencoder
     from deepfake.models.presets import preset_config
-    from deepfake.sweep import apply_overrides
+    from deepfake.evaluate.sweep import apply_overrides
 
     base = preset_config("tiny")
     grid = {"encoder_stages": [base.model.encoder_stages - 1, base.model.encoder_stages + 1],
@@ -201,7 +201,7 @@ def test_minutes_budget_probes_speed_then_fills_the_budget(monkeypatch, tmp_path
     from types import SimpleNamespace
 
     import deepfake.train
-    from deepfake.sweep import PROBE_STEPS, _default_train
+    from deepfake.evaluate.sweep import PROBE_STEPS, _default_train
 
     calls = []
 

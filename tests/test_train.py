@@ -16,10 +16,10 @@ import cv2
 import pytest
 import torch
 
-from deepfake.augment import no_augment
-from deepfake.checkpoint import latest_snapshot, load_model_dir
+from deepfake.train.augment import no_augment
+from deepfake.train.checkpoint import latest_snapshot, load_model_dir
 from deepfake.cli import main as cli_main
-from deepfake.data import FaceCache
+from deepfake.faceset.cache import FaceCache
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 from deepfake import augment as augment_module
 from deepfake import train as train_module
@@ -394,7 +394,7 @@ def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
     bf16, fp32 = size(*m.group(1, 2)), size(*m.group(3, 4))
     ckpt = size(*re.search(r"checkpoint_decoder=true: ([\d.]+) (GiB|MiB)", printed).group(1, 2))
     assert 0 < bf16 < fp32 and 0 < ckpt <= bf16
-    from deepfake.checkpoint import read_config
+    from deepfake.train.checkpoint import read_config
 
     cfg = read_config(out)
     assert (cfg.steps, cfg.model.arch, cfg.model.latent_dims, cfg.augment.flip, cfg.loss.gan_weight) == (7, "liae", 32, False, 0.5)

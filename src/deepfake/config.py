@@ -64,11 +64,6 @@ class ModelConfig:
     residual_blocks: bool = False
     learned_mask: bool = True
     checkpoint_decoder: bool = False  # activation checkpointing in the decoder (saves memory)
-    # How the decoder runs its two 5x5 heads (the same weights and result either way, so it may change
-    # on a resume): direct (one convolution of the stacked weights) | shift_add (where the model is
-    # compiled on CUDA, one matrix product to 25x the outputs, then 25 shifted sums; eager and the CPU
-    # stay direct; the df128, df256 and liae256 presets' choice).
-    head_conv: str = "direct"
 
 
 @dataclass
@@ -147,13 +142,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
-    compile: bool = False  # torch.compile the step, as compile_scope divides it (compile time is reported)
+    compile: bool = False  # torch.compile G's and D's forward-and-loss, one graph each (compile time is reported)
     compile_mode: str = "auto"  # auto (CUDA graphs for small models on CUDA) | default | reduce-overhead | max-autotune
-    # phases: G's and D's forward and losses compiled one graph each, backward and fused Adam outside;
-    # step: the whole G+D step, gradients (torch.func) and both Adam updates included, one function and,
-    # under `compile`, one graph (DDP by collectives inside it; not with checkpoint_decoder, nor R1 with a
-    # batch-norm discriminator).
-    compile_scope: str = "phases"
     val_faces: int = 64  # per identity, at most: the fixed validation set
     preview_faces: int = 6  # columns of the preview grid
     overfit_patience: int = 3  # validations in a row with val up and train down before warning
@@ -210,7 +200,7 @@ class SweepConfig:
     base: str = "tiny"  # preset name, or a JSON config file the variants start from
     steps: int = 200  # training budget per variant (ignored when minutes > 0)
     minutes: float = 0.0  # wall-clock budget per variant; 0 = use steps
-    rank_by: str = "ssim"  # metric the results table is sorted by (see deepfake.sweep.RANK_METRICS)
+    rank_by: str = "ssim"  # metric the results table is sorted by (see deepfake.evaluate.sweep.RANK_METRICS)
     seed: int = 0  # same seed and data split for every variant
     device: str = "auto"
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -173,7 +173,7 @@ def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
 
 def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> None:
     from deepfake.io.video import VideoReader
-    from deepfake.provenance import make_record, save_labelled_image
+    from deepfake.io.provenance import make_record, save_labelled_image
     from deepfake.swap.preview import sheet
 
     with VideoReader(after) as r:

@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from deepfake.checkpoint import read_config
-    from deepfake.discriminator_train import train_discriminator
+    from deepfake.train.checkpoint import read_config
+    from deepfake.train.discriminator import train_discriminator
 
     cfg = None
     if args.kind:

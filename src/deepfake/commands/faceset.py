@@ -1,10 +1,10 @@
-"""`deepfake faceset info|clean FACESET`: parse arguments, call deepfake.faceset_tools."""
+"""`deepfake faceset info|clean FACESET`: parse arguments, call deepfake.faceset.tools."""
 
 from __future__ import annotations
 
 import argparse
 
-from deepfake.faceset_tools import CleanThresholds
+from deepfake.faceset.tools import CleanThresholds
 
 
 def _none_or_float(text: str) -> float | None:
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake import faceset_tools
+    from deepfake.faceset import tools as faceset_tools
 
     if args.action == "info":
         info = faceset_tools.faceset_info(args.faceset, args.output, args.sheet_faces)

@@ -69,7 +69,7 @@ def _parse_value(text: str):
 
 def resolve_config(args: argparse.Namespace):
     """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
-    from deepfake.checkpoint import read_config
+    from deepfake.train.checkpoint import read_config
     from deepfake.config import TrainConfig, load_json, replace_path
     from deepfake.models import preset_config
 
@@ -102,7 +102,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.checkpoint import write_config
+    from deepfake.train.checkpoint import write_config
     from deepfake.config import to_dict
     from deepfake.models.autoencoder import validate
     from deepfake.whole_step import check_scope
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
         print(f"saved {Path(args.out) / 'config.json'} (dry run: nothing trained)")
-        from deepfake.step_memory import estimate
+        from deepfake.train.memory import estimate
 
         try:
             print(estimate(cfg))
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 def _auto_batch(cfg, start: int):
     from dataclasses import replace
 
-    from deepfake.batch_finder import find_train_batch
+    from deepfake.train.batch_finder import find_train_batch
     from deepfake.train import resolve_device
 
     if resolve_device(cfg.device).type == "cpu":

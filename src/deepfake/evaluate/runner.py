@@ -279,7 +279,7 @@ def evaluate_model(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Measure a model on held-out faces and write metrics.json and report.md. Returns the metrics."""
-    from deepfake.checkpoint import load_model_dir
+    from deepfake.train.checkpoint import load_model_dir
 
     cfg = cfg or EvaluateConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)

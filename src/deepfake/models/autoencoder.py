@@ -21,11 +21,6 @@ from deepfake.errors import DeepfakeError
 from deepfake.models.blocks import ConvBlock, ResBlock, Upscale
 
 SIDES = ("a", "b")
-HEAD_CONVS = ("direct", "shift_add")
-# Where head_conv=shift_add takes effect (when compiled): CUDA, where cuDNN's 5x5 convolution with 4
-# outputs is slow. On the CPU the direct convolution is faster (a compiled tiny step on 2 cores: 203 faces/s
-# direct, 150 shift-add; benchmarks/RESULTS.md).
-SHIFT_ADD_DEVICES = ("cuda",)
 
 
 def bottleneck_res(cfg: ModelConfig) -> int:
@@ -40,8 +35,6 @@ def validate(cfg: ModelConfig) -> None:
         raise DeepfakeError(f"model.resolution {r}: must be a multiple of 16 between 64 and 512")
     if cfg.arch not in ("df", "liae"):
         raise DeepfakeError(f"model.arch '{cfg.arch}': choose df or liae")
-    if cfg.head_conv not in HEAD_CONVS:
-        raise DeepfakeError(f"model.head_conv '{cfg.head_conv}': choose {' or '.join(HEAD_CONVS)}")
     if len(cfg.encoder_channels) != cfg.encoder_stages:
         raise DeepfakeError(f"model.encoder_channels has {len(cfg.encoder_channels)} entries for {cfg.encoder_stages} stages")
     if len(cfg.decoder_channels) != cfg.decoder_stages:
@@ -106,7 +99,6 @@ class Decoder(nn.Module):
         # The mask gets its own head so its gradient does not fight the colour channels for capacity.
         self.to_mask = nn.Conv2d(c, 1, 5, 1, 2) if cfg.learned_mask else None
         self.checkpoint = cfg.checkpoint_decoder
-        self.head_conv = cfg.head_conv
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = z
@@ -126,94 +118,20 @@ class Decoder(nn.Module):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """to_rgb [and to_mask] as one convolution: (B, 3 [+ 1], R, R) before the sigmoids."""
-        # shift_add only where compiled (eager, its 25 shifted sums are 25 passes over a large tensor) and
-        # on a device where it pays.
-        shift_add = (self.head_conv == "shift_add" and torch.compiler.is_compiling()
-                     and x.device.type in SHIFT_ADD_DEVICES)
-        return stacked_conv(x, [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else []), shift_add)
+        return stacked_conv(x, [self.to_rgb] + ([self.to_mask] if self.to_mask is not None else []))
 
 
-def stacked_conv(x: torch.Tensor, convs: list[nn.Conv2d], shift_add: bool = False) -> torch.Tensor:
+def stacked_conv(x: torch.Tensor, convs: list[nn.Conv2d]) -> torch.Tensor:
     """Convolutions of the same kernel and padding on the same input as one convolution of their stacked
     weights (the parameters stay separate): their outputs, concatenated along channels.
 
-    The decoder's heads. cuDNN has no fast kernel for a 5x5 convolution with 3 or 1 output channels: on
-    an H200, forward and backward of original64's two heads took 1.00 ms run one by one and 0.61 ms
-    stacked, df256's 9.9 ms and 5.3 ms (benchmarks/kernel_choices.py; zero filters padding the stack to
-    8 outputs were slower than 4). `shift_add` runs the stacked convolution as `shift_add_conv`."""
+    The decoder's heads: cuDNN has no fast kernel for a 5x5 convolution with 3 or 1 output channels, and
+    stacked they run as one (benchmarks/RESULTS.md, "decoder heads stacked")."""
     weight = torch.cat([c.weight for c in convs])  # (sum of outputs, C, k, k)
     bias = torch.cat([c.bias for c in convs])
-    if shift_add:
-        return shift_add_conv(x, weight, bias)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         weight = weight.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, weight, bias, padding=convs[0].padding)
-
-
-def shift_add_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A k x k convolution (stride 1, padding k // 2) with few outputs, as one matrix product to k*k*O
-    channels per pixel and the sum of its k*k spatially shifted O-channel slices. The same FLOPs and
-    result as `F.conv2d(x, weight, bias, padding=k // 2)`.
-
-    The product is a GEMM with good shapes for tensor cores (B*H*W rows, C deep, k*k*O columns padded
-    with zero columns to a multiple of 8, so each row is 16-byte aligned in bf16), run by cuBLAS rather
-    than by cuDNN, whose autotuned pick ran df256's stacked heads at about 30 TFLOP/s on an H200
-    (benchmarks/RESULTS.md, run 4). On channels_last input (B*H*W, C) is a view, not a copy. The shifted
-    sums and their gradient are `_ShiftSum`. Eager, the sums are k*k passes over a k*k-times larger
-    tensor: slower than the direct convolution. Compiled, they fuse into one pass (summed in float32,
-    rounded once), and so does their gradient.
-
-    x: (B, C, H, W); weight: (O, C, k, k), k odd; bias: (O,). Returns (B, O, H, W), channels_last."""
-    o, c, k, k2 = weight.shape
-    if k != k2 or k % 2 == 0:
-        raise ValueError(f"shift_add_conv: needs a square kernel of odd size, got {k}x{k2}")
-    n = k * k * o
-    # (C, N'): column (ty*k + tx)*O + out holds the flipped tap weight[out, :, k-1-ty, k-1-tx] (see _ShiftSum).
-    taps = F.pad(weight.flip(2, 3).permute(1, 2, 3, 0).reshape(c, n), (0, -n % 8))
-    b, _, h, w = x.shape
-    z = (x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ taps).view(b, h, w, -1)  # (B, H, W, N')
-    y = _ShiftSum.apply(z, k, o) + bias  # (B, H, W, O), float32 for bf16 z
-    return y.to(z.dtype).permute(0, 3, 1, 2)  # (B, O, H, W)
-
-
-class _ShiftSum(torch.autograd.Function):
-    """y[n, i, j, c] = sum over ty, tx < k of z[n, i + p - ty, j + p - tx, (ty*k + tx)*O + c] (zero outside
-    the image, p = k // 2): the shifted sums of `shift_add_conv`, with z's columns in flipped-tap order.
-
-    Autograd's own gradient of these k*k slices is k*k masked selections for every element of z's
-    gradient: on an H200 it ran df256's at 2.9 ms a call (benchmarks/RESULTS.md, run 5). The gradient is
-    a gather, one read per element: dz[n, i, j, (ty*k + tx)*O + c] = y's gradient, zero-padded by p, at
-    [n, i + ty, j + tx, c], i.e. its k x k windows (`Tensor.unfold`), which the flipped order makes a
-    plain reshape of. Forward: z (B, H, W, N' >= k*k*O) -> (B, H, W, O), summed in float32 for a bf16 z."""
-
-    # forward and setup_context apart: the form torch.func transforms need (the whole-step graph).
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        z, k, o = inputs
-        ctx.k, ctx.o, ctx.n, ctx.dtype = k, o, z.shape[-1], z.dtype
-
-    @staticmethod
-    def forward(z: torch.Tensor, k: int, o: int) -> torch.Tensor:
-        b, h, w, _ = z.shape
-        p = k // 2
-        zp = F.pad(z, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, N')
-        acc = torch.promote_types(z.dtype, torch.float32)  # bf16 is summed in float32, as conv2d accumulates
-        y = None
-        for ty in range(k):
-            for tx in range(k):
-                t = (ty * k + tx) * o
-                s = zp[:, k - 1 - ty:k - 1 - ty + h, k - 1 - tx:k - 1 - tx + w, t:t + o].to(acc)  # z[i+p-ty, j+p-tx]
-                y = s if y is None else y + s
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        k, o, p = ctx.k, ctx.o, ctx.k // 2
-        b, h, w, _ = grad.shape
-        gp = F.pad(grad.to(ctx.dtype), (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, O)
-        windows = gp.unfold(1, k, 1).unfold(2, k, 1)  # (B, H, W, O, k, k): [n, i, j, c, ty, tx] = gp[n, i + ty, j + tx, c]
-        dz = windows.permute(0, 1, 2, 4, 5, 3).reshape(b, h, w, k * k * o)
-        return F.pad(dz, (0, ctx.n - k * k * o)), None, None
 
 
 def _side(side: str) -> str:

@@ -66,9 +66,6 @@ def _df(resolution: int, arch: str = "df") -> ModelConfig:
         decoder_stages=3,
         decoder_channels=[d * 8, d * 4, d * 2],
         residual_blocks=True,
-        # At 128-256 px the 5x5 heads are a large convolution with 4 outputs, which cuDNN runs slowly:
-        # compiled, run them as a matrix product and shifted sums (benchmarks/RESULTS.md, run 5).
-        head_conv="shift_add",
     )
 
 

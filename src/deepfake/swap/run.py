@@ -22,7 +22,7 @@ import numpy as np
 from deepfake.config import SwapConfig, save_json
 from deepfake.errors import BadInputError, DeepfakeError, ModelDirError, OutputError
 from deepfake.io.video_writer import VideoWriter, container_format
-from deepfake.provenance import IMAGE_FORMATS, add_watermark, image_format, make_record, save_labelled_image, video_tags
+from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, image_format, make_record, save_labelled_image, video_tags
 from deepfake.swap.blend import BLEND_MODES
 from deepfake.swap.color import COLOR_MODES
 from deepfake.swap.masks import MASK_MODES
@@ -127,7 +127,7 @@ def resolve_device(device: str) -> str:
 
 def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
     """Load a model folder for swapping; ModelDirError (one line) when it is missing or incompatible."""
-    from deepfake.checkpoint import load_model_dir
+    from deepfake.train.checkpoint import load_model_dir
 
     model_dir = Path(model_dir)
     loaded = load_model_dir(model_dir, device=resolve_device(cfg.device))

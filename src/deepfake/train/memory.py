@@ -3,7 +3,7 @@
 It builds what train builds (build_autoencoder, build_discriminator when gan_weight > 0, make_optimizer,
 make_step: the step compile_scope names), draws random uint8 faces of the model's resolution, augments
 them as train does, and runs full G + D steps. The first step creates Adam's state; the second is
-measured, with deepfake.memory.MemoryTracker, so the peak includes weights, optimizer state, gradients,
+measured, with deepfake.train.memory_tracker.MemoryTracker, so the peak includes weights, optimizer state, gradients,
 the batch, the activations autograd keeps and every temporary.
 
 With fake=True (the default) the step runs under FakeTensorMode: every op yields an output of the true
@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from deepfake.augment import apply, step_params
+from deepfake.train.augment import apply, step_params
 from deepfake.config import TrainConfig
-from deepfake.data import stand_in_faces
+from deepfake.faceset.cache import stand_in_faces
 from deepfake.errors import DeepfakeError
-from deepfake.memory import ACTIVATIONS, MemoryTracker, tensor_bytes
+from deepfake.train.memory_tracker import ACTIVATIONS, MemoryTracker, tensor_bytes
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.train import make_optimizer, make_step, resolve_device
 

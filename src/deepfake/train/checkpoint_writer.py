@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from deepfake.checkpoint import Snapshot, save_snapshot
+from deepfake.train.checkpoint import Snapshot, save_snapshot
 
 log = logging.getLogger(__name__)
 

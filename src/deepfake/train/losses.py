@@ -85,10 +85,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, kernel: int = 11, sigma: float = 
     (five float32 moments and their blurs per channel: several times the image per scale); the blur is
     cheap next to the networks, and the values and gradients are the same.
     """
-    # Not inside a torch.func transform (the whole-step graph), which has no saved-tensor hooks: there
-    # the compiler plans the graph's memory instead.
-    in_func = torch._C._functorch.peek_interpreter_stack() is not None
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) and not in_func:
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
         return checkpoint(_ssim_map, a, b, kernel, sigma, use_reentrant=False, preserve_rng_state=False)
     return _ssim_map(a, b, kernel, sigma)
 

@@ -18,7 +18,7 @@ What it counts is tensor bytes, as an allocator is asked for them. It does not s
 workspace (cuDNN, oneDNN), nor the CUDA caching allocator's rounding (to 512 B) and fragmentation,
 nor the CUDA context. Under `torch._subclasses.fake_tensor.FakeTensorMode` nothing is computed and
 nothing is allocated, yet every op produces an output of the real size, so the peak of a training step
-of any size can be measured in seconds on a CPU (see deepfake.step_memory).
+of any size can be measured in seconds on a CPU (see deepfake.train.memory).
 """
 
 from __future__ import annotations

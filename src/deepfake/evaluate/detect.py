@@ -75,7 +75,7 @@ class Detector:
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, cfg: DetectConfig | None = None) -> "Detector":
-        from deepfake.checkpoint import load_model_dir
+        from deepfake.train.checkpoint import load_model_dir
         from deepfake.evaluate.runner import resolve_device
 
         cfg = cfg or DetectConfig()
@@ -129,7 +129,7 @@ class Detector:
 
     def detect_file(self, path: str | Path) -> FileReport:
         """Score every face of one image or video. Raises BadInputError when the file is unusable."""
-        from deepfake.provenance import read_provenance
+        from deepfake.io.provenance import read_provenance
 
         path = Path(path)
         if not path.is_file():
@@ -171,7 +171,7 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 def tag_file(path: str | Path) -> FileReport:
     """Only the provenance tag of one file (no discriminator needed). BadInputError when it is missing."""
-    from deepfake.provenance import read_provenance
+    from deepfake.io.provenance import read_provenance
 
     path = Path(path)
     if not path.is_file():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfake.config import AugmentConfig
-from deepfake.data import host_to_device
+from deepfake.faceset.cache import host_to_device
 
 
 @dataclass
@@ -124,38 +124,6 @@ def apply(
     return (kernel or apply_on_device)(images, masks, host_to_device(landmarks, device), params)
 
 
-def bicubic_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """(n_out, n_in) float32: 1-D cubic upsampling with corners aligned and edge taps clamped, the map
-    F.interpolate(mode="bicubic", align_corners=True) applies along each axis (Keys' a = -0.75)."""
-    a = -0.75
-    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    s = torch.arange(n_out, device=device, dtype=torch.float32) * scale  # (n_out,) source positions
-    k = s.floor()[:, None] + torch.arange(-1, 3, device=device, dtype=torch.float32)  # (n_out, 4) taps
-    d = (s[:, None] - k).abs()
-    near = ((a + 2) * d - (a + 3)) * d * d + 1
-    far = ((d - 5) * d + 8) * d * a - 4 * a
-    w = torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))  # (n_out, 4)
-    taps = k.clamp(0, n_in - 1).long()  # (n_out, 4)
-    cols = torch.arange(n_in, device=device)  # (n_in,)
-    return (w[..., None] * (taps[..., None] == cols)).sum(1)  # (n_out, n_in)
-
-
-def upsample_bicubic(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, C, g, g) -> (B, C, size, size), equal to F.interpolate(x, size, mode="bicubic",
-    align_corners=True) up to float rounding, as two small separable sums in float32 arithmetic.
-
-    The warp grid's upsampling when the augmentation is compiled. torch's bicubic kernel gives each
-    thread one output pixel and loops over the whole batch: on an H200 it took 0.12 ms per call for a
-    (64, 2, 5, 5) grid to 64 px, twice per step of original64; compiled, these sums fuse into one
-    kernel of 0.07 ms (benchmarks/kernel_choices.py). Elementwise products, not matmuls, so TF32 never
-    touches it."""
-    g = x.shape[-1]
-    m = bicubic_matrix(g, size, x.device)  # (S, g)
-    # A sum over the g coarse rows, then over the g coarse columns: no (B, C, S, S, g) intermediate.
-    rows = sum(m[:, i, None] * x[:, :, i, None, :] for i in range(g))  # (B, C, S, g)
-    return sum(rows[..., j, None] * m[:, j] for j in range(g))  # (B, C, S, S)
-
-
 def apply_on_device(
     images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor, params: AugmentParams
 ) -> Augmented:
@@ -170,10 +138,7 @@ def apply_on_device(
     if params.warp is not None:
         # A smooth random displacement: coarse offsets, bicubically upsampled to every pixel.
         offsets = params.warp
-        if torch.compiler.is_compiling():  # fused by the compiler: 0.07 ms against aten's 0.12 (H200, 64 px)
-            dense = upsample_bicubic(offsets, size)  # (B, 2, R, R)
-        else:  # eager, aten's kernel is the faster one (50 small kernels otherwise: 0.52 ms)
-            dense = F.interpolate(offsets, size=(size, size), mode="bicubic", align_corners=True)
+        dense = F.interpolate(offsets, size=(size, size), mode="bicubic", align_corners=True)  # (B, 2, R, R)
         warped_grid = grid + dense.permute(0, 2, 3, 1)  # (B, R, R, 2)
         inputs = F.grid_sample(x, warped_grid, mode="bilinear", padding_mode="border", align_corners=False)
     else:

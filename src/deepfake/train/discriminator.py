@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepfake.augment import augment
-from deepfake.checkpoint import DISCRIMINATOR, _save_tensors, load_model_dir
+from deepfake.train.augment import augment
+from deepfake.train.checkpoint import DISCRIMINATOR, _save_tensors, load_model_dir
 from deepfake.config import AugmentConfig, DiscriminatorConfig, to_dict
-from deepfake.data import FaceCache
+from deepfake.faceset.cache import FaceCache
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_json
-from deepfake.losses import gan_d_loss
+from deepfake.train.losses import gan_d_loss
 from deepfake.models import build_discriminator
 from deepfake.train import resolve_device
 
@@ -162,7 +162,7 @@ def train_discriminator(
     if save:
         model_dir = Path(model_dir)
         if to_dict(dcfg) != to_dict(tcfg.discriminator):
-            from deepfake.checkpoint import write_config
+            from deepfake.train.checkpoint import write_config
 
             write_config(model_dir, replace(tcfg, discriminator=dcfg))  # so load_model_dir rebuilds this D
         _save_tensors(model_dir / DISCRIMINATOR, disc.state_dict(), {"step": str(loaded.step), "standalone_steps": str(steps)})

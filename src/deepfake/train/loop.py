@@ -34,22 +34,21 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from deepfake import distributed as dist
-from deepfake.async_read import AsyncRead
-from deepfake.augment import Augmented, augment, augment_kernel, no_augment
-from deepfake.checkpoint import Snapshot, latest_snapshot, read_config, write_config
-from deepfake.checkpoint_writer import SnapshotWriter
+from deepfake.train import distributed as dist
+from deepfake.train.async_read import AsyncRead
+from deepfake.train.augment import Augmented, augment, augment_kernel, no_augment
+from deepfake.train.checkpoint import Snapshot, latest_snapshot, read_config, write_config
+from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.config import LossConfig, TrainConfig, to_dict
-from deepfake.data import EpochSampler, FaceCache, host_to_device
-from deepfake.data_stream import DataStream
+from deepfake.faceset.cache import EpochSampler, FaceCache, host_to_device
+from deepfake.train.data_stream import DataStream
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.io.atomic import atomic_write_text
-from deepfake.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
+from deepfake.train.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
 from deepfake.models import build_autoencoder, build_discriminator
-from deepfake.previews import write_preview
-from deepfake.step_timer import StepTimer
-from deepfake.whole_step import WholeStep, check_scope
+from deepfake.train.previews import write_preview
+from deepfake.train.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
 
@@ -330,14 +329,8 @@ class AdversarialStep:
 
 def make_step(cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module | None,
               opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
-              device: torch.device, amp_dtype: torch.dtype | None) -> AdversarialStep | WholeStep:
-    """The step `cfg.compile_scope` asks for: the two phases, each forward-and-loss compiled on its own
-    under `cfg.compile` (AdversarialStep), or the whole step, both updates included, as one function,
-    compiled as one graph under `cfg.compile` (whole_step.WholeStep). Both have `step(a, b, step)`."""
-    if check_scope(cfg.compile_scope) == "phases":
-        return AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
-    phases = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype, ddp=False)
-    return WholeStep(phases, phases.compile_mode)
+              device: torch.device, amp_dtype: torch.dtype | None) -> AdversarialStep:
+    return AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -600,7 +593,6 @@ def _train(cfg, faceset_a, faceset_b, model_dir: Path, resume, progress, stop_at
     per_rank_batch = dist.shard_batch(cfg.batch)
     if cfg.grad_accum < 1:
         raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
-    check_scope(cfg.compile_scope)
 
     # Resume: the folder's own snapshot wins over fresh initialisation.
     snap: Snapshot | None = None

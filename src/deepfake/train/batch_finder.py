@@ -80,9 +80,9 @@ def find_train_batch(cfg, start: int) -> int:
     The probe runs eager even when training compiles: a compiled step peaks no higher (its fused kernels
     keep fewer intermediates), and compiling every candidate batch would cost tens of seconds each.
     """
-    from deepfake import distributed as dist
-    from deepfake.augment import no_augment
-    from deepfake.data import stand_in_faces
+    from deepfake.train import distributed as dist
+    from deepfake.train.augment import no_augment
+    from deepfake.faceset.cache import stand_in_faces
     from deepfake.models import build_autoencoder, build_discriminator
     from deepfake.train import make_optimizer, make_step, resolve_amp, resolve_device
 
