@@ -12,29 +12,33 @@ from deepfake.errors import DeepfakeError
 from deepfake.evaluate.sweep import expand_grid, load_state, parse_grid, resolve_key, run_sweep
 
 
-def test_parse_inline_grid_keeps_types():
-    grid = parse_grid(["activation=relu,gelu", "model.encoder_channels=[32,64],[16,32]", "gan_weight=0,0.1"])
+def test_parse_inline_grid_types_values_by_their_field():
+    grid = parse_grid(["activation=relu,gelu", "model.encoder_channels=[32,64],[16,32]", "gan_weight=0,0.1",
+                       "flip=on,off", "betas=[0.5,0.99]"], TrainConfig())
     assert grid == {
-        "activation": ["relu", "gelu"],
+        "model.activation": ["relu", "gelu"],
         "model.encoder_channels": [[32, 64], [16, 32]],
-        "gan_weight": [0, 0.1],
+        "loss.gan_weight": [0.0, 0.1],
+        "augment.flip": [True, False],
+        "betas": [(0.5, 0.99)],
     }
+    assert all(type(v) is float for v in grid["loss.gan_weight"])  # the field is a float: 0 is 0.0
 
 
 def test_parse_grid_file_yaml_and_json(tmp_path):
     y = tmp_path / "grid.yaml"
     y.write_text("model:\n  activation: [relu, silu]\n  latent_dims: [64, 128]\nloss.gan_weight: 0.1\n")
-    assert parse_grid(y) == {"model.activation": ["relu", "silu"], "model.latent_dims": [64, 128],
-                             "loss.gan_weight": [0.1]}
+    assert parse_grid(y, TrainConfig()) == {"model.activation": ["relu", "silu"], "model.latent_dims": [64, 128],
+                                          "loss.gan_weight": [0.1]}
     j = tmp_path / "grid.json"
     j.write_text(json.dumps({"norm": ["none", "batch"]}))
-    assert parse_grid(str(j)) == {"norm": ["none", "batch"]}
+    assert parse_grid(str(j), TrainConfig()) == {"model.norm": ["none", "batch"]}  # the model's, as for activation
     with pytest.raises(DeepfakeError, match="not found"):
-        parse_grid(tmp_path / "missing.yaml")
+        parse_grid(tmp_path / "missing.yaml", TrainConfig())
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(DeepfakeError, match="mapping"):
-        parse_grid(bad)
+        parse_grid(bad, TrainConfig())
 
 
 def test_short_keys_resolve_and_unknown_keys_are_errors():
@@ -56,8 +60,8 @@ def test_expand_grid_puts_baseline_first_and_dedupes_it():
                                           "activation=gelu_gan_weight=0.0"]
     assert variants[0].baseline and not variants[1].baseline
     assert variants[1].overrides == {"model.activation": "relu", "loss.gan_weight": 0.0}  # int -> float field
-    with pytest.raises(DeepfakeError, match="expects"):
-        expand_grid({"latent_dims": ["big"]}, base)
+    with pytest.raises(DeepfakeError, match=r"sweep grid: model.latent_dims: expected int .*got 'big'"):
+        expand_grid({"latent_dims": ["big"]}, base)  # a typed (YAML) value of the wrong type
 
 
 def test_stage_counts_carry_their_widths_so_every_variant_builds():
@@ -168,7 +172,7 @@ def test_real_tiny_sweep_over_two_activations_ranks_and_resumes(faceset_a, faces
     base = replace(preset_config("tiny"), val_every=4, save_every=1000, preview_every=1000, log_every=2)
     cfg = SweepConfig(base="tiny", steps=8, rank_by="ssim", device="cpu",
                       evaluate=EvaluateConfig(max_faces=2, device="cpu"))
-    grid = parse_grid(["activation=leaky_relu,relu"])  # leaky_relu is the preset's own: the baseline
+    grid = parse_grid(["activation=leaky_relu,relu"], base)  # leaky_relu is the preset's own: the baseline
     calls = []
 
     def counting_train(c, a, b, model_dir):

@@ -35,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, device=args.device)
     cfg = replace_path(cfg, "evaluate.max_faces", args.eval_faces)
     cfg = replace_path(cfg, "evaluate.device", args.device)
-    grid = parse_grid(args.grid)
+    base = resolve_base(cfg)
+    grid = parse_grid(args.grid, base)
     if args.dry_run:
-        base = resolve_base(cfg)
         for v in expand_grid(grid, base):
             apply_overrides(base, v.overrides)
             print(f"{v.name}{'  (baseline)' if v.baseline else ''}: {v.overrides or 'base config'}")
         return 0
-    result = run_sweep(args.a, args.b, grid, args.output, cfg)
+    result = run_sweep(args.a, args.b, grid, args.output, cfg, base=base)
     print(f"{len(result.ran)} trained, {len(result.skipped)} already done, {len(result.failed)} failed")
     for name in result.failed:
         print(f"  failed: {name}")
