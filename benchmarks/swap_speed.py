@@ -38,15 +38,16 @@ def main() -> int:
     import torch
 
     from deepfake.config import SwapConfig
+    from deepfake.devices import resolve_device
     from deepfake.faces.analyzer import FaceAnalyzer
     from deepfake.io.video import VideoReader
     from deepfake.io.video_writer import VideoWriter
     from deepfake.models import build_autoencoder
     from deepfake.models.presets import preset_config
     from deepfake.swap.pipeline import AutoencoderModel, Swapper, analyzer_config
-    from deepfake.swap.run import SwapModel, resolve_device, swap_video
+    from deepfake.swap.run import SwapModel, swap_video
 
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))  # SwapConfig stores the name
     tcfg = preset_config(args.preset)
     torch.manual_seed(0)
     ae = build_autoencoder(tcfg.model)

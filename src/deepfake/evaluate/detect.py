@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from deepfake.config import DetectConfig, ExtractConfig
+from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, DeepfakeError, ModelDirError
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ class Detector:
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, cfg: DetectConfig | None = None) -> "Detector":
-        from deepfake.train.checkpoint import load_model_dir
-        from deepfake.evaluate.runner import resolve_device
+        from deepfake.model_dir import load_model_dir
 
         cfg = cfg or DetectConfig()
         device = resolve_device(cfg.device)

@@ -8,7 +8,6 @@ seed and fraction that training used), so nothing measured here was trained on.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -20,14 +19,16 @@ import numpy as np
 import torch
 
 from deepfake.config import EvaluateConfig, save_json
+from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.evaluate import metrics as M
+from deepfake.evaluate.measure import FaceMeasurer, measure_swaps
+from deepfake.evaluate.training_log import read_training_log
 from deepfake.faceset import Faceset, read_faceset, side_split
 from deepfake.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-MEASURE_SIZE = 256  # faces are upscaled to this before dlib's landmark and identity models
 SIDES = ("a", "b")
 # Direction names follow SwapConfig: "a2b" puts A's face onto B (the input shows B).
 DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}  # name -> (source identity, target face)
@@ -115,157 +116,12 @@ def discriminator_scores(discriminator: torch.nn.Module, images: np.ndarray, bat
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-# ----------------------------------------------------------------------------------------------------
-# dlib measurements on aligned faces.
-
-
-class FaceMeasurer:
-    """68 landmarks, head pose and identity embedding of an aligned face. Models load once per object.
-
-    Faces are upscaled to MEASURE_SIZE first: dlib's models expect faces of ~150 px and more. The
-    landmark predictor starts from the box of the target face's aligned landmarks, the same box for the
-    real face and its swap, so a difference in landmarks comes from the pixels alone.
-    """
-
-    def __init__(self):
-        from deepfake.faces.identity import FaceEmbedder
-        from deepfake.faces.landmarks import LandmarkPredictor
-
-        self.predictor = LandmarkPredictor()
-        self.embedder = FaceEmbedder()
-
-    def measure(self, image: np.ndarray, box_landmarks: np.ndarray, embed: bool = True) -> dict[str, Any]:
-        from deepfake.faces.pose import estimate_pose
-
-        k = MEASURE_SIZE / image.shape[0]
-        big = cv2.resize(image, (MEASURE_SIZE, MEASURE_SIZE), interpolation=cv2.INTER_CUBIC)
-        x0, y0 = box_landmarks.min(axis=0) * k
-        x1, y1 = box_landmarks.max(axis=0) * k
-        lm = self.predictor(big, (x0, y0, x1, y1))  # (68, 2) in MEASURE_SIZE px
-        return {
-            "landmarks": lm,
-            "pose": estimate_pose(lm, big.shape),
-            "embedding": self.embedder.embed(big, lm) if embed else None,
-        }
-
-
-def measure_swaps(measurer: FaceMeasurer, swaps: np.ndarray, targets: np.ndarray, target_landmarks: np.ndarray,
-                  source_mean: np.ndarray, target_mean: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Identity, expression and pose of each swap against its target face; the unswapped targets,
-    measured the same way, give the reference ("what a real face scores through this pipeline")."""
-    from tqdm import tqdm
-
-    rows = []
-    pairs = zip(swaps, targets, target_landmarks)
-    for swap, target, lm in tqdm(pairs, total=len(swaps), desc="measuring swaps", unit="face", leave=False):
-        ms = measurer.measure(swap, lm)
-        mt = measurer.measure(target, lm)
-        pose = M.pose_error(mt["pose"], ms["pose"])
-        rows.append({
-            "swap_to_source": float(M.embedding_distances(ms["embedding"][None], source_mean)[0]),
-            "swap_to_target": float(M.embedding_distances(ms["embedding"][None], target_mean)[0]),
-            "real_to_source": float(M.embedding_distances(mt["embedding"][None], source_mean)[0]),
-            "real_to_target": float(M.embedding_distances(mt["embedding"][None], target_mean)[0]),
-            "landmark_error": M.landmark_error(mt["landmarks"], ms["landmarks"]),
-            **{f"pose_{k}": v for k, v in pose.items()},
-        })
-
-    def mean(key: str) -> float:
-        return float(np.mean([r[key] for r in rows]))
-
-    d_src = np.array([r["swap_to_source"] for r in rows])
-    d_tgt = np.array([r["swap_to_target"] for r in rows])
-    return {
-        "n": len(rows),
-        "id_dist_source": mean("swap_to_source"),
-        "id_dist_target": mean("swap_to_target"),
-        "verification": M.verification_rate(d_src, threshold),
-        "closer_to_source": float(np.mean(d_src < d_tgt)),
-        "landmark_error": mean("landmark_error"),
-        "pose_error": {k: mean(f"pose_{k}") for k in ("yaw", "pitch", "roll", "mean")},
-        "reference": {
-            "real_target_to_target": mean("real_to_target"),
-            "real_target_to_source": mean("real_to_source"),
-            "real_target_verified_as_target": M.verification_rate([r["real_to_target"] for r in rows], threshold),
-        },
-    }
-
-
-# ----------------------------------------------------------------------------------------------------
-# Training cost from the run's log.
-
-
-def read_training_log(model_dir: Path) -> dict[str, Any]:
-    """Loss curves and cost from MODEL_DIR/metrics.csv. Columns are matched by name, tolerantly:
-    step, loss/train loss, val_loss, time/elapsed, faces_per_s, gpu_busy, peak_mem_gib."""
-    path = model_dir / "metrics.csv"
-    out: dict[str, Any] = {"train": ([], []), "val": ([], []), "steps": None, "wall_seconds": None, "faces_per_s": None,
-                           "gpu_busy": None, "peak_mem_gib": None, "throughput": ([], [], [])}
-    if not path.is_file():
-        return out
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return out
-    cols = rows[0].keys()
-
-    def pick(*names: str) -> str | None:
-        return next((c for n in names for c in cols if c == n), None)
-
-    c_step = pick("step")
-    c_loss = pick("loss_g", "g_loss", "loss", "train_loss", "loss_total", "total")
-    c_val = pick("val_loss", "loss_val", "val_total", "val")
-    c_time = pick("elapsed_s", "elapsed", "wall_s", "time_s", "seconds", "time")
-    c_fps = pick("faces_per_s", "faces_s", "faces/s")
-    c_busy = pick("gpu_busy", "busy")
-    c_mem = pick("peak_mem_gib")
-
-    def num(row: dict[str, str], col: str | None) -> float | None:
-        try:
-            v = float(row[col]) if col and row.get(col) not in (None, "") else None
-        except ValueError:
-            return None
-        return v if v is None or np.isfinite(v) else None
-
-    for row in rows:
-        step = num(row, c_step)
-        if step is None:
-            continue
-        for name, col in (("train", c_loss), ("val", c_val)):
-            v = num(row, col)
-            if v is not None:
-                out[name][0].append(step)
-                out[name][1].append(v)
-    steps = [num(r, c_step) for r in rows if num(r, c_step) is not None]
-    out["steps"] = int(max(steps)) if steps else None
-    times = [num(r, c_time) for r in rows if num(r, c_time) is not None]
-    out["wall_seconds"] = max(times) if times else None
-    fps = [num(r, c_fps) for r in rows if num(r, c_fps) is not None]
-    out["faces_per_s"] = float(np.median(fps)) if fps else None
-    busy = [num(r, c_busy) for r in rows if num(r, c_busy) is not None]
-    out["gpu_busy"] = float(np.median(busy)) if busy else None
-    mem = [num(r, c_mem) for r in rows if num(r, c_mem) is not None]
-    out["peak_mem_gib"] = max(mem) if mem else None
-    for row in rows:  # (steps, faces/s, busy) where the row has both
-        step, f, b = num(row, c_step), num(row, c_fps), num(row, c_busy)
-        if step is not None and f is not None and b is not None:
-            for column, value in zip(out["throughput"], (step, f, b)):
-                column.append(value)
-    return out
-
-
 def count_parameters(module: torch.nn.Module | None) -> int | None:
     return None if module is None else int(sum(p.numel() for p in module.parameters()))
 
 
 # ----------------------------------------------------------------------------------------------------
 # The whole evaluation.
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def evaluate_model(
@@ -279,7 +135,7 @@ def evaluate_model(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Measure a model on held-out faces and write metrics.json and report.md. Returns the metrics."""
-    from deepfake.train.checkpoint import load_model_dir
+    from deepfake.model_dir import load_model_dir
 
     cfg = cfg or EvaluateConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)

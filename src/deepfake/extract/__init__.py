@@ -1,83 +1,37 @@
 """`extract`: images and videos -> a faceset folder (aligned faces, masks, manifest).
 
-Work is split into tasks (one per image, a few contiguous segments per video) that worker processes
-run end to end: decode, detect, landmarks, smoothing, alignment, measures, PNG encoding. The main
-process only files the results: identity filter, de-duplication, a writer thread for the images, and
-the manifest, written atomically at the end (and every 30 s, so an interrupted run keeps its work).
-Bad inputs are skipped with one line each and listed in the summary.
+Work is split into tasks (inputs.py: one per image, a few contiguous segments per video) that worker
+processes run end to end (workers.py: decode, detect, landmarks, smoothing, alignment, measures, PNG
+encoding). This process only files the results: identity filter, de-duplication, a writer thread for
+the images (writer.py), and the manifest, written atomically at the end and every CHECKPOINT_S seconds,
+so an interrupted run keeps its work. Bad inputs are skipped with one line each and listed in the summary.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import queue
-import re
-import signal
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
-import cv2
 import numpy as np
 
-from deepfake.config import ExtractConfig, save_json, to_dict
-from deepfake.errors import BadInputError, DeepfakeError, OutputError
-from deepfake.faceset import MANIFEST, FaceRecord, file_fingerprint, new_header, read_faceset, write_manifest
-from deepfake.io.atomic import atomic_path
-from deepfake.io.images import IMAGE_EXTENSIONS, read_image_scaled
-from deepfake.io.video import VIDEO_EXTENSIONS, VideoReader
+from deepfake.config import ExtractConfig, save_json
+from deepfake.errors import BadInputError, DeepfakeError
+from deepfake.extract.inputs import collect_inputs, plan_tasks
+from deepfake.extract.workers import run_tasks
+from deepfake.extract.writer import ImageWriter, next_number, prepare_output
+from deepfake.faceset import MANIFEST, FaceRecord, file_fingerprint, write_manifest
+from deepfake.io.images import read_image_scaled
+
+__all__ = ["CONFIG_FILE", "ExtractSummary", "collect_inputs", "extract", "reference_embedding"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "extract_config.json"
-MIN_SEGMENT = 60  # frames; shorter videos are not split between workers
-WARMUP = 8  # frames a segment reads before its start, so smoothing and tracking are settled at the seam
-INLINE_BELOW = 90  # frames of work: below this, starting worker processes (~2 s) costs more than it saves
-CHECKPOINT_S = 30.0
-
-
-# ----------------------------------------------------------------------------------------------------
-# Inputs and tasks.
-
-
-@dataclass
-class InputItem:
-    path: Path
-    kind: str  # image | video | unknown (tried as an image, then as a video)
-    order: int  # position among the inputs: manifest order
-    expected_frames: int = 0  # video: frames to read according to the header (after --frames, --every)
-
-
-@dataclass
-class Task:
-    task_id: int
-    item: InputItem
-    start: int = 0  # video frame range [start, stop)
-    stop: int | None = None
-
-
-@dataclass
-class FacePayload:
-    """One face as a worker hands it back: geometry in source pixels, images already encoded."""
-
-    frame: int | None
-    time: float | None
-    face_index: int
-    bbox: list[float]
-    score: float
-    landmarks: list[list[float]]
-    aligned_landmarks: list[list[float]]
-    matrix: list[list[float]]
-    size: int
-    blur: float
-    pose: dict[str, float]
-    embedding: np.ndarray
-    face_bytes: bytes
-    mask_bytes: bytes
+CHECKPOINT_S = 30.0  # seconds between manifest saves: what an interrupted run can lose at most
 
 
 @dataclass
@@ -109,271 +63,6 @@ class ExtractSummary:
         out.append(f"files skipped: {len(self.skipped)}")
         out += [f"  {path}: {reason}" for path, reason in self.skipped]
         return out
-
-
-def collect_inputs(paths: list[str | Path], exclude: Path | None = None) -> tuple[list[InputItem], list[tuple[str, str]]]:
-    """Expand folders (recursively, sorted) into media files. Returns (items, skipped).
-
-    Files under `exclude` (the output faceset, when it sits inside an input folder) are left out, so
-    a second run never extracts faces from the aligned faces of the first.
-    """
-    excluded = exclude.resolve() if exclude is not None else None
-    items: list[InputItem] = []
-    skipped: list[tuple[str, str]] = []
-
-    def add(p: Path, explicit: bool) -> None:
-        ext = p.suffix.lower()
-        if ext in IMAGE_EXTENSIONS:
-            items.append(InputItem(p, "image", len(items)))
-        elif ext in VIDEO_EXTENSIONS:
-            items.append(InputItem(p, "video", len(items)))
-        elif explicit:
-            items.append(InputItem(p, "unknown", len(items)))
-        else:
-            skipped.append((str(p), f"unsupported file type '{p.suffix or '(none)'}'"))
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            files = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file() and not f.name.startswith(".") and not (excluded and excluded in f.resolve().parents)
-            )
-            if not files:
-                skipped.append((str(p), "folder has no files"))
-            for f in files:
-                add(f, explicit=False)
-        elif p.exists():
-            add(p, explicit=True)
-        elif p.is_symlink():
-            skipped.append((str(p), "broken symbolic link"))
-        else:
-            skipped.append((str(p), "file not found"))
-    return items, skipped
-
-
-def plan_tasks(items: list[InputItem], cfg: ExtractConfig) -> tuple[list[Task], list[tuple[str, str]], int]:
-    """Tasks, skipped inputs, and the expected number of frames (for the progress bar)."""
-    tasks: list[Task] = []
-    skipped: list[tuple[str, str]] = []
-    total = 0
-    for item in items:
-        if item.kind != "video":
-            tasks.append(Task(len(tasks), item))
-            total += 1
-            continue
-        try:
-            with VideoReader(item.path) as v:
-                count = v.frame_count
-        except BadInputError as e:
-            skipped.append((e.path, e.reason))
-            continue
-        limit = cfg.frames if cfg.frames > 0 else None
-        if limit is not None:
-            count = min(count, limit) if count else limit
-        item.expected_frames = -(-count // cfg.every) if count else 0
-        total += max(1, item.expected_frames)
-        segments = max(1, min(cfg.workers, count // MIN_SEGMENT)) if count else 1
-        bounds = np.linspace(0, count, segments + 1).round().astype(int) if segments > 1 else [0, None]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            # The last segment reads to the real end of the stream (header counts can be short).
-            stop = limit if b is None or b >= count else int(b)
-            tasks.append(Task(len(tasks), item, int(a), stop))
-    return tasks, skipped, total
-
-
-# ----------------------------------------------------------------------------------------------------
-# Worker side: one task from file to encoded faces.
-
-
-def _encode(image: np.ndarray, fmt: str) -> bytes:
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    # PNG level 1: half the encode time of the default for ~10 % larger files.
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok, buf = cv2.imencode("." + fmt, image, params)
-    if not ok:
-        raise DeepfakeError(f"could not encode a {fmt} image")
-    return buf.tobytes()
-
-
-def _payloads(faces, frame, t, scale: float, fmt: str) -> list[FacePayload]:
-    out = []
-    for k, f in enumerate(faces):
-        # Images decoded at reduced size: report geometry in the original file's pixels.
-        lm = f.landmarks.astype(np.float64) / scale
-        matrix = f.matrix.copy()
-        matrix[:, :2] *= scale
-        out.append(
-            FacePayload(
-                frame=frame,
-                time=t,
-                face_index=k,
-                bbox=[round(v / scale, 2) for v in f.bbox],
-                score=round(f.score, 4),
-                landmarks=np.round(lm, 2).tolist(),
-                aligned_landmarks=np.round(f.aligned_landmarks.astype(np.float64), 2).tolist(),
-                matrix=matrix.tolist(),
-                size=f.size,
-                blur=round(f.blur, 2),
-                pose={k2: round(v, 2) for k2, v in f.pose.items()},
-                embedding=f.embedding,
-                face_bytes=_encode(f.aligned, fmt),
-                mask_bytes=_encode(f.mask, "png"),
-            )
-        )
-    return out
-
-
-def run_task(analyzer, task: Task, cfg: ExtractConfig) -> Iterator[tuple]:
-    """Messages for one task: ("frame", task_id, frame, time, payloads) per frame, then
-    ("done", task_id, frames_read, warning) or ("error", task_id, path, reason)."""
-    item = task.item
-    try:
-        if item.kind == "unknown":
-            item = InputItem(item.path, _sniff(item.path), item.order)
-        if item.kind == "image":
-            rgb, scale = read_image_scaled(item.path)
-            faces = analyzer.analyze(rgb)
-            yield ("frame", task.task_id, None, None, _payloads(faces, None, None, scale, cfg.image_format))
-            yield ("done", task.task_id, 1, None)
-        else:
-            yield from _run_video(analyzer, task, item, cfg)
-    except BadInputError as e:
-        yield ("error", task.task_id, e.path, e.reason)
-    except MemoryError:
-        yield ("error", task.task_id, str(item.path), "out of memory while processing")
-    except Exception as e:  # a bug or a library failure on one file must not end the whole run
-        yield ("error", task.task_id, str(item.path), f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-
-
-def _sniff(path: Path) -> str:
-    """'image' or 'video' for a file with an unfamiliar extension, by trying to open it."""
-    try:
-        read_image_scaled(path, max_pixels=1)  # decodes a tiny draft where it can
-        return "image"
-    except BadInputError:
-        pass
-    try:
-        VideoReader(path).close()
-        return "video"
-    except BadInputError:
-        raise BadInputError(path, "not an image or a video") from None
-
-
-def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Iterator[tuple]:
-    smoother = analyzer.new_smoother()
-    warm_from = max(0, task.start - WARMUP * cfg.every)
-    frames = 0
-    with VideoReader(item.path, every=cfg.every, start=warm_from, stop=task.stop) as reader:
-        for index, t, rgb in reader:
-            faces = analyzer.analyze(rgb, smoother, t)
-            if index < task.start:
-                continue  # warm-up: belongs to the previous segment
-            frames += 1
-            yield ("frame", task.task_id, index, t, _payloads(faces, index, t, 1.0, cfg.image_format))
-        # An early end of stream is judged by the main process over all of a video's segments.
-        warning = reader.error if reader.decode_failed else None
-    if frames == 0 and task.start == 0:
-        raise BadInputError(item.path, f"no frames could be decoded{f' ({reader.error})' if reader.error else ''}")
-    yield ("done", task.task_id, frames, warning)
-
-
-def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue") -> None:
-    from deepfake.config import from_dict
-    from deepfake.faces.analyzer import FaceAnalyzer
-
-    # Ctrl-C is the main process's to handle (it stops the workers and saves the manifest); a worker
-    # catching it would only print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)  # one process per core; nested threads would only fight over it
-    cfg = from_dict(ExtractConfig, cfg_dict)
-    analyzer = FaceAnalyzer(cfg)
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        results.put(("start", task.task_id, mp.current_process().pid))
-        for msg in run_task(analyzer, task, cfg):
-            results.put(msg)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Main side.
-
-
-class _Writer:
-    """Writes image files on a thread: file I/O releases the GIL, so it overlaps the rest."""
-
-    def __init__(self):
-        self._q: queue.Queue = queue.Queue(maxsize=256)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            path, data = item
-            try:
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(data)
-            except BaseException as e:  # surfaced by close(); keep draining so put() never blocks forever
-                self.error = self.error or e
-
-    def put(self, path: Path, data: bytes) -> None:
-        self._q.put((path, data))
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise OutputError(f"could not write a face image ({self.error})")
-
-
-def prepare_output(out: Path, cfg: ExtractConfig) -> tuple[dict[str, Any], list[FaceRecord]]:
-    """Check the output folder; return the header and records of an existing faceset (to append to)."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: output exists and is a file, not a folder")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"{out}: {parent} is a file, not a folder")
-    settings = to_dict(cfg)
-    if (out / MANIFEST).exists():
-        existing = read_faceset(out)
-        old = existing.settings
-        for key in ("size", "coverage"):
-            if key in old and old[key] != settings[key]:
-                raise OutputError(
-                    f"{out}: faceset was extracted with {key}={old[key]}, not {settings[key]}; "
-                    f"use --{key} {old[key]} to append, or a new folder"
-                )
-        return existing.header, existing.records
-    try:
-        (out / "faces").mkdir(parents=True, exist_ok=True)
-        (out / "masks").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
-    return new_header(settings), []
-
-
-def _next_number(out: Path, records: list[FaceRecord]) -> int:
-    """First free file number; counts files on disk too, so images left by an interrupted run are
-    never overwritten by a different face."""
-    numbers = [-1]
-    for sub in ("faces", "masks"):
-        for p in (out / sub).glob("*"):
-            m = re.match(r"(\d+)", p.name)
-            if m:
-                numbers.append(int(m.group(1)))
-    for r in records:
-        m = re.match(r"\w+/(\d+)", r.file)
-        if m:
-            numbers.append(int(m.group(1)))
-    return max(numbers) + 1
 
 
 def reference_embedding(paths: list[str], analyzer) -> np.ndarray:
@@ -428,11 +117,10 @@ def extract(
     for item in items:
         try:
             fingerprints[item.order] = file_fingerprint(item.path)
-        except OSError as e:
+        except OSError:  # the task reports why the file is unreadable; the key only has to be unique
             fingerprints[item.order] = f"unreadable:{item.path}"
-            del e
     known = {r.key for r in records}
-    number = _next_number(out, records)
+    number = next_number(out, records)
     new_records: list[tuple[tuple, FaceRecord]] = []
     task_by_id = {t.task_id: t for t in tasks}
     remaining = Counter(t.item.order for t in tasks)  # unfinished tasks per input
@@ -443,7 +131,7 @@ def extract(
         log.warning("%s: %s", path, what)
 
     failed_items: set[int] = set()
-    writer = _Writer()
+    writer = ImageWriter()
     save_json(cfg, out / CONFIG_FILE)
     last_checkpoint = time.time()
 
@@ -453,7 +141,7 @@ def extract(
 
     bar = _progress_bar(total, progress)
     try:
-        for msg in _run_tasks(tasks, cfg, analyzer):
+        for msg in run_tasks(tasks, cfg, analyzer):
             kind, task_id = msg[0], msg[1]
             task = task_by_id[task_id]
             if kind == "frame":
@@ -517,7 +205,7 @@ def extract(
             if time.time() - last_checkpoint > CHECKPOINT_S and new_records:
                 writer.close()  # images first, so the manifest never names a file that is not there
                 checkpoint()
-                writer = _Writer()
+                writer = ImageWriter()
                 last_checkpoint = time.time()
     finally:
         bar.close()
@@ -533,68 +221,3 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", desc="extract", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-
-def _run_tasks(tasks: list[Task], cfg: ExtractConfig, analyzer=None) -> Iterator[tuple]:
-    """Messages from all tasks: in this process for small jobs, else from worker processes."""
-    work = sum(1 if t.item.kind != "video" else max(1, ((t.stop or 10**6) - t.start)) for t in tasks)
-    if cfg.workers <= 1 or work < INLINE_BELOW or len(tasks) == 0:
-        if tasks and analyzer is None:
-            from deepfake.faces.analyzer import FaceAnalyzer
-
-            analyzer = FaceAnalyzer(cfg)
-        for task in tasks:
-            yield from run_task(analyzer, task, cfg)
-        return
-    yield from _run_pool(tasks, cfg)
-
-
-def _run_pool(tasks: list[Task], cfg: ExtractConfig) -> Iterator[tuple]:
-    # spawn, not fork: the parent may hold threads (tqdm, the writer, torch) that fork would copy
-    # in a locked state.
-    ctx = mp.get_context("spawn")
-    task_q, result_q = ctx.Queue(), ctx.Queue(maxsize=512)
-    # Longest tasks first, so no worker is left with a big video at the end.
-    for t in sorted(tasks, key=lambda t: -((t.stop or 10**6) - t.start) if t.item.kind == "video" else 0):
-        task_q.put(t)
-    n = max(1, min(cfg.workers, len(tasks)))
-    for _ in range(n):
-        task_q.put(None)
-    procs = [ctx.Process(target=_worker_main, args=(to_dict(cfg), task_q, result_q), daemon=True) for _ in range(n)]
-    for p in procs:
-        p.start()
-    running: dict[int, int] = {}  # pid -> task_id
-    pending = {t.task_id for t in tasks}
-    try:
-        while pending:
-            try:
-                msg = result_q.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
-                for p in dead:
-                    procs.remove(p)
-                    task_id = running.pop(p.pid, None)
-                    if task_id is not None and task_id in pending:
-                        pending.discard(task_id)
-                        task = next(t for t in tasks if t.task_id == task_id)
-                        yield ("error", task_id, str(task.item.path), f"worker process died (exit code {p.exitcode})")
-                    replacement = ctx.Process(target=_worker_main, args=(to_dict(cfg), task_q, result_q), daemon=True)
-                    replacement.start()
-                    procs.append(replacement)  # it takes the sentinel the dead worker never read
-                if not any(p.is_alive() for p in procs) and pending:
-                    raise DeepfakeError("all extraction workers exited before finishing")
-                continue
-            if msg[0] == "start":
-                running[msg[2]] = msg[1]
-                continue
-            if msg[0] in ("done", "error"):
-                pending.discard(msg[1])
-            yield msg
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=5)
-        task_q.close()
-        result_q.close()

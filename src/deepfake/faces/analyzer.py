@@ -101,8 +101,9 @@ class FaceAnalyzer:
         landmarks = smoother(raw, time, [box_from_landmarks(r) for r in raw])
         faces = []
         for d, lm, r, track in zip(dets, landmarks, raw, smoother.last_tracks):
-            # The ResNet embedding costs ~80 ms a face on one core, 4x the rest of the chain. A
-            # tracked face keeps its identity, so refresh it only every `embed_every` frames.
+            # The ResNet embedding costs more than detection, landmarks and alignment together
+            # (benchmarks/RESULTS.md, extraction). A tracked face keeps its identity, so refresh it
+            # only every `embed_every` frames.
             cache = track.cache
             if "embedding" not in cache or time - cache["time"] >= self.cfg.embed_every / ASSUMED_FPS - 1e-6:
                 cache["embedding"], cache["time"] = self._embed(rgb, r), time

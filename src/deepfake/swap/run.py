@@ -1,7 +1,7 @@
 """`deepfake swap` as a library call: an image, a folder of images or a video in; labelled output out.
 
-Every check that can fail fast runs before the slow work (input kind, output container, output folder
-writable, model folder complete and compatible). Outputs are written to temp files and renamed at the
+Every check that can fail fast runs before the slow work (checks.py: options, input kind, output
+container, output folder writable; here: model folder complete and compatible). Outputs are written to temp files and renamed at the
 end, so a failure anywhere leaves nothing partial behind.
 """
 
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,17 +18,13 @@ from typing import Any
 import numpy as np
 
 from deepfake.config import SwapConfig, save_json
-from deepfake.errors import BadInputError, DeepfakeError, ModelDirError, OutputError
-from deepfake.io.video_writer import VideoWriter, container_format
-from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, image_format, make_record, save_labelled_image, video_tags
-from deepfake.swap.blend import BLEND_MODES
-from deepfake.swap.color import COLOR_MODES
-from deepfake.swap.masks import MASK_MODES
+from deepfake.devices import resolve_device
+from deepfake.errors import BadInputError, ModelDirError
+from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
+from deepfake.io.video_writer import VideoWriter
+from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
 from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, OrderedWriter, Swapper, analyzer_config
 from deepfake.swap.preview import sheet, side_by_side
-
-VIDEO_INPUTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
-IMAGE_INPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -70,67 +64,13 @@ class SwapSummary:
         return text
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checks.
-
-
-def validate_config(cfg: SwapConfig) -> None:
-    for name, value, allowed in (
-        ("direction", cfg.direction, DIRECTIONS),
-        ("mask", cfg.mask, MASK_MODES),
-        ("color", cfg.color, COLOR_MODES),
-        ("blend", cfg.blend, BLEND_MODES),
-    ):
-        if value not in allowed:
-            raise DeepfakeError(f"--{name} {value}: choose from {', '.join(allowed)}")
-    if cfg.amp not in ("auto", "bf16", "off"):
-        raise DeepfakeError(f"--amp {cfg.amp}: choose from auto, bf16, off")
-    if not 0 <= cfg.crf <= 51:
-        raise DeepfakeError(f"--crf {cfg.crf}: must be 0..51")
-
-
-def input_kind(path: Path) -> str:
-    """image | folder | video; BadInputError for a missing path or an unsupported container."""
-    if not path.exists():
-        raise BadInputError(path, "not found")
-    if path.is_dir():
-        return "folder"
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_INPUTS:
-        return "video"
-    if suffix in IMAGE_INPUTS:
-        return "image"
-    raise BadInputError(
-        path, f"unsupported container '{suffix or '(none)'}' (videos: {', '.join(sorted(VIDEO_INPUTS))}; "
-        f"images: {', '.join(sorted(IMAGE_INPUTS))})"
-    )
-
-
-def check_writable(folder: Path) -> None:
-    """Fail now, not after minutes of work, when the output folder cannot be created or written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".deepfake-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise OutputError(f"{folder}: output folder is not writable ({e.strerror or e})") from None
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
     """Load a model folder for swapping; ModelDirError (one line) when it is missing or incompatible."""
-    from deepfake.train.checkpoint import load_model_dir
+    from deepfake.model_dir import load_model_dir
 
     model_dir = Path(model_dir)
-    loaded = load_model_dir(model_dir, device=resolve_device(cfg.device))
+    device = str(resolve_device(cfg.device))
+    loaded = load_model_dir(model_dir, device=device)
     tcfg = loaded.config
     config_json = model_dir / "config.json"
     if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
@@ -147,7 +87,7 @@ def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
     identity = None
     if loaded.identities and in_side in loaded.identities:
         identity = np.asarray(loaded.identities[in_side], np.float32)
-    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, resolve_device(cfg.device), cfg.amp)
+    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, device, cfg.amp)
     return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step)
 
 
@@ -176,9 +116,9 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
     validate_config(cfg)
     input_path, output = Path(input_path), Path(output)
     kind = input_kind(input_path)
-    _check_output(kind, output, cfg)
+    check_output(kind, output, cfg)
     folder = output if kind == "folder" else output.parent
-    missing = _missing_parents(folder)
+    missing = missing_parents(folder)
     check_writable(folder)
     try:
         if model is None:
@@ -196,32 +136,6 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise
-
-
-def _missing_parents(folder: Path) -> list[Path]:
-    """The folders that do not exist yet on the way to `folder`, deepest first."""
-    out = []
-    for d in [folder, *folder.parents]:
-        if d.exists():
-            break
-        out.append(d)
-    return out
-
-
-def _check_output(kind: str, output: Path, cfg: SwapConfig) -> None:
-    suffix = output.suffix.lower()
-    if kind == "folder":
-        if output.exists() and not output.is_dir():
-            raise OutputError(f"{output}: a folder of images needs an output folder, not a file")
-        return
-    if kind == "video" and cfg.preview:
-        if suffix != ".png":
-            container_format(output)
-        return
-    if kind == "video":
-        container_format(output)
-    else:
-        image_format(output)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -402,5 +316,3 @@ def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -
                     raise BadInputError(path, f"no swappable face in its first {summary.frames} frames")
     summary.seconds = time.perf_counter() - start
     return summary
-
-

@@ -1,0 +1,88 @@
+"""Extract's output side: the faceset folder checked (or reopened to append to), the numbering of its
+files, and a thread that writes the face and mask images."""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from deepfake.config import ExtractConfig, to_dict
+from deepfake.errors import OutputError
+from deepfake.faceset import MANIFEST, FaceRecord, new_header, read_faceset
+from deepfake.io.atomic import atomic_path
+
+
+class ImageWriter:
+    """Writes image files on a thread: file I/O releases the GIL, so it overlaps the rest."""
+
+    def __init__(self):
+        self._q: queue.Queue = queue.Queue(maxsize=256)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            path, data = item
+            try:
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(data)
+            except BaseException as e:  # surfaced by close(); keep draining so put() never blocks forever
+                self.error = self.error or e
+
+    def put(self, path: Path, data: bytes) -> None:
+        self._q.put((path, data))
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise OutputError(f"could not write a face image ({self.error})")
+
+
+def prepare_output(out: Path, cfg: ExtractConfig) -> tuple[dict[str, Any], list[FaceRecord]]:
+    """Check the output folder; return the header and records of an existing faceset (to append to)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: output exists and is a file, not a folder")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"{out}: {parent} is a file, not a folder")
+    settings = to_dict(cfg)
+    if (out / MANIFEST).exists():
+        existing = read_faceset(out)
+        old = existing.settings
+        for key in ("size", "coverage"):
+            if key in old and old[key] != settings[key]:
+                raise OutputError(
+                    f"{out}: faceset was extracted with {key}={old[key]}, not {settings[key]}; "
+                    f"use --{key} {old[key]} to append, or a new folder"
+                )
+        return existing.header, existing.records
+    try:
+        (out / "faces").mkdir(parents=True, exist_ok=True)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    return new_header(settings), []
+
+
+def next_number(out: Path, records: list[FaceRecord]) -> int:
+    """First free file number; counts files on disk too, so images left by an interrupted run are
+    never overwritten by a different face."""
+    numbers = [-1]
+    for sub in ("faces", "masks"):
+        for p in (out / sub).glob("*"):
+            m = re.match(r"(\d+)", p.name)
+            if m:
+                numbers.append(int(m.group(1)))
+    for r in records:
+        m = re.match(r"\w+/(\d+)", r.file)
+        if m:
+            numbers.append(int(m.group(1)))
+    return max(numbers) + 1

@@ -1,0 +1,90 @@
+"""The checks `deepfake swap` runs before any slow work: option values, input kind, output container and
+an output folder that can be written. Each fails with one line naming the path or option."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from deepfake.config import SwapConfig
+from deepfake.errors import BadInputError, DeepfakeError, OutputError
+from deepfake.io.provenance import image_format
+from deepfake.io.video_writer import container_format
+from deepfake.swap.blend import BLEND_MODES
+from deepfake.swap.color import COLOR_MODES
+from deepfake.swap.masks import MASK_MODES
+from deepfake.swap.pipeline import DIRECTIONS
+
+VIDEO_INPUTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
+IMAGE_INPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def validate_config(cfg: SwapConfig) -> None:
+    for name, value, allowed in (
+        ("direction", cfg.direction, DIRECTIONS),
+        ("mask", cfg.mask, MASK_MODES),
+        ("color", cfg.color, COLOR_MODES),
+        ("blend", cfg.blend, BLEND_MODES),
+    ):
+        if value not in allowed:
+            raise DeepfakeError(f"--{name} {value}: choose from {', '.join(allowed)}")
+    if cfg.amp not in ("auto", "bf16", "off"):
+        raise DeepfakeError(f"--amp {cfg.amp}: choose from auto, bf16, off")
+    if not 0 <= cfg.crf <= 51:
+        raise DeepfakeError(f"--crf {cfg.crf}: must be 0..51")
+
+
+def input_kind(path: Path) -> str:
+    """image | folder | video; BadInputError for a missing path or an unsupported container."""
+    if not path.exists():
+        raise BadInputError(path, "not found")
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_INPUTS:
+        return "video"
+    if suffix in IMAGE_INPUTS:
+        return "image"
+    raise BadInputError(
+        path, f"unsupported container '{suffix or '(none)'}' (videos: {', '.join(sorted(VIDEO_INPUTS))}; "
+        f"images: {', '.join(sorted(IMAGE_INPUTS))})"
+    )
+
+
+def check_output(kind: str, output: Path, cfg: SwapConfig) -> None:
+    """The output suits the input kind: a folder for a folder, a known container or image format else."""
+    suffix = output.suffix.lower()
+    if kind == "folder":
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"{output}: a folder of images needs an output folder, not a file")
+        return
+    if kind == "video" and cfg.preview:
+        if suffix != ".png":
+            container_format(output)
+        return
+    if kind == "video":
+        container_format(output)
+    else:
+        image_format(output)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after minutes of work, when the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".deepfake-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(f"{folder}: output folder is not writable ({e.strerror or e})") from None
+
+
+def missing_parents(folder: Path) -> list[Path]:
+    """The folders that do not exist yet on the way to `folder`, deepest first."""
+    out = []
+    for d in [folder, *folder.parents]:
+        if d.exists():
+            break
+        out.append(d)
+    return out
