@@ -27,6 +27,7 @@ import argparse
 import json
 import shutil
 import sys
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -38,26 +39,25 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from deepfake.train.checkpoint import Snapshot, save_snapshot  # noqa: E402
 from deepfake.train.checkpoint_writer import SnapshotWriter  # noqa: E402
-from deepfake.models import build_autoencoder, build_discriminator, preset_config  # noqa: E402
-from deepfake.train import make_optimizer, resolve_device  # noqa: E402
+from deepfake.devices import resolve_device  # noqa: E402
+from deepfake.models import preset_config  # noqa: E402
+from deepfake.train.build import build  # noqa: E402
 
 
 def trained_state(preset: str, device: torch.device) -> tuple[dict, int]:
     """A Snapshot's worth of state for `preset` on `device` (weights and Adam moments), and its parameter count."""
     cfg = preset_config(preset)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, gan_weight=cfg.loss.gan_weight or 0.1))  # with its D
     torch.manual_seed(0)
-    g = build_autoencoder(cfg.model).to(device)
-    d = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device)
-    opts = []
-    for module, lr in ((g, cfg.lr), (d, cfg.d_lr)):
-        opt = make_optimizer(cfg, module.parameters(), lr, device)
+    built = build(cfg, device)
+    g, d = built.autoencoder, built.discriminator
+    for module, opt in ((g, built.opt_g), (d, built.opt_d)):
         for p in module.parameters():
             p.grad = torch.full_like(p, 1e-3)
         opt.step()  # fills exp_avg and exp_avg_sq
         opt.zero_grad(set_to_none=True)
-        opts.append(opt)
-    state = dict(autoencoder=g.state_dict(), discriminator=d.state_dict(), optimizer_g=opts[0].state_dict(),
-                 optimizer_d=opts[1].state_dict(), rng={"sample_gen": torch.Generator().manual_seed(0).get_state()},
+    state = dict(autoencoder=g.state_dict(), discriminator=d.state_dict(), optimizer_g=built.opt_g.state_dict(),
+                 optimizer_d=built.opt_d.state_dict(), rng={"sample_gen": torch.Generator().manual_seed(0).get_state()},
                  state={"wall_s": 0.0})
     return state, sum(p.numel() for m in (g, d) for p in m.parameters())
 

@@ -13,17 +13,12 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step], MODE = eager | compile | cudagraphs (compile, mode
+Case syntax: PRESET:BATCH:MODE[:gan][:split], MODE = eager | compile | cudagraphs (compile, mode
 reduce-overhead) | auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on
 CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs;
 minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
 (one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
-that choice in one run); `shiftadd` sets model.head_conv=shift_add (the decoder heads, where compiled,
-as a matrix product and shifted sums instead of cuDNN's 5x5 convolution with 4 outputs; the df128, df256
-and liae256 presets' default), `direct` sets head_conv=direct (the other presets' default); `step` sets
-compile_scope=step (the whole G+D step, both Adam updates included, as one function, compiled as one
-graph: deepfake/whole_step.py; without it the two phases' forward and losses are compiled one graph
-each, as `deepfake train --compile` does by default). BATCH is faces
+that choice in one run). BATCH is faces
 per identity per step; faces/s counts both identities (2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
@@ -59,10 +54,13 @@ from deepfake.train.augment import augment_kernel
 from deepfake.config import ModelConfig, TrainConfig
 from deepfake.train.data_stream import DataStream
 from deepfake.faceset import FaceRecord, new_header, write_manifest
-from deepfake.models import build_autoencoder, build_discriminator, preset_config
+from deepfake.devices import configure_cuda, resolve_amp
+from deepfake.models import preset_config
+from deepfake.train.batches import draw_step, load_side
+from deepfake.train.build import build
+from deepfake.train.metrics import TRAIN_KEYS
+from deepfake.train.step import AdversarialStep
 from deepfake.train.step_timer import StepTimer, elapsed_ms, mark
-from deepfake.train import (TRAIN_KEYS, AdversarialStep, configure_cuda, draw_step, load_side, make_optimizer, make_step,
-                            resolve_amp)
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
 GPU_CASES = "original64:64:eager,original64:64:compile,original64:64:cudagraphs,df256:32:eager:gan,df256:32:compile:gan"
@@ -198,17 +196,11 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
     _, side_a = load_side(faceset_a, cfg, device, "a", sample_gen, progress=False)
     _, side_b = load_side(faceset_b, cfg, device, "b", sample_gen, progress=False)
     torch.manual_seed(cfg.seed)
-    autoencoder = build_autoencoder(cfg.model).to(device)
-    discriminator = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device) if cfg.loss.gan_weight > 0 else None
-    if cfg.channels_last and device.type == "cuda":
-        autoencoder.to(memory_format=torch.channels_last)
-        if discriminator is not None:
-            discriminator.to(memory_format=torch.channels_last)
-    opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, device)
-    opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr, device) if discriminator is not None else None
-    stepper = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp)  # as train builds it
-    # FLOPs are counted on the eager phases: the same arithmetic as either scope's step.
-    eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, opt_g, opt_d, device, amp)
+    built = build(cfg, device)  # as train builds it
+    autoencoder, discriminator, stepper = built.autoencoder, built.discriminator, built.step
+    # FLOPs are counted on an eager twin over the same nets and optimizers: the same arithmetic.
+    eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, built.opt_g, built.opt_d, device,
+                            built.amp_dtype)
     sums = torch.zeros(len(TRAIN_KEYS), device=device)  # the loop's on-device loss sums
     timer = StepTimer(device)  # the same marks the training loop sets
     kernel = augment_kernel(cfg.compile)  # compiled augmentation when the step is compiled, as in train
@@ -422,26 +414,21 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
-    """PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step] as the preset's TrainConfig on `device`, and the mode."""
+    """PRESET:BATCH:MODE[:gan][:split] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
     if mode not in ("eager", "compile", "cudagraphs", "auto", "autotune"):
         raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs, auto or autotune")
-    unknown = set(parts[3:]) - {"gan", "split", "shiftadd", "direct", "step"}
+    unknown = set(parts[3:]) - {"gan", "split"}
     if unknown:
-        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, shiftadd, direct, step)")
-    if {"shiftadd", "direct"} <= set(parts[3:]):
-        raise SystemExit(f"case {case}: shiftadd and direct are the two head_conv settings; name one")
+        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split)")
     cfg = preset_config(preset)
     loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
     # cudagraphs: compile with mode reduce-overhead (CUDA graph replay); auto: what `deepfake train
     # --compile` picks by default (train.resolve_compile_mode).
     compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto", "autotune": "max-autotune"}.get(mode, "default")
-    head_conv = {"shiftadd": "shift_add", "direct": "direct"}
-    model = replace(cfg.model, head_conv=next((head_conv[p] for p in parts[3:] if p in head_conv), cfg.model.head_conv))
     cfg = replace(cfg, batch=batch, compile=mode != "eager", loss=loss, device=str(device), val_fraction=0.0,
-                  compile_mode=compile_mode, batch_sides="split" not in parts[3:], model=model,
-                  compile_scope="step" if "step" in parts[3:] else "phases")
+                  compile_mode=compile_mode, batch_sides="split" not in parts[3:])
     return cfg, mode
 
 
@@ -449,13 +436,12 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
              refs: dict | None = None) -> dict:
     """Our step, then the reference beside it. `refs` keeps each reference measurement of this call by
     what it depends on (preset, batch, GAN, compiled): cases that differ only in our settings (`split`,
-    `shiftadd`, compile modes that all compare with the compiled reference) reuse it and say so
+    compile modes that all compare with the compiled reference) reuse it and say so
     (`ref_reused`)."""
     cfg, mode = case_config(case, device)
     compiled, gan, batch = cfg.compile, cfg.loss.gan_weight > 0, cfg.batch
     amp = resolve_amp(cfg.amp, device)
     out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan, "batch_sides": cfg.batch_sides,
-           "head_conv": cfg.model.head_conv, "scope": cfg.compile_scope,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
 
     # Ours.
@@ -628,7 +614,7 @@ def failure(e: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:shiftadd|:direct][:step] (GPU default {GPU_CASES})")
+    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split] (GPU default {GPU_CASES})")
     p.add_argument("--steps", type=int, default=None, help="measured steps per case (default 20, quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="steps before timing (default 5, quick 1)")
     p.add_argument("--a", type=Path, default=None, help="faceset A (default: crops of d6.mp4)")

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepfake import batch_finder
-from deepfake.train.batch_finder import find_batch_size, is_out_of_memory
+from deepfake.train import memory as batch_finder
+from deepfake.train.memory import find_batch_size, is_out_of_memory
 from deepfake.config import ModelConfig
 from deepfake.errors import DeepfakeError
 from deepfake.models import build_autoencoder
@@ -87,7 +87,7 @@ def test_train_batch_probe_runs_real_steps_and_backs_off(monkeypatch):
     from dataclasses import replace
 
     from deepfake.models import preset_config
-    from deepfake.train import AdversarialStep
+    from deepfake.train.step import AdversarialStep
 
     cfg = preset_config("tiny")
     cfg = replace(cfg, device="cpu", amp="off", compile=True, loss=replace(cfg.loss, gan_weight=0.1))

@@ -15,16 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake.train.checkpoint import (
-    Snapshot,
-    flatten_optimizer,
-    latest_snapshot,
-    list_snapshots,
-    load_model_dir,
-    save_snapshot,
-    unflatten_optimizer,
-    write_config,
-)
+from deepfake.model_dir import list_snapshots, load_model_dir, write_config
+
+from deepfake.train.checkpoint import Snapshot, flatten_optimizer, latest_snapshot, save_snapshot, unflatten_optimizer
 from deepfake.errors import ModelDirError
 from deepfake.models import build_autoencoder, build_discriminator, preset_config
 
@@ -167,7 +160,8 @@ def test_loading_never_unpickles(tmp_path):
 SAVER = textwrap.dedent(
     """
     import sys, torch
-    from deepfake.train.checkpoint import Snapshot, save_snapshot, write_config
+    from deepfake.model_dir import write_config
+    from deepfake.train.checkpoint import Snapshot, save_snapshot
     from deepfake.models import build_autoencoder, preset_config
     out = sys.argv[1]
     cfg = preset_config("tiny")

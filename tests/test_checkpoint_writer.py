@@ -12,7 +12,8 @@ import torch
 
 import deepfake.train.checkpoint_writer as writer_module
 import deepfake.train as train_module
-from deepfake.train.checkpoint import latest_snapshot, list_snapshots, save_snapshot
+from deepfake.model_dir import list_snapshots
+from deepfake.train.checkpoint import latest_snapshot, save_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.models import preset_config
 from test_checkpoint import tiny_snapshot

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from deepfake.train.augment import no_augment
-from deepfake.models import build_autoencoder, build_discriminator, preset_config
-from deepfake.train import AdversarialStep, make_optimizer
+from deepfake.models import preset_config
+from deepfake.train.build import build
 
 
 def compiler_problem() -> str | None:
@@ -30,16 +30,11 @@ def compiler_problem() -> str | None:
     return None
 
 
-def run_steps(compile_: bool, steps: int = 2, head_conv: str = "direct") -> list[list[float]]:
+def run_steps(compile_: bool, steps: int = 2) -> list[list[float]]:
     cfg = preset_config("tiny")
-    cfg = replace(cfg, compile=compile_, device="cpu", amp="off", loss=replace(cfg.loss, gan_weight=0.1),
-                  model=replace(cfg.model, head_conv=head_conv))
+    cfg = replace(cfg, compile=compile_, device="cpu", amp="off", loss=replace(cfg.loss, gan_weight=0.1))
     torch.manual_seed(0)
-    g = build_autoencoder(cfg.model)
-    d = build_discriminator(cfg.discriminator, cfg.model.resolution)
-    opt_g = make_optimizer(cfg, g.parameters(), cfg.lr, torch.device("cpu"))
-    opt_d = make_optimizer(cfg, d.parameters(), cfg.d_lr, torch.device("cpu"))
-    stepper = AdversarialStep(cfg, g, d, opt_g, opt_d, torch.device("cpu"), None)
+    stepper = build(cfg).step
     gen = torch.Generator().manual_seed(1)
     images = (torch.rand(4, 3, 64, 64, generator=gen) * 255).to(torch.uint8)  # (4, 3, 64, 64)
     masks = torch.zeros(4, 1, 64, 64, dtype=torch.uint8)
@@ -55,17 +50,12 @@ def run_steps(compile_: bool, steps: int = 2, head_conv: str = "direct") -> list
     return logs
 
 
-@pytest.mark.parametrize("head_conv", ["direct", "shift_add"])
-def test_compiled_step_matches_eager_step(head_conv, monkeypatch):
-    """The whole G + D step; with head_conv=shift_add the compiled step runs the decoder heads as a matrix
-    product and shifted sums (on CUDA as shipped; here on the CPU too), the eager one as the convolution."""
-    from deepfake.models import autoencoder
-
+def test_compiled_step_matches_eager_step():
+    """The whole G + D step, compiled as `--compile` builds it, against eager on the same weights."""
     problem = compiler_problem()
     if problem:
         pytest.skip(problem)
-    monkeypatch.setattr(autoencoder, "SHIFT_ADD_DEVICES", ("cpu", "cuda"))
-    eager, compiled = run_steps(False, head_conv=head_conv), run_steps(True, head_conv=head_conv)
+    eager, compiled = run_steps(False), run_steps(True)
     for step, (e, c) in enumerate(zip(eager, compiled)):
         # G loss and D loss: float32 on both sides; fused kernels reorder sums, so not bitwise.
         assert c[0] == pytest.approx(e[0], rel=1e-4), f"step {step}: G loss compiled {c[0]} vs eager {e[0]}"
@@ -159,11 +149,7 @@ def accumulated_grads(compile_mode: str | None, device: torch.device, steps: int
     cfg = replace(cfg, compile=compile_mode is not None, compile_mode=compile_mode or "default", device=device.type,
                   amp="off", grad_accum=accum, loss=replace(cfg.loss, gan_weight=0.1))
     torch.manual_seed(0)
-    g = build_autoencoder(cfg.model).to(device)
-    d = build_discriminator(cfg.discriminator, cfg.model.resolution).to(device)
-    opt_g = make_optimizer(cfg, g.parameters(), cfg.lr, device)
-    opt_d = make_optimizer(cfg, d.parameters(), cfg.d_lr, device)
-    stepper = AdversarialStep(cfg, g, d, opt_g, opt_d, device, None)
+    stepper = build(cfg, device).step
     captured: list[torch.Tensor] = []
 
     def capture(opt, params, loss):  # in place of clip + step: keep the summed gradients, drop them

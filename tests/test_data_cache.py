@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import media_path
-from deepfake import data
+from deepfake.faceset import cache as data
 from deepfake.faceset.cache import FaceCache, Sampler
 from deepfake.faceset import FaceRecord, new_header, read_faceset, write_manifest
 

@@ -14,7 +14,7 @@ import torch
 
 from deepfake.train.data_stream import DataStream
 from deepfake.models import preset_config
-from deepfake.train import _draw, draw_step, load_side
+from deepfake.train.batches import _draw, draw_step, load_side
 from test_data_cache import build_faceset
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="the side stream exists on CUDA only")

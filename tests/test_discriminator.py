@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from deepfake.train.checkpoint import load_model_dir
+from deepfake.model_dir import load_model_dir
 from deepfake.cli import main as cli_main
 from deepfake.train.discriminator import REPORT, roc_auc, train_discriminator
 from deepfake.models import preset_config

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import media_path
 from deepfake.config import EvaluateConfig
-from deepfake.evaluate.plots import overfit_point
+from deepfake.evaluate.plots import overfit_step
+from deepfake.train.metrics import OverfitWatch, overfit_start
 
 STEPS = 10
 
@@ -67,12 +68,26 @@ def test_evaluate_writes_metrics_and_report(model_dir, faceset_a, faceset_b, tmp
         assert (tmp_path / png).stat().st_size > 1000
 
 
-def test_overfit_point_is_the_validation_minimum_before_a_rise():
+def test_overfitting_is_the_validation_minimum_with_training_still_falling():
+    """One rule for training's warning and evaluate's plot: the validation minimum, once `patience`
+    validations after it all lie above it while the training loss fell."""
     steps = [100, 200, 300, 400, 500, 600]
-    assert overfit_point(steps, [5, 4, 3, 3.2, 3.5, 3.9]) == 2
-    assert overfit_point(steps, [5, 4, 3, 2.5, 2.4, 2.3]) is None  # still improving
-    assert overfit_point(steps, [5, 4, 3, 3.2, 2.9, 3.0]) is None  # a blip, then a new minimum
-    assert overfit_point(steps[:2], [5, 4]) is None
+    falling = [9, 8, 7, 6, 5, 4]
+    assert overfit_start(steps, falling, [5, 4, 3, 3.2, 3.5, 3.9], patience=3) == 2
+    assert overfit_start(steps, falling, [5, 4, 3, 3.2, 3.5, 3.9], patience=4) is None  # not yet patient enough
+    assert overfit_start(steps, falling, [5, 4, 3, 2.5, 2.4, 2.3], patience=2) is None  # still improving
+    assert overfit_start(steps, falling, [5, 4, 3, 3.2, 2.9, 3.0], patience=2) is None  # a blip, then a new minimum
+    assert overfit_start(steps, [9, 8, 7, 7.5, 8, 9], [5, 4, 3, 3.2, 3.5, 3.9], patience=3) is None  # both rise: not over-fitting
+    assert overfit_start(steps[:2], falling[:2], [5, 4], patience=1) is None
+    # evaluate reads the training loss at the validation steps from the (denser) training curve.
+    curves = {"train": ([50 * i for i in range(1, 13)], [10 - 0.5 * i for i in range(12)]),
+              "val": (steps, [5, 4, 3, 3.2, 3.5, 3.9])}
+    assert overfit_step(curves, patience=3) == 300
+    # Training's watch warns once per minimum, at the validation that completes the rule.
+    watch = OverfitWatch(patience=3)
+    fired = [watch.update(s, t, v) for s, t, v in zip(steps, falling, [5, 4, 3, 3.2, 3.5, 3.9])]
+    assert fired == [None, None, None, None, None, 300]
+    assert watch.update(700, 3.5, 4.0) is None  # the same episode: no second warning
 
 
 def test_cli_evaluate_and_detect(model_dir, faceset_a, faceset_b, tmp_path, capsys):

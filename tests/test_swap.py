@@ -89,7 +89,7 @@ def model_dir(tmp_path_factory, identities):
     and B = d14 recorded as its identities, as `deepfake train` writes them."""
     from safetensors.torch import save_file
 
-    from deepfake.train.checkpoint import write_config
+    from deepfake.model_dir import write_config
     from deepfake.models import build_autoencoder
     from deepfake.models.presets import preset_config
 

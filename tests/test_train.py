@@ -1,5 +1,5 @@
 """The training loop on real faces (the shared d6/d14 facesets): learning, exact resume, GAN phases,
-NaN protection, validation and over-fitting warnings, Ctrl-C, the CLI."""
+NaN protection, validation and over-fitting warnings, the limits (steps, minutes, signals), the CLI."""
 
 from __future__ import annotations
 
@@ -16,14 +16,19 @@ import cv2
 import pytest
 import torch
 
-from deepfake.train.augment import no_augment
-from deepfake.train.checkpoint import latest_snapshot, load_model_dir
 from deepfake.cli import main as cli_main
+from deepfake.errors import DeepfakeError
 from deepfake.faceset.cache import FaceCache
-from deepfake.models import build_autoencoder, build_discriminator, preset_config
-from deepfake import augment as augment_module
-from deepfake import train as train_module
-from deepfake.train import AdversarialStep, OverfitWatch, make_optimizer, read_metrics, train
+from deepfake.model_dir import load_model_dir
+from deepfake.models import preset_config
+from deepfake.train import batches as batches_module
+from deepfake.train import loop as loop_module
+from deepfake.train import train
+from deepfake.train.augment import no_augment
+from deepfake.train.build import build
+from deepfake.train.checkpoint import latest_snapshot
+from deepfake.train.metrics import read_metrics
+from deepfake.train.step import one_pass, resolve_compile_mode
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -75,7 +80,7 @@ def test_time_budget_stops_saves_and_resumes(faceset_a, faceset_b, tmp_path):
     first = train(cfg, faceset_a, faceset_b, out, progress=False, minutes=2 / 60)
     took = time.perf_counter() - t0
     # Stopped by the clock at a log boundary, not by Ctrl-C, and saved there.
-    assert not first.interrupted and first.step > 0 and first.step % 2 == 0
+    assert first.stopped_by == "minutes" and first.step > 0 and first.step % 2 == 0
     assert latest_snapshot(out).step == first.step
     assert took < 60, f"a 2 s budget ran {took:.0f} s"
     second = train(cfg, faceset_a, faceset_b, out, progress=False, minutes=1 / 60)
@@ -87,13 +92,13 @@ def test_busy_fraction_sees_a_slow_data_path(faceset_a, faceset_b, tmp_path, mon
     data_ms and pull the busy fraction down (what faceswap users see as an idle GPU)."""
     cfg = tiny(steps=30, batch=4, log_every=10, val_every=0, save_every=10**6, preview_every=0)
     fast = train(cfg, faceset_a, faceset_b, tmp_path / "fast", progress=False)
-    real_augment = train_module.augment
+    real_augment = batches_module.augment
 
     def slow_augment(*args, **kwargs):
         time.sleep(0.03)
         return real_augment(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "augment", slow_augment)
+    monkeypatch.setattr(batches_module, "augment", slow_augment)
     slow = train(cfg, faceset_a, faceset_b, tmp_path / "slow", progress=False)
     print("busy fast/slow:", round(fast.gpu_busy, 3), round(slow.gpu_busy, 3),
           "data ms fast/slow:", [round(r["data_ms"], 1) for r in fast.metrics], [round(r["data_ms"], 1) for r in slow.metrics])
@@ -104,59 +109,28 @@ def test_busy_fraction_sees_a_slow_data_path(faceset_a, faceset_b, tmp_path, mon
 
 def test_the_hot_loop_reads_nothing_back_from_the_device(faceset_a, faceset_b, tmp_path, monkeypatch):
     """No .item()/.tolist()/bool()/float() of a tensor between log boundaries: on a GPU each would stall
-    the host until the queue drains. Every such read is recorded with the step it happened in. At a log
-    boundary the loss sums go into an AsyncRead and are read one boundary later, so on a GPU the host
-    waits only for a copy queued a window ago, never for the queue to drain."""
+    the host until the queue drains. Every such read is recorded with the step it happened in; only the
+    log boundaries (every 4 steps) may read."""
     from torch.overrides import TorchFunctionMode
 
-    host_reads = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
-    reads: list[tuple[int, str, bool]] = []  # (step, read, inside AsyncRead.values)
+    # .numpy() is left out: it works on host tensors only (a device tensor must pass .cpu(), recorded),
+    # and the augmentation's parameters are host numbers by design (augment.sample_params).
+    host_reads = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu"}
+    reads: list[tuple[int, str]] = []  # (steps started so far, read)
     steps_started = [0]
-    inside = [False]
-    made_read: list[tuple[int, int]] = []  # (step an AsyncRead was made in, step its values were read in)
 
-    class CountingTimer(train_module.StepTimer):
+    class CountingTimer(loop_module.StepTimer):
         def data_start(self):
             steps_started[0] += 1
             super().data_start()
 
-    class TracedRead(train_module.AsyncRead):
-        def __init__(self, tensor):
-            super().__init__(tensor)
-            self.made = steps_started[0]
-
-        def values(self):
-            inside[0] = True
-            try:
-                return super().values()
-            finally:
-                inside[0] = False
-                made_read.append((self.made, steps_started[0]))
-
-    # The augmentation's parameters are drawn from a CPU generator and computed on the host by design
-    # (augment.sample_params reads its own draw with .numpy(), wherever training runs): not a device read.
-    host_side = augment_module.sample_params.__code__
-    host_side_reads = [0]
-
-    def in_sample_params() -> bool:
-        frame = sys._getframe(2)
-        while frame is not None:
-            if frame.f_code is host_side:
-                return True
-            frame = frame.f_back
-        return False
-
     class RecordReads(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             if getattr(func, "__name__", "") in host_reads:
-                if in_sample_params() and all(a.device.type == "cpu" for a in args if isinstance(a, torch.Tensor)):
-                    host_side_reads[0] += 1
-                else:
-                    reads.append((steps_started[0], func.__name__, inside[0]))
+                reads.append((steps_started[0], func.__name__))
             return func(*args, **(kwargs or {}))
 
-    monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
-    monkeypatch.setattr(train_module, "AsyncRead", TracedRead)
+    monkeypatch.setattr(loop_module, "StepTimer", CountingTimer)
     # Every phase on: GAN, lazy R1 every other step, gradient clipping, two micro-batches, validation.
     cfg = with_gan(tiny(steps=12, batch=4, log_every=4, val_every=4, save_every=10**6, preview_every=0,
                         grad_clip=1.0, grad_accum=2), r1_gamma=1.0, r1_every=2)
@@ -164,16 +138,10 @@ def test_the_hot_loop_reads_nothing_back_from_the_device(faceset_a, faceset_b, t
         result = train(cfg, faceset_a, faceset_b, tmp_path / "model", progress=False)
     assert result.step == 12 and [r["step"] for r in result.metrics] == [4, 8, 12]
     assert all(r["val_loss"] > 0 for r in result.metrics)
-    in_loop = [(step, name, via) for step, name, via in reads if step > 0]
+    in_loop = [(step, name) for step, name in reads if step > 0]
     assert in_loop, "the log boundaries read the loss sums: the recorder must see them"
     # A read after step k's compute (k = 4, 8, 12) belongs to the log section of step k.
-    assert {step for step, _, _ in in_loop} <= {4, 8, 12}, in_loop
-    # Boundaries 4 and 8 read only through AsyncRead; the last step also saves and reports (step 12).
-    assert {step for step, _, via in in_loop if not via} <= {12}, in_loop
-    # Step 4's sums and validation losses are read at step 8's boundary, step 8's at step 12's; the last
-    # step's at once.
-    assert made_read == [(4, 8)] * 2 + [(8, 12)] * 2 + [(12, 12)] * 2
-    assert host_side_reads[0] >= 12 * 2 * 2  # the exemption saw its draws: 2 sides x 2 micro-batches a step
+    assert {step for step, _ in in_loop} <= {4, 8, 12}, in_loop
 
 
 def _has_tensorboard() -> bool:
@@ -188,9 +156,9 @@ def test_resume_equals_an_uninterrupted_run(faceset_a, faceset_b, tmp_path):
     cfg = with_gan(tiny(steps=12, batch=4, log_every=3, val_every=6, save_every=6, preview_every=0), r1_gamma=1.0, r1_every=2)
     straight = train(cfg, faceset_a, faceset_b, tmp_path / "straight", progress=False)
     first = train(cfg, faceset_a, faceset_b, tmp_path / "resumed", progress=False, stop_at=7)
-    assert first.step == 7 and latest_snapshot(tmp_path / "resumed").step == 7
+    assert first.step == 7 and first.stopped_by == "stop_at" and latest_snapshot(tmp_path / "resumed").step == 7
     resumed = train(cfg, faceset_a, faceset_b, tmp_path / "resumed", progress=False)
-    assert resumed.step == 12
+    assert resumed.step == 12 and resumed.stopped_by == "steps"
     keys = ("loss", "loss_a", "loss_b", "gan_g", "loss_d", "d_acc_real", "d_acc_fake", "val_loss")
     a = [[r["step"]] + [r[k] for k in keys] for r in read_metrics(tmp_path / "straight" / "metrics.csv")]
     b = [[r["step"]] + [r[k] for k in keys] for r in read_metrics(tmp_path / "resumed" / "metrics.csv")]
@@ -212,12 +180,9 @@ def real_batches(faceset_a, faceset_b):
 
 
 def make_step(cfg):
+    """The step training builds for `cfg`, on the CPU in float32, from seed 0."""
     torch.manual_seed(0)
-    ae = build_autoencoder(cfg.model)
-    d = build_discriminator(cfg.discriminator, 64) if cfg.loss.gan_weight > 0 else None
-    opt_g = make_optimizer(cfg, ae.parameters(), cfg.lr, torch.device("cpu"))
-    opt_d = make_optimizer(cfg, d.parameters(), cfg.d_lr, torch.device("cpu")) if d is not None else None
-    return AdversarialStep(cfg, ae, d, opt_g, opt_d, torch.device("cpu"), None)
+    return build(dataclasses.replace(cfg, amp="off"), torch.device("cpu")).step
 
 
 def snapshot(m):
@@ -295,8 +260,8 @@ def test_batch_norm_keeps_one_pass_per_identity(real_batches):
     cfg = with_gan(tiny())
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, norm="batch"),
                               discriminator=dataclasses.replace(cfg.discriminator, norm="batch"))
-    assert train_module.one_pass(cfg) == (False, False)
-    assert train_module.one_pass(dataclasses.replace(cfg, model=tiny().model)) == (True, False)
+    assert one_pass(cfg) == (False, False)
+    assert one_pass(dataclasses.replace(cfg, model=tiny().model)) == (True, False)
     ba, bb = real_batches
     stepped = []
     for flag in (True, False):
@@ -331,25 +296,14 @@ def test_gradient_accumulation_averages_micro_batches(real_batches):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
-def test_overfit_watch():
-    w = OverfitWatch(patience=3)
-    fired = [w.update(s, train, val) for s, train, val in
-             [(1, 1.0, 1.0), (2, 0.9, 0.8), (3, 0.8, 0.85), (4, 0.7, 0.9), (5, 0.6, 0.95), (6, 0.5, 1.0)]]
-    assert fired == [False, False, False, False, True, False]  # once per episode
-    w2 = OverfitWatch(patience=3)
-    assert not any(w2.update(s, 1.0 - s / 10, 1.0 - s / 20) for s in range(8))  # both falling: fine
-
-
 def test_overfitting_warning_is_raised_during_training(faceset_a, faceset_b, tmp_path, monkeypatch, caplog):
-    import deepfake.train as train_mod
-
     calls = []
 
     def rising_val(autoencoder, side, which, loss_cfg, batch, autocast):
         calls.append(which)
         return torch.tensor(1.0 + 0.1 * len(calls))  # validation keeps getting worse
 
-    monkeypatch.setattr(train_mod, "validate", rising_val)
+    monkeypatch.setattr(loop_module, "validate", rising_val)
     cfg = tiny(steps=20, batch=4, lr=1e-3, log_every=5, val_every=5, save_every=20, preview_every=0, overfit_patience=3)
     with caplog.at_level(logging.WARNING, logger="deepfake.train"):
         result = train(cfg, faceset_a, faceset_b, tmp_path / "m", progress=False)
@@ -357,26 +311,88 @@ def test_overfitting_warning_is_raised_during_training(faceset_a, faceset_b, tmp
     assert any("over-fitting" in r.message for r in caplog.records)
 
 
-def test_ctrl_c_saves_before_exit(faceset_a, faceset_b, tmp_path):
-    out = tmp_path / "m"
+def _start_cli_training(faceset_a, faceset_b, out, *extra: str) -> subprocess.Popen:
+    """`deepfake train` (tiny, open-ended) in a subprocess, returned once its first step is near."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "deepfake", "train", "--a", str(faceset_a), "--b", str(faceset_b), "-o", str(out),
-           "--preset", "tiny", "--steps", "100000", "--save-every", "100000", "--preview-every", "100000",
-           "--val-every", "100000", "--batch", "4", "--no-progress"]
+           "--preset", "tiny", "--steps", "100000", "--preview-every", "100000", "--val-every", "100000",
+           "--batch", "4", "--no-progress", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 60
     while not (out / "config.json").exists():  # written just before the first step
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.2)
+    return proc
+
+
+def test_ctrl_c_saves_before_exit(faceset_a, faceset_b, tmp_path):
+    out = tmp_path / "m"
+    proc = _start_cli_training(faceset_a, faceset_b, out, "--save-every", "100000")
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()[-2000:]
-    assert b"interrupted" in stdout
+    assert b"SIGINT: saved at step" in stdout
     loaded = load_model_dir(out)
     assert 0 < loaded.step < 100000
     assert latest_snapshot(out).step == loaded.step
+
+
+def test_sigterm_saves_and_exits_with_code_0(faceset_a, faceset_b, tmp_path):
+    """What `kill`, `docker stop`, systemd and SLURM send: saved like Ctrl-C, exit code 0, a line
+    naming the step; the same command then resumes from it."""
+    out = tmp_path / "m"
+    proc = _start_cli_training(faceset_a, faceset_b, out, "--save-every", "100000")
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    saved = int(re.search(rb"SIGTERM: saved at step (\d+)", stdout).group(1))
+    assert b"Stopped: SIGTERM" in stdout
+    assert 0 < saved < 100000 and load_model_dir(out).step == saved == latest_snapshot(out).step
+    rows = read_metrics(out / "metrics.csv")
+    assert rows and rows[-1]["step"] == saved
+
+
+def test_a_second_signal_exits_at_once_and_keeps_the_last_complete_checkpoint(faceset_a, faceset_b, tmp_path):
+    out = tmp_path / "m"
+    proc = _start_cli_training(faceset_a, faceset_b, out, "--save-every", "3")
+    deadline = time.time() + 60
+    while latest_snapshot(out) is None:  # at least one complete checkpoint to keep
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)  # apart, so the first is handled (two pending SIGTERMs merge into one)
+    assert proc.poll() is None, "the first signal's save ended the run before the second arrived"
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()[-2000:]  # aborted: not the clean exit of one signal
+    assert time.time() - t0 < 30
+    assert b"exiting without saving" in stderr
+    snap = latest_snapshot(out)
+    assert snap is not None and snap.step % 3 == 0  # a whole checkpoint of the save schedule
+    assert load_model_dir(out).step > 0
+
+
+def test_minutes_alone_is_the_limit(faceset_a, faceset_b, tmp_path, capsys):
+    """--minutes without --steps ignores the preset's step count (a user's time budget is the limit);
+    with both, the first reached stops, and the summary says which."""
+    from deepfake.config import save_json
+
+    cfg_path = tmp_path / "cfg.json"
+    save_json(tiny(steps=4, batch=4, log_every=2, val_every=0, save_every=10**6, preview_every=0), cfg_path)
+    common = ["train", "--a", str(faceset_a), "--b", str(faceset_b), "--config", str(cfg_path), "--no-progress"]
+    assert cli_main(common + ["-o", str(tmp_path / "alone"), "--minutes", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "Stopped: the 0.1-minute budget was spent" in out
+    assert load_model_dir(tmp_path / "alone").step > 4  # went past the config's 4 steps
+    assert cli_main(common + ["-o", str(tmp_path / "both"), "--minutes", "5", "--steps", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "Stopped: reached the step limit (6)" in out and load_model_dir(tmp_path / "both").step == 6
+    with pytest.raises(DeepfakeError, match="time budget"):
+        train(tiny(), faceset_a, faceset_b, tmp_path / "none", step_limit=False)
 
 
 def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
@@ -394,7 +410,7 @@ def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
     bf16, fp32 = size(*m.group(1, 2)), size(*m.group(3, 4))
     ckpt = size(*re.search(r"checkpoint_decoder=true: ([\d.]+) (GiB|MiB)", printed).group(1, 2))
     assert 0 < bf16 < fp32 and 0 < ckpt <= bf16
-    from deepfake.train.checkpoint import read_config
+    from deepfake.model_dir import read_config
 
     cfg = read_config(out)
     assert (cfg.steps, cfg.model.arch, cfg.model.latent_dims, cfg.augment.flip, cfg.loss.gan_weight) == (7, "liae", 32, False, 0.5)
@@ -408,25 +424,24 @@ def test_cli_dry_run_prints_and_saves_the_resolved_config(tmp_path, capsys):
 def test_compile_mode_auto_picks_cuda_graphs_for_small_models_on_cuda_only():
     """--compile-mode auto (the default): CUDA graphs where launch overhead dominates (up to 128 px on
     CUDA, one process), torch.compile's default mode elsewhere; an unknown mode is a clear error."""
-    resolve = train_module.resolve_compile_mode
+    resolve = resolve_compile_mode
     small, large = preset_config("original64"), preset_config("df256")
     assert small.compile_mode == "auto"
     assert resolve(small, torch.device("cuda")) == "reduce-overhead"
     assert resolve(small, torch.device("cpu")) == "default"
     assert resolve(large, torch.device("cuda")) == "default"
     assert resolve(dataclasses.replace(large, compile_mode="reduce-overhead"), torch.device("cuda")) == "reduce-overhead"
-    with pytest.raises(train_module.DeepfakeError, match="compile_mode 'fast'"):
+    with pytest.raises(DeepfakeError, match="compile_mode 'fast'"):
         resolve(dataclasses.replace(small, compile_mode="fast"), torch.device("cpu"))
 
 
-def test_resume_may_switch_memory_and_kernel_settings_but_not_the_architecture(tmp_path):
-    """Decoder checkpointing and the heads' kernel change memory and speed, not the weights: a resume may
-    switch them. A different architecture is refused with a one-line error."""
+def test_resume_may_switch_decoder_checkpointing_but_not_the_architecture(tmp_path):
+    """Decoder checkpointing changes memory and speed, not the weights: a resume may switch it. A
+    different architecture is refused with a one-line error."""
     saved = tiny()
-    switched = dataclasses.replace(saved, model=dataclasses.replace(saved.model, checkpoint_decoder=True,
-                                                                    head_conv="shift_add"))
-    train_module._check_resumable(saved, switched, tmp_path)
+    switched = dataclasses.replace(saved, model=dataclasses.replace(saved.model, checkpoint_decoder=True))
+    loop_module._check_resumable(saved, switched, tmp_path)
     other = dataclasses.replace(saved, model=dataclasses.replace(saved.model, latent_dims=saved.model.latent_dims * 2))
-    with pytest.raises(train_module.DeepfakeError, match="different model config") as e:
-        train_module._check_resumable(saved, other, tmp_path)
+    with pytest.raises(DeepfakeError, match="different model config") as e:
+        loop_module._check_resumable(saved, other, tmp_path)
     assert "\n" not in str(e.value)

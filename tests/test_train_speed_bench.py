@@ -24,14 +24,14 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     media_path("d6.mp4"), media_path("d14.mp4")
     bench = load_benchmark()
     out = tmp_path / "speed.json"
-    assert bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:gan,tiny:2:eager:gan:step", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:gan,tiny:2:eager:gan:split", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["info"]["quick"] is True and result["info"]["matmul_tflops"] > 0
-    case, whole = result["cases"]
-    assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True and case["scope"] == "phases"
-    # The whole step as one function (compile_scope step) runs beside it, against the same reference.
-    assert whole["scope"] == "step" and whole["ref_reused"] and whole["faces_per_s"] > 0
-    assert whole["gflop_per_step"] == case["gflop_per_step"] and whole["params_M"] == case["params_M"]
+    case, split = result["cases"]
+    assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True and case["batch_sides"] is True
+    # One pass per identity (split) runs beside it, against the same reference: the same arithmetic.
+    assert split["batch_sides"] is False and split["ref_reused"] and split["faces_per_s"] > 0
+    assert split["gflop_per_step"] == case["gflop_per_step"] and split["params_M"] == case["params_M"]
     for key in ("faces_per_s", "ref_faces_per_s", "tflops", "ref_tflops", "mfu_pct", "ratio_to_ref", "gflop_per_step"):
         assert case[key] > 0, key
     assert 0 < case["gpu_busy"] <= 1 and 0 < case["compute_over_full"] <= 1 and case["data_ms"] > 0
@@ -53,49 +53,21 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     assert "| tiny:2:eager:gan |" in printed and "not a speed claim" in printed
 
 
-def test_kernel_choices_quick_mode_times_every_variant(capsys):
-    """benchmarks/kernel_choices.py (the decoder heads as one convolution, the warp grid's separable
-    upsampling, each against what it replaced) runs end to end on the CPU: every variant is timed."""
-    spec = importlib.util.spec_from_file_location("kernel_choices", ROOT / "benchmarks" / "kernel_choices.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert bench.main(["--quick", "--no-compile"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"what"')]
-    heads = "decoder heads fwd+bwd"
-    assert {(r["what"], r["variant"]) for r in rows} == {
-        (heads, "separate"), (heads, "stacked4 (the decoder's)"), (heads, "stacked8"), (heads, "shift-add"),
-        ("warp upsampling", "interpolate"), ("warp upsampling", "separable"),
-    }
-    assert all(r["ms"] > 0 for r in rows)
-    # Every head variant computes the same convolution: output and gradients against float64.
-    assert all(r["max_rel_error_vs_float64"] < 1e-4 for r in rows if r["what"] == heads)
-
-
 def test_case_options_set_our_config_only():
-    """`split`, `shiftadd`, `direct` and `step` change our step's settings (the A/Bs the device script runs),
-    nothing else; an unknown option, or both head settings, is refused."""
+    """`split` changes our step's settings (the A/B the device script runs), nothing else; an unknown
+    option is refused."""
     import pytest
     import torch
 
     bench = load_benchmark()
     cpu = torch.device("cpu")
     base, mode = bench.case_config("df256:32:compile:gan", cpu)
-    assert mode == "compile" and base.batch_sides and base.model.head_conv == "shift_add" and base.loss.gan_weight > 0
-    direct, _ = bench.case_config("df256:32:compile:gan:direct", cpu)
-    assert direct.model.head_conv == "direct" and direct.batch_sides
+    assert mode == "compile" and base.batch_sides and base.loss.gan_weight > 0
     split, _ = bench.case_config("df256:32:compile:gan:split", cpu)
-    assert not split.batch_sides and split.model.head_conv == "shift_add"
-    assert dataclasses.replace(direct, model=base.model) == base
-    o64, _ = bench.case_config("original64:64:auto", cpu)
-    shift, _ = bench.case_config("original64:64:auto:shiftadd", cpu)
-    assert (o64.model.head_conv, shift.model.head_conv) == ("direct", "shift_add")
-    assert dataclasses.replace(shift, model=o64.model) == o64
-    step, _ = bench.case_config("df256:32:compile:gan:step", cpu)
-    assert (base.compile_scope, step.compile_scope) == ("phases", "step")
-    assert dataclasses.replace(step, compile_scope="phases") == base
-    for bad, why in (("df256:32:compile:fast", "unknown option"), ("df256:32:compile:shiftadd:direct", "name one")):
-        with pytest.raises(SystemExit, match=why):
-            bench.case_config(bad, cpu)
+    assert not split.batch_sides
+    assert dataclasses.replace(split, batch_sides=True) == base
+    with pytest.raises(SystemExit, match="unknown option"):
+        bench.case_config("df256:32:compile:fast", cpu)
 
 
 def test_profile_groups_kernels_by_family():
@@ -139,17 +111,17 @@ def test_a_failing_case_is_reported_and_the_next_case_still_runs(tmp_path, capsy
     real_run_case = bench.run_case
 
     def run_case(case, *args, **kwargs):
-        if case.endswith(":step"):
+        if case.endswith(":split"):
             raise RuntimeError("simulated compile failure\nwith a long traceback")
         return real_run_case(case, *args, **kwargs)
 
     monkeypatch.setattr(bench, "run_case", run_case)
     out = tmp_path / "speed.json"
-    code = bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:step,tiny:2:eager", "--train-check", "none",
+    code = bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:split,tiny:2:eager", "--train-check", "none",
                        "--json", str(out)])
     assert code == 1
     failed, ran = json.loads(out.read_text())["cases"]
-    assert failed == {"case": "tiny:2:eager:step", "error": "RuntimeError: simulated compile failure"}
+    assert failed == {"case": "tiny:2:eager:split", "error": "RuntimeError: simulated compile failure"}
     assert ran["case"] == "tiny:2:eager" and ran["faces_per_s"] > 0 and "error" not in ran
     captured = capsys.readouterr()
     assert "simulated compile failure" in captured.out and "Traceback" in captured.err

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from deepfake.train.checkpoint import read_config
+    from deepfake.model_dir import read_config
     from deepfake.train.discriminator import train_discriminator
 
     cfg = None

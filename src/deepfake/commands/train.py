@@ -32,9 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the folder's own config when resuming, else original64)")
     p.add_argument("--arch", choices=["df", "liae"], default=None, help="autoencoder architecture")
     p.add_argument("--config", default=None, metavar="JSON", help="a full TrainConfig JSON file (e.g. from --dry-run)")
-    p.add_argument("--steps", type=int, default=None, help="train until this step")
+    p.add_argument("--steps", type=int, default=None,
+                   help="train until this step (default: the preset's, unless --minutes is given alone)")
     p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock budget for this run: stop and save when it is spent (before --steps if that comes first)")
+                   help="wall-clock budget for this run: stop and save when it is spent. Alone it is the only "
+                        "limit; with --steps the first reached stops")
     p.add_argument("--batch", type=_batch_arg, default=None,
                    help="faces per identity per step (global, over all GPUs); 'auto' or 'auto:N' probes the "
                         "largest batch <= N (default 256) that fits in GPU memory, halving on out-of-memory")
@@ -46,13 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=None, help="validation every N steps")
     p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the G and D graphs")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile G's and D's forward and losses (one graph each)")
     p.add_argument("--compile-mode", choices=["auto", "default", "reduce-overhead", "max-autotune"], default=None,
                    help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models); "
                         "auto (default) picks it on CUDA up to 128 px")
-    p.add_argument("--compile-scope", choices=["phases", "step"], default=None,
-                   help="phases (default): G's and D's forward and losses compiled one graph each; step: the whole "
-                        "G+D step, both Adam updates included, as one graph (one function run eager without --compile)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
@@ -60,17 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare string, e.g. --set model.arch=liae
-
-
 def resolve_config(args: argparse.Namespace):
     """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
-    from deepfake.train.checkpoint import read_config
-    from deepfake.config import TrainConfig, load_json, replace_path
+    from deepfake.model_dir import read_config
+    from deepfake.config import TrainConfig, load_json, parse_override, replace_path
     from deepfake.models import preset_config
 
     if args.config and args.preset:
@@ -88,7 +81,7 @@ def resolve_config(args: argparse.Namespace):
         "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
         "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
         "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode,
-        "compile_scope": args.compile_scope, "seed": args.seed,
+        "seed": args.seed,
     }
     for key, value in flags.items():
         if value is not None:
@@ -97,19 +90,25 @@ def resolve_config(args: argparse.Namespace):
         key, eq, value = item.partition("=")
         if not eq:
             raise DeepfakeError(f"--set {item!r}: expected KEY=VALUE")
-        cfg = replace_path(cfg, key.strip(), _parse_value(value.strip()))
+        cfg = replace_path(cfg, key.strip(), parse_override(cfg, key.strip(), value))
     return cfg
 
 
+def step_limit(args: argparse.Namespace) -> bool:
+    """Whether the config's step count limits this run: not when --minutes is the only limit given."""
+    steps_set = args.steps is not None or any(item.partition("=")[0].strip() == "steps" for item in args.set)
+    return steps_set or not args.minutes
+
+
 def run(args: argparse.Namespace) -> int:
-    from deepfake.train.checkpoint import write_config
     from deepfake.config import to_dict
+    from deepfake.model_dir import write_config
     from deepfake.models.autoencoder import validate
-    from deepfake.whole_step import check_scope
 
     cfg = resolve_config(args)
     validate(cfg.model)
-    check_scope(cfg.compile_scope)  # before a dry run saves it
+    if args.minutes is not None and args.minutes <= 0:
+        raise DeepfakeError(f"--minutes {args.minutes:g}: must be positive")
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
     if args.dry_run:
@@ -125,34 +124,47 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from deepfake.train import train
 
-    result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress, minutes=args.minutes)
+    result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress, minutes=args.minutes,
+                   step_limit=step_limit(args))
     if not result.main:
-        return 130 if result.interrupted else 0  # rank 0 reports for the whole DDP job
+        return 130 if result.stopped_by == "SIGINT" else 0  # rank 0 reports for the whole DDP job
+    print(summary(result, cfg.steps, args.minutes))
+    if result.interrupted:
+        print(f"{result.stopped_by}: saved at step {result.step}; run the same command again to resume")
+    # Ctrl-C keeps the shell's convention; SIGTERM is how a supervisor asks for a clean stop: 0.
+    return 130 if result.stopped_by == "SIGINT" else 0
+
+
+def summary(result, steps: int, minutes: float | None) -> str:
+    """One line: the last losses, what stopped the run, and where the model is."""
     last = result.metrics[-1] if result.metrics else {}
-    summary = f"step {result.step}: loss {last.get('loss', float('nan')):.4f}"
+    text = f"step {result.step}: loss {last.get('loss', float('nan')):.4f}"
     if last.get("val_loss") is not None:
-        summary += f", val {last['val_loss']:.4f}"
+        text += f", val {last['val_loss']:.4f}"
     if result.skipped_steps:
-        summary += f", {result.skipped_steps} non-finite step(s) skipped"
+        text += f", {result.skipped_steps} non-finite step(s) skipped"
     if result.compile_s is not None:
-        summary += f", compile {result.compile_s:.1f} s"
+        text += f", compile {result.compile_s:.1f} s"
     if result.gpu_busy is not None:
         # The share of wall time in the G and D phases; the rest is data, logging and saving.
-        summary += f", device busy {result.gpu_busy:.0%}"
+        text += f", device busy {result.gpu_busy:.0%}"
     if last.get("peak_mem_gib") is not None:
-        summary += f", peak memory {last['peak_mem_gib']:.2f} GiB"
-    print(f"{summary}. Model in {result.model_dir}")
-    if result.interrupted:
-        print(f"interrupted: saved at step {result.step}; run the same command again to resume")
-        return 130
-    return 0
+        text += f", peak memory {last['peak_mem_gib']:.2f} GiB"
+    stopped = {
+        "steps": f"reached the step limit ({steps})",
+        "minutes": f"the {minutes:g}-minute budget was spent" if minutes else "the time budget was spent",
+        "stop_at": f"reached step {result.step}",
+        "SIGINT": "Ctrl-C (SIGINT)",
+        "SIGTERM": "SIGTERM",
+    }[result.stopped_by]
+    return f"{text}. Stopped: {stopped}. Model in {result.model_dir}"
 
 
 def _auto_batch(cfg, start: int):
     from dataclasses import replace
 
-    from deepfake.train.batch_finder import find_train_batch
-    from deepfake.train import resolve_device
+    from deepfake.devices import resolve_device
+    from deepfake.train.memory import find_train_batch
 
     if resolve_device(cfg.device).type == "cpu":
         print(f"--batch auto: no device memory to probe on the CPU; keeping batch {cfg.batch}")
@@ -160,4 +172,3 @@ def _auto_batch(cfg, start: int):
     batch = find_train_batch(cfg, start)
     print(f"--batch auto: batch {batch} fits (probed from {start}, halving on out-of-memory)")
     return replace(cfg, batch=batch)
-

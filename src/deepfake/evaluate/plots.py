@@ -32,43 +32,36 @@ def _save(fig, path: Path) -> None:
 # Training curves.
 
 
-def overfit_point(val_steps: Sequence[float], val_loss: Sequence[float], patience: int = 2) -> int | None:
-    """Index of the validation minimum when the validation loss rose afterwards, else None.
+def overfit_step(curves: dict[str, Any], patience: int = 3) -> int | None:
+    """The step where over-fitting starts, by training's own rule (train.metrics.overfit_start), from
+    `curves` {"train": (steps, loss), "val": (steps, loss)}; the training loss is read at each
+    validation step (interpolated between its logged rows)."""
+    from deepfake.train.metrics import overfit_start
 
-    Over-fitting: past this point the training loss keeps falling while the held-out loss rises, so
-    more steps make the model worse on unseen faces. `patience` later points must all lie above it.
-    """
-    v = np.asarray(val_loss, dtype=np.float64)
-    ok = np.isfinite(v)
-    if ok.sum() < patience + 1:
+    if "val" not in curves or not len(curves["val"][0]) or "train" not in curves or not len(curves["train"][0]):
         return None
-    idx = np.flatnonzero(ok)
-    best = idx[int(np.argmin(v[idx]))]
-    after = v[idx[idx > best]]
-    if after.size >= patience and np.all(after > v[best]):
-        return int(best)
-    return None
+    steps, val = (np.asarray(x, dtype=np.float64) for x in curves["val"])
+    train_steps, train = (np.asarray(x, dtype=np.float64) for x in curves["train"])
+    i = overfit_start(steps.tolist(), np.interp(steps, train_steps, train).tolist(), val.tolist(), patience)
+    return None if i is None else int(steps[i])
 
 
-def plot_loss_curves(curves: dict[str, Any], path: Path) -> int | None:
-    """Training and validation loss against step; the over-fitting point, if any, is marked.
-
-    `curves`: {"train": (steps, loss), "val": (steps, loss)}. Returns the over-fitting step or None.
+def plot_loss_curves(curves: dict[str, Any], path: Path, patience: int = 3) -> int | None:
+    """Training and validation loss against step; the over-fitting point (`overfit_step`), if any, is
+    marked. `curves`: {"train": (steps, loss), "val": (steps, loss)}. Returns the over-fitting step or None.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    marked = None
+    marked = overfit_step(curves, patience)
     for name, style in (("train", "-"), ("val", "o-")):
         if name in curves and len(curves[name][0]):
             steps, loss = curves[name]
             ax.plot(steps, loss, style, label=f"{name} loss", markersize=3)
-    if "val" in curves and len(curves["val"][0]):
+    if marked is not None:
         steps, loss = curves["val"]
-        i = overfit_point(steps, loss)
-        if i is not None:
-            marked = int(steps[i])
-            ax.axvline(marked, color="red", linestyle="--", alpha=0.7)
-            ax.plot([steps[i]], [loss[i]], "r*", markersize=14, label=f"over-fitting starts (step {marked})")
+        i = list(steps).index(marked)
+        ax.axvline(marked, color="red", linestyle="--", alpha=0.7)
+        ax.plot([steps[i]], [loss[i]], "r*", markersize=14, label=f"over-fitting starts (step {marked})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Training and validation loss")

@@ -179,7 +179,7 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
         lines += ["", "## Plots", "", "![loss curves](loss_curves.png)", ""]
         lines.append(
             f"The over-fitting point (marked) is step {overfit_step}: the validation loss is lowest there and "
-            "rises afterwards." if overfit_step is not None else
+            "stays above it afterwards while the training loss falls." if overfit_step is not None else
             "No over-fitting point: the validation loss did not rise after its minimum in this run."
         )
         lines += ["", "![metric bars](metric_bars.png)", "", "Held-out faces, reconstructions and swaps:", "",
@@ -193,11 +193,15 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
 
 def write_report(out_dir: Path, result: dict[str, Any], training: dict[str, Any],
                  grid_rows: Sequence[tuple[str, Sequence[np.ndarray]]], plots: bool = True) -> Path:
-    overfit = None
+    from deepfake.evaluate.plots import overfit_step
+
+    curves = {"train": training["train"], "val": training["val"]}
+    patience = training.get("overfit_patience", 3)
+    overfit = overfit_step(curves, patience)
     if plots:
         from deepfake.evaluate.plots import plot_loss_curves, plot_metric_bars, plot_throughput, save_swap_grid
 
-        overfit = plot_loss_curves({"train": training["train"], "val": training["val"]}, out_dir / "loss_curves.png")
+        plot_loss_curves(curves, out_dir / "loss_curves.png", patience)
         rec, sw = result["reconstruction"], result["swap"]
         bars = {
             "SSIM (reconstruction)": {s.upper(): r["ssim"] for s, r in rec.items()},

@@ -37,24 +37,6 @@ CACHE_FORMAT = 1
 CACHE_FOLDER = ".cache"
 
 
-def stand_in_faces(batch: int, resolution: int, device: torch.device | str = "cpu",
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch with a real batch's shapes and dtypes and no faceset: random uint8 images (B, 3, R, R),
-    full masks (B, 1, R, R) and the canonical face's landmarks (B, 68, 2) in R-pixel units. For probing a
-    step's memory and timing it, which do not depend on the pixels. `generator` (a CPU one) draws on the
-    host, then moves the images to `device`."""
-    from deepfake.faces.align import canonical_points
-
-    shape = (batch, 3, resolution, resolution)
-    if generator is None:
-        images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
-    else:
-        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(device)
-    masks = torch.full((batch, 1, resolution, resolution), 255, dtype=torch.uint8, device=device)
-    landmarks = torch.as_tensor(canonical_points(resolution, 0.75), dtype=torch.float32).to(device)  # (68, 2)
-    return images, masks, landmarks.expand(batch, 68, 2)
-
-
 def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small host tensor to `device` without a host sync. A copy from pageable memory may make the
     driver wait for the stream to drain (CUDA's API sync rules), which would empty the GPU's queue every

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepfake.train.augment import augment
-from deepfake.train.checkpoint import DISCRIMINATOR, _save_tensors, load_model_dir
 from deepfake.config import AugmentConfig, DiscriminatorConfig, to_dict
-from deepfake.faceset.cache import FaceCache
+from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
+from deepfake.faceset.cache import FaceCache
 from deepfake.io.atomic import atomic_write_json
+from deepfake.model_dir import DISCRIMINATOR, load_model_dir, save_tensors
+from deepfake.train.augment import augment
+from deepfake.train.build import build_discriminator_alone
 from deepfake.train.losses import gan_d_loss
-from deepfake.models import build_discriminator
-from deepfake.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ def train_discriminator(
     # Train: the same light augmentation for both classes (flip, small affine, no warp, no colour),
     # so the detector cannot key on augmentation artefacts that only one class has.
     aug_cfg = replace(AugmentConfig(), warp=False, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
-    disc = build_discriminator(dcfg, res).to(dev)
-    opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    disc, opt = build_discriminator_alone(tcfg, dcfg, dev, lr)
     bar = tqdm(range(steps), desc="discriminator", disable=not progress, dynamic_ncols=True)
     for step in bar:
         ri = torch.randint(n_real, (batch,), generator=gen).to(dev)
@@ -162,9 +161,9 @@ def train_discriminator(
     if save:
         model_dir = Path(model_dir)
         if to_dict(dcfg) != to_dict(tcfg.discriminator):
-            from deepfake.train.checkpoint import write_config
+            from deepfake.model_dir import write_config
 
             write_config(model_dir, replace(tcfg, discriminator=dcfg))  # so load_model_dir rebuilds this D
-        _save_tensors(model_dir / DISCRIMINATOR, disc.state_dict(), {"step": str(loaded.step), "standalone_steps": str(steps)})
+        save_tensors(model_dir / DISCRIMINATOR, disc.state_dict(), {"step": str(loaded.step), "standalone_steps": str(steps)})
         atomic_write_json(model_dir / REPORT, {**report.__dict__, "discriminator": to_dict(dcfg)})
     return report

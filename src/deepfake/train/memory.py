@@ -1,37 +1,64 @@
-"""The peak tensor memory of one `deepfake train` step, for any preset and batch, without a GPU.
+"""Training's memory: the peak of one step estimated without a GPU, and the largest batch that fits
+found by trying it.
 
-It builds what train builds (build_autoencoder, build_discriminator when gan_weight > 0, make_optimizer,
-make_step: the step compile_scope names), draws random uint8 faces of the model's resolution, augments
-them as train does, and runs full G + D steps. The first step creates Adam's state; the second is
-measured, with deepfake.train.memory_tracker.MemoryTracker, so the peak includes weights, optimizer state, gradients,
-the batch, the activations autograd keeps and every temporary.
+**The estimate.** It builds what train builds (train.build.build), draws random uint8 faces of the
+model's resolution, augments them as train does, and runs full G + D steps. The first step creates
+Adam's state; the second is measured with memory_tracker.MemoryTracker, so the peak includes weights,
+optimizer state, gradients, the batch, the activations autograd keeps and every temporary. With
+fake=True (the default) the step runs under FakeTensorMode: every op yields an output of the true size
+and dtype but nothing is computed or allocated, so df256 at batch 32 takes seconds on a CPU, and the
+counted bytes are a real step's (tests/test_memory.py). amp="bf16" runs the step under CPU bf16
+autocast, the estimate for `--amp auto` on a GPU (the big tensors, convolution outputs, are bf16 in both).
 
-With fake=True (the default) the step runs under FakeTensorMode: every op yields an output of the true
-size and dtype but nothing is computed or allocated, so df256 at batch 32 takes seconds on a CPU. The
-counted bytes are the same as a real step's (tests/test_memory.py checks that on the tiny preset).
-amp="bf16" runs the step under CPU bf16 autocast, the estimate for `--amp auto` on a GPU (CUDA's
-autocast keeps a few more ops in fp32; the big tensors, convolution outputs, are bf16 in both).
+**The batch finder.** DFL and faceswap users pick a batch size, start training, and find out later that
+it does not fit (DFL #5440, #5664, #5743). `--batch auto` runs one real step at a candidate batch; on
+out-of-memory the memory is freed and the batch halved until one fits.
 
     report = measure_train_step(preset_config("df256"), batch=16, amp="bf16")
-    print(report.peak / 2**30, "GiB")
+    batch = find_train_batch(cfg, start=128)
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from deepfake.train.augment import apply, step_params
 from deepfake.config import TrainConfig
-from deepfake.faceset.cache import stand_in_faces
+from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
+from deepfake.faces.align import canonical_points
+from deepfake.train import distributed as dist
+from deepfake.train.augment import apply, no_augment, step_params
+from deepfake.train.build import build, to_layout
 from deepfake.train.memory_tracker import ACTIVATIONS, MemoryTracker, tensor_bytes
-from deepfake.models import build_autoencoder, build_discriminator
-from deepfake.train import make_optimizer, make_step, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def stand_in_faces(batch: int, resolution: int, device: torch.device | str = "cpu",
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch with a real batch's shapes and dtypes and no faceset: random uint8 images (B, 3, R, R),
+    full masks (B, 1, R, R) and the canonical face's landmarks (B, 68, 2) in R-pixel units. For probing a
+    step's memory and timing it, which do not depend on the pixels. `generator` (a CPU one) draws on the
+    host, then moves the images to `device`."""
+    shape = (batch, 3, resolution, resolution)
+    if generator is None:
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    else:
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(device)
+    masks = torch.full((batch, 1, resolution, resolution), 255, dtype=torch.uint8, device=device)
+    landmarks = torch.as_tensor(canonical_points(resolution, 0.75), dtype=torch.float32).to(device)  # (68, 2)
+    return images, masks, landmarks.expand(batch, 68, 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The estimate.
 
 
 @dataclass
@@ -70,8 +97,7 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
     if fake and dev.type != "cpu":
         raise DeepfakeError("a fake-tensor measurement runs on the cpu device")
     # Compiled graphs are not traced under FakeTensorMode; eager gives the same tensors to count.
-    cfg = replace(cfg, compile=False)
-    amp_dtype = torch.bfloat16 if amp == "bf16" else None
+    cfg = replace(cfg, compile=False, amp=amp)
     use_gan = cfg.loss.gan_weight > 0
     r = cfg.model.resolution
     # The measured step: one where the GAN term is on, and (if configured) lazy R1 runs, its heaviest kind.
@@ -86,33 +112,20 @@ def measure_train_step(cfg: TrainConfig, batch: int | None = None, *, amp: str =
     aug_params = {s: [step_params(cfg.augment, batch, generator, s) for _ in range(2 * cfg.grad_accum)] for s in (step - 1, step)}
 
     with (FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()):
-        # (Fake modules are built on the cpu already; .to() cannot swap fake parameters.)
-        place = (lambda m: m) if fake else (lambda m: m.to(dev))
-        autoencoder = place(build_autoencoder(cfg.model))
-        discriminator = place(build_discriminator(cfg.discriminator, r)) if use_gan else None
-        if cfg.channels_last and dev.type == "cuda":  # as train does
-            autoencoder.to(memory_format=torch.channels_last)
-            if discriminator is not None:
-                discriminator.to(memory_format=torch.channels_last)
-        opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr, dev)
-        opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr, dev) if use_gan else None
-        stepper = make_step(cfg, autoencoder, discriminator, opt_g, opt_d, dev, amp_dtype)
-        nets = [autoencoder] + ([discriminator] if discriminator is not None else [])
-        params = [p for net in nets for p in net.parameters()]
+        # Fake modules are built on the cpu already; .to() cannot swap fake parameters.
+        built = build(cfg, dev, move=not fake)  # amp bf16 on the CPU: CPU autocast stands in for CUDA's
+        params = built.parameters()
 
         def run_step(s: int) -> None:
             draws = []
             for p in aug_params[s]:
                 draws.append(apply(*stand_in_faces(batch, r, dev), p))
-            batches_a, batches_b = draws[: cfg.grad_accum], draws[cfg.grad_accum :]
-            if cfg.channels_last and dev.type == "cuda":
-                for b in draws:
-                    b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
-            stepper.step(batches_a, batches_b, s)
+            to_layout(draws, cfg, dev)
+            built.step.step(draws[: cfg.grad_accum], draws[cfg.grad_accum :], s)
 
         run_step(step - 1)  # creates Adam's state, which every later step carries
 
-        opt_state = [t for opt in (opt_g, opt_d) if opt is not None
+        opt_state = [t for opt in (built.opt_g, built.opt_d) if opt is not None
                      for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
         cuda = dev.type == "cuda" and not fake
         if cuda:
@@ -165,12 +178,88 @@ def estimate(cfg: TrainConfig) -> str:
 
     lines = [f"estimated peak memory of one training step at batch {cfg.batch} per identity: "
              f"{peak(cfg, 'bf16')} with bf16 (the GPU default), {peak(cfg, 'off')} in fp32"]
-    if cfg.compile_scope == "step":  # no decoder checkpointing there; the phases are the lighter choice
-        lines.append(f"  with compile_scope phases: {peak(replace(cfg, compile_scope='phases'), 'bf16')} with bf16 "
-                     "(the whole step is estimated eager: inside torch.func DSSIM keeps the intermediates the phases recompute)")
-    elif not cfg.model.checkpoint_decoder:
+    if not cfg.model.checkpoint_decoder:
         ckpt = replace(cfg, model=replace(cfg.model, checkpoint_decoder=True))
         lines.append(f"  with --set model.checkpoint_decoder=true: {peak(ckpt, 'bf16')} with bf16")
     lines.append("  (tensor bytes of weights, Adam state, gradients and activations; add about 1 GiB for the CUDA "
                  "context and workspaces, and the face cache: 4 bytes x resolution^2 per face and identity)")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The batch finder.
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the CUDA/MPS/CPU allocator errors torch raises when a batch does not fit."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def free_memory() -> None:
+    """Drop unreachable tensors (the failed step's activations) and return cached blocks to the driver."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def find_batch_size(step_fn: Callable[[int], object], start: int, min_batch: int = 1, multiple_of: int = 1) -> int:
+    """The largest batch <= `start` for which `step_fn(batch)` runs, halving on out-of-memory.
+
+    step_fn: runs one representative step at that batch (forward, backward, optimizer step), so the
+    probe sees the real peak. Errors other than out-of-memory propagate unchanged.
+    multiple_of: keep candidates divisible by this (e.g. the number of data-parallel ranks).
+    Raises DeepfakeError when even `min_batch` does not fit.
+    """
+    if start < min_batch or min_batch < 1:
+        raise ValueError(f"need 1 <= min_batch ({min_batch}) <= start ({start})")
+    batch = _round_down(start, multiple_of, min_batch)
+    while True:
+        try:
+            step_fn(batch)
+            return batch
+        except Exception as e:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+            if not is_out_of_memory(e):
+                raise
+            # The traceback holds frames (and their activations) alive until it is dropped.
+            e.__traceback__ = None
+            del e
+            free_memory()
+            if batch <= min_batch:
+                raise DeepfakeError(f"out of memory even at batch {min_batch}: use a smaller model or resolution, "
+                                    "or enable model.checkpoint_decoder") from None
+            smaller = _round_down(batch // 2, multiple_of, min_batch)
+            log.info("batch %d does not fit in memory; trying %d", batch, smaller)
+            batch = smaller
+
+
+def _round_down(batch: int, multiple_of: int, floor: int) -> int:
+    m = max(1, multiple_of)
+    return max(floor, batch // m * m)
+
+
+def find_train_batch(cfg, start: int) -> int:
+    """The largest batch <= `start` (faces per identity) whose real G+D step fits on cfg.device.
+
+    The probe builds the configured autoencoder, discriminator and optimizers and runs one full step
+    (both phases, backward and optimizer update) on face-shaped inputs, so its peak is training's peak.
+    The probe runs eager even when training compiles: a compiled step peaks no higher (its fused kernels
+    keep fewer intermediates), and compiling every candidate batch would cost tens of seconds each.
+    """
+    if dist.env_world_size() > 1:
+        raise DeepfakeError("--batch auto is not supported under torchrun: probe on one GPU, then pass --batch")
+    cfg = replace(cfg, compile=False)
+    device = resolve_device(cfg.device)
+
+    def probe(batch: int) -> None:
+        built = build(cfg, device)
+        faces = [no_augment(*stand_in_faces(batch, cfg.model.resolution, device))]
+        to_layout(faces, cfg, device)
+        built.step.step(faces * cfg.grad_accum, faces * cfg.grad_accum, 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # an asynchronous OOM must surface inside the probe
+
+    batch = find_batch_size(probe, start)
+    free_memory()
+    return batch

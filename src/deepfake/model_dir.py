@@ -1,0 +1,171 @@
+"""The model folder: the contract between train and swap / evaluate / detect, as the faceset is between
+extract and train. Weights in safetensors, everything else in JSON. Nothing is ever unpickled.
+
+    MODEL_DIR/
+      config.json                 the full resolved TrainConfig (face_size and coverage included)
+      identities.json             {"a": [128 floats], "b": [...]}: mean dlib embeddings of each faceset
+      autoencoder.safetensors     latest weights (hard link into the newest snapshot); metadata: step
+      discriminator.safetensors   only when trained with a GAN
+      metrics.csv, previews/, tensorboard/
+      checkpoints/step_XXXXXX/    complete snapshots, the newest `keep_backups` of them
+        autoencoder.safetensors, discriminator.safetensors
+        optimizer_g.safetensors + optimizer_g.json   optimizer tensors / the rest of its state_dict
+        optimizer_d.safetensors + optimizer_d.json
+        state.safetensors + state.json               RNG states / step and trainer bookkeeping
+
+Crash safety: a snapshot is written into a hidden temp folder, fsynced, then renamed into place in one
+step, so a `checkpoints/step_*` folder is always complete. A kill -9 at any moment leaves the previous
+snapshot (and the previous top-level weights) intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from deepfake.config import TrainConfig, from_dict, to_dict
+from deepfake.errors import DeepfakeError, ModelDirError
+from deepfake.io.atomic import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+IDENTITIES = "identities.json"
+AUTOENCODER = "autoencoder.safetensors"
+DISCRIMINATOR = "discriminator.safetensors"
+SNAPSHOTS = "checkpoints"
+# Config keys of speed paths since removed: they changed neither weights nor results, so a folder that
+# still names them loads without them.
+RETIRED_KEYS = {"compile_scope": (), "head_conv": ("model",)}
+
+
+@dataclass
+class LoadedModel:
+    config: TrainConfig
+    autoencoder: torch.nn.Module
+    discriminator: torch.nn.Module | None
+    step: int
+    identities: dict[str, np.ndarray] | None = None  # "a"/"b" -> (128,) mean embedding, when recorded
+
+
+# ----------------------------------------------------------------------------------------------------
+# safetensors helpers.
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelDirError(f"{path}: unreadable weight file ({e})") from None
+
+
+def step_of(path: Path) -> int | None:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return int(meta["step"]) if "step" in meta else None
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def write_config(model_dir: str | Path, cfg: TrainConfig, identities: dict[str, np.ndarray] | None = None) -> None:
+    model_dir = Path(model_dir)
+    atomic_write_json(model_dir / CONFIG, to_dict(cfg))
+    if identities is not None:
+        atomic_write_json(model_dir / IDENTITIES, {k: [float(x) for x in v] for k, v in identities.items()})
+
+
+def list_snapshots(model_dir: str | Path) -> list[Path]:
+    """Complete snapshots, oldest first."""
+    root = Path(model_dir) / SNAPSHOTS
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit():
+            found.append((int(p.name[5:]), p))
+    return [p for _, p in sorted(found)]
+
+
+def read_config(model_dir: str | Path) -> TrainConfig:
+    path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise ModelDirError(f"{path}: missing (not a model folder made by `deepfake train`)")
+    try:
+        return from_dict(TrainConfig, _drop_retired(json.loads(path.read_text(encoding="utf-8"))), where=str(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelDirError(f"{path}: bad config ({e})") from None
+    except DeepfakeError as e:
+        raise ModelDirError(f"bad config: {e}") from None
+
+
+def _drop_retired(data):
+    for key, parents in RETIRED_KEYS.items():
+        holder = data
+        for p in parents:
+            holder = holder.get(p, {}) if isinstance(holder, dict) else {}
+        if isinstance(holder, dict) and holder.pop(key, None) is not None:
+            log.info("config.json: ignoring the retired setting %s", ".".join(parents + (key,)))
+    return data
+
+
+def read_identities(model_dir: str | Path) -> dict[str, np.ndarray] | None:
+    path = Path(model_dir) / IDENTITIES
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {k: np.asarray(v, dtype=np.float32) for k, v in data.items()}
+    except (OSError, ValueError):
+        return None
+
+
+def _load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelDirError(f"{path}: weights do not match config.json ({first})") from None
+
+
+def load_model_dir(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild the trained networks from a model folder alone. Raises ModelDirError with a one-line reason."""
+    from deepfake.models import build_autoencoder, build_discriminator
+
+    model_dir = Path(path)
+    if not model_dir.is_dir():
+        raise ModelDirError(f"{model_dir}: model folder does not exist")
+    cfg = read_config(model_dir)
+    weights = model_dir / AUTOENCODER
+    if not weights.is_file():
+        # A kill before the first publish: the snapshot itself is complete.
+        snaps = list_snapshots(model_dir)
+        if not snaps or not (snaps[-1] / AUTOENCODER).is_file():
+            raise ModelDirError(f"{weights}: missing weight file (has this model been trained and saved?)")
+        weights = snaps[-1] / AUTOENCODER
+    try:
+        autoencoder = build_autoencoder(cfg.model)
+    except DeepfakeError as e:
+        raise ModelDirError(f"{model_dir / CONFIG}: bad config ({e})") from None
+    _load_into(autoencoder, load_tensors(weights, "cpu"), weights)
+    discriminator = None
+    d_weights = weights.with_name(DISCRIMINATOR)
+    if d_weights.is_file():
+        discriminator = build_discriminator(cfg.discriminator, cfg.model.resolution)
+        _load_into(discriminator, load_tensors(d_weights, "cpu"), d_weights)
+        discriminator.to(device).eval()
+    autoencoder.to(device).eval()
+    step = step_of(weights) or 0
+    return LoadedModel(cfg, autoencoder, discriminator, step, read_identities(model_dir))
+

@@ -1,0 +1,101 @@
+"""The one builder of what training runs: from a `TrainConfig`, the networks in their memory layout, the
+optimizers and the step. The loop, the memory estimate, the batch finder, the discriminator-alone
+trainer and every benchmark call it, so whatever they measure is the step `deepfake train` runs.
+
+    built = build(preset_config("tiny"))
+    logs = built.step.step(batches_a, batches_b, step=0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from deepfake.config import DiscriminatorConfig, TrainConfig
+from deepfake.devices import configure_cuda, resolve_amp, resolve_device
+from deepfake.errors import DeepfakeError
+from deepfake.models import build_autoencoder, build_discriminator
+from deepfake.train.step import AdversarialStep
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+@dataclass
+class Built:
+    """Everything one training run steps: its nets, their optimizers and the step over them."""
+
+    cfg: TrainConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None  # the step's autocast dtype; None = float32
+    autoencoder: nn.Module
+    discriminator: nn.Module | None  # None when gan_weight is 0
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    step: AdversarialStep
+
+    def networks(self) -> list[nn.Module]:
+        return [self.autoencoder] + ([self.discriminator] if self.discriminator is not None else [])
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for net in self.networks() for p in net.parameters()]
+
+
+def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """cfg.optimizer over `params`, fused where the device has the kernel: one kernel for all
+    parameters, and it skips a non-finite step on the device without a host sync."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise DeepfakeError(f"optimizer '{cfg.optimizer}': choose {' or '.join(OPTIMIZERS)}")
+    params = list(params)
+    kwargs = dict(lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    try:
+        return OPTIMIZERS[cfg.optimizer](params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # a device without a fused kernel
+        return OPTIMIZERS[cfg.optimizer](params, **kwargs)
+
+
+def place(module: nn.Module, cfg: TrainConfig, device: torch.device, move: bool = True) -> nn.Module:
+    """A net on `device`, channels_last where training uses it (CUDA: cuDNN's fast layout for bf16).
+    `move` False leaves it where it was built (fake tensors for the memory estimate cannot move)."""
+    if move:
+        module = module.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def build(cfg: TrainConfig, device: torch.device | None = None, *, move: bool = True) -> Built:
+    """The nets, optimizers and step of `cfg` on `device` (default: cfg.device resolved).
+
+    The discriminator exists only when cfg.loss.gan_weight > 0. Weights are freshly initialised from the
+    current torch seed; the loop loads a checkpoint into them when it resumes."""
+    device = resolve_device(cfg.device) if device is None else torch.device(device)
+    if cfg.grad_accum < 1:
+        raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
+    configure_cuda(device)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    autoencoder = place(build_autoencoder(cfg.model), cfg, device, move)
+    discriminator = None
+    if cfg.loss.gan_weight > 0:
+        discriminator = place(build_discriminator(cfg.discriminator, cfg.model.resolution), cfg, device, move)
+    opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr)
+    opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr) if discriminator is not None else None
+    step = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
+    return Built(cfg, device, amp_dtype, autoencoder, discriminator, opt_g, opt_d, step)
+
+
+def to_layout(batches: list, cfg: TrainConfig, device: torch.device) -> None:
+    """Give augmented batches the nets' memory layout (in place): channels_last inputs on CUDA."""
+    if cfg.channels_last and device.type == "cuda":
+        for b in batches:
+            b.inputs = b.inputs.contiguous(memory_format=torch.channels_last)
+
+
+def build_discriminator_alone(cfg: TrainConfig, dcfg: DiscriminatorConfig, device: torch.device,
+                              lr: float) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A fresh discriminator of `dcfg` for the faces of model `cfg`, with cfg's optimizer at `lr`: what
+    `deepfake discriminator` trains on its own."""
+    disc = place(build_discriminator(dcfg, cfg.model.resolution), cfg, device)
+    return disc, make_optimizer(cfg, disc.parameters(), lr)

@@ -1,0 +1,242 @@
+"""One training step: the G phase, then the D phase (CycleGAN's `optimize_parameters`, StyleGAN's
+Gmain / Dmain), as two explicit methods.
+
+    G phase  D frozen. Reconstruct A with side a and B with side b; reconstruction loss, plus the
+             adversarial term when gan_weight > 0. Only G's optimizer steps.
+    D phase  G untouched. Real faces against the detached reconstructions; optional lazy R1.
+             Only D's optimizer steps.
+
+A NaN/inf step is skipped on the device (fused Adam's `found_inf`) and counted, without a host sync.
+`train.build.build` makes the step; nothing else constructs one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+from deepfake.config import TrainConfig
+from deepfake.errors import DeepfakeError
+from deepfake.train import distributed as dist
+from deepfake.train.augment import Augmented
+from deepfake.train.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
+
+# G's logged terms, in the order `generator_phase` sums them, then D's.
+G_TERMS = ("loss", "loss_a", "loss_b", "dssim_a", "dssim_b", "mse_a", "mse_b", "mask_a", "mask_b", "gan_g")
+D_TERMS = ("loss_d", "d_acc_real", "d_acc_fake")
+
+
+class BothSides(nn.Module):
+    """One forward for both identities, so DDP and torch.compile see the whole G graph at once.
+
+    With `one_pass`, the shared encoder runs once on both identities' faces stacked into one batch, and
+    the result is split for the two decoders: the same arithmetic per face, half the encoder's kernels,
+    each on twice the rows (benchmarks/RESULTS.md, "one pass for both sides")."""
+
+    def __init__(self, autoencoder: nn.Module, one_pass: bool = True):
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.one_pass = one_pass
+
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor):
+        if self.one_pass:
+            z_a, z_b = self.autoencoder.encode(torch.cat([x_a, x_b])).split([x_a.shape[0], x_b.shape[0]])
+            rgb_a, mask_a = self.autoencoder.decode(z_a, "a")  # (B, 3, R, R), (B, 1, R, R)
+            rgb_b, mask_b = self.autoencoder.decode(z_b, "b")
+        else:
+            rgb_a, mask_a = self.autoencoder(x_a, "a")
+            rgb_b, mask_b = self.autoencoder(x_b, "b")
+        return rgb_a, mask_a, rgb_b, mask_b
+
+
+def one_pass(cfg: TrainConfig) -> tuple[bool, bool]:
+    """Whether the encoder and the discriminator see both identities (and D real and fake) in one batch:
+    `cfg.batch_sides`, except for a network with batch norm, whose statistics would mix the batches."""
+    return (cfg.batch_sides and cfg.model.norm != "batch", cfg.batch_sides and cfg.discriminator.norm != "batch")
+
+
+def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune")
+
+
+def resolve_compile_mode(cfg: TrainConfig, device: torch.device) -> str:
+    """The torch.compile mode `cfg.compile_mode` means on `device`. "auto" is CUDA graphs
+    (reduce-overhead) for models up to 128 px in a single process, where the step is a few milliseconds
+    of many small kernels and launching them costs more than running them (benchmarks/RESULTS.md, "CUDA
+    graphs"). Larger models keep the device busy on their own and skip the graphs' memory pool. DDP with
+    CUDA graphs (collectives inside captured graphs) is untested, so it stays default under DDP."""
+    mode = cfg.compile_mode
+    if mode not in COMPILE_MODES:
+        raise DeepfakeError(f"compile_mode '{mode}': choose one of {', '.join(COMPILE_MODES)}")
+    if mode != "auto":
+        return mode
+    small = cfg.model.resolution <= 128
+    return "reduce-overhead" if torch.device(device).type == "cuda" and small and dist.world_size() == 1 else "default"
+
+
+class AdversarialStep:
+    """The G and D phases of one training step, as two explicit methods."""
+
+    def __init__(self, cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module | None,
+                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
+                 device: torch.device, amp_dtype: torch.dtype | None):
+        self.cfg, self.loss_cfg = cfg, cfg.loss
+        self.autoencoder, self.discriminator = autoencoder, discriminator
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.device, self.amp_dtype = device, amp_dtype
+        g_one_pass, self.d_one_pass = one_pass(cfg)
+        self.g_model = dist.wrap_ddp(BothSides(autoencoder, g_one_pass), device)
+        # --compile: each phase's forward *and* losses become one graph (AOTAutograd derives its
+        # backward), so DSSIM, masks and the GAN terms are fused with the networks, not run eager.
+        # compile_mode "reduce-overhead" replays the graphs as CUDA graphs; "auto" picks it where launch
+        # overhead dominates (resolve_compile_mode).
+        self.compile_mode = resolve_compile_mode(cfg, device) if cfg.compile else None
+        compile_ = (lambda fn: torch.compile(fn, mode=self.compile_mode)) if cfg.compile else (lambda fn: fn)
+        self.g_losses = compile_(self._g_losses)
+        self.d_losses = compile_(self._d_losses)
+        self.fused = bool(opt_g.defaults.get("fused"))  # fused Adam skips non-finite steps on the device
+        self.cuda_graphs = self.compile_mode == "reduce-overhead"
+
+    def _mark_step(self) -> None:
+        """Tell the CUDA-graph trees that the outputs of earlier replays are no longer read (every one
+        this step needs was consumed or cloned), so a replay may reuse their memory."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def _own_grads(self, params: list[nn.Parameter], accum: int) -> None:
+        """Before accumulating micro-batches under CUDA graphs, give every parameter a .grad of its own.
+
+        Otherwise the first backward *installs* its gradient, which lives in the CUDA-graph pool, as
+        .grad, and the next micro-batch's replay overwrites it: the sum would be g2 + g2, silently
+        (pytorch/pytorch#169545). With a .grad already there, autograd adds into it in place.
+        """
+        if self.cuda_graphs and accum > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _finish(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """Clip, then step unless the loss or the gradients are non-finite. Returns the skip flag (0/1)."""
+        bad = ~torch.isfinite(loss)
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            bad = bad | ~torch.isfinite(norm)
+        # Gradients are averaged over ranks, so one rank's NaN reaches all: every rank must skip together.
+        bad = dist.all_reduce_max(bad.float())
+        if self.fused:
+            opt.found_inf = bad  # fused Adam reads this and skips the update without a host sync
+            opt.step()
+            del opt.found_inf
+        elif not bad.item():  # unfused optimizers only: this read waits for the device
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return bad
+
+    def _g_losses(self, a: Augmented, b: Augmented, use_gan: bool):
+        """G's forward and loss on one micro-batch. Returns (loss, the 10 logged terms, rgb_a, rgb_b)."""
+        with self.autocast():
+            rgb_a, mask_a, rgb_b, mask_b = self.g_model(a.inputs, b.inputs)  # (B, 3, R, R), (B, 1, R, R) x2
+            loss_a, terms_a = reconstruction_loss(rgb_a, mask_a, a.target, a.target_mask, a.landmarks, self.loss_cfg)
+            loss_b, terms_b = reconstruction_loss(rgb_b, mask_b, b.target, b.target_mask, b.landmarks, self.loss_cfg)
+            loss = loss_a + loss_b
+            gan = torch.zeros((), device=loss.device)
+            if use_gan:
+                logits_a, logits_b = self._judge(rgb_a, rgb_b)
+                gan = gan_g_loss(logits_a, self.loss_cfg.gan_loss) + gan_g_loss(logits_b, self.loss_cfg.gan_loss)
+                loss = loss + self.loss_cfg.gan_weight * gan
+        zero = torch.zeros((), device=loss.device)
+        terms = torch.stack([
+            loss.detach(), loss_a.detach(), loss_b.detach(),
+            terms_a.get("dssim", zero), terms_b.get("dssim", zero),
+            terms_a.get("mse", zero), terms_b.get("mse", zero),
+            terms_a.get("mask", zero), terms_b.get("mask", zero), gan.detach(),
+        ]).float()  # (10,)
+        return loss, terms, rgb_a, rgb_b
+
+    def _judge(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits for two batches: in one batched pass (`d_one_pass`) or one pass each."""
+        if self.d_one_pass:
+            return self.discriminator(torch.cat([x, y])).split([x.shape[0], y.shape[0]])
+        return self.discriminator(x), self.discriminator(y)
+
+    def _d_losses(self, real: torch.Tensor, fake: torch.Tensor, r1: bool):
+        """D's loss on real targets against detached fakes (+ lazy R1). Returns (loss, real_logits, fake_logits)."""
+        with self.autocast():
+            real_logits, fake_logits = self._judge(real, fake)
+            loss = gan_d_loss(real_logits, fake_logits, self.loss_cfg.gan_loss)
+            if r1:
+                # StyleGAN2's lazy regularisation: every r1_every steps, scaled to keep its weight.
+                loss = loss + self.loss_cfg.r1_gamma / 2 * self.loss_cfg.r1_every * r1_penalty(real_logits, real)
+        return loss, real_logits, fake_logits
+
+    def generator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
+        """Update G only. Returns (per-step sums of the logged terms, detached fakes for the D phase)."""
+        set_requires_grad(self.discriminator, False)  # D gets no gradient from G's loss
+        use_gan = self.discriminator is not None and self.loss_cfg.gan_weight > 0 and step >= self.loss_cfg.gan_start_step
+        accum = len(batches_a)
+        logs = torch.zeros(len(G_TERMS), device=self.device)
+        fakes = []
+        total = torch.zeros((), device=self.device)
+        params = list(self.autoencoder.parameters())
+        self._own_grads(params, accum)
+        for i, (a, b) in enumerate(zip(batches_a, batches_b)):
+            sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()
+            with sync:
+                self._mark_step()
+                loss, terms, rgb_a, rgb_b = self.g_losses(a, b, use_gan)
+                (loss / accum).backward()
+            total = total + loss.detach() / accum
+            logs += terms.detach().float() / accum
+            if self.cuda_graphs:
+                # CUDA-graph outputs live in a static pool the next replay overwrites (grad_accum > 1).
+                rgb_a, rgb_b = rgb_a.clone(), rgb_b.clone()
+            fakes.append((rgb_a.detach(), rgb_b.detach()))
+        skipped = self._finish(self.opt_g, params, total)
+        return logs, skipped, fakes
+
+    def step(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
+        """The G phase, then the D phase. Returns (G's logged sums (10,), G skipped, D's sums (3,), D skipped)."""
+        g_logs, g_skip, fakes = self.generator_phase(batches_a, batches_b, step)
+        d_logs, d_skip = self.discriminator_phase(batches_a, batches_b, fakes, step)
+        return g_logs, g_skip, d_logs, d_skip
+
+    def discriminator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], fakes, step: int):
+        """Update D only, on real targets against detached fakes. Returns sums of (loss_d, acc_real, acc_fake)."""
+        if self.discriminator is None or self.loss_cfg.gan_weight <= 0:
+            return torch.zeros(len(D_TERMS), device=self.device), torch.zeros((), device=self.device)
+        set_requires_grad(self.discriminator, True)
+        accum = len(batches_a)
+        lazy_r1 = self.loss_cfg.r1_gamma > 0 and step % max(1, self.loss_cfg.r1_every) == 0
+        logs = torch.zeros(len(D_TERMS), device=self.device)
+        total = torch.zeros((), device=self.device)
+        params = list(self.discriminator.parameters())
+        self._own_grads(params, accum)
+        for a, b, (fake_a, fake_b) in zip(batches_a, batches_b, fakes):
+            real = torch.cat([a.target, b.target])  # (2B, 3, R, R)
+            fake = torch.cat([fake_a, fake_b])  # (2B, 3, R, R), no path back into G
+            if lazy_r1:
+                real = real.detach().requires_grad_(True)
+            # R1 needs a double backward, which compiled graphs do not support: that step runs eager.
+            d_losses = self._d_losses if lazy_r1 else self.d_losses
+            self._mark_step()
+            loss, real_logits, fake_logits = d_losses(real, fake, lazy_r1)
+            (loss / accum).backward()
+            total = total + loss.detach() / accum
+            acc_real, acc_fake = d_accuracy(real_logits.detach(), fake_logits.detach())
+            logs += torch.stack([loss.detach().float(), acc_real, acc_fake]) / accum
+        # D is not DDP-wrapped (R1 needs a double backward); average its gradients by hand.
+        dist.all_reduce_gradients(self.discriminator.parameters())
+        skipped = self._finish(self.opt_d, params, total)
+        return logs, skipped
