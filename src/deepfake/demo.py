@@ -186,7 +186,7 @@ def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> 
 
 def loss_plot(model_dir: Path, path: Path) -> dict[str, float]:
     from deepfake.evaluate.plots import plot_loss_curves
-    from deepfake.train import read_metrics
+    from deepfake.train.metrics import read_metrics
 
     rows = read_metrics(model_dir / "metrics.csv")
     train_pts = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]

@@ -43,11 +43,9 @@ def sample_params(
     """Draw one batch's augmentation from `generator` (a CPU torch.Generator). Always draws the same
     amount, whatever is switched off, so the random stream does not depend on the phase.
 
-    Two draws, then numpy arithmetic on a few hundred floats. This runs on the host for each side every
-    step, and on a GPU a step of original64 is about 2.4 ms of device work: host time spent here is
-    time the host is not launching kernels. (The earlier form, about 35 small torch ops, took 150-160 us
-    per side on the development box; this takes 43-50 us.) tests/test_augment.py pins the parameters to
-    the two draws and the config's ranges. Not for a fake-tensor mode: draw before entering one."""
+    Two draws, then numpy arithmetic on a few hundred floats: this runs on the host for each side every
+    step, and host time spent here is time the host is not launching kernels (benchmarks/RESULTS.md,
+    "augmentation parameters"). Not for a fake-tensor mode: draw before entering one."""
     u = torch.rand(batch, 9, generator=generator).numpy() * 2 - 1  # (B, 9) in [-1, 1)
     offsets = torch.randn(batch, 2, cfg.warp_grid, cfg.warp_grid, generator=generator) * cfg.warp_strength
     # Columns: angle, scale, shift x, shift y, flip, brightness, contrast, saturation, hue.

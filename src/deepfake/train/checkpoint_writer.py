@@ -1,11 +1,8 @@
 """Checkpoints written on a background thread, so the device trains on while the disk works.
 
-`save_snapshot` serialises every weight and both Adam moments and fsyncs them: on this project's 2-core
-development box, 0.5-1.8 s for original64 and 1.0-4.4 s for df256 with their discriminators
-(benchmarks/checkpoint_speed.py, RESULTS.md). Written in the loop, that is the device idle for up to
-seconds every `save_every` steps: at original64's 26,000 faces/s (about 5 ms a step), 500 steps are
-about 2.5 s of training. With this writer the loop waited 0.05-0.1 s of it there (after the first save,
-which allocates the host buffers).
+`save_snapshot` serialises every weight and both Adam moments and fsyncs them, which takes seconds for
+the larger presets. Written in the loop, that is the device idle every `save_every` steps; with this
+writer the loop waits only for the copy to host memory (benchmarks/checkpoint_speed.py, RESULTS.md).
 
     writer = SnapshotWriter(model_dir, keep=3)
     writer.submit(snapshot)   # copies every tensor to host memory as of now, then returns

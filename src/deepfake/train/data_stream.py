@@ -1,11 +1,9 @@
 """The data section of a training step on a CUDA stream of its own, so the device never waits for data.
 
 On one stream, every step's gather and augmentation kernels sit between the previous step's D phase and
-this step's G phase: the model waits for them (measured on an H100 at original64 batch 64 with CUDA
-graphs: about 1 ms of a 7.3 ms step, a GPU-busy fraction of 0.87). On a side stream they run beside the
-previous step's G and D phases, whenever the host is ahead of the device, which is what compilation
-and CUDA graphs buy; the main stream then only waits for work already done (measured on an H200 in
-`deepfake train`, original64 batch 64 with CUDA graphs: 0.06 ms of waiting per step, GPU-busy 0.988).
+this step's G phase, and the model waits for them. On a side stream they run beside the previous step's
+G and D phases whenever the host is ahead of the device, which is what compilation and CUDA graphs buy;
+the main stream then only waits for work already done (benchmarks/RESULTS.md, "data section").
 
     stream = DataStream(device)           # after everything the data section reads is on the device
     with stream.section():

@@ -7,8 +7,8 @@ torchrun starts one process per GPU and sets RANK, WORLD_SIZE, LOCAL_RANK, MASTE
 single-process no-op, so the same train loop runs either way. Every helper below asks torch.distributed
 itself, so this module keeps no state of its own.
 
-How the loop uses it (train.py):
-- each rank samples its slice of the global batch (`shard_batch`, data.FaceCache.batches(rank=...)),
+How the loop uses it (train/loop.py, train/batches.py):
+- each rank samples its slice of the global batch (`shard_batch`, one global draw sliced per rank),
   draws its own augmentation seed (`rank_seed`), and averages gradients with DDP (`wrap_ddp`);
 - only rank 0 writes checkpoints, previews and metrics (`is_main`); every rank reads the checkpoint to
   resume, so all start from the same weights;
@@ -197,7 +197,7 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise max of `tensor` over ranks (a new tensor), e.g. "did any rank see a NaN?".
-    A functional collective: torch.compile traces it into its graph (the whole step's skip flag)."""
+    A functional collective: it returns a new tensor and leaves the input alone."""
     if world_size() <= 1:
         return tensor
     import torch.distributed._functional_collectives as funcol
@@ -220,9 +220,8 @@ def all_reduce_gradients(parameters: Iterable[nn.Parameter]) -> None:
 
 
 def mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The mean of each tensor over ranks, as new tensors: one flat all-reduce per dtype, through
-    functional collectives, which torch.compile traces into its graph (the whole step's gradients).
-    The inputs as they are for one process."""
+    """The mean of each tensor over ranks, as new tensors: one flat all-reduce per dtype (one collective
+    for all of D's gradients, not one per parameter). The inputs as they are for one process."""
     if world_size() <= 1:
         return tensors
     import torch.distributed._functional_collectives as funcol
@@ -237,15 +236,6 @@ def mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         for i, part in zip(idx, flat.split([tensors[i].numel() for i in idx])):
             out[i] = part.view(tensors[i].shape)
     return out  # type: ignore[return-value]
-
-
-def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
-    """Copy rank `src`'s parameters and buffers to every rank (DDP does this itself at wrap time)."""
-    if world_size() <= 1:
-        return
-    with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src)
 
 
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,6 @@ class _SeparableBlur(torch.autograd.Function):
     arithmetic has no such mode.
     """
 
-    # forward and setup_context apart: the form torch.func transforms need (the whole-step graph).
     @staticmethod
     def forward(x: torch.Tensor, wx: tuple[float, ...], wy: tuple[float, ...]) -> torch.Tensor:
         return _taps_valid(_taps_valid(x, wx, -1), wy, -2)

@@ -12,13 +12,12 @@ Here the loop reports the fraction itself, without adding a host sync to the hot
         ...
         timer.compute_end()     # after the D phase
         if log_due:
-            marks = timer.take()                 # no host sync
-            ...                                  # at the next log boundary, when they are long reached:
+            marks = timer.take()                     # the window's marks
             window = timer.summarize(marks, wall_s)  # .busy, .data_ms, .compute_ms
 
 On CUDA the marks are CUDA events, so the times are the device's own timeline; they are read only in
-`summarize`, one log window later (train.py defers its rows so), when the device has passed them. On the
-CPU, ops run synchronously, so the host clock is the device's timeline.
+`summarize`, at a log boundary. On the CPU, ops run synchronously, so the host clock is the device's
+timeline.
 
 The data section runs on a CUDA stream of its own (data_stream.py) and the marks are on the model's
 stream, so on CUDA `data_ms` is how long the model's stream waited for the data: near zero when the
