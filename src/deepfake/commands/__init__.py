@@ -4,6 +4,14 @@ The table below is the whole registry: explicit, no import-time scanning. Module
 when their command runs (or for `--help`), so `deepfake --help` stays fast.
 """
 
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "extract": ("deepfake.commands.extract", "detect, align and mask faces from images and videos into a faceset"),
@@ -16,3 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("deepfake.commands.sweep", "train and evaluate a grid of config variants against a baseline"),
     "detect": ("deepfake.commands.detect", "score images or video as real or synthesized; read the provenance tag"),
 }
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """`cls` built from the parsed options named like its fields, with `values` for the fields whose
+    option has another name or form (`--no-smooth` -> smooth); fields with no option keep their defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    matched = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**(matched | values))

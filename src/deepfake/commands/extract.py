@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deepfake.commands import config_from_args
 from deepfake.config import ExtractConfig
 
 
@@ -44,19 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise DeepfakeError("--every must be at least 1")
     if args.workers < 1:
         raise DeepfakeError("--workers must be at least 1")
-    cfg = ExtractConfig(
-        size=args.size,
-        coverage=args.coverage,
-        every=args.every,
-        frames=args.frames,
-        min_face=args.min_face,
-        max_faces=args.max_faces,
-        detector=args.detector,
-        reference=list(args.reference),
-        reference_threshold=args.reference_threshold,
-        smooth=not args.no_smooth,
-        image_format=args.format,
-        workers=args.workers,
+    cfg = config_from_args(
+        ExtractConfig, args, reference=list(args.reference), smooth=not args.no_smooth, image_format=args.format
     )
     if args.dry_run:
         items, skipped = collect_inputs(args.inputs, exclude=Path(args.output))

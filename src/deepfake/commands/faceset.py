@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from deepfake.commands import config_from_args
 from deepfake.faceset.tools import CleanThresholds
 
 
@@ -54,14 +55,7 @@ def run(args: argparse.Namespace) -> int:
         from deepfake.faces.analyzer import FaceAnalyzer
 
         reference = reference_embedding(args.reference, FaceAnalyzer(ExtractConfig()))
-    th = CleanThresholds(
-        min_blur=args.min_blur,
-        blur_fraction=args.blur_fraction,
-        max_yaw=args.max_yaw,
-        max_pitch=args.max_pitch,
-        max_roll=args.max_roll,
-        max_identity=args.max_identity,
-    )
+    th = config_from_args(CleanThresholds, args)
     result = faceset_tools.clean_faceset(args.faceset, th, reference, dry_run=args.dry_run)
     for line in result.lines():
         print(line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from deepfake.commands import config_from_args
 from deepfake.config import SwapConfig
 
 
@@ -43,13 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from deepfake.swap.run import swap
 
-    cfg = SwapConfig(
-        direction=args.direction, mask=args.mask, erode=args.erode, blur=args.blur, color=args.color,
-        blend=args.blend, sharpen=args.sharpen, all_faces=args.all_faces,
-        identity_threshold=args.identity_threshold, batch=args.batch, crf=args.crf, preset=args.preset,
-        watermark=args.watermark, device=args.device, amp=args.amp, frames=args.frames, preview=args.preview,
-        preview_frames=args.preview_frames, preview_seconds=args.preview_seconds,
-    )
+    cfg = config_from_args(SwapConfig, args)
     summary = swap(args.input, args.output, args.model, cfg, progress=not args.quiet)
     print(summary.line())
     return 0

@@ -9,6 +9,7 @@ so an interrupted run keeps its work. Bad inputs are skipped with one line each 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from deepfake.config import ExtractConfig, save_json
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.extract.inputs import collect_inputs, plan_tasks
 from deepfake.extract.workers import run_tasks
-from deepfake.extract.writer import ImageWriter, next_number, prepare_output
+from deepfake.extract.writer import image_writer, next_number, prepare_output
 from deepfake.faceset import MANIFEST, FaceRecord, file_fingerprint, write_manifest
 from deepfake.io.images import read_image_scaled
 
@@ -131,7 +132,7 @@ def extract(
         log.warning("%s: %s", path, what)
 
     failed_items: set[int] = set()
-    writer = ImageWriter()
+    writer = image_writer()
     save_json(cfg, out / CONFIG_FILE)
     last_checkpoint = time.time()
 
@@ -145,13 +146,13 @@ def extract(
             kind, task_id = msg[0], msg[1]
             task = task_by_id[task_id]
             if kind == "frame":
-                _, _, frame, ftime, payloads = msg
+                _, _, frame, _, payloads = msg
                 summary.frames_read += 1
                 summary.faces_found += len(payloads)
                 if not payloads:
                     summary.frames_without_face += 1
                 for p in payloads:
-                    key = (fingerprints[task.item.order], frame, p.face_index)
+                    key = (fingerprints[task.item.order], frame, p.record.face_index)
                     if key in known:
                         summary.duplicates += 1
                         continue
@@ -162,27 +163,10 @@ def extract(
                     name = f"{number:06d}"
                     number += 1
                     face_file, mask_file = f"faces/{name}.{cfg.image_format}", f"masks/{name}.png"
-                    writer.put(out / face_file, p.face_bytes)
-                    writer.put(out / mask_file, p.mask_bytes)
-                    record = FaceRecord(
-                        file=face_file,
-                        mask=mask_file,
-                        source=str(task.item.path),
-                        source_id=key[0],
-                        frame=frame,
-                        time=None if ftime is None else round(ftime, 4),
-                        face_index=p.face_index,
-                        bbox=p.bbox,
-                        landmarks=p.landmarks,
-                        aligned_landmarks=p.aligned_landmarks,
-                        matrix=p.matrix,
-                        size=p.size,
-                        score=p.score,
-                        blur=p.blur,
-                        pose=p.pose,
-                        embedding=np.round(p.embedding.astype(np.float64), 6).tolist(),
-                    )
-                    new_records.append(((task.item.order, -1 if frame is None else frame, p.face_index), record))
+                    writer.put((out / face_file, p.face_bytes))
+                    writer.put((out / mask_file, p.mask_bytes))
+                    record = dataclasses.replace(p.record, file=face_file, mask=mask_file, source_id=key[0])
+                    new_records.append(((task.item.order, -1 if frame is None else frame, p.record.face_index), record))
                     summary.faces_kept += 1
                 bar.update(1)
                 bar.set_postfix(faces=summary.faces_found, kept=summary.faces_kept, refresh=False)
@@ -205,7 +189,7 @@ def extract(
             if time.time() - last_checkpoint > CHECKPOINT_S and new_records:
                 writer.close()  # images first, so the manifest never names a file that is not there
                 checkpoint()
-                writer = ImageWriter()
+                writer = image_writer()
                 last_checkpoint = time.time()
     finally:
         bar.close()

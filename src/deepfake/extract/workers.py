@@ -19,6 +19,7 @@ import numpy as np
 from deepfake.config import ExtractConfig, to_dict
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.extract.inputs import InputItem, Task, sniff_kind
+from deepfake.faceset import FaceRecord
 from deepfake.io.images import read_image_scaled
 from deepfake.io.video import VideoReader
 
@@ -28,20 +29,10 @@ INLINE_BELOW = 90  # frames of work: below this, starting worker processes costs
 
 @dataclass
 class FacePayload:
-    """One face as a worker hands it back: geometry in source pixels, images already encoded."""
+    """One face as a worker hands it back: its record (geometry in source pixels) and its images, encoded."""
 
-    frame: int | None
-    time: float | None
-    face_index: int
-    bbox: list[float]
-    score: float
-    landmarks: list[list[float]]
-    aligned_landmarks: list[list[float]]
-    matrix: list[list[float]]
-    size: int
-    blur: float
-    pose: dict[str, float]
-    embedding: np.ndarray
+    record: FaceRecord  # file, mask and source_id empty: the main process names the files and fingerprints sources
+    embedding: np.ndarray  # full precision, for the identity filter (the record keeps a rounded copy)
     face_bytes: bytes
     mask_bytes: bytes
 
@@ -61,31 +52,32 @@ def _encode(image: np.ndarray, fmt: str) -> bytes:
     return buf.tobytes()
 
 
-def _payloads(faces, frame, t, scale: float, fmt: str) -> list[FacePayload]:
+def _payloads(faces, source: str, frame, t, scale: float, fmt: str) -> list[FacePayload]:
     out = []
     for k, f in enumerate(faces):
         # Images decoded at reduced size: report geometry in the original file's pixels.
         lm = f.landmarks.astype(np.float64) / scale
         matrix = f.matrix.copy()
         matrix[:, :2] *= scale
-        out.append(
-            FacePayload(
-                frame=frame,
-                time=t,
-                face_index=k,
-                bbox=[round(v / scale, 2) for v in f.bbox],
-                score=round(f.score, 4),
-                landmarks=np.round(lm, 2).tolist(),
-                aligned_landmarks=np.round(f.aligned_landmarks.astype(np.float64), 2).tolist(),
-                matrix=matrix.tolist(),
-                size=f.size,
-                blur=round(f.blur, 2),
-                pose={k2: round(v, 2) for k2, v in f.pose.items()},
-                embedding=f.embedding,
-                face_bytes=_encode(f.aligned, fmt),
-                mask_bytes=_encode(f.mask, "png"),
-            )
+        record = FaceRecord(
+            file="",
+            mask="",
+            source=source,
+            source_id="",
+            frame=frame,
+            time=None if t is None else round(t, 4),
+            face_index=k,
+            bbox=[round(v / scale, 2) for v in f.bbox],
+            landmarks=np.round(lm, 2).tolist(),
+            aligned_landmarks=np.round(f.aligned_landmarks.astype(np.float64), 2).tolist(),
+            matrix=matrix.tolist(),
+            size=f.size,
+            score=round(f.score, 4),
+            blur=round(f.blur, 2),
+            pose={k2: round(v, 2) for k2, v in f.pose.items()},
+            embedding=np.round(f.embedding.astype(np.float64), 6).tolist(),
         )
+        out.append(FacePayload(record, f.embedding, _encode(f.aligned, fmt), _encode(f.mask, "png")))
     return out
 
 
@@ -98,8 +90,8 @@ def run_task(analyzer, task: Task, cfg: ExtractConfig) -> Iterator[tuple]:
             item = InputItem(item.path, sniff_kind(item.path), item.order)
         if item.kind == "image":
             rgb, scale = read_image_scaled(item.path)
-            faces = analyzer.analyze(rgb)
-            yield ("frame", task.task_id, None, None, _payloads(faces, None, None, scale, cfg.image_format))
+            payloads = _payloads(analyzer.analyze(rgb), str(item.path), None, None, scale, cfg.image_format)
+            yield ("frame", task.task_id, None, None, payloads)
             yield ("done", task.task_id, 1, None)
         else:
             yield from _run_video(analyzer, task, item, cfg)
@@ -121,7 +113,7 @@ def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Ite
             if index < task.start:
                 continue  # warm-up: belongs to the previous segment
             frames += 1
-            yield ("frame", task.task_id, index, t, _payloads(faces, index, t, 1.0, cfg.image_format))
+            yield ("frame", task.task_id, index, t, _payloads(faces, str(item.path), index, t, 1.0, cfg.image_format))
         # An early end of stream is judged by the main process over all of a video's segments.
         warning = reader.error if reader.decode_failed else None
     if frames == 0 and task.start == 0:

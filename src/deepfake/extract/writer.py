@@ -3,9 +3,7 @@ files, and a thread that writes the face and mask images."""
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +11,21 @@ from deepfake.config import ExtractConfig, to_dict
 from deepfake.errors import OutputError
 from deepfake.faceset import MANIFEST, FaceRecord, new_header, read_faceset
 from deepfake.io.atomic import atomic_path
+from deepfake.io.background import BackgroundWriter
 
 
-class ImageWriter:
-    """Writes image files on a thread: file I/O releases the GIL, so it overlaps the rest."""
+def _write_image(item: tuple[Path, bytes]) -> None:
+    path, data = item
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise OutputError(f"could not write a face image ({e})") from None
 
-    def __init__(self):
-        self._q: queue.Queue = queue.Queue(maxsize=256)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            path, data = item
-            try:
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(data)
-            except BaseException as e:  # surfaced by close(); keep draining so put() never blocks forever
-                self.error = self.error or e
-
-    def put(self, path: Path, data: bytes) -> None:
-        self._q.put((path, data))
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise OutputError(f"could not write a face image ({self.error})")
+def image_writer() -> BackgroundWriter:
+    """A thread that writes `(path, encoded image)` items atomically, so file I/O overlaps the rest."""
+    return BackgroundWriter(_write_image, depth=256, name="extract-images")
 
 
 def prepare_output(out: Path, cfg: ExtractConfig) -> tuple[dict[str, Any], list[FaceRecord]]:

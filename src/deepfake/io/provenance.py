@@ -28,6 +28,7 @@ import numpy as np
 
 from deepfake import __version__
 from deepfake.errors import BadInputError, OutputError
+from deepfake.io import format_for_suffix
 from deepfake.io.atomic import atomic_path
 
 TAG_KEY = "deepfake_provenance"
@@ -93,12 +94,7 @@ def video_tags(record: dict[str, Any]) -> dict[str, str]:
 
 
 def image_format(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in IMAGE_FORMATS:
-        raise BadInputError(
-            path, f"unsupported image format '{suffix or '(none)'}' for a labelled output (use {', '.join(IMAGE_FORMATS)})"
-        )
-    return IMAGE_FORMATS[suffix]
+    return format_for_suffix(path, IMAGE_FORMATS, "image format", " for a labelled output")
 
 
 def save_labelled_image(path: str | Path, rgb: np.ndarray, record: dict[str, Any], quality: int = 95) -> None:

@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from deepfake.errors import BadInputError, OutputError
+from deepfake.io import format_for_suffix
 from deepfake.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,7 @@ VIDEO_CONTAINERS: dict[str, str] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov",
 
 def container_format(path: str | Path) -> str:
     """PyAV format name for an output path; BadInputError for a container we don't write."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in VIDEO_CONTAINERS:
-        raise BadInputError(
-            path, f"unsupported output container '{suffix or '(none)'}' (use {', '.join(VIDEO_CONTAINERS)})"
-        )
-    return VIDEO_CONTAINERS[suffix]
+    return format_for_suffix(path, VIDEO_CONTAINERS, "output container")
 
 
 def _as_fraction(fps: float | Fraction) -> Fraction:

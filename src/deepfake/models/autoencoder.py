@@ -141,14 +141,28 @@ def _side(side: str) -> str:
     return s
 
 
-class DFAutoencoder(nn.Module):
-    """DF: shared encoder + bottleneck, one decoder per identity. Swapping = decoding with the other side."""
+class _Autoencoder(nn.Module):
+    """What DF and LIAE share: the validated config, the encoder, and `forward`/`swap` built on the
+    `encode`/`decode` each architecture defines."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         validate(cfg)
         self.config = cfg
         self.encoder = Encoder(cfg)
+
+    def forward(self, x: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(self.encode(x), side)
+
+    def swap(self, x: torch.Tensor, to_side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(self.encode(x), to_side)
+
+
+class DFAutoencoder(_Autoencoder):
+    """DF: shared encoder + bottleneck, one decoder per identity. Swapping = decoding with the other side."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
         self.inter = Inter(self.encoder.out_features, cfg)
         self.decoder_a = Decoder(cfg.bottleneck_channels, cfg)
         self.decoder_b = Decoder(cfg.bottleneck_channels, cfg)
@@ -159,14 +173,8 @@ class DFAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.decoder_a if _side(side) == "a" else self.decoder_b)(z)
 
-    def forward(self, x: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode(self.encode(x), side)
 
-    def swap(self, x: torch.Tensor, to_side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode(self.encode(x), to_side)
-
-
-class LIAEAutoencoder(nn.Module):
+class LIAEAutoencoder(_Autoencoder):
     """LIAE: shared encoder and decoder. `inter_AB` sees both identities, `inter_B` only B.
 
     Side a decodes [inter_AB(h), inter_AB(h)]; side b decodes [inter_B(h), inter_AB(h)]. Rendering any
@@ -174,10 +182,7 @@ class LIAEAutoencoder(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        validate(cfg)
-        self.config = cfg
-        self.encoder = Encoder(cfg)
+        super().__init__(cfg)
         self.inter_ab = Inter(self.encoder.out_features, cfg)
         self.inter_b = Inter(self.encoder.out_features, cfg)
         self.decoder = Decoder(2 * cfg.bottleneck_channels, cfg)
@@ -189,12 +194,6 @@ class LIAEAutoencoder(nn.Module):
         ab = self.inter_ab(z)  # (B, Cb, 2r, 2r)
         first = ab if _side(side) == "a" else self.inter_b(z)
         return self.decoder(torch.cat([first, ab], dim=1))  # code: (B, 2Cb, 2r, 2r)
-
-    def forward(self, x: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode(self.encode(x), side)
-
-    def swap(self, x: torch.Tensor, to_side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode(self.encode(x), to_side)
 
 
 ARCHS: dict[str, type[nn.Module]] = {"df": DFAutoencoder, "liae": LIAEAutoencoder}

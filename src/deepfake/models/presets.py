@@ -12,18 +12,33 @@ from deepfake.config import DiscriminatorConfig, LossConfig, ModelConfig, TrainC
 from deepfake.errors import DeepfakeError
 
 
+def _model(
+    resolution: int,
+    encoder_channels: list[int],
+    latent_dims: int,
+    bottleneck_channels: int,
+    decoder_channels: list[int],
+    arch: str = "df",
+    residual_blocks: bool = False,
+) -> ModelConfig:
+    """Every preset's model spelled out, so a change to ModelConfig's defaults never changes a preset.
+    The stage counts follow from the channel lists."""
+    return ModelConfig(
+        arch=arch,
+        resolution=resolution,
+        encoder_stages=len(encoder_channels),
+        encoder_channels=encoder_channels,
+        latent_dims=latent_dims,
+        bottleneck_channels=bottleneck_channels,
+        decoder_stages=len(decoder_channels),
+        decoder_channels=decoder_channels,
+        residual_blocks=residual_blocks,
+    )
+
+
 def _tiny() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig(
-            arch="df",
-            resolution=64,
-            encoder_stages=4,
-            encoder_channels=[16, 32, 64, 64],
-            latent_dims=64,
-            bottleneck_channels=64,
-            decoder_stages=3,
-            decoder_channels=[64, 32, 16],
-        ),
+        model=_model(64, [16, 32, 64, 64], latent_dims=64, bottleneck_channels=64, decoder_channels=[64, 32, 16]),
         discriminator=DiscriminatorConfig(kind="patch", depth=3, channels=16),
         preset="tiny",
         batch=8,
@@ -37,34 +52,19 @@ def _tiny() -> TrainConfig:
 
 
 def _original64() -> TrainConfig:
-    return TrainConfig(
-        model=ModelConfig(
-            arch="df",
-            resolution=64,
-            encoder_stages=4,
-            encoder_channels=[128, 256, 512, 1024],
-            latent_dims=1024,
-            bottleneck_channels=512,
-            decoder_stages=3,
-            decoder_channels=[256, 128, 64],
-        ),
-        preset="original64",
-        batch=64,
-        lr=5e-5,
-    )
+    model = _model(64, [128, 256, 512, 1024], latent_dims=1024, bottleneck_channels=512, decoder_channels=[256, 128, 64])
+    return TrainConfig(model=model, preset="original64", batch=64, lr=5e-5)
 
 
 def _df(resolution: int, arch: str = "df") -> ModelConfig:
     e, d = 64, 64  # DFL's e_dims / d_dims
-    return ModelConfig(
-        arch=arch,
-        resolution=resolution,
-        encoder_stages=4,
-        encoder_channels=[e, e * 2, e * 4, e * 8],
+    return _model(
+        resolution,
+        [e, e * 2, e * 4, e * 8],
         latent_dims=256,
         bottleneck_channels=512,
-        decoder_stages=3,
         decoder_channels=[d * 8, d * 4, d * 2],
+        arch=arch,
         residual_blocks=True,
     )
 

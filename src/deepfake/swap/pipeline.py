@@ -339,39 +339,6 @@ class _Stages:
         return out
 
 
-class OrderedWriter:
-    """Feeds a writer callable from its own thread, so encoding overlaps the next batch's work."""
-
-    def __init__(self, write: Callable[[np.ndarray], None], depth: int = 32):
-        self.write = write
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="swap-encode", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is _END:
-                return
-            if self.error is None:
-                try:
-                    self.write(item)
-                except BaseException as e:
-                    self.error = e
-
-    def put(self, frame: np.ndarray) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put(frame)
-
-    def close(self) -> None:
-        self.q.put(_END)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
 def analyzer_config(face_size: int, coverage: float, base: ExtractConfig | None = None) -> ExtractConfig:
     """Extract settings for swap: extract's own defaults (or the given ones) at the model's size/coverage."""
     import dataclasses

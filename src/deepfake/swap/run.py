@@ -20,10 +20,11 @@ import numpy as np
 from deepfake.config import SwapConfig, save_json
 from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, ModelDirError
+from deepfake.io.background import BackgroundWriter
 from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
 from deepfake.io.video_writer import VideoWriter
 from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
-from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, OrderedWriter, Swapper, analyzer_config
+from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, Swapper, analyzer_config
 from deepfake.swap.preview import sheet, side_by_side
 
 
@@ -245,7 +246,7 @@ def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, prog
             metadata=video_tags(_record(model, cfg, path)),
         )
         with writer, tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar:
-            encode = OrderedWriter(writer.write, depth=max(1, cfg.batch))
+            encode = BackgroundWriter(writer.write, depth=max(1, cfg.batch), name="swap-encode")
             try:
                 for result in swapper.swap_frames(_frames(reader, path, cfg.frames)):
                     _count(summary, result)
