@@ -93,6 +93,8 @@ class LossConfig:
     r1_gamma: float = 0.0  # R1 gradient penalty on D (0 = off)
     r1_every: int = 16  # lazy R1 (StyleGAN2): penalise every N D steps, scaled by N
     gan_start_step: int = 0  # DFL orders GAN after the warp phase: G gets the adversarial term from here on
+    identity_weight: float = 0.0  # pull each swap's dlib embedding to its decoder identity's mean (0 = off)
+    true_face_weight: float = 0.0  # DF only: a latent-code discriminator makes B's codes pass as A's (DFL)
 
 
 @dataclass
@@ -101,13 +103,13 @@ class AugmentConfig:
     warp_strength: float = 0.05  # std of the random grid offsets, in normalised units
     warp_grid: int = 5
     rotation: float = 10.0  # degrees
-    scale: float = 0.05
-    shift: float = 0.05
+    scale: float = 0.05  # zoom factor drawn from 1 +/- scale
+    shift: float = 0.05  # fraction of the image side, either way, in x and y
     flip: bool = True
-    brightness: float = 0.1
+    brightness: float = 0.1  # factor drawn from 1 +/- brightness; contrast and saturation alike
     contrast: float = 0.1
     saturation: float = 0.1
-    hue: float = 0.02
+    hue: float = 0.02  # fraction of a full turn around the colour wheel, either way
     warp_until_step: int = 0  # DFL's "warp first, then no warp": 0 = warp always
     affine_until_step: int = 0  # the same switch for rotation/scale/shift/flip/colour: 0 = always
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -18,6 +19,7 @@ from deepfake.config import DiscriminatorConfig, TrainConfig
 from deepfake.devices import configure_cuda, resolve_amp, resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.models import build_autoencoder, build_discriminator
+from deepfake.train.likeness import Likeness, build_likeness
 from deepfake.train.step import AdversarialStep
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -35,9 +37,12 @@ class Built:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
     step: AdversarialStep
+    likeness: Likeness | None = None  # the identity net and the true-face discriminator, when on
 
     def networks(self) -> list[nn.Module]:
-        return [self.autoencoder] + ([self.discriminator] if self.discriminator is not None else [])
+        """The trained networks (the frozen identity net is not one)."""
+        nets = [self.autoencoder] + ([self.discriminator] if self.discriminator is not None else [])
+        return nets + ([self.likeness.code_d] if self.likeness is not None and self.likeness.code_d is not None else [])
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for net in self.networks() for p in net.parameters()]
@@ -66,11 +71,14 @@ def place(module: nn.Module, cfg: TrainConfig, device: torch.device, move: bool 
     return module
 
 
-def build(cfg: TrainConfig, device: torch.device | None = None, *, move: bool = True) -> Built:
+def build(cfg: TrainConfig, device: torch.device | None = None, *, move: bool = True,
+          identities: dict[str, np.ndarray] | None = None) -> Built:
     """The nets, optimizers and step of `cfg` on `device` (default: cfg.device resolved).
 
-    The discriminator exists only when cfg.loss.gan_weight > 0. Weights are freshly initialised from the
-    current torch seed; the loop loads a checkpoint into them when it resumes."""
+    The discriminator exists only when cfg.loss.gan_weight > 0, the identity net and the true-face
+    discriminator only when their weights are (likeness.py); `identities` are the facesets' mean
+    embeddings the identity loss pulls towards. Weights are freshly initialised from the current torch
+    seed; the loop loads a checkpoint into them when it resumes."""
     device = resolve_device(cfg.device) if device is None else torch.device(device)
     if cfg.grad_accum < 1:
         raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
@@ -82,8 +90,11 @@ def build(cfg: TrainConfig, device: torch.device | None = None, *, move: bool = 
         discriminator = place(build_discriminator(cfg.discriminator, cfg.model.resolution), cfg, device, move)
     opt_g = make_optimizer(cfg, autoencoder.parameters(), cfg.lr)
     opt_d = make_optimizer(cfg, discriminator.parameters(), cfg.d_lr) if discriminator is not None else None
-    step = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype)
-    return Built(cfg, device, amp_dtype, autoencoder, discriminator, opt_g, opt_d, step)
+    likeness = build_likeness(cfg, autoencoder, device, make_optimizer, identities, move)
+    if likeness is not None and likeness.code_d is not None:
+        likeness.code_d = place(likeness.code_d, cfg, device, move)
+    step = AdversarialStep(cfg, autoencoder, discriminator, opt_g, opt_d, device, amp_dtype, likeness)
+    return Built(cfg, device, amp_dtype, autoencoder, discriminator, opt_g, opt_d, step, likeness)
 
 
 def to_layout(batches: list, cfg: TrainConfig, device: torch.device) -> None:

@@ -23,6 +23,8 @@ from deepfake.errors import ModelDirError
 from deepfake.io.atomic import atomic_path, atomic_write_json, fsync_path
 from deepfake.model_dir import AUTOENCODER, DISCRIMINATOR, SNAPSHOTS, list_snapshots, load_tensors, save_tensors
 
+CODE_DISCRIMINATOR = "code_discriminator.safetensors"  # in snapshots only: swap never needs it
+
 
 @dataclass
 class Snapshot:
@@ -35,6 +37,8 @@ class Snapshot:
     optimizer_d: dict[str, Any] | None
     rng: dict[str, torch.Tensor]  # name -> torch.Generator.get_state() (uint8)
     state: dict[str, Any]  # JSON-able trainer bookkeeping
+    code_discriminator: dict[str, torch.Tensor] | None = None  # true face's latent-code discriminator
+    optimizer_code: dict[str, Any] | None = None
 
 
 def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -72,7 +76,10 @@ def save_snapshot(model_dir: str | Path, snap: Snapshot, keep: int = 3) -> Path:
         save_tensors(tmp / AUTOENCODER, snap.autoencoder, meta)
         if snap.discriminator is not None:
             save_tensors(tmp / DISCRIMINATOR, snap.discriminator, meta)
-        for name, sd in (("optimizer_g", snap.optimizer_g), ("optimizer_d", snap.optimizer_d)):
+        if snap.code_discriminator is not None:
+            save_tensors(tmp / CODE_DISCRIMINATOR, snap.code_discriminator, meta)
+        for name, sd in (("optimizer_g", snap.optimizer_g), ("optimizer_d", snap.optimizer_d),
+                         ("optimizer_code", snap.optimizer_code)):
             if sd is None:
                 continue
             tensors, plain = flatten_optimizer(sd)
@@ -134,6 +141,8 @@ def load_snapshot(folder: Path, device: str = "cpu") -> Snapshot:
         discriminator=load_tensors(folder / DISCRIMINATOR, device) if (folder / DISCRIMINATOR).exists() else None,
         optimizer_g=opt("optimizer_g"),
         optimizer_d=opt("optimizer_d"),
+        code_discriminator=load_tensors(folder / CODE_DISCRIMINATOR, device) if (folder / CODE_DISCRIMINATOR).exists() else None,
+        optimizer_code=opt("optimizer_code"),
         rng=load_tensors(folder / "state.safetensors"),
         state=state,
     )

@@ -255,7 +255,7 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
 def rank_seed(seed: int) -> int:
     """This rank's augmentation seed: distinct per rank, reproducible for a given (seed, rank).
 
-    The sampling seed stays `seed` on every rank (data.FaceCache.batches shards one global draw);
+    The sampling seed stays `seed` on every rank (train.batches draws one global batch and slices it per rank);
     only augmentation differs, or every GPU would warp its faces identically.
     """
     # A large odd multiplier spreads neighbouring ranks far apart in the generator's seed space.

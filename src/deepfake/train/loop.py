@@ -131,7 +131,7 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
 
     # Section: networks, optimizers and the step.
     torch.manual_seed(cfg.seed)  # model initialisation
-    built = build(cfg, device)
+    built = build(cfg, device, identities=identities if cfg.loss.identity_weight > 0 else None)
 
     # Section: restore.
     start, rows, wall_before, sums, count, watch = 0, [], 0.0, None, 0, OverfitWatch(cfg.overfit_patience)
@@ -257,6 +257,7 @@ def _save(saver: SnapshotWriter, step: int, built: Built, gens: Generators, side
     aug_states = dist.all_gather_rows(gens.aug.get_state())
     if not dist.is_main():
         return
+    code_d = built.likeness.code_d if built.likeness is not None else None
     # `sums` stays on the device: the saver stages it with the weights, without a host sync.
     rng = {"sample_gen": gens.sample.get_state(), "aug_gen": gens.aug.get_state(), "aug_gen_ranks": aug_states,
            "sampler_a": side_a.sampler.state(), "sampler_b": side_b.sampler.state(), "sums": sums.detach()}
@@ -267,6 +268,8 @@ def _save(saver: SnapshotWriter, step: int, built: Built, gens: Generators, side
         optimizer_g=built.opt_g.state_dict(),
         optimizer_d=built.opt_d.state_dict() if built.opt_d is not None else None,
         rng=rng, state={**state, "world_size": dist.world_size()},
+        code_discriminator=code_d.state_dict() if code_d is not None else None,
+        optimizer_code=built.likeness.opt_code.state_dict() if code_d is not None else None,
     ))  # copied to host memory now, written on the saver's thread while training goes on
 
 
@@ -280,6 +283,10 @@ def _restore(snap: Snapshot, built: Built, gens: Generators, side_a: Side, side_
             built.opt_d.load_state_dict(snap.optimizer_d)
     elif built.discriminator is not None:
         log.info("adding a discriminator to a model trained without one")
+    code_d = built.likeness.code_d if built.likeness is not None else None
+    if code_d is not None and snap.code_discriminator is not None:
+        code_d.load_state_dict(snap.code_discriminator)
+        built.likeness.opt_code.load_state_dict(snap.optimizer_code)
     gens.sample.set_state(snap.rng["sample_gen"])
     saved_aug = snap.rng.get("aug_gen_ranks")  # (world, state): every rank's augmentation stream
     if saved_aug is not None and saved_aug.shape[0] == dist.world_size():

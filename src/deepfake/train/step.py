@@ -4,7 +4,8 @@ Gmain / Dmain), as two explicit methods.
     G phase  D frozen. Reconstruct A with side a and B with side b; reconstruction loss, plus the
              adversarial term when gan_weight > 0. Only G's optimizer steps.
     D phase  G untouched. Real faces against the detached reconstructions; optional lazy R1.
-             Only D's optimizer steps.
+             Only D's optimizer steps. With true face (likeness.py), the latent-code discriminator's
+             phase follows, on the G phase's detached codes; only its optimizer steps.
 
 A NaN/inf step is skipped on the device (fused Adam's `found_inf`) and counted, without a host sync.
 `train.build.build` makes the step; nothing else constructs one.
@@ -21,11 +22,13 @@ from deepfake.config import TrainConfig
 from deepfake.errors import DeepfakeError
 from deepfake.train import distributed as dist
 from deepfake.train.augment import Augmented
+from deepfake.train.likeness import Likeness, identity_loss
 from deepfake.train.losses import d_accuracy, gan_d_loss, gan_g_loss, r1_penalty, reconstruction_loss
 
-# G's logged terms, in the order `generator_phase` sums them, then D's.
-G_TERMS = ("loss", "loss_a", "loss_b", "dssim_a", "dssim_b", "mse_a", "mse_b", "mask_a", "mask_b", "gan_g")
-D_TERMS = ("loss_d", "d_acc_real", "d_acc_fake")
+# G's logged terms, in the order `generator_phase` sums them, then D's and the true-face phase's.
+G_TERMS = ("loss", "loss_a", "loss_b", "dssim_a", "dssim_b", "mse_a", "mse_b", "mask_a", "mask_b", "gan_g",
+           "identity", "true_face_g")
+D_TERMS = ("loss_d", "d_acc_real", "d_acc_fake", "loss_tf")
 
 
 class BothSides(nn.Module):
@@ -40,15 +43,20 @@ class BothSides(nn.Module):
         self.autoencoder = autoencoder
         self.one_pass = one_pass
 
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor):
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, swaps: bool = False):
+        """Both reconstructions; with `swaps`, also A's faces rendered as B, B's rendered as A, and both
+        sides' latent codes."""
         if self.one_pass:
             z_a, z_b = self.autoencoder.encode(torch.cat([x_a, x_b])).split([x_a.shape[0], x_b.shape[0]])
-            rgb_a, mask_a = self.autoencoder.decode(z_a, "a")  # (B, 3, R, R), (B, 1, R, R)
-            rgb_b, mask_b = self.autoencoder.decode(z_b, "b")
         else:
-            rgb_a, mask_a = self.autoencoder(x_a, "a")
-            rgb_b, mask_b = self.autoencoder(x_b, "b")
-        return rgb_a, mask_a, rgb_b, mask_b
+            z_a, z_b = self.autoencoder.encode(x_a), self.autoencoder.encode(x_b)
+        rgb_a, mask_a = self.autoencoder.decode(z_a, "a")  # (B, 3, R, R), (B, 1, R, R)
+        rgb_b, mask_b = self.autoencoder.decode(z_b, "b")
+        if not swaps:
+            return rgb_a, mask_a, rgb_b, mask_b, None
+        swap_ab, _ = self.autoencoder.decode(z_a, "b")  # (B, 3, R, R): A's pose and expression, B's face
+        swap_ba, _ = self.autoencoder.decode(z_b, "a")
+        return rgb_a, mask_a, rgb_b, mask_b, (swap_ab, swap_ba, z_a, z_b)
 
 
 def one_pass(cfg: TrainConfig) -> tuple[bool, bool]:
@@ -86,10 +94,13 @@ class AdversarialStep:
 
     def __init__(self, cfg: TrainConfig, autoencoder: nn.Module, discriminator: nn.Module | None,
                  opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
-                 device: torch.device, amp_dtype: torch.dtype | None):
+                 device: torch.device, amp_dtype: torch.dtype | None, likeness: Likeness | None = None):
         self.cfg, self.loss_cfg = cfg, cfg.loss
         self.autoencoder, self.discriminator = autoencoder, discriminator
         self.opt_g, self.opt_d = opt_g, opt_d
+        self.likeness = likeness
+        self.identity = likeness is not None and likeness.identity_net is not None and cfg.loss.identity_weight > 0
+        self.true_face = likeness is not None and likeness.code_d is not None and cfg.loss.true_face_weight > 0
         self.device, self.amp_dtype = device, amp_dtype
         g_one_pass, self.d_one_pass = one_pass(cfg)
         self.g_model = dist.wrap_ddp(BothSides(autoencoder, g_one_pass), device)
@@ -145,25 +156,38 @@ class AdversarialStep:
         return bad
 
     def _g_losses(self, a: Augmented, b: Augmented, use_gan: bool):
-        """G's forward and loss on one micro-batch. Returns (loss, the 10 logged terms, rgb_a, rgb_b)."""
+        """G's forward and loss on one micro-batch. Returns (loss, the logged G_TERMS, rgb_a, rgb_b,
+        the latent codes (z_a, z_b) for the true-face phase or None)."""
+        cfg = self.loss_cfg
         with self.autocast():
-            rgb_a, mask_a, rgb_b, mask_b = self.g_model(a.inputs, b.inputs)  # (B, 3, R, R), (B, 1, R, R) x2
-            loss_a, terms_a = reconstruction_loss(rgb_a, mask_a, a.target, a.target_mask, a.landmarks, self.loss_cfg)
-            loss_b, terms_b = reconstruction_loss(rgb_b, mask_b, b.target, b.target_mask, b.landmarks, self.loss_cfg)
+            rgb_a, mask_a, rgb_b, mask_b, swapped = self.g_model(a.inputs, b.inputs, self.identity or self.true_face)
+            loss_a, terms_a = reconstruction_loss(rgb_a, mask_a, a.target, a.target_mask, a.landmarks, cfg)
+            loss_b, terms_b = reconstruction_loss(rgb_b, mask_b, b.target, b.target_mask, b.landmarks, cfg)
             loss = loss_a + loss_b
-            gan = torch.zeros((), device=loss.device)
+            zero = torch.zeros((), device=loss.device)
+            gan = identity = true_face = zero
             if use_gan:
                 logits_a, logits_b = self._judge(rgb_a, rgb_b)
-                gan = gan_g_loss(logits_a, self.loss_cfg.gan_loss) + gan_g_loss(logits_b, self.loss_cfg.gan_loss)
-                loss = loss + self.loss_cfg.gan_weight * gan
-        zero = torch.zeros((), device=loss.device)
+                gan = gan_g_loss(logits_a, cfg.gan_loss) + gan_g_loss(logits_b, cfg.gan_loss)
+                loss = loss + cfg.gan_weight * gan
+            if self.identity:
+                # Each swap carries the pose of the face it came from: that face's target landmarks.
+                swap_ab, swap_ba, _, _ = swapped
+                targets = self.likeness.targets  # (2, 128): A, B
+                identity = (identity_loss(self.likeness.embed(swap_ba, b.landmarks), targets[0])
+                            + identity_loss(self.likeness.embed(swap_ab, a.landmarks), targets[1]))
+                loss = loss + cfg.identity_weight * identity
+            if self.true_face:
+                true_face = gan_g_loss(self.likeness.code_d(swapped[3]), cfg.gan_loss)  # B's codes, judged as A's
+                loss = loss + cfg.true_face_weight * true_face
         terms = torch.stack([
             loss.detach(), loss_a.detach(), loss_b.detach(),
             terms_a.get("dssim", zero), terms_b.get("dssim", zero),
             terms_a.get("mse", zero), terms_b.get("mse", zero),
-            terms_a.get("mask", zero), terms_b.get("mask", zero), gan.detach(),
-        ]).float()  # (10,)
-        return loss, terms, rgb_a, rgb_b
+            terms_a.get("mask", zero), terms_b.get("mask", zero), gan.detach(), identity.detach(), true_face.detach(),
+        ]).float()  # (len(G_TERMS),)
+        codes = (swapped[2], swapped[3]) if self.true_face else None
+        return loss, terms, rgb_a, rgb_b, codes
 
     def _judge(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits for two batches: in one batched pass (`d_one_pass`) or one pass each."""
@@ -184,10 +208,11 @@ class AdversarialStep:
     def generator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
         """Update G only. Returns (per-step sums of the logged terms, detached fakes for the D phase)."""
         set_requires_grad(self.discriminator, False)  # D gets no gradient from G's loss
+        set_requires_grad(self.likeness.code_d if self.true_face else None, False)
         use_gan = self.discriminator is not None and self.loss_cfg.gan_weight > 0 and step >= self.loss_cfg.gan_start_step
         accum = len(batches_a)
         logs = torch.zeros(len(G_TERMS), device=self.device)
-        fakes = []
+        fakes = []  # per micro-batch: (rgb_a, rgb_b), plus (z_a, z_b) with true face, all detached
         total = torch.zeros((), device=self.device)
         params = list(self.autoencoder.parameters())
         self._own_grads(params, accum)
@@ -195,25 +220,48 @@ class AdversarialStep:
             sync = self.g_model.no_sync() if (i < accum - 1 and hasattr(self.g_model, "no_sync")) else contextlib.nullcontext()
             with sync:
                 self._mark_step()
-                loss, terms, rgb_a, rgb_b = self.g_losses(a, b, use_gan)
+                loss, terms, rgb_a, rgb_b, code = self.g_losses(a, b, use_gan)
                 (loss / accum).backward()
             total = total + loss.detach() / accum
             logs += terms.detach().float() / accum
             if self.cuda_graphs:
                 # CUDA-graph outputs live in a static pool the next replay overwrites (grad_accum > 1).
                 rgb_a, rgb_b = rgb_a.clone(), rgb_b.clone()
-            fakes.append((rgb_a.detach(), rgb_b.detach()))
+                code = tuple(z.clone() for z in code) if code is not None else None
+            fakes.append(tuple(t.detach() for t in (rgb_a, rgb_b) + (code or ())))
         skipped = self._finish(self.opt_g, params, total)
         return logs, skipped, fakes
 
     def step(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
-        """The G phase, then the D phase. Returns (G's logged sums (10,), G skipped, D's sums (3,), D skipped)."""
+        """The G phase, the D phase, then the true-face phase. Returns (G's logged sums (len(G_TERMS),),
+        G skipped, D's and the true-face phase's sums (len(D_TERMS),), D or true face skipped)."""
         g_logs, g_skip, fakes = self.generator_phase(batches_a, batches_b, step)
         d_logs, d_skip = self.discriminator_phase(batches_a, batches_b, fakes, step)
-        return g_logs, g_skip, d_logs, d_skip
+        tf_loss, tf_skip = self.true_face_phase(fakes)
+        d_logs = d_logs + tf_loss * torch.eye(len(D_TERMS), device=self.device)[-1]  # loss_tf in its slot
+        return g_logs, g_skip, d_logs, torch.maximum(d_skip, tf_skip)
+
+    def true_face_phase(self, fakes: list[tuple[torch.Tensor, ...]]):
+        """Update the latent-code discriminator only: A's detached codes are "real", B's "fake".
+        Returns (its loss, skipped); zeros when true face is off."""
+        zero = torch.zeros((), device=self.device)
+        codes = [f[2:] for f in fakes if len(f) == 4]
+        if not self.true_face or not codes:
+            return zero, zero
+        code_d, opt = self.likeness.code_d, self.likeness.opt_code
+        set_requires_grad(code_d, True)
+        params = list(code_d.parameters())
+        total = zero
+        for z_a, z_b in codes:
+            with self.autocast():
+                loss = gan_d_loss(code_d(z_a), code_d(z_b), self.loss_cfg.gan_loss)
+            (loss / len(codes)).backward()
+            total = total + loss.detach().float() / len(codes)
+        dist.all_reduce_gradients(code_d.parameters())
+        return total, self._finish(opt, params, total)
 
     def discriminator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], fakes, step: int):
-        """Update D only, on real targets against detached fakes. Returns sums of (loss_d, acc_real, acc_fake)."""
+        """Update D only, on real targets against detached fakes. Returns sums of D_TERMS (loss_tf 0)."""
         if self.discriminator is None or self.loss_cfg.gan_weight <= 0:
             return torch.zeros(len(D_TERMS), device=self.device), torch.zeros((), device=self.device)
         set_requires_grad(self.discriminator, True)
@@ -223,7 +271,7 @@ class AdversarialStep:
         total = torch.zeros((), device=self.device)
         params = list(self.discriminator.parameters())
         self._own_grads(params, accum)
-        for a, b, (fake_a, fake_b) in zip(batches_a, batches_b, fakes):
+        for a, b, (fake_a, fake_b, *_) in zip(batches_a, batches_b, fakes):
             real = torch.cat([a.target, b.target])  # (2B, 3, R, R)
             fake = torch.cat([fake_a, fake_b])  # (2B, 3, R, R), no path back into G
             if lazy_r1:
@@ -235,7 +283,7 @@ class AdversarialStep:
             (loss / accum).backward()
             total = total + loss.detach() / accum
             acc_real, acc_fake = d_accuracy(real_logits.detach(), fake_logits.detach())
-            logs += torch.stack([loss.detach().float(), acc_real, acc_fake]) / accum
+            logs += torch.stack([loss.detach().float(), acc_real, acc_fake, torch.zeros_like(acc_real)]) / accum
         # D is not DDP-wrapped (R1 needs a double backward); average its gradients by hand.
         dist.all_reduce_gradients(self.discriminator.parameters())
         skipped = self._finish(self.opt_d, params, total)
