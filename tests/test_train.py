@@ -379,7 +379,7 @@ def test_a_second_signal_exits_at_once_and_keeps_the_last_complete_checkpoint(fa
 def test_minutes_alone_is_the_limit(faceset_a, faceset_b, tmp_path, capsys):
     """--minutes without --steps ignores the preset's step count (a user's time budget is the limit);
     with both, the first reached stops, and the summary says which."""
-    from deepfake.config import save_json
+    from deepfake.config_io import save_json
 
     cfg_path = tmp_path / "cfg.json"
     save_json(tiny(steps=4, batch=4, log_every=2, val_every=0, save_every=10**6, preview_every=0), cfg_path)

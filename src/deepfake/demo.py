@@ -29,7 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deepfake.config import ExtractConfig, SwapConfig, TrainConfig, save_json
+from deepfake.config import ExtractConfig, SwapConfig, TrainConfig
+
+from deepfake.config_io import save_json
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.io.atomic import atomic_write_text
 

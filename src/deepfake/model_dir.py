@@ -30,7 +30,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from deepfake.config import TrainConfig, from_dict, to_dict
+from deepfake.config import TrainConfig
+
+from deepfake.config_io import from_dict, to_dict
 from deepfake.errors import DeepfakeError, ModelDirError
 from deepfake.io.atomic import atomic_path, atomic_write_json
 

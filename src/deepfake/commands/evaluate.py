@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from deepfake.config import EvaluateConfig, load_json
+from deepfake.config import EvaluateConfig
+
+from deepfake.config_io import load_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

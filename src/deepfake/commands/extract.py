@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from deepfake.config import to_dict
+    from deepfake.config_io import to_dict
     from deepfake.errors import DeepfakeError
     from deepfake.extract import collect_inputs, extract
 

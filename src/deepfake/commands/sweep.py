@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.config import replace_path
+    from deepfake.config_io import replace_path
     from deepfake.evaluate.sweep import apply_overrides, expand_grid, parse_grid, resolve_base, run_sweep
 
     cfg = SweepConfig(base=args.base, steps=args.steps, minutes=args.minutes, rank_by=args.rank_by,

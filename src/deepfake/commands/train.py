@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
     from deepfake.model_dir import read_config
-    from deepfake.config import TrainConfig, load_json, parse_override, replace_path
+    from deepfake.config import TrainConfig
+    from deepfake.config_io import load_json, parse_override, replace_path
     from deepfake.models import preset_config
 
     if args.config and args.preset:
@@ -101,7 +102,7 @@ def step_limit(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.config import to_dict
+    from deepfake.config_io import to_dict
     from deepfake.model_dir import write_config
     from deepfake.models.autoencoder import validate
 

@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from deepfake.config import EvaluateConfig, save_json
+from deepfake.config import EvaluateConfig
+
+from deepfake.config_io import save_json
 from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.evaluate import metrics as M

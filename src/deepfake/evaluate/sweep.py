@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from deepfake.config import SweepConfig, TrainConfig, to_dict
+from deepfake.config import SweepConfig, TrainConfig
+
+from deepfake.config_io import to_dict
 from deepfake.errors import DeepfakeError
 from deepfake.evaluate.sweep_grid import BASELINE, Variant, apply_overrides, expand_grid, parse_grid, resolve_key
 from deepfake.evaluate.sweep_report import RANK_METRICS, results_markdown, write_results
@@ -165,7 +167,7 @@ def resolve_base(cfg: SweepConfig) -> TrainConfig:
     """The base config: a preset name or a JSON config file."""
     path = Path(cfg.base)
     if path.suffix.lower() == ".json" or path.is_file():
-        from deepfake.config import load_json
+        from deepfake.config_io import load_json
 
         return load_json(TrainConfig, path)
     from deepfake.models.presets import preset_config

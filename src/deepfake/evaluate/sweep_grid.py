@@ -17,7 +17,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from deepfake.config import TrainConfig, check_value, field_type, parse_value, replace_path, to_dict
+from deepfake.config import TrainConfig
+
+from deepfake.config_io import check_value, field_type, parse_value, replace_path, to_dict
 from deepfake.errors import DeepfakeError
 
 BASELINE = "baseline"

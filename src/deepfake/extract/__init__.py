@@ -19,7 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from deepfake.config import ExtractConfig, save_json
+from deepfake.config import ExtractConfig
+
+from deepfake.config_io import save_json
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.extract.inputs import collect_inputs, plan_tasks
 from deepfake.extract.workers import run_tasks

@@ -16,7 +16,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from deepfake.config import ExtractConfig, to_dict
+from deepfake.config import ExtractConfig
+
+from deepfake.config_io import to_dict
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.extract.inputs import InputItem, Task, sniff_kind
 from deepfake.faceset import FaceRecord
@@ -126,7 +128,7 @@ def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Ite
 
 
 def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue") -> None:
-    from deepfake.config import from_dict
+    from deepfake.config_io import from_dict
     from deepfake.faces.analyzer import FaceAnalyzer
 
     # Ctrl-C is the main process's to handle (it stops the workers and saves the manifest); a worker

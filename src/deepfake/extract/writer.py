@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deepfake.config import ExtractConfig, to_dict
+from deepfake.config import ExtractConfig
+
+from deepfake.config_io import to_dict
 from deepfake.errors import OutputError
 from deepfake.faceset import MANIFEST, FaceRecord, new_header, read_faceset
 from deepfake.io.atomic import atomic_path

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from deepfake.config import SwapConfig, save_json
+from deepfake.config import SwapConfig
+
+from deepfake.config_io import save_json
 from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, ModelDirError
 from deepfake.io.background import BackgroundWriter

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepfake.config import AugmentConfig, DiscriminatorConfig, to_dict
+from deepfake.config import AugmentConfig, DiscriminatorConfig
+
+from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split

@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from deepfake.config import TrainConfig, to_dict
+from deepfake.config import TrainConfig
+
+from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.model_dir import read_config, write_config
