@@ -201,24 +201,25 @@ def test_real_tiny_sweep_over_two_activations_ranks_and_resumes(faceset_a, faces
     assert [r["variant"] for r in res2.rows] == [r["variant"] for r in rows]
 
 
-def test_minutes_budget_probes_speed_then_fills_the_budget(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
+def test_minutes_budget_is_the_only_limit_and_a_resume_gets_what_is_left(monkeypatch, tmp_path):
     import deepfake.train
-    from deepfake.evaluate.sweep import PROBE_STEPS, _default_train
+    from deepfake.evaluate.sweep import _default_train
+    from deepfake.train.metrics import write_metrics
 
     calls = []
 
-    def fake_train(cfg, a, b, model_dir):
-        calls.append(cfg.steps)
-        return SimpleNamespace(step=cfg.steps, metrics=[{"wall_s": 0.001 * cfg.steps}])  # 1 ms per step
+    def fake_train(cfg, a, b, model_dir, **kw):
+        calls.append(kw)
 
     monkeypatch.setattr(deepfake.train, "train", fake_train)
-    train = _default_train(SweepConfig(minutes=0.001))  # 60 ms
+    train = _default_train(SweepConfig(minutes=2))
     train(TrainConfig(steps=5), "A", "B", tmp_path)
-    assert calls[0] == PROBE_STEPS
-    assert 30 <= calls[1] <= 60  # about 60 ms at 1 ms per step, less what the probe spent
+    assert calls == [{"minutes": 2, "step_limit": False}]
+    write_metrics(tmp_path / "metrics.csv", [{"step": 10, "wall_s": 30.0}])  # half a minute already spent
+    calls.clear()
+    train(TrainConfig(steps=5), "A", "B", tmp_path)
+    assert calls == [{"minutes": 1.5, "step_limit": False}]
     calls.clear()
     train = _default_train(SweepConfig(steps=7))
     train(TrainConfig(steps=7), "A", "B", tmp_path)
-    assert calls == [7]
+    assert calls == [{}]

@@ -35,7 +35,7 @@ from deepfake.evaluate.sweep_report import RANK_METRICS, results_markdown, write
 from deepfake.io.atomic import atomic_write_json
 
 __all__ = [
-    "BASELINE", "PROBE_STEPS", "RANK_METRICS", "STATE_FILE", "SweepResult", "Variant", "apply_overrides",
+    "BASELINE", "RANK_METRICS", "STATE_FILE", "SweepResult", "Variant", "apply_overrides",
     "expand_grid", "load_state", "parse_grid", "resolve_base", "resolve_key", "results_markdown", "run_sweep",
     "save_state", "write_results",
 ]
@@ -175,28 +175,18 @@ def resolve_base(cfg: SweepConfig) -> TrainConfig:
     return preset_config(cfg.base)
 
 
-PROBE_STEPS = 10  # --minutes: steps trained first to measure a variant's speed
-
-
 def _default_train(cfg: SweepConfig) -> TrainFn:
     def train(train_cfg: TrainConfig, a: Any, b: Any, model_dir: Path) -> Any:
         from deepfake.train import train as train_model
+        from deepfake.train.metrics import read_metrics
 
         if cfg.minutes <= 0:
             return train_model(train_cfg, a, b, model_dir)
-        # The trainer counts steps, not seconds: measure this variant's speed on a short probe, then
-        # give it the steps that fill the rest of the budget (the probe and its start-up count too).
-        budget = cfg.minutes * 60.0
-        t0 = time.perf_counter()
-        probe = train_model(dataclasses.replace(train_cfg, steps=PROBE_STEPS), a, b, model_dir)
-        spent = time.perf_counter() - t0
-        # wall_s is the run's cumulative training time, so a resumed variant does not get its budget twice.
-        wall = next((r.get("wall_s") for r in reversed(probe.metrics) if r.get("wall_s")), None)
-        per_step = (wall or spent) / max(1, probe.step)
-        extra = int(max(0.0, budget - max(spent, wall or 0.0)) / per_step)
-        if extra <= 0:
-            return probe
-        return train_model(dataclasses.replace(train_cfg, steps=probe.step + extra), a, b, model_dir)
+        # The time budget is the only limit. wall_s is the run's cumulative training time, so a
+        # variant resumed after an interruption gets only what is left of its budget.
+        spent = max((r["wall_s"] or 0.0 for r in read_metrics(Path(model_dir) / "metrics.csv")), default=0.0)
+        left = max(cfg.minutes - spent / 60.0, 1 / 60)
+        return train_model(train_cfg, a, b, model_dir, minutes=left, step_limit=False)
 
     return train
 
