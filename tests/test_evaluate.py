@@ -30,10 +30,24 @@ def model_dir(faceset_a, faceset_b, tmp_path_factory):
     return out
 
 
-def test_evaluate_writes_metrics_and_report(model_dir, faceset_a, faceset_b, tmp_path):
+@pytest.fixture(scope="module")
+def distractors(tmp_path_factory):
+    """Two more people for the retrieval gallery: woman C (d3.mp4) and man D (d18.mp4), 8 frames each."""
+    from deepfake.config import ExtractConfig
+    from deepfake.extract import extract
+
+    out = []
+    for clip, name in (("d3.mp4", "woman_c"), ("d18.mp4", "man_d")):
+        folder = tmp_path_factory.mktemp("distractors") / name
+        extract([media_path(clip)], folder, ExtractConfig(size=64, frames=8, workers=1), progress=False)
+        out.append(str(folder))
+    return out
+
+
+def test_evaluate_writes_metrics_and_report(model_dir, faceset_a, faceset_b, distractors, tmp_path):
     from deepfake.evaluate.runner import evaluate_model
 
-    cfg = EvaluateConfig(max_faces=3, max_frames=6, device="cpu")
+    cfg = EvaluateConfig(max_faces=3, max_frames=6, device="cpu", distractors=distractors)
     evaluate_model(model_dir, faceset_a, faceset_b, tmp_path, cfg, frames=media_path("d14.mp4"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["summary"]["steps"] == STEPS and saved["step"] == STEPS
@@ -42,13 +56,28 @@ def test_evaluate_writes_metrics_and_report(model_dir, faceset_a, faceset_b, tmp
         r = saved["reconstruction"][side]
         assert r["n"] == saved["held_out"][side] > 0
         assert 0 < r["ssim"] < 1 and 5 < r["psnr"] < 60
+        assert 0 < r["sharpness_ratio"] < 10
+    assert list(saved["identities"]) == ["a", "b", "woman_c", "man_d"]
+    assert saved["identities"]["man_d"]["role"] == "distractor" and saved["identities"]["man_d"]["faces"] == 8
     for name in ("a2b", "b2a"):
         d = saved["swap"][name]
         assert 0 <= d["verification"] <= 1 and d["id_dist_source"] > 0 and d["id_dist_target"] > 0
+        assert 0 <= d["retrieval"] <= 1 and 0 < d["sharpness_ratio"] < 10
+        assert sum(d["retrieved_as"].values()) == d["n"]
+        assert d["retrieval"] == d["retrieved_as"][d["source"]] / d["n"]
+        # Real held-out faces are retrieved as themselves among all four people.
+        assert d["reference"]["real_target_retrieved_as_target"] == 1.0
         assert 0 < d["landmark_error"] < 1  # a face-shaped output keeps the landmarks within an eye distance
         assert all(np.isfinite(d["pose_error"][k]) for k in ("yaw", "pitch", "roll", "mean"))
         # The pipeline itself identifies people: real held-out faces are verified as themselves.
         assert d["reference"]["real_target_to_target"] < 0.6 < d["reference"]["real_target_to_source"]
+    summary = saved["summary"]
+    n = [saved["swap"][k]["n"] for k in ("a2b", "b2a")]
+    assert summary["retrieval"] == pytest.approx(
+        sum(saved["swap"][k]["retrieval"] * m for k, m in zip(("a2b", "b2a"), n)) / sum(n))
+    assert summary["sharpness_ratio"] > 0 and summary["recon_sharpness_ratio"] > 0
+    print(f"\nretrieval over 4 identities ({STEPS} steps): {summary['retrieval']:.3f}; sharpness ratio: swaps "
+          f"{summary['sharpness_ratio']:.3f}, reconstructions {summary['recon_sharpness_ratio']:.3f}")
     t = saved["temporal"]
     assert t["frames"] == 6 and t["original_change"] > 0 and t["flicker_ratio"] >= 0
     d = saved["discriminator"]
@@ -61,7 +90,8 @@ def test_evaluate_writes_metrics_and_report(model_dir, faceset_a, faceset_b, tmp
 
     report = (tmp_path / "report.md").read_text()
     for needle in ("## Reconstruction", "| DeepFaceLab | 0.730 |", "**this model**", "generalises poorly",
-                   "## Metric definitions", "inter-ocular", "flicker ratio"):
+                   "## Metric definitions", "inter-ocular", "flicker ratio", "**Retrieval**", "argmax",
+                   "**Sharpness ratio**", "| sharpness ratio |", "`woman_c`"):
         assert needle in report, needle
     assert "![throughput](throughput.png)" in report and "| device busy |" in report
     for png in ("loss_curves.png", "metric_bars.png", "swap_grid.png", "throughput.png"):
@@ -88,6 +118,20 @@ def test_overfitting_is_the_validation_minimum_with_training_still_falling():
     fired = [watch.update(s, t, v) for s, t, v in zip(steps, falling, [5, 4, 3, 3.2, 3.5, 3.9])]
     assert fired == [None, None, None, None, None, 300]
     assert watch.update(700, 3.5, 4.0) is None  # the same episode: no second warning
+
+
+def test_cli_distractors_must_be_facesets(model_dir, faceset_a, faceset_b, distractors, tmp_path, capsys):
+    from deepfake.cli import main
+
+    empty = tmp_path / "not_a_faceset"
+    empty.mkdir()
+    base = ["evaluate", "-m", str(model_dir), "--a", str(faceset_a), "--b", str(faceset_b), "-o", str(tmp_path / "r"),
+            "--device", "cpu", "--no-plots", "--distractors"]
+    for bad in (tmp_path / "missing", empty, faceset_b):
+        assert main(base + [distractors[0], str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --distractors") and str(bad) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()  # refused before any work
 
 
 def test_cli_evaluate_and_detect(model_dir, faceset_a, faceset_b, tmp_path, capsys):

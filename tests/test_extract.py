@@ -98,7 +98,16 @@ def test_small_face_clip_s18(tmp_path):
     assert max(small_sizes) < 80  # it really was a small face
 
 
-def test_identity_filter_on_a_two_person_folder(tmp_path):
+def test_identity_filter_on_a_two_person_folder(tmp_path, monkeypatch):
+    """Also: the manifest's embeddings come from batches across images and equal dlib's own."""
+    import dlib
+
+    from deepfake.faces.dlib_models import RESNET, dlib_model_path
+    from deepfake.faces.identity import FaceEmbedder
+
+    batches = []
+    embed_chips = FaceEmbedder.embed_chips
+    monkeypatch.setattr(FaceEmbedder, "embed_chips", lambda self, chips: batches.append(len(chips)) or embed_chips(self, chips))
     folder = tmp_path / "two_people"
     folder.mkdir()
     for clip, tag in (("d6.mp4", "a"), ("d14.mp4", "b")):
@@ -112,6 +121,15 @@ def test_identity_filter_on_a_two_person_folder(tmp_path):
     assert summary.faces_kept == 3 and summary.rejected_identity == 3
     kept = read_faceset(out).records
     assert sorted(r.source.split("/")[-1] for r in kept) == ["a_100.jpg", "a_250.jpg", "a_400.jpg"]
+    assert batches == [1, 6]  # the reference, then all six images' faces in one batch
+    resnet = dlib.face_recognition_model_v1(str(dlib_model_path(RESNET)))
+    for r in kept:
+        rgb = read_image(r.source)
+        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in r.landmarks])
+        shape = dlib.full_object_detection(dlib.rectangle(*(int(v) for v in r.bbox)), points)
+        ref = np.asarray(resnet.compute_face_descriptor(rgb, shape))
+        ours = np.asarray(r.embedding)
+        assert ours @ ref / (np.linalg.norm(ours) * np.linalg.norm(ref)) >= 0.9999
 
 
 def test_appending_never_duplicates_and_the_manifest_schema(tmp_path):
@@ -207,6 +225,30 @@ def test_pool_matches_inline(tmp_path):
     # Segments restart tracking at their seam (after a warm-up), so allow a small difference there.
     diff = [np.abs(np.asarray(x.landmarks) - np.asarray(y.landmarks)).max() for x, y in zip(a, b)]
     assert np.median(diff) < 0.5 and max(diff) < 6.0
+
+
+def test_a_failed_embedding_batch_costs_only_the_tasks_waiting_for_it():
+    from types import SimpleNamespace
+
+    from deepfake.extract.workers import embedded
+
+    class Analyzer:
+        def pending_embeddings(self):
+            return 0
+
+        def flush_embeddings(self):
+            raise RuntimeError("boom")
+
+    messages = [
+        ("faces", 1, 0, 0.0, [SimpleNamespace(embedding=None)], "clip.mp4", 1.0),
+        ("faces", 1, 1, 0.1, [SimpleNamespace(embedding=None)], "clip.mp4", 1.0),
+        ("done", 1, 2, None),
+        ("faces", 2, None, None, [], "empty.jpg", 1.0),  # no face: nothing waited for the batch
+        ("done", 2, 1, None),
+    ]
+    out = list(embedded(Analyzer(), iter(messages), ExtractConfig()))
+    assert out == [("error", 1, "clip.mp4", "identity embeddings failed: RuntimeError: boom"),
+                   ("frame", 2, None, None, []), ("done", 2, 1, None)]
 
 
 def test_cnn_detector_finds_the_face_hog_misses():

@@ -129,8 +129,67 @@ def test_pose_error_grows_with_in_plane_rotation(real, faces):
     assert errors[0] < errors[1] < errors[2]
 
 
+def test_sharpness_ranks_a_blurred_face_below_the_sharp_one(real):
+    import cv2
+
+    face = real["a0"][1]
+    assert metrics.sharpness_ratio(face.image, face.image, face.mask) == 1.0  # exactly: the same sums
+    ratios = [metrics.sharpness_ratio(cv2.GaussianBlur(face.image, (0, 0), s), face.image, face.mask) for s in (0.7, 1.5, 3.0)]
+    print("sharpness ratio of the face blurred by sigma 0.7, 1.5, 3.0: " + ", ".join(f"{r:.3f}" for r in ratios))
+    assert 1.0 > ratios[0] > ratios[1] > ratios[2] > 0
+    # SSIM barely minds the mildest blur; the sharpness ratio does.
+    assert metrics.masked_ssim(cv2.GaussianBlur(face.image, (0, 0), 0.7), face.image, face.mask) > 0.9 > ratios[0]
+    # Noise is more high-frequency content than the real face: above 1.
+    noisy = np.clip(face.image + np.random.default_rng(0).normal(0, 8, face.image.shape), 0, 255).astype(np.uint8)
+    assert metrics.sharpness_ratio(noisy, face.image, face.mask) > 1.0
+    assert metrics.mean_sharpness_ratio([face.image] * 2, [face.image] * 2, [face.mask] * 2) == 1.0
+
+
+def test_retrieval_finds_the_source_among_real_identities(real):
+    """Gallery of real identities: A (d6 frame 0), B (d14 frame 0); frame 300 of A is retrieved as A."""
+    gallery = np.stack([real["a0"][1].embedding, real["b0"][1].embedding])  # (2, 128)
+    probe = np.asarray(real["a300"][1].embedding)[None]
+    assert metrics.nearest_identity(probe, gallery).tolist() == [0]
+    assert metrics.retrieval_rate(metrics.nearest_identity(probe, gallery), 0) == 1.0
+    assert metrics.retrieval_rate(metrics.nearest_identity(probe, gallery), 1) == 0.0
+
+
 # ----------------------------------------------------------------------------------------------------
 # Definitions on arrays.
+
+
+def test_laplacian_variance_definition():
+    rng = np.random.default_rng(3)
+    img = rng.random((32, 32, 3)).astype(np.float32)
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    inner = grey[1:-1, 1:-1]
+    lap = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * inner  # interior pixels
+    mask = np.zeros((32, 32), np.uint8)
+    mask[1:-1, 1:-1] = 255
+    assert metrics.laplacian_variance(img, mask) == pytest.approx(float(lap.var()), rel=1e-5)
+    assert metrics.laplacian_variance(np.full((16, 16, 3), 0.5, np.float32)) == 0.0
+    assert np.isnan(metrics.sharpness_ratio(img[:16, :16], np.full((16, 16, 3), 0.5, np.float32)))
+
+
+def test_retrieval_on_planted_embeddings():
+    rng = np.random.default_rng(4)
+    source, target, other = rng.normal(size=(3, 128))
+    gallery = np.stack([source, target, other])
+    swaps = np.stack([source, 2.5 * source, target, 0.9 * source + 0.1 * target])
+    nearest = metrics.nearest_identity(swaps, gallery)
+    # Equal to the source mean, or a multiple of it (cosine ignores length), or mostly the source: retrieved.
+    assert nearest.tolist() == [0, 0, 1, 0]
+    assert metrics.retrieval_rate(nearest, 0) == 0.75
+    # A distractor identical to the source ties with it at the top: a tie names nobody, so the swaps
+    # that were retrieved become misses, whichever order the gallery is in.
+    for order in ([0, 1, 2, 3], [3, 1, 2, 0]):
+        twin = np.stack([source, target, other, source])[order]
+        nearest = metrics.nearest_identity(swaps, twin)
+        assert nearest.tolist() == [-1, -1, 1, -1]
+        assert metrics.retrieval_rate(nearest, order.index(0)) == 0.0
+    assert np.isnan(metrics.retrieval_rate(np.zeros(0, int), 0))
+
+
 
 
 def test_masked_metrics_only_look_inside_the_mask():

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", metavar="VIDEO", help="also measure temporal flicker on this video")
     p.add_argument("--frames-direction", choices=["a2b", "b2a"], default="a2b",
                    help="a2b: the video shows B and gets A's face; b2a: the reverse")
+    p.add_argument("--distractors", nargs="+", default=[], metavar="FACESET",
+                   help="facesets of other people: more identities for the top-1 retrieval metric")
     p.add_argument("--config", metavar="JSON", help="an EvaluateConfig JSON file (flags below override it)")
     p.add_argument("--max-faces", type=int, default=d.max_faces, help="held-out faces per side (0 = all)")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="video frames for the flicker measure")
@@ -33,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_json(EvaluateConfig, args.config) if args.config else EvaluateConfig()
     cfg.max_faces, cfg.max_frames = args.max_faces, args.max_frames
     cfg.detect_threshold, cfg.device = args.threshold, args.device
+    if args.distractors:
+        cfg.distractors = list(args.distractors)
     result = evaluate_model(args.model, args.a, args.b, args.output, cfg, frames=args.frames,
                             frames_direction=args.frames_direction, plots=not args.no_plots)
     print(json.dumps(result["summary"], indent=2))

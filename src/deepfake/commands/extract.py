@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over video frames")
     p.add_argument("--format", choices=["png", "jpg"], default=d.image_format, help="aligned face image format")
     p.add_argument("--workers", type=int, default=d.workers, help="worker processes")
+    p.add_argument("--device", default=d.device, help="identity embeddings on auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the inputs, then stop")
 

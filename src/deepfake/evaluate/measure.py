@@ -14,72 +14,76 @@ MEASURE_SIZE = 256  # faces are upscaled to this before dlib's landmark and iden
 
 
 class FaceMeasurer:
-    """68 landmarks, head pose and identity embedding of an aligned face. Models load once per object.
+    """68 landmarks, head pose and identity embeddings of aligned faces. Models load once per object;
+    the embeddings run on `device`, all faces of a call in batches.
 
     Faces are upscaled to MEASURE_SIZE first: dlib's models expect faces of ~150 px and more. The
     landmark predictor starts from the box of the target face's aligned landmarks, the same box for the
     real face and its swap, so a difference in landmarks comes from the pixels alone.
     """
 
-    def __init__(self):
+    def __init__(self, device: Any = "auto"):
         from deepfake.faces.identity import FaceEmbedder
         from deepfake.faces.landmarks import LandmarkPredictor
 
         self.predictor = LandmarkPredictor()
-        self.embedder = FaceEmbedder()
+        self.embedder = FaceEmbedder(device)
 
-    def measure(self, image: np.ndarray, box_landmarks: np.ndarray, embed: bool = True) -> dict[str, Any]:
+    def measure_many(self, images: np.ndarray, box_landmarks: np.ndarray, embed: bool = True) -> dict[str, Any]:
+        """(N, R, R, 3) uint8 aligned faces and (N, 68, 2) landmarks giving each one's box ->
+        "landmarks" (N, 68, 2) in MEASURE_SIZE px, "pose" (N dicts), "embedding" (N, 128) or None."""
         from deepfake.faces.pose import estimate_pose
 
-        k = MEASURE_SIZE / image.shape[0]
-        big = cv2.resize(image, (MEASURE_SIZE, MEASURE_SIZE), interpolation=cv2.INTER_CUBIC)
-        x0, y0 = box_landmarks.min(axis=0) * k
-        x1, y1 = box_landmarks.max(axis=0) * k
-        lm = self.predictor(big, (x0, y0, x1, y1))  # (68, 2) in MEASURE_SIZE px
+        bigs, lms = [], []
+        for image, box in zip(images, box_landmarks):
+            k = MEASURE_SIZE / image.shape[0]
+            big = cv2.resize(image, (MEASURE_SIZE, MEASURE_SIZE), interpolation=cv2.INTER_CUBIC)
+            x0, y0 = np.asarray(box).min(axis=0) * k
+            x1, y1 = np.asarray(box).max(axis=0) * k
+            bigs.append(big)
+            lms.append(self.predictor(big, (x0, y0, x1, y1)))  # (68, 2) in MEASURE_SIZE px
+        shape = (MEASURE_SIZE, MEASURE_SIZE, 3)
         return {
-            "landmarks": lm,
-            "pose": estimate_pose(lm, big.shape),
-            "embedding": self.embedder.embed(big, lm) if embed else None,
+            "landmarks": np.asarray(lms, dtype=np.float32).reshape(-1, 68, 2),
+            "pose": [estimate_pose(lm, shape) for lm in lms],
+            "embedding": self.embedder.embed_many(np.asarray(bigs).reshape(-1, *shape), lms) if embed else None,
         }
 
 
 def measure_swaps(measurer: FaceMeasurer, swaps: np.ndarray, targets: np.ndarray, target_landmarks: np.ndarray,
-                  source_mean: np.ndarray, target_mean: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Identity, expression and pose of each swap against its target face; the unswapped targets,
-    measured the same way, give the reference ("what a real face scores through this pipeline")."""
-    from tqdm import tqdm
+                  target_masks: np.ndarray, source: str, target: str, identities: dict[str, np.ndarray],
+                  threshold: float) -> dict[str, Any]:
+    """Identity, sharpness, expression and pose of each swap against its target face; the unswapped
+    targets, measured the same way, give the reference ("what a real face scores through this pipeline").
 
-    rows = []
-    pairs = zip(swaps, targets, target_landmarks)
-    for swap, target, lm in tqdm(pairs, total=len(swaps), desc="measuring swaps", unit="face", leave=False):
-        ms = measurer.measure(swap, lm)
-        mt = measurer.measure(target, lm)
-        pose = M.pose_error(mt["pose"], ms["pose"])
-        rows.append({
-            "swap_to_source": float(M.embedding_distances(ms["embedding"][None], source_mean)[0]),
-            "swap_to_target": float(M.embedding_distances(ms["embedding"][None], target_mean)[0]),
-            "real_to_source": float(M.embedding_distances(mt["embedding"][None], source_mean)[0]),
-            "real_to_target": float(M.embedding_distances(mt["embedding"][None], target_mean)[0]),
-            "landmark_error": M.landmark_error(mt["landmarks"], ms["landmarks"]),
-            **{f"pose_{k}": v for k, v in pose.items()},
-        })
-
-    def mean(key: str) -> float:
-        return float(np.mean([r[key] for r in rows]))
-
-    d_src = np.array([r["swap_to_source"] for r in rows])
-    d_tgt = np.array([r["swap_to_target"] for r in rows])
+    `identities`: name -> mean embedding of every identity in the evaluation (`source` and `target`
+    among them, plus any distractors), the gallery that retrieval searches."""
+    ms = measurer.measure_many(swaps, target_landmarks)
+    mt = measurer.measure_many(targets, target_landmarks)
+    d_src = M.embedding_distances(ms["embedding"], identities[source])
+    d_tgt = M.embedding_distances(ms["embedding"], identities[target])
+    real_src = M.embedding_distances(mt["embedding"], identities[source])
+    real_tgt = M.embedding_distances(mt["embedding"], identities[target])
+    names = list(identities)
+    gallery = np.stack([identities[n] for n in names])  # (K, 128)
+    nearest = M.nearest_identity(ms["embedding"], gallery)  # (N,), -1 = a tie at the top
+    nearest_real = M.nearest_identity(mt["embedding"], gallery)
+    pose = [M.pose_error(p_t, p_s) for p_t, p_s in zip(mt["pose"], ms["pose"])]
     return {
-        "n": len(rows),
-        "id_dist_source": mean("swap_to_source"),
-        "id_dist_target": mean("swap_to_target"),
+        "n": len(swaps),
+        "id_dist_source": float(d_src.mean()),
+        "id_dist_target": float(d_tgt.mean()),
         "verification": M.verification_rate(d_src, threshold),
+        "retrieval": M.retrieval_rate(nearest, names.index(source)),
+        "retrieved_as": {n: int((nearest == i).sum()) for i, n in enumerate(names)} | {"(tie)": int((nearest < 0).sum())},
         "closer_to_source": float(np.mean(d_src < d_tgt)),
-        "landmark_error": mean("landmark_error"),
-        "pose_error": {k: mean(f"pose_{k}") for k in ("yaw", "pitch", "roll", "mean")},
+        "sharpness_ratio": M.mean_sharpness_ratio(swaps, targets, target_masks),
+        "landmark_error": float(np.mean([M.landmark_error(a, b) for a, b in zip(mt["landmarks"], ms["landmarks"])])),
+        "pose_error": {k: float(np.mean([p[k] for p in pose])) for k in ("yaw", "pitch", "roll", "mean")},
         "reference": {
-            "real_target_to_target": mean("real_to_target"),
-            "real_target_to_source": mean("real_to_source"),
-            "real_target_verified_as_target": M.verification_rate([r["real_to_target"] for r in rows], threshold),
+            "real_target_to_target": float(real_tgt.mean()),
+            "real_target_to_source": float(real_src.mean()),
+            "real_target_verified_as_target": M.verification_rate(real_tgt, threshold),
+            "real_target_retrieved_as_target": M.retrieval_rate(nearest_real, names.index(target)),
         },
     }

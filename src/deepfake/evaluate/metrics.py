@@ -19,6 +19,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; JSON has no infinity, so we cap it
 VERIFY_THRESHOLD = 0.6  # dlib's documented same-person threshold for its ResNet embeddings
 OUTER_EYE_CORNERS = (36, 45)  # iBUG 68: right eye outer corner, left eye outer corner
+LAPLACIAN_3X3 = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)  # the sharpness measure's kernel
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as cv2's RGB2GRAY
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,6 +101,32 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
     return float(-10.0 * math.log10(mse))
 
 
+def laplacian_variance(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Detail: the mask-weighted variance of the 3x3 Laplacian (LAPLACIAN_3X3, reflected border) of
+    the grey image (BT.601 luma of RGB in [0, 1]). A blur lowers it; noise raises it."""
+    image = _as_float(image)
+    grey = image @ np.asarray(GREY_WEIGHTS, np.float32) if image.ndim == 3 else image  # (H, W)
+    lap = cv2.filter2D(grey, cv2.CV_32F, LAPLACIAN_3X3, borderType=cv2.BORDER_REFLECT_101).astype(np.float64)
+    w = _as_weight(mask, grey.shape).astype(np.float64)
+    mean = (lap * w).sum() / w.sum()
+    return float(((lap - mean) ** 2 * w).sum() / w.sum())
+
+
+def sharpness_ratio(test: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """laplacian_variance(test) / laplacian_variance(reference), inside the same mask: 1 = as much
+    detail as the reference, below 1 = blurrier. NaN when the reference has no detail at all."""
+    ref = laplacian_variance(reference, mask)
+    return laplacian_variance(test, mask) / ref if ref > 0 else float("nan")
+
+
+def mean_sharpness_ratio(tests: Sequence[np.ndarray], references: Sequence[np.ndarray],
+                         masks: Sequence[np.ndarray]) -> float:
+    """The mean of the per-face sharpness ratios (faces whose reference has no detail left out)."""
+    ratios = [sharpness_ratio(t, r, m) for t, r, m in zip(tests, references, masks)]
+    ratios = [r for r in ratios if np.isfinite(r)]
+    return float(np.mean(ratios)) if ratios else float("nan")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Identity.
 
@@ -115,6 +143,27 @@ def verification_rate(dist_to_source: np.ndarray, threshold: float = VERIFY_THRE
     if d.size == 0:
         return float("nan")
     return float(np.mean(d < threshold))
+
+
+def nearest_identity(embeddings: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """For each (N, 128) embedding, the row of the (K, 128) gallery of identity means with the highest
+    cosine similarity; -1 where two or more rows share the highest value (a tie names nobody)."""
+    e = np.asarray(embeddings, dtype=np.float64).reshape(-1, np.shape(gallery)[-1])
+    g = np.asarray(gallery, dtype=np.float64)
+    # Products summed per pair, not a matrix product: BLAS may add a row up in another order than its
+    # twin, and then two identical gallery rows would not tie exactly.
+    dots = (e[:, None, :] * g[None, :, :]).sum(axis=2)  # (N, K)
+    cos = dots / (np.linalg.norm(e, axis=1, keepdims=True) * np.linalg.norm(g, axis=1)[None])  # (N, K)
+    best = cos.argmax(axis=1)
+    ties = (cos == cos.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    return np.where(ties, -1, best)
+
+
+def retrieval_rate(nearest: np.ndarray, source: int) -> float:
+    """Top-1 identity retrieval: the fraction of faces whose nearest identity (`nearest_identity`) is
+    the `source` row of the gallery. A tie counts as a miss."""
+    nearest = np.asarray(nearest)
+    return float(np.mean(nearest == source)) if nearest.size else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------

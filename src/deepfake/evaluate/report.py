@@ -36,16 +36,35 @@ face (the *target*: its expression and pose must survive), the output should loo
   map is averaged **inside the face-hull mask** of the faceset (weighted by the mask). 1 = identical.
 - **PSNR** (reconstruction): 10 log10(1 / MSE), MSE over RGB values in [0, 1], mask-weighted inside the
   face-hull mask. Capped at {M.PSNR_CAP_DB:g} dB.
+- **Sharpness ratio**: detail, which SSIM does not reward (a blurred face keeps a good SSIM). For one
+  face, var_lap(image, mask) is the variance of the 3x3 Laplacian [[0, 1, 0], [1, -4, 1], [0, 1, 0]]
+  (reflected border) of the grey image (BT.601 luma 0.299 R + 0.587 G + 0.114 B, RGB in [0, 1]),
+  weighted by the target's face-hull mask. Swap: var_lap(swap, mask) / var_lap(real target, mask);
+  reconstruction: var_lap(reconstruction, mask) / var_lap(held-out face, mask); each the **mean of the
+  per-face ratios** over the held-out faces (a face with no detail at all is left out). 1 = as sharp as
+  the real face, below 1 = blurrier, above 1 = more high-frequency content than the real face (noise,
+  ringing, over-sharpening).
 - **Identity distance**: the Euclidean distance between the 128-D dlib ResNet embedding of the swapped
-  face and an identity's **mean embedding** (the mean over that identity's *training* faces, as
-  recorded by `extract`). `to source` should be small, `to target` large. dlib's own same-person
-  threshold is {M.VERIFY_THRESHOLD}. Swaps are upscaled to 256 px before embedding.
-- **Verification**: the fraction of swaps that a 0.6-threshold verifier accepts as the source
-  identity (distance to the source mean < 0.6). **Closer to source**: the fraction whose distance to
-  the source mean is below that to the target mean.
+  face (dlib's own chip and network, run in torch) and an identity's **mean embedding** (the mean over
+  that identity's *training* faces, as recorded by `extract`). `to source` should be small, `to
+  target` large. dlib's own same-person threshold is {M.VERIFY_THRESHOLD}. Swaps are upscaled to 256 px
+  before embedding.
+- **Verification** (a threshold verifier): a swap is verified when the Euclidean distance from its
+  embedding to the source identity's mean embedding is < {M.VERIFY_THRESHOLD}; the rate is the share of
+  swaps verified. **Closer to source**: the share whose distance to the source mean is below that to
+  the target mean.
+- **Retrieval** (top-1 identity retrieval, the FaceShifter / SimSwap protocol): the gallery is the mean
+  embedding of every identity in the evaluation: side A, side B and each `--distractors` faceset (its
+  mean over all its faces). A swap is retrieved when the identity with the highest **cosine
+  similarity** to its embedding (argmax over the identity means) is its source; a tie at the top counts
+  as a miss. The rate is the share of swaps retrieved, per direction; overall, over the swaps of both
+  directions pooled. With only A and B in the gallery it asks "nearer A or B?"; each distractor makes
+  it harder. Distractors must be other people: a swap retrieved as a distractor of the same person
+  counts as a miss.
 - **Reference rows** (`real target ...`): the same measurements on the *unswapped* held-out target
-  faces at the same resolution: what a real face scores through this pipeline. A swap cannot be
-  expected to do better than a real face of the source does.
+  faces at the same resolution: what a real face scores through this pipeline (verified and retrieved
+  as its *own* identity, the target). A swap cannot be expected to do better than a real face of the
+  source does.
 - **Landmark error** (expression): dlib's 68 landmarks are predicted on the target face and on its
   swap (both upscaled to 256 px, both started from the same face box); the mean point-to-point
   distance divided by the target's **inter-ocular distance** (outer eye corners, points 36 and 45).
@@ -106,23 +125,32 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
         "## Reconstruction (held-out faces, inside the face mask)",
         "",
     ]
-    lines += _table(["side", "faces", "SSIM", "PSNR (dB)"], [[s.upper(), r["n"], r["ssim"], r["psnr"]] for s, r in rec.items()])
-    lines += ["", "## Swaps: identity, expression, pose", ""]
+    lines += _table(["side", "faces", "SSIM", "PSNR (dB)", "sharpness ratio"],
+                    [[s.upper(), r["n"], r["ssim"], r["psnr"], r["sharpness_ratio"]] for s, r in rec.items()])
+    lines += ["", "## Swaps: identity, sharpness, expression, pose", ""]
     rows = []
     for name, d in sw.items():
         rows.append([
             f"{name} ({d['target'].upper()} as {d['source'].upper()})", d["n"], d["id_dist_source"], d["id_dist_target"],
-            d["verification"], d["closer_to_source"], d["landmark_error"], d["pose_error"]["yaw"],
-            d["pose_error"]["pitch"], d["pose_error"]["roll"], d["pose_error"]["mean"],
+            d["verification"], d["retrieval"], d["closer_to_source"], d["sharpness_ratio"], d["landmark_error"],
+            d["pose_error"]["yaw"], d["pose_error"]["pitch"], d["pose_error"]["roll"], d["pose_error"]["mean"],
         ])
     lines += _table(
-        ["direction", "faces", "id dist to source", "id dist to target", "verification", "closer to source",
-         "landmark error", "yaw err (deg)", "pitch err", "roll err", "mean pose err"], rows)
+        ["direction", "faces", "id dist to source", "id dist to target", "verification", "retrieval", "closer to source",
+         "sharpness ratio", "landmark error", "yaw err (deg)", "pitch err", "roll err", "mean pose err"], rows)
+    ids = result["identities"]
+    summary = result["summary"]
+    lines += ["", f"Overall retrieval (both directions pooled): {_f(summary['retrieval'])}, over a gallery "
+              f"of {len(ids)} identities ({', '.join(f'`{n}`' for n in ids)}). Nearest identity of each swap:", ""]
+    lines += _table(["direction"] + list(next(iter(sw.values()))["retrieved_as"]),
+                    [[n] + list(d["retrieved_as"].values()) for n, d in sw.items()])
     lines += ["", "Reference, the unswapped target faces through the same pipeline:", ""]
     lines += _table(
-        ["direction", "real target to its own mean", "real target to source mean", "real target verified as itself"],
+        ["direction", "real target to its own mean", "real target to source mean", "real target verified as itself",
+         "real target retrieved as itself"],
         [[n, d["reference"]["real_target_to_target"], d["reference"]["real_target_to_source"],
-          d["reference"]["real_target_verified_as_target"]] for n, d in sw.items()])
+          d["reference"]["real_target_verified_as_target"], d["reference"]["real_target_retrieved_as_target"]]
+         for n, d in sw.items()])
 
     t = result.get("temporal")
     lines += ["", "## Temporal flicker", ""]
@@ -208,6 +236,9 @@ def write_report(out_dir: Path, result: dict[str, Any], training: dict[str, Any]
             "PSNR dB (reconstruction)": {s.upper(): r["psnr"] for s, r in rec.items()},
             "identity distance to source": {n: d["id_dist_source"] for n, d in sw.items()},
             "verification rate": {n: d["verification"] for n, d in sw.items()},
+            "retrieval rate (top-1)": {n: d["retrieval"] for n, d in sw.items()},
+            "sharpness ratio (1 = as the real face)": {f"{s.upper()} recon": r["sharpness_ratio"] for s, r in rec.items()}
+            | {n: d["sharpness_ratio"] for n, d in sw.items()},
             "landmark error / IOD": {n: d["landmark_error"] for n, d in sw.items()},
             "pose error (deg)": {n: d["pose_error"]["mean"] for n, d in sw.items()},
         }

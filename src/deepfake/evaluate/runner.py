@@ -81,6 +81,27 @@ def held_out_faces(faceset: Faceset, resolution: int, val_fraction: float, seed:
     )
 
 
+def read_distractors(paths: list[str], sides: list) -> dict[str, Faceset]:
+    """The distractor facesets by name (their folder's, made unique): other identities for retrieval.
+    DeepfakeError naming the folder when one is not a usable faceset."""
+    side_roots = {(f.root if isinstance(f, Faceset) else Path(f)).resolve() for f in sides}
+    out: dict[str, Faceset] = {}
+    for path in paths:
+        try:
+            fs = read_faceset(path)
+        except DeepfakeError as e:
+            raise DeepfakeError(f"--distractors: {e}") from None
+        if not len(fs):
+            raise DeepfakeError(f"--distractors: {path}: the faceset has no faces")
+        if fs.root.resolve() in side_roots:
+            raise DeepfakeError(f"--distractors: {path} is one of the evaluated facesets (--a/--b)")
+        name, k = fs.root.name, 2
+        while name in out or name in SIDES:
+            name, k = f"{fs.root.name}#{k}", k + 1
+        out[name] = fs
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------
 # Running the networks.
 
@@ -143,6 +164,7 @@ def evaluate_model(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DeepfakeError(f"{out_dir}: report output exists and is not a folder")
+    distractors = read_distractors(cfg.distractors, [faceset_a, faceset_b])
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     loaded = load_model_dir(model_dir, device=str(device))
@@ -158,6 +180,14 @@ def evaluate_model(
             raise DeepfakeError(f"{fs.root}: faceset coverage {fs.coverage} differs from the model's {tcfg.coverage}")
     held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, s, cfg.max_faces)
             for s in SIDES}
+    identities = {s: held[s].train_mean_embedding for s in SIDES} | {
+        name: fs.mean_embedding() for name, fs in distractors.items()}
+    for name in distractors:
+        for side in SIDES:
+            d = float(np.linalg.norm(identities[name] - identities[side]))
+            if d < cfg.verify_threshold:
+                log.warning("distractor %s looks like side %s (identity distance %.2f < %.2f): a swap retrieved "
+                            "as it counts as a miss", name, side.upper(), d, cfg.verify_threshold)
 
     # Reconstruction quality on held-out faces.
     recon, recon_images = {}, {}
@@ -168,17 +198,18 @@ def evaluate_model(
             "n": len(rgb),
             "ssim": float(np.mean([M.masked_ssim(r, x, m) for r, x, m in zip(rgb, held[s].images, held[s].masks)])),
             "psnr": float(np.mean([M.masked_psnr(r, x, m) for r, x, m in zip(rgb, held[s].images, held[s].masks)])),
+            "sharpness_ratio": M.mean_sharpness_ratio(rgb, held[s].images, held[s].masks),
         }
 
     # Swaps: identity transfer, expression and pose preservation.
-    measurer = FaceMeasurer()
+    measurer = FaceMeasurer(device)
     swaps, swap_images = {}, {}
     for name, (src, tgt) in DIRECTIONS.items():
         rgb, _ = run_autoencoder(ae, held[tgt].images, src, swap=True, batch=cfg.batch, device=device)
         swap_images[name] = rgb
         swaps[name] = {"source": src, "target": tgt, **measure_swaps(
-            measurer, rgb, held[tgt].images, held[tgt].landmarks,
-            held[src].train_mean_embedding, held[tgt].train_mean_embedding, cfg.verify_threshold)}
+            measurer, rgb, held[tgt].images, held[tgt].landmarks, held[tgt].masks, src, tgt, identities,
+            cfg.verify_threshold)}
 
     # The model's own discriminator as a detector: held-out real faces against swaps.
     disc_metrics = None
@@ -219,6 +250,8 @@ def evaluate_model(
         "preset": tcfg.preset,
         "resolution": res,
         "held_out": {s: int(len(held[s].indices)) for s in SIDES},
+        "identities": {s: {"faceset": str(sets[s].root), "role": f"side {s.upper()}"} for s in SIDES} | {
+            n: {"faceset": str(fs.root), "role": "distractor", "faces": len(fs)} for n, fs in distractors.items()},
         "reconstruction": recon,
         "swap": swaps,
         "temporal": temporal,
@@ -230,6 +263,11 @@ def evaluate_model(
         "ssim": float(np.mean([recon[s]["ssim"] for s in SIDES])),
         "psnr": float(np.mean([recon[s]["psnr"] for s in SIDES])),
         "verification": float(np.mean([swaps[d]["verification"] for d in DIRECTIONS])),
+        # Pooled over the swaps of both directions: the share of all swaps retrieved as their source.
+        "retrieval": float(sum(swaps[d]["retrieval"] * swaps[d]["n"] for d in DIRECTIONS)
+                           / sum(swaps[d]["n"] for d in DIRECTIONS)),
+        "sharpness_ratio": float(np.mean([swaps[d]["sharpness_ratio"] for d in DIRECTIONS])),
+        "recon_sharpness_ratio": float(np.mean([recon[s]["sharpness_ratio"] for s in SIDES])),
         "id_dist_source": float(np.mean([swaps[d]["id_dist_source"] for d in DIRECTIONS])),
         "landmark_error": float(np.mean([swaps[d]["landmark_error"] for d in DIRECTIONS])),
         "pose_error": float(np.mean([swaps[d]["pose_error"]["mean"] for d in DIRECTIONS])),

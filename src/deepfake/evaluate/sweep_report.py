@@ -16,6 +16,7 @@ RANK_METRICS: dict[str, bool] = {
     "ssim": True,  # reconstruction SSIM inside the mask, mean of both sides
     "psnr": True,
     "verification": True,  # fraction of swaps verified as the source identity
+    "retrieval": True,  # fraction of swaps whose nearest identity (cosine, over all evaluated identities) is the source
     "id_dist_source": False,  # swap-to-source identity distance
     "landmark_error": False,
     "pose_error": False,
@@ -27,7 +28,7 @@ RANK_METRICS: dict[str, bool] = {
 
 COLUMNS = [
     "rank", "variant", "baseline", "status", "overrides",
-    "ssim", "psnr", "verification", "id_dist_source", "landmark_error", "pose_error", "disc_auc", "val_loss",
+    "ssim", "psnr", "verification", "retrieval", "id_dist_source", "landmark_error", "pose_error", "disc_auc", "val_loss",
     "params", "faces_per_s", "train_seconds", "steps", "error",
 ]
 

@@ -22,6 +22,7 @@ import numpy as np
 from deepfake.config import ExtractConfig
 
 from deepfake.config_io import save_json
+from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.extract.inputs import collect_inputs, plan_tasks
 from deepfake.extract.workers import run_tasks
@@ -69,15 +70,16 @@ class ExtractSummary:
 
 
 def reference_embedding(paths: list[str], analyzer) -> np.ndarray:
-    """Mean identity embedding of the largest face in each reference image."""
-    embeddings = []
+    """Mean identity embedding of the largest face in each reference image (embedded in one batch)."""
+    faces = []
     for p in paths:
         rgb, _ = read_image_scaled(p)
-        faces = analyzer.analyze(rgb)
-        if not faces:
+        found = analyzer.analyze(rgb, defer_embedding=True)
+        if not found:
             raise BadInputError(p, "reference image has no detectable face")
-        embeddings.append(faces[0].embedding)
-    return np.mean(embeddings, axis=0)
+        faces.append(found[0])
+    analyzer.flush_embeddings()
+    return np.mean([f.embedding for f in faces], axis=0)
 
 
 def extract(
@@ -94,6 +96,7 @@ def extract(
         raise DeepfakeError(f"unknown detector '{cfg.detector}' (hog | cnn)")
     if cfg.image_format not in ("png", "jpg"):
         raise DeepfakeError(f"unknown image format '{cfg.image_format}' (png | jpg)")
+    resolve_device(cfg.device)  # a bad --device fails here, in one line, not in every worker
     header, records = prepare_output(out, cfg)
     summary = ExtractSummary()
 

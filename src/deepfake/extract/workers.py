@@ -1,8 +1,11 @@
 """Extract's worker side: one task from file to encoded faces, and the processes that run the tasks.
 
 A task runs end to end where it is executed (decode, detect, landmarks, smoothing, alignment, measures,
-image encoding), so only small messages and encoded bytes cross to the main process. Every task ends
-in one "done" or "error" message: a bad file or a dead worker costs that file, never the run.
+image encoding), so only small messages and encoded bytes cross to the main process. Identity
+embeddings are the exception to "one frame at a time": each process queues its faces' chips across
+frames and tasks and embeds them in batches (`embedded`), holding those frames' messages back until
+then. Every task ends in one "done" or "error" message: a bad file or a dead worker costs that file
+(or the files it held back), never the run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import torch
 
 from deepfake.config import ExtractConfig
 
@@ -27,6 +31,8 @@ from deepfake.io.video import VideoReader
 
 WARMUP = 8  # frames a segment reads before its start, so smoothing and tracking are settled at the seam
 INLINE_BELOW = 90  # frames of work: below this, starting worker processes costs more than it saves
+EMBED_QUEUE = 32  # faces whose identity embeddings run as one batch
+HOLD_MESSAGES = 64  # frames held back at most while their embeddings wait (their aligned faces stay in memory)
 
 
 @dataclass
@@ -83,26 +89,31 @@ def _payloads(faces, source: str, frame, t, scale: float, fmt: str) -> list[Face
     return out
 
 
+def _failure(e: BaseException) -> str:
+    if isinstance(e, MemoryError):
+        return "out of memory while processing"
+    return f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 def run_task(analyzer, task: Task, cfg: ExtractConfig) -> Iterator[tuple]:
-    """Messages for one task: ("frame", task_id, frame, time, payloads) per frame, then
-    ("done", task_id, frames_read, warning) or ("error", task_id, path, reason)."""
+    """Messages for one task: ("faces", task_id, frame, time, faces, source, scale) per frame, whose
+    embeddings may still wait in the analyzer's queue (`embedded` turns them into "frame" messages),
+    then ("done", task_id, frames_read, warning) or ("error", task_id, path, reason)."""
     item = task.item
     try:
         if item.kind == "unknown":
             item = InputItem(item.path, sniff_kind(item.path), item.order)
         if item.kind == "image":
             rgb, scale = read_image_scaled(item.path)
-            payloads = _payloads(analyzer.analyze(rgb), str(item.path), None, None, scale, cfg.image_format)
-            yield ("frame", task.task_id, None, None, payloads)
+            faces = analyzer.analyze(rgb, defer_embedding=True)
+            yield ("faces", task.task_id, None, None, faces, str(item.path), scale)
             yield ("done", task.task_id, 1, None)
         else:
             yield from _run_video(analyzer, task, item, cfg)
     except BadInputError as e:
         yield ("error", task.task_id, e.path, e.reason)
-    except MemoryError:
-        yield ("error", task.task_id, str(item.path), "out of memory while processing")
     except Exception as e:  # a bug or a library failure on one file must not end the whole run
-        yield ("error", task.task_id, str(item.path), f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        yield ("error", task.task_id, str(item.path), _failure(e))
 
 
 def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Iterator[tuple]:
@@ -111,16 +122,57 @@ def _run_video(analyzer, task: Task, item: InputItem, cfg: ExtractConfig) -> Ite
     frames = 0
     with VideoReader(item.path, every=cfg.every, start=warm_from, stop=task.stop) as reader:
         for index, t, rgb in reader:
-            faces = analyzer.analyze(rgb, smoother, t)
+            faces = analyzer.analyze(rgb, smoother, t, defer_embedding=True)
             if index < task.start:
                 continue  # warm-up: belongs to the previous segment
             frames += 1
-            yield ("frame", task.task_id, index, t, _payloads(faces, str(item.path), index, t, 1.0, cfg.image_format))
+            yield ("faces", task.task_id, index, t, faces, str(item.path), 1.0)
         # An early end of stream is judged by the main process over all of a video's segments.
         warning = reader.error if reader.decode_failed else None
     if frames == 0 and task.start == 0:
         raise BadInputError(item.path, f"no frames could be decoded{f' ({reader.error})' if reader.error else ''}")
     yield ("done", task.task_id, frames, warning)
+
+
+def embedded(analyzer, messages: Iterator[tuple], cfg: ExtractConfig) -> Iterator[tuple]:
+    """`run_task` messages, in order, with each "faces" message turned into ("frame", task_id, frame,
+    time, payloads) once its embeddings are computed: messages are held back until EMBED_QUEUE faces
+    (across frames and tasks) wait for an embedding, so the ResNet sees batches, not single faces."""
+    held: list[tuple] = []
+    for msg in messages:
+        held.append(msg)
+        if analyzer.pending_embeddings() >= EMBED_QUEUE or len(held) >= HOLD_MESSAGES:
+            yield from _release(analyzer, held, cfg)
+            held = []
+    yield from _release(analyzer, held, cfg)
+
+
+def _release(analyzer, held: list[tuple], cfg: ExtractConfig) -> Iterator[tuple]:
+    """Embed the queue, then encode the held messages. A failure costs the tasks it touches: one
+    "error" each, in place of their remaining messages."""
+    try:
+        analyzer.flush_embeddings()
+        failure = None
+    except Exception as e:
+        failure = _failure(e)
+    failed: set[int] = set()
+    for msg in held:
+        task_id = msg[1]
+        if task_id in failed:
+            continue
+        if msg[0] != "faces":
+            yield msg
+            continue
+        _, _, frame, t, faces, source, scale = msg
+        try:
+            if failure is not None and any(f.embedding is None for f in faces):
+                raise DeepfakeError(f"identity embeddings {failure}")
+            payloads = _payloads(faces, source, frame, t, scale, cfg.image_format)
+        except Exception as e:
+            failed.add(task_id)
+            yield ("error", task_id, source, str(e) if isinstance(e, DeepfakeError) else _failure(e))
+            continue
+        yield ("frame", task_id, frame, t, payloads)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -134,16 +186,22 @@ def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue") -> None
     # Ctrl-C is the main process's to handle (it stops the workers and saves the manifest); a worker
     # catching it would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)  # one process per core; nested threads would only fight over it
+    # One process per core; nested threads would only fight over it.
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
     cfg = from_dict(ExtractConfig, cfg_dict)
     analyzer = FaceAnalyzer(cfg)
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        results.put(("start", task.task_id, mp.current_process().pid))
-        for msg in run_task(analyzer, task, cfg):
-            results.put(msg)
+
+    def messages() -> Iterator[tuple]:
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            results.put(("start", task.task_id, mp.current_process().pid))
+            yield from run_task(analyzer, task, cfg)
+
+    for msg in embedded(analyzer, messages(), cfg):
+        results.put(msg)
 
 
 def run_tasks(tasks: list[Task], cfg: ExtractConfig, analyzer=None) -> Iterator[tuple]:
@@ -154,8 +212,7 @@ def run_tasks(tasks: list[Task], cfg: ExtractConfig, analyzer=None) -> Iterator[
             from deepfake.faces.analyzer import FaceAnalyzer
 
             analyzer = FaceAnalyzer(cfg)
-        for task in tasks:
-            yield from run_task(analyzer, task, cfg)
+        yield from embedded(analyzer, (m for task in tasks for m in run_task(analyzer, task, cfg)), cfg)
         return
     yield from _run_pool(tasks, cfg)
 
@@ -174,7 +231,8 @@ def _run_pool(tasks: list[Task], cfg: ExtractConfig) -> Iterator[tuple]:
     procs = [ctx.Process(target=_worker_main, args=(to_dict(cfg), task_q, result_q), daemon=True) for _ in range(n)]
     for p in procs:
         p.start()
-    running: dict[int, int] = {}  # pid -> task_id
+    # pid -> its started, unfinished tasks: several, since a worker holds messages back for batching.
+    running: dict[int, set[int]] = {}
     pending = {t.task_id for t in tasks}
     try:
         while pending:
@@ -184,8 +242,7 @@ def _run_pool(tasks: list[Task], cfg: ExtractConfig) -> Iterator[tuple]:
                 dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
                 for p in dead:
                     procs.remove(p)
-                    task_id = running.pop(p.pid, None)
-                    if task_id is not None and task_id in pending:
+                    for task_id in sorted(running.pop(p.pid, set()) & pending):
                         pending.discard(task_id)
                         task = next(t for t in tasks if t.task_id == task_id)
                         yield ("error", task_id, str(task.item.path), f"worker process died (exit code {p.exitcode})")
@@ -196,7 +253,7 @@ def _run_pool(tasks: list[Task], cfg: ExtractConfig) -> Iterator[tuple]:
                     raise DeepfakeError("all extraction workers exited before finishing")
                 continue
             if msg[0] == "start":
-                running[msg[2]] = msg[1]
+                running.setdefault(msg[2], set()).add(msg[1])
                 continue
             if msg[0] in ("done", "error"):
                 pending.discard(msg[1])

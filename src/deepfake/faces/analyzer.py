@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from deepfake.config import ExtractConfig
 from deepfake.faces.align import align_matrix, transform_points, warp_face
@@ -45,14 +46,42 @@ class AlignedFace:
         return int(self.aligned.shape[0])
 
 
+class _Embedding:
+    """One identity embedding, computed at once or at the analyzer's next flush, and the faces that
+    wait for it (a tracked face shares one embedding over `embed_every` frames)."""
+
+    def __init__(self):
+        self.value: np.ndarray | None = None
+        self.queued = False  # its chip waits in the analyzer's queue
+        self.waiting: list[AlignedFace] = []
+
+    def give_to(self, face: AlignedFace) -> None:
+        if self.value is not None:
+            face.embedding = self.value
+        else:
+            self.waiting.append(face)
+
+    def set(self, value: np.ndarray) -> None:
+        self.value, self.queued = value, False
+        for face in self.waiting:
+            face.embedding = value
+        self.waiting = []
+
+
 class FaceAnalyzer:
-    """Holds the detector, landmark and identity models (loaded per object, not at import)."""
+    """Holds the detector, landmark and identity models (loaded per object, not at import).
+
+    Identity embeddings run batched on `cfg.device`: all new faces of a frame in one call, or, with
+    `analyze(..., defer_embedding=True)`, the faces of many frames in one call at `flush_embeddings()`
+    (the chips are cut at once, so no frame is kept). Until then a deferred face's `embedding` is None.
+    """
 
     def __init__(self, cfg: ExtractConfig | None = None, with_embedding: bool = True):
         self.cfg = cfg or ExtractConfig()
         self.detector = FaceDetector(self.cfg.detector, self.cfg.detect_max_side, self.cfg.upsample_when_empty)
         self.predictor = LandmarkPredictor()
-        self.embedder = FaceEmbedder() if with_embedding else None
+        self.embedder = FaceEmbedder(self.cfg.device) if with_embedding else None
+        self._queue: list[tuple[torch.Tensor, list[_Embedding]]] = []  # (k, 3, 150, 150) uint8 chips, an entry each
 
     def new_smoother(self) -> LandmarkSmoother:
         """Per-video state: landmark smoothing (if cfg.smooth) and face tracking."""
@@ -89,7 +118,8 @@ class FaceAnalyzer:
             dets = dets[: self.cfg.max_faces]
         return dets
 
-    def analyze(self, rgb: np.ndarray, smoother: LandmarkSmoother | None = None, time: float | None = None) -> list[AlignedFace]:
+    def analyze(self, rgb: np.ndarray, smoother: LandmarkSmoother | None = None, time: float | None = None,
+                defer_embedding: bool = False) -> list[AlignedFace]:
         """All faces in an RGB uint8 frame, largest first. Pass one `smoother` per video (and the frame
         time in seconds) to smooth landmarks over frames and track faces between them."""
         if time is None:
@@ -97,18 +127,51 @@ class FaceAnalyzer:
         dets = self.detect(rgb, smoother, time)
         raw = [self._landmarks(rgb, d.bbox) for d in dets]
         if smoother is None:
-            return [self._measure(rgb, d, lm, lm, self._embed(rgb, lm)) for d, lm in zip(dets, raw)]
-        landmarks = smoother(raw, time, [box_from_landmarks(r) for r in raw])
-        faces = []
-        for d, lm, r, track in zip(dets, landmarks, raw, smoother.last_tracks):
-            # The ResNet embedding costs more than detection, landmarks and alignment together
-            # (benchmarks/RESULTS.md, extraction). A tracked face keeps its identity, so refresh it
-            # only every `embed_every` frames.
-            cache = track.cache
-            if "embedding" not in cache or time - cache["time"] >= self.cfg.embed_every / ASSUMED_FPS - 1e-6:
-                cache["embedding"], cache["time"] = self._embed(rgb, r), time
-            faces.append(self._measure(rgb, d, lm, r, cache["embedding"]))
+            landmarks, entries = raw, [_Embedding() for _ in raw]
+        else:
+            landmarks = smoother(raw, time, [box_from_landmarks(r) for r in raw])
+            entries = []
+            for track in smoother.last_tracks:
+                # The ResNet embedding costs more than detection, landmarks and alignment together
+                # (benchmarks/RESULTS.md, extraction). A tracked face keeps its identity, so refresh it
+                # only every `embed_every` frames.
+                cache = track.cache
+                if "embedding" not in cache or time - cache["time"] >= self.cfg.embed_every / ASSUMED_FPS - 1e-6:
+                    cache["embedding"], cache["time"] = _Embedding(), time
+                entries.append(cache["embedding"])
+        faces = [self._measure(rgb, d, lm, r) for d, lm, r in zip(dets, landmarks, raw)]
+        if self.embedder is not None:
+            new = [(r, e) for r, e in zip(raw, entries) if e.value is None and not e.queued]
+            if new:  # from the raw landmarks, so a video frame's face embeds as the same frame as a still would
+                chips = self.embedder.chips(rgb, [r for r, _ in new])  # (k, 3, 150, 150)
+                self._queue.append((chips, [e for _, e in new]))
+                for _, e in new:
+                    e.queued = True
+            for face, entry in zip(faces, entries):
+                entry.give_to(face)
+            if not defer_embedding:
+                self.flush_embeddings()
         return faces
+
+    def pending_embeddings(self) -> int:
+        """Deferred faces whose chips wait for `flush_embeddings`."""
+        return sum(len(entries) for _, entries in self._queue)
+
+    def flush_embeddings(self) -> None:
+        """Embed every queued chip in one batched call and hand the embeddings to their faces."""
+        if not self._queue:
+            return
+        chips = torch.cat([c for c, _ in self._queue])  # (N, 3, 150, 150)
+        entries = [e for _, es in self._queue for e in es]
+        self._queue = []
+        try:
+            values = self.embedder.embed_chips(chips)  # (N, 128)
+        except BaseException:
+            for entry in entries:  # asked for again by the next frame that needs them
+                entry.queued = False
+            raise
+        for entry, value in zip(entries, values):
+            entry.set(value)
 
     def _landmarks(self, rgb: np.ndarray, bbox) -> np.ndarray:
         lm = self.predictor(rgb, bbox)
@@ -118,10 +181,7 @@ class FaceAnalyzer:
             lm = self.predictor(rgb, box_from_landmarks(lm))
         return lm
 
-    def _embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
-        return self.embedder.embed(rgb, landmarks) if self.embedder is not None else None
-
-    def _measure(self, rgb, det: Detection, landmarks: np.ndarray, raw: np.ndarray, embedding) -> AlignedFace:
+    def _measure(self, rgb, det: Detection, landmarks: np.ndarray, raw: np.ndarray) -> AlignedFace:
         size = self.cfg.size
         matrix = align_matrix(landmarks, size, self.cfg.coverage)
         aligned = warp_face(rgb, matrix, size)
@@ -137,6 +197,6 @@ class FaceAnalyzer:
             mask=mask,
             blur=blur_score(aligned, mask),
             pose=estimate_pose(landmarks, rgb.shape),
-            embedding=embedding,
+            embedding=None,
             raw_landmarks=np.asarray(raw, dtype=np.float32),
         )

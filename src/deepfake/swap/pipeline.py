@@ -123,7 +123,8 @@ def compose_face(
 
 def select_faces(faces: list, identity: np.ndarray | None, cfg: SwapConfig) -> list:
     """The faces to swap: all with `all_faces` (or when the model recorded no identity), else those whose
-    embedding is within `identity_threshold` of the identity the model replaces."""
+    embedding (dlib's, Euclidean, as extract's) is within `identity_threshold` of the identity the model
+    replaces. The analyzer embeds all of a frame's faces in one batch on swap's device."""
     if cfg.all_faces or identity is None:
         return list(faces)
     keep = []
@@ -339,9 +340,12 @@ class _Stages:
         return out
 
 
-def analyzer_config(face_size: int, coverage: float, base: ExtractConfig | None = None) -> ExtractConfig:
-    """Extract settings for swap: extract's own defaults (or the given ones) at the model's size/coverage."""
+def analyzer_config(face_size: int, coverage: float, base: ExtractConfig | None = None,
+                    device: str | None = None) -> ExtractConfig:
+    """Extract settings for swap: extract's own defaults (or the given ones) at the model's size/coverage;
+    `device` (swap's own) runs the identity embeddings that pick the faces to swap."""
     import dataclasses
 
     base = base or ExtractConfig()
-    return dataclasses.replace(base, size=face_size, coverage=coverage, max_faces=0, reference=[])
+    device = base.device if device is None else device
+    return dataclasses.replace(base, size=face_size, coverage=coverage, max_faces=0, reference=[], device=device)

@@ -99,7 +99,7 @@ def _analyzer(model: SwapModel, cfg: SwapConfig):
 
     # Embeddings cost a ResNet pass per face; only compute them when they decide which faces to swap.
     need_identity = model.identity is not None and not cfg.all_faces
-    return FaceAnalyzer(analyzer_config(model.face_size, model.coverage), with_embedding=need_identity)
+    return FaceAnalyzer(analyzer_config(model.face_size, model.coverage, device=cfg.device), with_embedding=need_identity)
 
 
 def _record(model: SwapModel, cfg: SwapConfig, source: Path) -> dict[str, Any]:
