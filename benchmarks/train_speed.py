@@ -13,12 +13,15 @@ Ours  = one step of `deepfake train`: sample rows from the uint8 face cache on t
 Reference = the same encoder/decoder/discriminator shapes written as plain modules (like
         ../shared/bench/ref_train_step.py), L1 + MSE [+ GAN] on random tensors, no data, no augmentation.
 
-Case syntax: PRESET:BATCH:MODE[:gan][:split], MODE = eager | compile | cudagraphs (compile, mode
+Case syntax: PRESET:BATCH:MODE[:gan][:split][:id][:tf], MODE = eager | compile | cudagraphs (compile, mode
 reduce-overhead) | auto (compile in the mode `deepfake train --compile` picks: CUDA graphs up to 128 px on
 CUDA) | autotune (compile, mode max-autotune: Triton templates benchmarked per shape, then CUDA graphs;
 minutes of compiling); `gan` turns the discriminator on (gan_weight 0.1); `split` sets batch_sides off
 (one encoder and one D pass per identity, as faceswap runs them, instead of one batched pass: an A/B of
-that choice in one run). BATCH is faces
+that choice in one run); `id` turns the identity loss on (loss.identity_weight 1: the swaps embedded
+by the frozen identity net every step) and `tf` true face (loss.true_face_weight 0.1: the latent-code
+discriminator and its phase), so `tiny:8:eager,tiny:8:eager:id,tiny:8:eager:tf` prints what each costs
+beside the same step without it. BATCH is faces
 per identity per step; faces/s counts both identities (2 x BATCH), as ANCHORS.md does. Printed per case:
 - faces/s for ours and the reference, and their ratio (ours / reference);
 - TFLOP/s (FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode, eager) and MFU
@@ -414,16 +417,17 @@ def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
-    """PRESET:BATCH:MODE[:gan][:split] as the preset's TrainConfig on `device`, and the mode."""
+    """PRESET:BATCH:MODE[:gan][:split][:id][:tf] as the preset's TrainConfig on `device`, and the mode."""
     parts = case.split(":")
     preset, batch, mode = parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "eager"
     if mode not in ("eager", "compile", "cudagraphs", "auto", "autotune"):
         raise SystemExit(f"case {case}: mode must be eager, compile, cudagraphs, auto or autotune")
-    unknown = set(parts[3:]) - {"gan", "split"}
+    unknown = set(parts[3:]) - {"gan", "split", "id", "tf"}
     if unknown:
-        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split)")
+        raise SystemExit(f"case {case}: unknown option(s) {', '.join(sorted(unknown))} (gan, split, id, tf)")
     cfg = preset_config(preset)
-    loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0)
+    loss = replace(cfg.loss, gan_weight=0.1 if "gan" in parts[3:] else 0.0,
+                   identity_weight=1.0 if "id" in parts[3:] else 0.0, true_face_weight=0.1 if "tf" in parts[3:] else 0.0)
     # cudagraphs: compile with mode reduce-overhead (CUDA graph replay); auto: what `deepfake train
     # --compile` picks by default (train.resolve_compile_mode).
     compile_mode = {"cudagraphs": "reduce-overhead", "auto": "auto", "autotune": "max-autotune"}.get(mode, "default")
@@ -442,6 +446,7 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     compiled, gan, batch = cfg.compile, cfg.loss.gan_weight > 0, cfg.batch
     amp = resolve_amp(cfg.amp, device)
     out = {"case": case, "preset": cfg.preset, "batch": batch, "mode": mode, "gan": gan, "batch_sides": cfg.batch_sides,
+           "identity": cfg.loss.identity_weight > 0, "true_face": cfg.loss.true_face_weight > 0,
            "amp": str(amp).replace("torch.", "") if amp else "fp32", "resolution": cfg.model.resolution}
 
     # Ours.
@@ -614,7 +619,7 @@ def failure(e: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split] (GPU default {GPU_CASES})")
+    p.add_argument("--cases", default=None, help=f"comma list of PRESET:BATCH:MODE[:gan][:split][:id][:tf] (GPU default {GPU_CASES})")
     p.add_argument("--steps", type=int, default=None, help="measured steps per case (default 20, quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="steps before timing (default 5, quick 1)")
     p.add_argument("--a", type=Path, default=None, help="faceset A (default: crops of d6.mp4)")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from conftest import ROOT
 from deepfake.config import SweepConfig, TrainConfig
 from deepfake.errors import DeepfakeError
 from deepfake.evaluate.sweep import expand_grid, load_state, parse_grid, resolve_key, run_sweep
@@ -223,3 +224,23 @@ def test_minutes_budget_is_the_only_limit_and_a_resume_gets_what_is_left(monkeyp
     train = _default_train(SweepConfig(steps=7))
     train(TrainConfig(steps=7), "A", "B", tmp_path)
     assert calls == [{}]
+
+
+def test_one_at_a_time_grid_and_bundles(tmp_path):
+    """A tuning study's grid: every value of every key is a variant of its own against the baseline,
+    and a bundle sets several keys in one variant; the checked-in study grid expands and builds."""
+    from deepfake.evaluate.sweep import apply_overrides
+    from deepfake.models import build_autoencoder, preset_config
+
+    base = preset_config("tiny")
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("one_at_a_time: true\nmodel: {activation: [relu, gelu]}\nlr_dropout: [0.3]\n"
+                         "bundles:\n  - {augment.warp_until_step: 10, loss.gan_weight: 0.1}\n")
+    variants = expand_grid(parse_grid(grid_file, base), base)
+    assert [v.overrides for v in variants] == [
+        {}, {"model.activation": "relu"}, {"model.activation": "gelu"}, {"lr_dropout": 0.3},
+        {"augment.warp_until_step": 10, "loss.gan_weight": 0.1}]
+    study = expand_grid(parse_grid(ROOT / "studies" / "baseline.yaml", base), base)
+    assert len(study) > 15 and study[0].baseline
+    for v in study:
+        build_autoencoder(apply_overrides(base, v.overrides).model)  # every variant is a model that builds

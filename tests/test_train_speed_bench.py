@@ -24,14 +24,18 @@ def test_quick_mode_reports_every_number(tmp_path, capsys):
     media_path("d6.mp4"), media_path("d14.mp4")
     bench = load_benchmark()
     out = tmp_path / "speed.json"
-    assert bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:gan,tiny:2:eager:gan:split", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--faces", "6", "--cases", "tiny:2:eager:gan,tiny:2:eager:gan:split,tiny:2:eager:gan:id:tf",
+                       "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["info"]["quick"] is True and result["info"]["matmul_tflops"] > 0
-    case, split = result["cases"]
+    case, split, likeness = result["cases"]
     assert case["case"] == "tiny:2:eager:gan" and case["gan"] is True and case["batch_sides"] is True
     # One pass per identity (split) runs beside it, against the same reference: the same arithmetic.
     assert split["batch_sides"] is False and split["ref_reused"] and split["faces_per_s"] > 0
     assert split["gflop_per_step"] == case["gflop_per_step"] and split["params_M"] == case["params_M"]
+    # The identity loss and true face, timed in the same run: the identity net's work is counted too.
+    assert likeness["identity"] and likeness["true_face"] and not case["identity"] and likeness["ref_reused"]
+    assert likeness["faces_per_s"] > 0 and likeness["gflop_per_step"] > case["gflop_per_step"]
     for key in ("faces_per_s", "ref_faces_per_s", "tflops", "ref_tflops", "mfu_pct", "ratio_to_ref", "gflop_per_step"):
         assert case[key] > 0, key
     assert 0 < case["gpu_busy"] <= 1 and 0 < case["compute_over_full"] <= 1 and case["data_ms"] > 0
@@ -66,6 +70,9 @@ def test_case_options_set_our_config_only():
     split, _ = bench.case_config("df256:32:compile:gan:split", cpu)
     assert not split.batch_sides
     assert dataclasses.replace(split, batch_sides=True) == base
+    likeness, _ = bench.case_config("df256:32:compile:gan:id:tf", cpu)
+    assert likeness.loss.identity_weight > 0 and likeness.loss.true_face_weight > 0
+    assert dataclasses.replace(likeness, loss=base.loss) == base
     with pytest.raises(SystemExit, match="unknown option"):
         bench.case_config("df256:32:compile:fast", cpu)
 

@@ -29,6 +29,7 @@ class ExtractConfig:
     image_format: str = "png"  # aligned faces: png (lossless) | jpg
     embed_every: int = 25  # video: refresh a tracked face's identity embedding every N frames (it costs ~80 ms)
     workers: int = 2  # processes for detection
+    device: str = "auto"  # identity embeddings (dlib's ResNet in torch): auto | cpu | cuda | cuda:N
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ class LossConfig:
     r1_gamma: float = 0.0  # R1 gradient penalty on D (0 = off)
     r1_every: int = 16  # lazy R1 (StyleGAN2): penalise every N D steps, scaled by N
     gan_start_step: int = 0  # DFL orders GAN after the warp phase: G gets the adversarial term from here on
+    eye_mouth_l1: float = 0.0  # DFL's eye and mouth priority: an L1 term on those regions alone (DFL: 300)
     identity_weight: float = 0.0  # pull each swap's dlib embedding to its decoder identity's mean (0 = off)
     true_face_weight: float = 0.0  # DF only: a latent-code discriminator makes B's codes pass as A's (DFL)
 
@@ -100,11 +102,20 @@ class AugmentConfig:
 
 
 @dataclass
+class DataConfig:
+    uniform_yaw: bool = False  # batches balanced over head yaw (the manifest's pose): profiles are not starved
+    yaw_bins: int = 7  # equal-width bins over the training faces' yaw range
+    mining_every: int = 0  # hard-sample mining: every N steps, one more step on the highest-loss faces (0 = off)
+    mining_pool: int = 4  # a mined batch is the hardest 1/pool of pool x batch freshly drawn faces
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     preset: str = "original64"
     steps: int = 10000
     batch: int = 16
@@ -115,6 +126,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     warmup_steps: int = 0
     grad_clip: float = 0.0  # 0 = off
+    lr_dropout: float = 0.0  # DFL's learning-rate dropout: the fraction of weights left unchanged by each update
     grad_accum: int = 1
     # One batched pass through the shared encoder (and the discriminator) for both identities' faces
     # instead of one pass per identity: the same arithmetic in half the kernels, each twice as large.
@@ -127,7 +139,8 @@ class TrainConfig:
     save_every: int = 500
     preview_every: int = 500
     keep_backups: int = 3
-    log_every: int = 10  # losses leave the device every N steps (no host sync: each row is written a window later)
+    keep_every: int = 0  # also keep the weights every N steps (MODEL_DIR/timeline/), for evaluate --timeline
+    log_every: int = 10  # a metrics row (the loss sums read from the device) every N steps
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
@@ -182,6 +195,7 @@ class EvaluateConfig:
     grid_faces: int = 6  # held-out faces shown per side in the swap grid
     detect_threshold: float = 0.5  # P(real) >= threshold counts as real
     device: str = "auto"
+    distractors: list[str] = field(default_factory=list)  # facesets of other people: more identities for retrieval
 
 
 @dataclass

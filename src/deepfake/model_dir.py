@@ -7,6 +7,8 @@ extract and train. Weights in safetensors, everything else in JSON. Nothing is e
       autoencoder.safetensors     latest weights (hard link into the newest snapshot); metadata: step
       discriminator.safetensors   only when trained with a GAN
       metrics.csv, previews/, tensorboard/
+      best/                       weights at the lowest validation loss so far; metadata: step, val_loss
+      timeline/step_XXXXXX/       weights every `keep_every` steps (evaluate --timeline)
       checkpoints/step_XXXXXX/    complete snapshots, the newest `keep_backups` of them
         autoencoder.safetensors, discriminator.safetensors
         optimizer_g.safetensors + optimizer_g.json   optimizer tensors / the rest of its state_dict
@@ -43,6 +45,8 @@ IDENTITIES = "identities.json"
 AUTOENCODER = "autoencoder.safetensors"
 DISCRIMINATOR = "discriminator.safetensors"
 SNAPSHOTS = "checkpoints"
+BEST = "best"
+TIMELINE = "timeline"
 # Config keys of speed paths since removed: they changed neither weights nor results, so a folder that
 # still names them loads without them.
 RETIRED_KEYS = {"compile_scope": (), "head_conv": ("model",)}
@@ -141,21 +145,65 @@ def _load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: 
         raise ModelDirError(f"{path}: weights do not match config.json ({first})") from None
 
 
-def load_model_dir(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild the trained networks from a model folder alone. Raises ModelDirError with a one-line reason."""
+def save_weights(folder: Path, weights: dict[str, dict[str, torch.Tensor]], meta: dict[str, str]) -> None:
+    """Weights only, {"autoencoder": state dict, "discriminator": ...}, into `folder` (the best checkpoint,
+    a timeline step). Each file is written atomically, the autoencoder last: its metadata says which step
+    the folder holds, and a kill between the two leaves the previous autoencoder whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted(weights, key=lambda n: n == "autoencoder"):
+        save_tensors(folder / f"{name}.safetensors", weights[name], meta)
+
+
+def kept_steps(model_dir: str | Path) -> dict[int, Path]:
+    """Every step whose weights the folder holds: timeline steps and complete snapshots, step -> folder."""
+    model_dir = Path(model_dir)
+    found = {}
+    for root in (model_dir / SNAPSHOTS, model_dir / TIMELINE):  # a timeline copy wins: it is never rotated
+        if root.is_dir():
+            for p in root.iterdir():
+                if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit() and (p / AUTOENCODER).is_file():
+                    found[int(p.name[5:])] = p
+    return dict(sorted(found.items()))
+
+
+def checkpoint_weights(model_dir: Path, checkpoint: str | int = "last") -> Path:
+    """The autoencoder weight file of `checkpoint`: "last" (the newest), "best" (the validation minimum)
+    or a step number. ModelDirError with the choices when it is not there."""
+    if str(checkpoint) == "last":
+        weights = model_dir / AUTOENCODER
+        if weights.is_file():
+            return weights
+        # A kill before the first publish: the snapshot itself is complete.
+        snaps = list_snapshots(model_dir)
+        if not snaps or not (snaps[-1] / AUTOENCODER).is_file():
+            raise ModelDirError(f"{weights}: missing weight file (has this model been trained and saved?)")
+        return snaps[-1] / AUTOENCODER
+    if str(checkpoint) == "best":
+        weights = model_dir / BEST / AUTOENCODER
+        if not weights.is_file():
+            raise ModelDirError(f"{model_dir}: no best checkpoint (it is written at validations: train with val_every > 0)")
+        return weights
+    try:
+        step = int(checkpoint)
+    except ValueError:
+        raise ModelDirError(f"checkpoint '{checkpoint}': expected best, last or a step number") from None
+    kept = kept_steps(model_dir)
+    if step not in kept:
+        have = ", ".join(str(s) for s in kept) or "none"
+        raise ModelDirError(f"{model_dir}: no checkpoint at step {step} (kept steps: {have})")
+    return kept[step] / AUTOENCODER
+
+
+def load_model_dir(path: str | Path, device: str = "cpu", checkpoint: str | int = "last") -> LoadedModel:
+    """Rebuild the trained networks from a model folder alone, with the weights of `checkpoint` (best,
+    last or a step). Raises ModelDirError with a one-line reason."""
     from deepfake.models import build_autoencoder, build_discriminator
 
     model_dir = Path(path)
     if not model_dir.is_dir():
         raise ModelDirError(f"{model_dir}: model folder does not exist")
     cfg = read_config(model_dir)
-    weights = model_dir / AUTOENCODER
-    if not weights.is_file():
-        # A kill before the first publish: the snapshot itself is complete.
-        snaps = list_snapshots(model_dir)
-        if not snaps or not (snaps[-1] / AUTOENCODER).is_file():
-            raise ModelDirError(f"{weights}: missing weight file (has this model been trained and saved?)")
-        weights = snaps[-1] / AUTOENCODER
+    weights = checkpoint_weights(model_dir, checkpoint)
     try:
         autoencoder = build_autoencoder(cfg.model)
     except DeepfakeError as e:

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gan-weight", type=float, default=None, help="adversarial loss weight; 0 = plain autoencoder")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--keep-every", type=int, default=None,
+                   help="also keep the weights every N steps in MODEL_DIR/timeline (for evaluate --timeline)")
     p.add_argument("--preview-every", type=int, default=None, help="preview grid every N steps")
     p.add_argument("--val-every", type=int, default=None, help="validation every N steps")
     p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
@@ -80,6 +82,7 @@ def resolve_config(args: argparse.Namespace):
     flags = {
         "model.arch": args.arch, "steps": args.steps, "batch": args.batch if isinstance(args.batch, int) else None, "lr": args.lr,
         "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
+        "keep_every": args.keep_every,
         "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
         "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode,
         "seed": args.seed,

@@ -23,6 +23,11 @@ from deepfake.config_io import check_value, field_type, parse_value, replace_pat
 from deepfake.errors import DeepfakeError
 
 BASELINE = "baseline"
+# Grid-file keys that are not config fields: `one_at_a_time: true` makes each value of each key a
+# variant of its own against the baseline (a tuning study) instead of the full product, and
+# `bundles: [{key: value, ...}, ...]` adds variants that set several keys at once (a schedule, say).
+ONE_AT_A_TIME = "one_at_a_time"
+BUNDLES = "bundles"
 
 # The section a short key means when several have it: "activation" is the model's, not the discriminator's.
 _PREFERRED_SECTION = "model"
@@ -69,7 +74,11 @@ def parse_grid(spec: str | Path | Iterable[str], base: TrainConfig) -> dict[str,
         text = str(item)
         path = Path(text)
         if "=" not in text or path.suffix.lower() in {".yaml", ".yml", ".json"} and path.is_file():
-            grid.update({resolve_key(k, base): v for k, v in _read_grid_file(path).items()})
+            for k, v in _read_grid_file(path).items():
+                if k == BUNDLES:
+                    grid[k] = [{resolve_key(bk, base): bv for bk, bv in _flatten(b).items()} for b in v]
+                else:
+                    grid[k if k == ONE_AT_A_TIME else resolve_key(k, base)] = v
             continue
         key, _, values = text.partition("=")
         key = resolve_key(key, base)
@@ -119,7 +128,16 @@ def _read_grid_file(path: Path) -> dict[str, list[Any]]:
         raise DeepfakeError(f"{path}: not a readable YAML/JSON grid ({e})") from None
     if not isinstance(data, dict) or not data:
         raise DeepfakeError(f"{path}: a sweep grid must be a non-empty mapping of field -> list of values")
-    return {k: (v if isinstance(v, list) else [v]) for k, v in _flatten(data).items()}
+    special = {k: data.pop(k) for k in (ONE_AT_A_TIME, BUNDLES) if k in data}
+    bundles = special.get(BUNDLES, [])
+    if not isinstance(bundles, list) or not all(isinstance(b, dict) and b for b in bundles):
+        raise DeepfakeError(f"{path}: '{BUNDLES}' must be a list of mappings of field -> value")
+    grid = {k: (v if isinstance(v, list) else [v]) for k, v in _flatten(data).items()}
+    if ONE_AT_A_TIME in special:
+        grid[ONE_AT_A_TIME] = [bool(special[ONE_AT_A_TIME])]
+    if bundles:
+        grid[BUNDLES] = bundles
+    return grid
 
 
 def format_value(x: Any) -> str:
@@ -135,17 +153,26 @@ def variant_name(overrides: dict[str, Any]) -> str:
 
 
 def expand_grid(grid: dict[str, list[Any]], base: TrainConfig) -> list[Variant]:
-    """The baseline first, then every combination. A combination equal to the base config is the baseline.
+    """The baseline first, then every combination (or, with `one_at_a_time`, every value of every key on
+    its own), then the bundles. A variant equal to the base config is the baseline.
 
     Every value is checked against its field's type (YAML's `1` for a float field becomes 1.0).
     """
-    keys = [resolve_key(k, base) for k in grid]
+    one_at_a_time = grid.get(ONE_AT_A_TIME, [False])[0]
+    fields_ = {k: vs for k, vs in grid.items() if k not in (ONE_AT_A_TIME, BUNDLES)}
+    keys = [resolve_key(k, base) for k in fields_]
     values = [[check_value(field_type(base, k), v, f"sweep grid: {k}") for v in vs]
-              for k, vs in zip(keys, grid.values())]
+              for k, vs in zip(keys, fields_.values())]
+    if one_at_a_time:
+        combos = [{k: v} for k, vs in zip(keys, values) for v in vs]
+    else:
+        combos = [dict(zip(keys, combo)) for combo in itertools.product(*values)] if keys else []
+    for bundle in grid.get(BUNDLES, []):
+        combos.append({resolve_key(k, base): check_value(field_type(base, resolve_key(k, base)), v, f"sweep grid: {k}")
+                       for k, v in bundle.items()})
     variants = [Variant(BASELINE, {}, baseline=True)]
     seen = {json.dumps(to_dict(base), sort_keys=True)}
-    for combo in itertools.product(*values):
-        overrides = dict(zip(keys, combo))
+    for overrides in combos:
         fingerprint = json.dumps(to_dict(apply_overrides(base, overrides)), sort_keys=True)
         if fingerprint in seen:
             continue  # the baseline (or a duplicate) is trained once

@@ -200,14 +200,24 @@ class EpochSampler:
 
     The shuffle is drawn on the host (a CPU generator: the same stream on every device) and copied to
     `device` once per epoch from pinned memory; batches are slices of that copy, so a step moves no
-    indices between host and device. An epoch's remainder is carried into the next batch."""
+    indices between host and device. An epoch's remainder is carried into the next batch.
 
-    def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
+    With `weights` (n,), an epoch is n draws with replacement in proportion to them instead of a
+    permutation: a uniform-yaw epoch, say, repeats the rare profile faces and skips some frontal ones."""
+
+    def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu",
+                 weights: torch.Tensor | None = None):
         if n < 1:
             raise DeepfakeError("no faces to train on (empty training split)")
         self.n, self.generator, self.device = n, generator, torch.device(device)
-        self._set_order(torch.randperm(n, generator=generator))  # (n,)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self._set_order(self._epoch())  # (n,)
         self.pos = 0
+
+    def _epoch(self) -> torch.Tensor:
+        if self.weights is None:
+            return torch.randperm(self.n, generator=self.generator)
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
 
     def _set_order(self, order: torch.Tensor) -> None:
         self.order = order  # (n,) on the host: what checkpoints save
@@ -217,7 +227,7 @@ class EpochSampler:
         out = []
         while batch > 0:
             if self.pos >= self.n:
-                self._set_order(torch.randperm(self.n, generator=self.generator))
+                self._set_order(self._epoch())
                 self.pos = 0
             take = min(batch, self.n - self.pos)
             out.append(self._order_on_device[self.pos : self.pos + take])

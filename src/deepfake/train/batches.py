@@ -9,19 +9,21 @@ augmented on the device (augment.py), drawn on a side stream beside the previous
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from deepfake.config import LossConfig, TrainConfig
+from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.faceset.cache import EpochSampler, FaceCache
 from deepfake.train import distributed as dist
 from deepfake.train.augment import Augmented, augment, no_augment
 from deepfake.train.build import to_layout
 from deepfake.train.data_stream import DataStream
-from deepfake.train.losses import reconstruction_loss
+from deepfake.train.losses import per_face_loss, reconstruction_loss
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,45 @@ def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator
         train_rows=torch.as_tensor(train_idx, dtype=torch.int64).to(on_device.device),  # (N_train,) beside the cache
         val=val,
         preview=shown,
-        sampler=EpochSampler(len(train_idx), generator, on_device.device),
+        sampler=EpochSampler(len(train_idx), generator, on_device.device,
+                             yaw_weights([cache.records[i] for i in train_idx], cfg.data.yaw_bins) if cfg.data.uniform_yaw else None),
     )
+
+
+def yaw_weights(records, bins: int) -> torch.Tensor:
+    """(N,) sampling weights that make every yaw bin (equal width over the faces' yaw range) as likely
+    as any other: 1 / the face's bin count. Faces without a pose share the middle bin."""
+    yaws = np.array([float(r.pose.get("yaw", np.nan)) if r.pose else np.nan for r in records], dtype=np.float64)
+    known = np.isfinite(yaws)
+    if not known.any():
+        raise DeepfakeError("data.uniform_yaw: the faceset records no head pose (re-extract it)")
+    lo, hi = yaws[known].min(), yaws[known].max()
+    edges = np.linspace(lo, hi, max(1, bins) + 1)[1:-1]
+    which = np.where(known, np.digitize(np.nan_to_num(yaws, nan=(lo + hi) / 2), edges), len(edges) // 2)
+    counts = np.bincount(which, minlength=len(edges) + 1)
+    return torch.as_tensor(1.0 / counts[which], dtype=torch.float64)  # (N,)
+
+
+def hardest(batch: Augmented, per_face_loss: torch.Tensor, k: int) -> Augmented:
+    """The `k` faces of `batch` with the highest loss (hard-sample mining)."""
+    top = per_face_loss.topk(k).indices  # (k,)
+    return Augmented(**{f.name: getattr(batch, f.name)[top] for f in fields(batch)})
+
+
+@torch.no_grad()
+def mine_step(side_a: Side, side_b: Side, batch: int, cfg: TrainConfig, autoencoder: nn.Module, aug_gen: torch.Generator,
+              step: int, autocast) -> tuple[list[Augmented], list[Augmented]]:
+    """One step's batches of the hardest faces: `mining_pool` x batch faces drawn per side as usual, scored
+    by the current model (per-face reconstruction loss), the hardest `batch` of each side kept."""
+    pool = batch * max(1, cfg.data.mining_pool)
+    out = []
+    for side, which in ((side_a, "a"), (side_b, "b")):
+        drawn = _draw(side, pool, cfg, aug_gen, step)
+        with autocast():
+            rgb, _ = autoencoder(drawn.inputs, which)
+        out.append([hardest(drawn, per_face_loss(rgb, drawn.target, drawn.target_mask), batch)])
+    to_layout(out[0] + out[1], cfg, side_a.device)
+    return out[0], out[1]
 
 
 def _draw(side: Side, batch: int, cfg: TrainConfig, aug_gen: torch.Generator, step: int, kernel=None) -> Augmented:

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from deepfake.model_dir import save_weights
 from deepfake.train.checkpoint import Snapshot, save_snapshot
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,30 @@ class SnapshotWriter:
             ready.append(event)
         self._thread = threading.Thread(target=self._write, args=(host, ready), name=f"deepfake-save-{snap.step}")
         self._thread.start()
+
+    def submit_weights(self, folder: str, weights: dict[str, dict[str, torch.Tensor]], meta: dict[str, str]) -> None:
+        """Copy named state dicts ({"autoencoder": ..., "discriminator": ...}) to host memory and write
+        them, weights only, into MODEL_DIR/folder behind the caller's back (after any earlier write).
+        They share the snapshots' host buffers: writes never overlap."""
+        self.wait()
+        devices: set[torch.device] = set()
+        host = {name: self._stage(sd, (name,), devices) for name, sd in weights.items()}
+        ready = []
+        for device in devices:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            ready.append(event)
+        self._thread = threading.Thread(target=self._write_weights, args=(folder, host, meta, ready),
+                                        name=f"deepfake-save-{folder}")
+        self._thread.start()
+
+    def _write_weights(self, folder: str, host: dict, meta: dict[str, str], ready: list) -> None:
+        try:
+            for event in ready:
+                event.synchronize()
+            save_weights(self.model_dir / folder, host, meta)
+        except BaseException as e:  # handed to the training thread by wait()
+            self._error = e
 
     def _stage(self, obj: Any, path: tuple, devices: set) -> Any:
         """`obj` with every tensor copied into this writer's host buffer for its place (allocated at the

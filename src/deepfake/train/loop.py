@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 import time
@@ -28,10 +29,10 @@ from deepfake.config import TrainConfig
 from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
-from deepfake.model_dir import read_config, write_config
+from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
 from deepfake.train import distributed as dist
 from deepfake.train.augment import augment_kernel
-from deepfake.train.batches import Side, draw_step, load_side, validate
+from deepfake.train.batches import Side, draw_step, load_side, mine_step, validate
 from deepfake.train.build import Built, build
 from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
@@ -137,11 +138,13 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
 
     # Section: restore.
     start, rows, wall_before, sums, count, watch = 0, [], 0.0, None, 0, OverfitWatch(cfg.overfit_patience)
+    best_val = float("inf")  # the lowest validation loss so far, whose weights are in MODEL_DIR/best
     if snap is not None:
         _restore(snap, built, gens, side_a, side_b)
         sums, count = snap.rng.get("sums"), int(snap.state.get("sums_count", 0))
         start, wall_before = snap.step, float(snap.state.get("wall_s", 0.0))
         watch = OverfitWatch(cfg.overfit_patience, snap.state.get("overfit_history"), snap.state.get("overfit_warned"))
+        best_val = float(snap.state.get("best_val") or float("inf"))
         rows = [r for r in read_metrics(model_dir / "metrics.csv") if r["step"] <= start]
         log.info("resuming %s at step %d", model_dir, start)
     if main:
@@ -181,6 +184,13 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
             skipped = (g_skip + d_skip).clamp(max=1)
             sums += torch.cat([g_logs, d_logs, skipped.view(1)])  # (len(TRAIN_KEYS),)
             skipped_total += skipped
+            if cfg.data.mining_every > 0 and (step + 1) % cfg.data.mining_every == 0:
+                # Hard-sample mining: one more update on the faces the model does worst on now. It is
+                # not a step of its own, nor in the logged sums: the rows stay comparable with a run without.
+                hard_a, hard_b = mine_step(side_a, side_b, per_rank_batch, cfg, built.autoencoder, gens.aug, step,
+                                           built.step.autocast)
+                _, g_skip, _, d_skip = built.step.step(hard_a, hard_b, step)
+                skipped_total += (g_skip + d_skip).clamp(max=1)
             step, count, steps_since_log = step + 1, count + 1, steps_since_log + 1
             bar.update(1)
             if cfg.compile and compile_s is None and step == start + 1:
@@ -219,7 +229,10 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
                         validate(built.autoencoder, side_b, "b", cfg.loss, per_rank_batch, built.step.autocast),
                     ]) if val_due else None,
                 )
-                metrics.write(window)
+                row = metrics.write(window)
+                if main and row["val_loss"] is not None and row["val_loss"] < best_val:
+                    best_val = row["val_loss"]
+                    saver.submit_weights(BEST, _weights(built), {"step": str(step), "val_loss": f"{best_val:.6g}"})
                 if on_cycle:
                     sums.zero_()
                     count, steps_since_log, t_log = 0, 0, time.perf_counter()
@@ -227,10 +240,13 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
             # Section: previews and checkpoints.
             if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or last):
                 write_preview(model_dir / "previews" / f"step_{step:06d}.png", built.autoencoder, side_a.preview, side_b.preview)
+            if main and cfg.keep_every > 0 and step % cfg.keep_every == 0:
+                saver.submit_weights(f"{TIMELINE}/step_{step:06d}", _weights(built), {"step": str(step)})
             if step % cfg.save_every == 0 or last:
                 metrics.save()
                 state = {"wall_s": wall_before + time.perf_counter() - t_start, "sums_count": count,
-                         "overfit_history": watch.history, "overfit_warned": watch.warned}
+                         "overfit_history": watch.history, "overfit_warned": watch.warned,
+                         "best_val": best_val if math.isfinite(best_val) else None}
                 _save(saver, step, built, gens, side_a, side_b, sums, state)
             if stopping:  # under DDP a rank may stop on another rank's signal: that reads as the budget
                 stopped_by = signals["stop"] or "minutes"
@@ -273,6 +289,14 @@ def _save(saver: SnapshotWriter, step: int, built: Built, gens: Generators, side
         code_discriminator=code_d.state_dict() if code_d is not None else None,
         optimizer_code=built.likeness.opt_code.state_dict() if code_d is not None else None,
     ))  # copied to host memory now, written on the saver's thread while training goes on
+
+
+def _weights(built: Built) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights swap, evaluate and detect load: the autoencoder's, and D's when there is one."""
+    out = {"autoencoder": dist.unwrap(built.autoencoder).state_dict()}
+    if built.discriminator is not None:
+        out["discriminator"] = built.discriminator.state_dict()
+    return out
 
 
 def _restore(snap: Snapshot, built: Built, gens: Generators, side_a: Side, side_b: Side) -> None:

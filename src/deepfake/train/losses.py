@@ -185,6 +185,20 @@ def eye_mouth_weights(landmarks: torch.Tensor, size: int, weight: float) -> torc
     return (1 + (weight - 1) * out).unsqueeze(1)  # (B, 1, S, S)
 
 
+def per_face_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) mean absolute error inside each face's mask: how hard each face is, for hard-sample mining."""
+    m = mask.float()
+    err = (pred.float() - target.float()).abs() * m  # (B, 3, R, R)
+    return err.sum((1, 2, 3)) / (m.sum((1, 2, 3)) * pred.shape[1]).clamp_min(1.0)  # (B,)
+
+
+def eye_mouth_l1(pred: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the eye and mouth regions, averaged over the whole image as DFL's eye and
+    mouth priority does (so its weight reads like DFL's 300)."""
+    region = eye_mouth_weights(landmarks, pred.shape[-1], 2.0) - 1  # (B, 1, R, R): 1 inside, 0 outside
+    return ((pred.float() - target.float()).abs() * region).mean()
+
+
 def reconstruction_loss(
     pred: torch.Tensor,
     pred_mask: torch.Tensor,
@@ -214,6 +228,9 @@ def reconstruction_loss(
     if cfg.mask_weight:
         terms["mask"] = mask_loss(pred_mask, target_mask)
         total = total + cfg.mask_weight * terms["mask"]
+    if cfg.eye_mouth_l1 and landmarks is not None:
+        terms["eye_mouth"] = eye_mouth_l1(pred, target, landmarks)
+        total = total + cfg.eye_mouth_l1 * terms["eye_mouth"]
     return total, {k: v.detach() for k, v in terms.items()}
 
 

@@ -144,7 +144,7 @@ class MetricsLog:
         self.warnings: list[int] = []  # steps at which over-fitting was reported
         self.busy_windows: list[float] = []
 
-    def write(self, w: LogWindow) -> None:
+    def write(self, w: LogWindow) -> dict[str, Any]:
         """The metrics row of a log window: read its sums, timings and validation losses; warn; show."""
         means = w.sums.tolist()
         row: dict[str, Any] = {"step": w.step, **dict(zip(TRAIN_KEYS, means))}
@@ -172,6 +172,7 @@ class MetricsLog:
         if w.val is not None and self.main:
             write_metrics(self.path, self.rows)  # live, between checkpoints too
         self._show(row)
+        return row
 
     def save(self) -> None:
         """metrics.csv with every row up to now (a checkpoint's metrics hold every row to its step)."""

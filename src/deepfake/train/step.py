@@ -138,22 +138,38 @@ class AdversarialStep:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _finish(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
-        """Clip, then step unless the loss or the gradients are non-finite. Returns the skip flag (0/1)."""
+    def _finish(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor,
+                step: int = 0, salt: int = 0) -> torch.Tensor:
+        """Clip, then step unless the loss or the gradients are non-finite; with lr_dropout, undo the
+        update of a random share of the weights. Returns the skip flag (0/1). `step` and `salt` (which
+        network) seed the dropout's draw."""
         bad = ~torch.isfinite(loss)
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             bad = bad | ~torch.isfinite(norm)
         # Gradients are averaged over ranks, so one rank's NaN reaches all: every rank must skip together.
         bad = dist.all_reduce_max(bad.float())
+        before = [p.detach().clone() for p in params] if self.cfg.lr_dropout > 0 else None
         if self.fused:
             opt.found_inf = bad  # fused Adam reads this and skips the update without a host sync
             opt.step()
             del opt.found_inf
         elif not bad.item():  # unfused optimizers only: this read waits for the device
             opt.step()
+        if before is not None:
+            self._drop_updates(params, before, step, salt)
         opt.zero_grad(set_to_none=True)
         return bad
+
+    @torch.no_grad()
+    def _drop_updates(self, params: list[nn.Parameter], before: list[torch.Tensor], step: int, salt: int) -> None:
+        """DFL's learning-rate dropout: each weight keeps its old value with probability lr_dropout. The
+        draw comes from a stream seeded by (seed, step, network), so a resumed run drops the same weights
+        (Adam's moments update as usual, as in DFL, where the mask falls on the weight update alone)."""
+        gen = torch.Generator(device=self.device).manual_seed((self.cfg.seed * 1_000_003 + step) * 4 + salt)
+        for p, old in zip(params, before):
+            keep_old = torch.rand(p.shape, generator=gen, device=p.device) < self.cfg.lr_dropout
+            p.copy_(torch.where(keep_old, old, p))
 
     def _g_losses(self, a: Augmented, b: Augmented, use_gan: bool):
         """G's forward and loss on one micro-batch. Returns (loss, the logged G_TERMS, rgb_a, rgb_b,
@@ -229,7 +245,7 @@ class AdversarialStep:
                 rgb_a, rgb_b = rgb_a.clone(), rgb_b.clone()
                 code = tuple(z.clone() for z in code) if code is not None else None
             fakes.append(tuple(t.detach() for t in (rgb_a, rgb_b) + (code or ())))
-        skipped = self._finish(self.opt_g, params, total)
+        skipped = self._finish(self.opt_g, params, total, step, salt=0)
         return logs, skipped, fakes
 
     def step(self, batches_a: list[Augmented], batches_b: list[Augmented], step: int):
@@ -237,11 +253,11 @@ class AdversarialStep:
         G skipped, D's and the true-face phase's sums (len(D_TERMS),), D or true face skipped)."""
         g_logs, g_skip, fakes = self.generator_phase(batches_a, batches_b, step)
         d_logs, d_skip = self.discriminator_phase(batches_a, batches_b, fakes, step)
-        tf_loss, tf_skip = self.true_face_phase(fakes)
+        tf_loss, tf_skip = self.true_face_phase(fakes, step)
         d_logs = d_logs + tf_loss * torch.eye(len(D_TERMS), device=self.device)[-1]  # loss_tf in its slot
         return g_logs, g_skip, d_logs, torch.maximum(d_skip, tf_skip)
 
-    def true_face_phase(self, fakes: list[tuple[torch.Tensor, ...]]):
+    def true_face_phase(self, fakes: list[tuple[torch.Tensor, ...]], step: int = 0):
         """Update the latent-code discriminator only: A's detached codes are "real", B's "fake".
         Returns (its loss, skipped); zeros when true face is off."""
         zero = torch.zeros((), device=self.device)
@@ -258,7 +274,7 @@ class AdversarialStep:
             (loss / len(codes)).backward()
             total = total + loss.detach().float() / len(codes)
         dist.all_reduce_gradients(code_d.parameters())
-        return total, self._finish(opt, params, total)
+        return total, self._finish(opt, params, total, step, salt=2)
 
     def discriminator_phase(self, batches_a: list[Augmented], batches_b: list[Augmented], fakes, step: int):
         """Update D only, on real targets against detached fakes. Returns sums of D_TERMS (loss_tf 0)."""
@@ -286,5 +302,5 @@ class AdversarialStep:
             logs += torch.stack([loss.detach().float(), acc_real, acc_fake, torch.zeros_like(acc_real)]) / accum
         # D is not DDP-wrapped (R1 needs a double backward); average its gradients by hand.
         dist.all_reduce_gradients(self.discriminator.parameters())
-        skipped = self._finish(self.opt_d, params, total)
+        skipped = self._finish(self.opt_d, params, total, step, salt=1)
         return logs, skipped

@@ -1,0 +1,161 @@
+"""Under- against over-training, as a picture: the same held-out faces swapped at every kept step.
+
+DeepFaceLab's users judge it by eye from two results side by side ("the left under-trained, the right
+better but over-trained"). Here the columns are every step whose weights the model folder keeps
+(`train --keep-every N`, plus the snapshots), the rows are held-out faces, and under the faces are the
+training and validation losses. Three columns are marked, by rules on the validation curve:
+
+- **best**: the kept step nearest the validation minimum.
+- **under-trained**: the last kept step before best whose validation loss still has more than a quarter
+  of the improvement to best ahead of it: val(s) > val_best + 0.25 (val_first - val_best).
+- **over-trained**: the first kept step after best where training's over-fitting rule holds
+  (train.metrics.overfit_start): the validations from best up to it all lie above the minimum, at least
+  `patience` of them, while the training loss there is below its value at best.
+
+    result = timeline("models/ab", "facesets/a", "facesets/b", "reports/ab", EvaluateConfig())
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfake.config import EvaluateConfig
+from deepfake.errors import DeepfakeError
+from deepfake.evaluate.runner import DIRECTIONS, as_faceset, held_out_faces, run_autoencoder
+from deepfake.io.atomic import atomic_path, atomic_write_json
+from deepfake.model_dir import kept_steps, load_model_dir
+from deepfake.train.metrics import overfit_start, read_metrics
+
+UNDER_FRACTION = 0.25  # under-trained: more than this share of the improvement to best still to come
+
+
+def marks(steps: list[int], rows: list[dict[str, Any]], patience: int = 3) -> dict[str, int | None]:
+    """The best, under-trained and over-trained kept steps (None when a rule finds none) from the
+    metrics rows (`step`, `loss`, `val_loss`), by the rules in the module docstring."""
+    val = [(r["step"], r["loss"], r["val_loss"]) for r in rows
+           if r.get("val_loss") is not None and np.isfinite(r["val_loss"]) and r.get("loss") is not None]
+    if not steps or not val:
+        return {"best": None, "under": None, "over": None}
+    v_steps = np.array([s for s, _, _ in val], dtype=np.float64)
+    v_loss = np.array([v for _, _, v in val])
+    t_loss = np.array([t for _, t, _ in val])
+
+    def at(step: int, series: np.ndarray) -> float:  # the series at the validation nearest `step`
+        return float(series[int(np.argmin(np.abs(v_steps - step)))])
+
+    best_step = int(v_steps[int(np.argmin(v_loss))])
+    best = min(steps, key=lambda s: abs(s - best_step))
+    v_best, v_first = float(v_loss.min()), at(steps[0], v_loss)
+    under = None
+    for s in steps:
+        if s < best and at(s, v_loss) > v_best + UNDER_FRACTION * (v_first - v_best):
+            under = s
+    over = None
+    for s in steps:
+        if s <= best:
+            continue
+        upto = v_steps <= s
+        if overfit_start(v_steps[upto].tolist(), t_loss[upto].tolist(), v_loss[upto].tolist(), patience) is not None:
+            over = s
+            break
+    return {"best": best, "under": under, "over": over}
+
+
+def timeline(
+    model_dir,  # MODEL_DIR with kept steps (train --keep-every N)
+    faceset_a,  # the facesets it was trained on: their held-out faces are swapped
+    faceset_b,
+    out_dir,  # where timeline.png and timeline.json go
+    cfg: EvaluateConfig,
+    *,
+    direction: str = "a2b",  # a2b: A's face onto B's held-out faces
+    faces: int = 4,  # rows
+    max_columns: int = 12,  # kept steps shown, spread evenly over the run (best and the marks always)
+) -> dict[str, Any]:
+    from deepfake.devices import resolve_device
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if direction not in DIRECTIONS:
+        raise DeepfakeError(f"direction '{direction}': choose {' or '.join(DIRECTIONS)}")
+    kept = kept_steps(model_dir)
+    if len(kept) < 2:
+        raise DeepfakeError(f"{model_dir}: a timeline needs at least two kept steps (train with --keep-every N)")
+    device = resolve_device(cfg.device)
+    first = load_model_dir(model_dir, str(device))
+    tcfg = first.config
+    rows = read_metrics(model_dir / "metrics.csv")
+    marked = marks(list(kept), rows, tcfg.overfit_patience)
+    columns = _spread(list(kept), max_columns, [s for s in marked.values() if s is not None])
+    source, target = DIRECTIONS[direction]
+    fs = as_faceset(faceset_b if target == "b" else faceset_a)
+    held = held_out_faces(fs, tcfg.model.resolution, tcfg.val_fraction, tcfg.seed, target, faces)
+    swaps = {}
+    for step in columns:
+        model = load_model_dir(model_dir, str(device), checkpoint=step)
+        swaps[step] = run_autoencoder(model.autoencoder, held.images, source, True, cfg.batch, device)[0]  # (N, R, R, 3)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    picture = out_dir / "timeline.png"
+    _draw(picture, held.images, columns, swaps, rows, marked, direction)
+    result = {"direction": direction, "steps": columns, "kept_steps": list(kept), "marks": marked,
+              "rules": {"under_fraction": UNDER_FRACTION, "patience": tcfg.overfit_patience}, "picture": picture.name}
+    atomic_write_json(out_dir / "timeline.json", result)
+    return result
+
+
+def _spread(steps: list[int], n: int, must: list[int]) -> list[int]:
+    """At most `n` of `steps`, evenly spread, always including `must` and the last step."""
+    if len(steps) <= n:
+        return steps
+    idx = np.linspace(0, len(steps) - 1, max(2, n - len(must))).round().astype(int)
+    return sorted(set(steps[i] for i in idx) | set(must) | {steps[-1]})
+
+
+def _draw(path: Path, real: np.ndarray, columns: list[int], swaps: dict[int, np.ndarray], rows: list[dict[str, Any]],
+          marked: dict[str, int | None], direction: str) -> None:
+    from deepfake.evaluate.plots import _pyplot
+
+    plt = _pyplot()
+    n = real.shape[0]
+    fig = plt.figure(figsize=(1.3 * (len(columns) + 1), 1.3 * n + 2.6))
+    grid = fig.add_gridspec(n + 2, len(columns) + 1, height_ratios=[1] * n + [0.25, 2.0])
+    labels = {marked["under"]: "under-trained", marked["best"]: "best", marked["over"]: "over-trained"}
+    colours = {"under-trained": "tab:orange", "best": "tab:green", "over-trained": "tab:red"}
+    for r in range(n):
+        ax = fig.add_subplot(grid[r, 0])
+        ax.imshow(real[r])
+        ax.set_axis_off()
+        if r == 0:
+            ax.set_title("real", fontsize=8)
+        for c, step in enumerate(columns):
+            ax = fig.add_subplot(grid[r, c + 1])
+            ax.imshow(swaps[step][r])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            label = labels.get(step)
+            for spine in ax.spines.values():
+                spine.set_visible(label is not None)
+                spine.set_color(colours.get(label, "black"))
+                spine.set_linewidth(3)
+            if r == 0:
+                ax.set_title(f"{step}" + (f"\n{label}" if label else ""), fontsize=8, color=colours.get(label, "black"))
+    ax = fig.add_subplot(grid[n + 1, :])
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    if train:
+        ax.plot(*zip(*train), label="training loss", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", ms=3)
+    for step, label in labels.items():
+        if step is not None:
+            ax.axvline(step, color=colours[label], ls="--", lw=1.5, label=f"{label} (step {step})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"Swaps ({direction}) of the same held-out faces at each kept step", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
