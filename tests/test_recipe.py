@@ -112,7 +112,8 @@ def test_resume_across_the_warp_and_gan_switches_equals_an_uninterrupted_run(fac
     assert all(r["gan_g"] == 0 for r in rows if r["step"] <= 5) and rows[-1]["gan_g"] > 0
 
 
-def test_best_checkpoint_is_the_validation_minimum_and_the_timeline_keeps_its_steps(faceset_a, faceset_b, tmp_path):
+def test_best_checkpoint_is_the_validation_minimum_and_the_timeline_keeps_its_steps(faceset_a, faceset_b, tmp_path,
+                                                                                   media, capsys):
     out = tmp_path / "m"
     cfg = tiny(steps=12, batch=2, log_every=2, val_every=2, save_every=100, preview_every=0, keep_every=4)
     train(cfg, faceset_a, faceset_b, out, progress=False)
@@ -124,3 +125,12 @@ def test_best_checkpoint_is_the_validation_minimum_and_the_timeline_keeps_its_st
     assert load_model_dir(out, checkpoint=8).step == 8 and load_model_dir(out).step == 12
     with pytest.raises(Exception, match="kept steps: 4, 8, 12"):
         load_model_dir(out, checkpoint=5)
+    # swap, evaluate and detect take --checkpoint best|last|STEP.
+    from deepfake.cli import main as cli_main
+
+    still = str(media("d9.jpg"))
+    assert cli_main(["swap", still, "-m", str(out), "-o", str(tmp_path / "best.png"), "--checkpoint", "best",
+                     "--all-faces", "-q", "--device", "cpu"]) == 0
+    assert (tmp_path / "best.png").is_file()
+    assert cli_main(["swap", still, "-m", str(out), "-o", str(tmp_path / "x.png"), "--checkpoint", "5", "-q"]) == 2
+    assert "no checkpoint at step 5" in capsys.readouterr().err

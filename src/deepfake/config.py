@@ -180,6 +180,8 @@ class SwapConfig:
     preview: bool = False  # write a before/after preview instead of the full output (PNG sheet or short MP4)
     preview_frames: int = 4  # rows of the PNG sheet, spread evenly over the video
     preview_seconds: float = 3.0  # length of an MP4 preview
+    checkpoint: str = "last"  # which weights of the model folder: last | best | a step number
+
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,6 +198,8 @@ class EvaluateConfig:
     detect_threshold: float = 0.5  # P(real) >= threshold counts as real
     device: str = "auto"
     distractors: list[str] = field(default_factory=list)  # facesets of other people: more identities for retrieval
+    checkpoint: str = "last"  # which weights of the model folder: last | best | a step number
+
 
 
 @dataclass
@@ -217,3 +221,4 @@ class DetectConfig:
     detector: str = "hog"  # hog | cnn
     batch: int = 32
     device: str = "auto"
+    checkpoint: str = "last"  # which weights of the model folder: last | best | a step number

@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=d.max_frames, help="video: at most this many frames (0 = all)")
     p.add_argument("--detector", choices=["hog", "cnn"], default=d.detector)
     p.add_argument("--device", default=d.device)
+    p.add_argument("--checkpoint", default="last", metavar="best|last|STEP",
+                   help="which weights: the last saved, the validation minimum (best), or a kept step")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.evaluate.detect import Detector, detect_files, format_reports
 
     cfg = DetectConfig(threshold=args.threshold, every=args.every, max_frames=args.max_frames,
-                       detector=args.detector, device=args.device)
+                       detector=args.detector, device=args.device, checkpoint=args.checkpoint)
     detector = Detector.from_model_dir(args.model, cfg) if args.model else None
     reports = detect_files(args.inputs, detector, progress=not args.json)
     if args.json:

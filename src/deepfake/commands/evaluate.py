@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=d.detect_threshold, help="discriminator P(real) threshold")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--checkpoint", default="last", metavar="best|last|STEP",
+                   help="which weights: the last saved, the validation minimum (best), or a kept step")
+    p.add_argument("--timeline", action="store_true",
+                   help="instead: swap the same held-out faces at every kept step (train --keep-every N) and "
+                        "mark the under-trained, best and over-trained ones (timeline.png)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +42,14 @@ def run(args: argparse.Namespace) -> int:
     cfg.detect_threshold, cfg.device = args.threshold, args.device
     if args.distractors:
         cfg.distractors = list(args.distractors)
+    cfg.checkpoint = args.checkpoint
+    if args.timeline:
+        from deepfake.evaluate.timeline import timeline
+
+        result = timeline(args.model, args.a, args.b, args.output, cfg, direction=args.frames_direction)
+        print(json.dumps({"steps": result["steps"], "marks": result["marks"]}, indent=2))
+        print(f"timeline: {args.output}/timeline.png")
+        return 0
     result = evaluate_model(args.model, args.a, args.b, args.output, cfg, frames=args.frames,
                             frames_direction=args.frames_direction, plots=not args.no_plots)
     print(json.dumps(result["summary"], indent=2))

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview-seconds", type=float, default=d.preview_seconds)
     p.add_argument("--watermark", action="store_true", help="also draw a small visible 'AI-GENERATED' mark")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--checkpoint", default="last", metavar="best|last|STEP",
+                   help="which weights: the last saved, the validation minimum (best), or a kept step")
     p.add_argument("--amp", choices=["auto", "bf16", "off"], default=d.amp,
                    help="model precision: auto = bf16 on a GPU that supports it, fp32 on CPU")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

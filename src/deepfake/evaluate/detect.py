@@ -80,7 +80,7 @@ class Detector:
 
         cfg = cfg or DetectConfig()
         device = resolve_device(cfg.device)
-        loaded = load_model_dir(model_dir, device=str(device))
+        loaded = load_model_dir(model_dir, device=str(device), checkpoint=cfg.checkpoint)
         if loaded.discriminator is None:
             raise ModelDirError(
                 f"{model_dir}: has no discriminator (train with --gan-weight > 0, or run `deepfake discriminator`)"

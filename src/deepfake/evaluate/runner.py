@@ -167,7 +167,7 @@ def evaluate_model(
     distractors = read_distractors(cfg.distractors, [faceset_a, faceset_b])
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
-    loaded = load_model_dir(model_dir, device=str(device))
+    loaded = load_model_dir(model_dir, device=str(device), checkpoint=cfg.checkpoint)
     tcfg = loaded.config
     ae = loaded.autoencoder.eval()
     disc = loaded.discriminator.eval() if loaded.discriminator is not None else None

@@ -73,7 +73,7 @@ def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
 
     model_dir = Path(model_dir)
     device = str(resolve_device(cfg.device))
-    loaded = load_model_dir(model_dir, device=device)
+    loaded = load_model_dir(model_dir, device=device, checkpoint=cfg.checkpoint)
     tcfg = loaded.config
     config_json = model_dir / "config.json"
     if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
