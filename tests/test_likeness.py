@@ -98,3 +98,31 @@ def test_true_face_is_for_the_df_architecture():
     cfg = likeness_cfg(true_face=0.1)
     with pytest.raises(DeepfakeError, match="df architecture"):
         build(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, arch="liae")))
+
+
+def test_identity_loss_brings_swaps_closer_to_their_source(faceset_a, faceset_b, tmp_path):
+    """The same tiny model, seed and steps with and without the identity loss, on real faces: the swaps
+    of the one trained with it lie closer to their source identity (by dlib's ResNet, the distance its
+    0.6 verifier thresholds). Measured at 100 steps: 0.57 without, 0.16 with; asserted: a margin of 0.08."""
+    from deepfake.faces.identity_net import IdentityNet
+    from deepfake.faceset import read_faceset
+    from deepfake.model_dir import load_model_dir
+    from deepfake.train import train
+
+    cfg = dataclasses.replace(likeness_cfg(), steps=100, batch=4, log_every=50, val_every=0, save_every=1000, preview_every=0)
+    net = IdentityNet.from_dlib()
+    source = torch.as_tensor(read_faceset(faceset_a).mean_embedding())  # B's faces rendered as A
+
+    def distance(identity: float) -> float:
+        out = tmp_path / f"id{identity}"
+        train(dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, identity_weight=identity)),
+              faceset_a, faceset_b, out, progress=False)
+        model = load_model_dir(out)
+        faces = FaceCache.from_faceset(faceset_b, 64, progress=False)
+        with torch.no_grad():
+            swaps, _ = model.autoencoder.swap(faces.images.float() / 255, "a")
+            return float((net(training_chips(swaps, faces.landmarks)) - source).norm(dim=1).mean())
+
+    without, with_identity = distance(0.0), distance(2.0)
+    print(f"distance of B->A swaps to A: {without:.3f} without the identity loss, {with_identity:.3f} with it")
+    assert with_identity < without - 0.08
