@@ -203,7 +203,7 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
     autoencoder, discriminator, stepper = built.autoencoder, built.discriminator, built.step
     # FLOPs are counted on an eager twin over the same nets and optimizers: the same arithmetic.
     eager = AdversarialStep(replace(cfg, compile=False), autoencoder, discriminator, built.opt_g, built.opt_d, device,
-                            built.amp_dtype)
+                            built.amp_dtype, built.likeness)
     sums = torch.zeros(len(TRAIN_KEYS), device=device)  # the loop's on-device loss sums
     timer = StepTimer(device)  # the same marks the training loop sets
     kernel = augment_kernel(cfg.compile)  # compiled augmentation when the step is compiled, as in train

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import deepfake.train.checkpoint_writer as writer_module
-import deepfake.train as train_module
+import deepfake.train.loop as train_module
 from deepfake.model_dir import list_snapshots
 from deepfake.train.checkpoint import latest_snapshot, save_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter

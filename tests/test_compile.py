@@ -152,7 +152,7 @@ def accumulated_grads(compile_mode: str | None, device: torch.device, steps: int
     stepper = build(cfg, device).step
     captured: list[torch.Tensor] = []
 
-    def capture(opt, params, loss):  # in place of clip + step: keep the summed gradients, drop them
+    def capture(opt, params, loss, *args, **kwargs):  # in place of clip + step: keep the summed gradients, drop them
         captured[:] = [p.grad.detach().clone() for p in params]
         opt.zero_grad(set_to_none=True)
         return torch.zeros((), device=device)
