@@ -196,14 +196,11 @@ class FaceCache:
 
 class EpochSampler:
     """Endless epoch-shuffled positions 0..n-1; its whole state is a generator and a position, both saved
-    in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would.
-
-    The shuffle is drawn on the host (a CPU generator: the same stream on every device) and copied to
-    `device` once per epoch from pinned memory; batches are slices of that copy, so a step moves no
-    indices between host and device. An epoch's remainder is carried into the next batch.
-
-    With `weights` (n,), an epoch is n draws with replacement in proportion to them instead of a
-    permutation: a uniform-yaw epoch, say, repeats the rare profile faces and skips some frontal ones."""
+    in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would. The shuffle is
+    drawn on the host (the same stream on every device) and copied to `device` once per epoch; batches
+    are slices of that copy, so a step moves no indices between host and device. An epoch's remainder
+    is carried into the next batch. With `weights` (n,), an epoch is n draws with replacement in
+    proportion to them: a uniform-yaw epoch repeats the rare profile faces and skips some frontal ones."""
 
     def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu",
                  weights: torch.Tensor | None = None):
