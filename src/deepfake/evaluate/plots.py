@@ -181,7 +181,11 @@ def plot_knob_effects(points: Sequence[tuple[str, str, Any]], metric: str, path:
         if isinstance(y, (int, float)) and np.isfinite(y):
             by_knob[knob][value].append(float(y))
     n = max(1, len(by_knob))
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.5), squeeze=False)
+    cols = min(n, 5)  # a one-at-a-time grid has a knob per variant: wrap them into rows
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
     for ax, (knob, values) in zip(axes.ravel(), sorted(by_knob.items())):
         labels = list(values)
         means = [float(np.mean(values[k])) for k in labels]
@@ -195,5 +199,34 @@ def plot_knob_effects(points: Sequence[tuple[str, str, Any]], metric: str, path:
         ax.set_title(knob, fontsize=10)
         ax.set_ylabel(f"mean {metric}")
         ax.tick_params(axis="x", labelsize=8, rotation=20)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_variant_metrics(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str]], path: Path) -> None:
+    """Every finished variant's value of each metric, one panel a metric, with the baseline's value as a
+    vertical line: the picture of a one-at-a-time study. `rows` are ranked result rows (best first);
+    `metrics` are (key, label) pairs."""
+    plt = _pyplot()
+    names = [r["variant"] for r in rows]
+    base = next((r for r in rows if r.get("baseline")), None)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.32 * len(names) + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, (key, label) in zip(axes.ravel(), metrics):
+        values = [float(r[key]) if isinstance(r.get(key), (int, float)) else np.nan for r in rows]
+        colours = ["tab:green" if r.get("baseline") else "tab:blue" for r in rows]
+        ax.barh(range(len(names)), values, color=colours, height=0.6)
+        if base is not None and isinstance(base.get(key), (int, float)):
+            ax.axvline(float(base[key]), color="black", lw=0.8, ls="--")
+        finite = [v for v in values if np.isfinite(v)]
+        if finite:  # zoom in: the differences are small against the values
+            lo, hi = min(finite), max(finite)
+            pad = (hi - lo) * 0.15 or abs(hi) * 0.05 or 0.05
+            ax.set_xlim(lo - pad, hi + pad)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_yticks(range(len(names)), names)
+    axes[0, 0].invert_yaxis()
     fig.tight_layout()
     _save(fig, path)

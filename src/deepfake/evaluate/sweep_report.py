@@ -26,10 +26,14 @@ RANK_METRICS: dict[str, bool] = {
     "params": False,
 }
 
+# The metrics drawn for every variant in variants.png.
+PLOTTED = [("ssim", "masked SSIM"), ("verification", "verification"), ("id_dist_source", "distance to source"),
+           ("sharpness_ratio", "sharpness ratio (1 = real)"), ("val_loss", "validation loss"), ("steps", "steps")]
+
 COLUMNS = [
     "rank", "variant", "baseline", "status", "overrides",
-    "ssim", "psnr", "verification", "retrieval", "id_dist_source", "landmark_error", "pose_error", "disc_auc", "val_loss",
-    "params", "faces_per_s", "train_seconds", "steps", "error",
+    "ssim", "psnr", "verification", "retrieval", "id_dist_source", "sharpness_ratio", "landmark_error", "pose_error",
+    "disc_auc", "val_loss", "params", "faces_per_s", "train_seconds", "steps", "error",
 ]
 
 
@@ -92,11 +96,12 @@ def write_results(
     atomic_write_text(out_dir / "results.csv", buf.getvalue())
     atomic_write_text(out_dir / "results.md", results_markdown(rows, state, rank_by))
     if plots:
-        from deepfake.evaluate.plots import plot_knob_effects, plot_quality_vs_cost
+        from deepfake.evaluate.plots import plot_knob_effects, plot_quality_vs_cost, plot_variant_metrics
 
         done = [r for r in rows if r["status"] == "done"]
         if done:
             plot_quality_vs_cost(done, rank_by, out_dir / "quality_vs_cost.png")
+            plot_variant_metrics(done, PLOTTED, out_dir / "variants.png")
             base = state.get("sweep", {}).get("base", {})
             by_name = {r["variant"]: r for r in done}
             points = []  # (knob, value, metric) for every finished variant and every knob of the grid
@@ -115,8 +120,8 @@ def results_markdown(rows: list[dict[str, Any]], state: dict[str, Any], rank_by:
     budget = f"{sweep.get('minutes')} minutes" if sweep.get("minutes") else f"{sweep.get('steps')} steps"
     better = "higher" if RANK_METRICS[rank_by] else "lower"
     shown = ["rank", "variant", "status", rank_by] + [
-        c for c in ("ssim", "psnr", "verification", "id_dist_source", "landmark_error", "pose_error", "disc_auc",
-                    "params", "faces_per_s", "train_seconds") if c != rank_by
+        c for c in ("ssim", "psnr", "verification", "retrieval", "id_dist_source", "sharpness_ratio", "landmark_error",
+                    "pose_error", "disc_auc", "val_loss", "steps", "params", "faces_per_s", "train_seconds") if c != rank_by
     ]
     lines = [
         "# Sweep results",
@@ -146,6 +151,8 @@ def results_markdown(rows: list[dict[str, Any]], state: dict[str, Any], rank_by:
         "![quality vs cost](quality_vs_cost.png)",
         "",
         "![knob effects](knob_effects.png)",
+        "",
+        "![every variant, every metric](variants.png)",
         "",
     ]
     return "\n".join(lines)
