@@ -45,7 +45,7 @@ CARPHONE = Path("datasets") / "data" / "carphone_pristine.mp4"
 class DemoConfig:
     minutes: float = 4.0  # training budget (wall clock)
     frames: int = 120  # frames of each clip used (extraction and the swapped video)
-    preset: str = "tiny"  # training preset
+    preset: str = "quick"  # training preset (models/presets.py)
     face_size: int = 128  # aligned face size for extraction (and so for swap)
     batch: int = 8
     device: str = "cpu"
@@ -315,8 +315,10 @@ def report_markdown(sources: Sources, cfg: DemoConfig, n: dict[str, Any], tcfg: 
 {loss}{speed}- swap: {n['frames_swapped']} of {n['frames_total']} frames swapped, {n['swap_fps']} frames/s end to end
 - time: clips {s['cut']} s, extract {s['extract']} s, train {s['train']} s, swap {s['swap']} s, total {s['total']} s
 
-A few minutes of CPU training makes a blurry, low-likeness face: the demo shows the pipeline, not the
-quality a trained model reaches. Train longer (`deepfake train --preset original64`) for real results.
+A few minutes of CPU training makes a soft, low-detail face: the demo shows the pipeline, not the
+quality a trained model reaches. `quick` is the sharpest preset the tuning study found for a CPU budget
+(docs/TUNING.md); train longer, or a larger preset on a GPU (`deepfake train --preset df128`), for real
+results.
 
 ## Files
 - `swapped.mp4`: B's clip with A's face, B's audio, and the provenance tag

@@ -108,7 +108,7 @@ def run_sweep(
     state = load_state(out_dir)
     sweep_doc = {"sweep": to_dict(cfg), "base": to_dict(base), "grid": grid}
     previous = state.get("sweep")
-    if previous and (previous.get("base") != sweep_doc["base"]
+    if previous and (_same_config(previous.get("base")) != sweep_doc["base"]
                      or previous.get("sweep", {}).get("minutes") != cfg.minutes):
         raise DeepfakeError(
             f"{out_dir}: holds a sweep with a different base config or budget; use a new folder to compare fairly"
@@ -151,6 +151,19 @@ def run_sweep(
 
     rows = write_results(out_dir, state, variants, cfg.rank_by, plots=plots)
     return SweepResult(out_dir, rows, ran, skipped, failed)
+
+
+def _same_config(saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A saved base config as this version writes it: fields added since it was saved take their
+    defaults (which leave training unchanged), so a newer checkout still resumes the sweep."""
+    if saved is None:
+        return None
+    from deepfake.config_io import from_dict
+
+    try:
+        return to_dict(from_dict(TrainConfig, saved))
+    except Exception:  # noqa: BLE001 - an unreadable saved config simply does not match
+        return saved
 
 
 def _free_accelerator_memory() -> None:

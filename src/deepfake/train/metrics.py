@@ -190,10 +190,9 @@ class MetricsLog:
         return sum(steady) / len(steady) if steady else None
 
     def _say(self, msg: str, warn: bool = False) -> None:
-        if warn:
-            log.warning(msg)
+        # Through logging only (the CLI's handler writes above the progress bar), so it shows once.
         if self.main:
-            self.bar.write(f"warning: {msg}")
+            (log.warning if warn else log.info)(msg)
 
     def _show(self, row: dict[str, Any]) -> None:
         post = {"loss": f"{row['loss']:.4f}", "faces/s": f"{row['faces_per_s']:.0f}"}
