@@ -30,6 +30,7 @@ class ExtractConfig:
     embed_every: int = 25  # video: refresh a tracked face's identity embedding every N frames (it costs ~80 ms)
     workers: int = 2  # processes for detection
     device: str = "auto"  # identity embeddings (dlib's ResNet in torch): auto | cpu | cuda | cuda:N
+    mask_region: str = "whole"  # the hull mask: whole (with the forehead) | full (stops at the brows: fringes, hats)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class DataConfig:
     yaw_bins: int = 7  # equal-width bins over the training faces' yaw range
     mining_every: int = 0  # hard-sample mining: every N steps, one more step on the highest-loss faces (0 = off)
     mining_pool: int = 4  # a mined batch is the hardest 1/pool of pool x batch freshly drawn faces
+    mask: str = "hull"  # the masks the losses use: hull (extract's) | segmenter (written by `deepfake mask apply`)
 
 
 @dataclass
@@ -153,6 +155,10 @@ class TrainConfig:
     # Filled in from the facesets at train time, so swap aligns faces the same way.
     face_size: int = 0
     coverage: float = 0.0
+    # The hull region of the training masks (full | whole), and swap's default --mask-region. "" = faceset
+    # A's, filled in at train time; a faceset with hulls of another region has them redrawn from its
+    # landmarks. With data.mask=segmenter the applied masks are used as written: the region is swap's only.
+    mask_region: str = ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -162,7 +168,9 @@ class TrainConfig:
 @dataclass
 class SwapConfig:
     direction: str = "a2b"  # a2b: A's face onto B (the input shows B) | b2a
-    mask: str = "learned*hull"  # learned | hull | learned*hull
+    mask: str = "learned*hull"  # learned, hull, segmenter or their intersection joined by * (segmenter*hull)
+    mask_region: str = ""  # the hull: full | whole; "" = the model's (its config.json mask_region)
+    mask_model: str = ""  # folder made by `deepfake mask train`: the segmenter of --mask segmenter
     erode: int = 0  # px (negative dilates)
     blur: int = 0  # px; 0 = automatic, proportional to the face size
     color: str = "rct"  # rct | lct | idt | hist | none

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", nargs="+", default=[], metavar="IMG", help="keep only faces of the person in these images")
     p.add_argument("--reference-threshold", type=float, default=d.reference_threshold, help="max identity distance to the reference")
     p.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over video frames")
+    p.add_argument("--mask-region", choices=["full", "whole"], default=d.mask_region,
+                   help="the hull mask: whole (with the forehead) or full (stops at the brows, keeps fringes and hats out)")
     p.add_argument("--format", choices=["png", "jpg"], default=d.image_format, help="aligned face image format")
     p.add_argument("--workers", type=int, default=d.workers, help="worker processes")
     p.add_argument("--device", default=d.device, help="identity embeddings on auto | cpu | cuda | cuda:N")

@@ -16,7 +16,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output file (same kind as the input; a folder for a folder of images)")
     p.add_argument("--direction", choices=["a2b", "b2a"], default=d.direction,
                    help="a2b puts A's face onto B (the input shows B); b2a the reverse")
-    p.add_argument("--mask", choices=["learned", "hull", "learned*hull"], default=d.mask)
+    p.add_argument("--mask", choices=["learned", "hull", "learned*hull", "segmenter", "segmenter*hull",
+                                      "learned*segmenter", "learned*segmenter*hull"], default=d.mask,
+                   help="the blend mask: the model's learned mask, the landmark hull, a trained segmenter "
+                        "(--mask-model), or their intersection joined by *")
+    p.add_argument("--mask-model", default=argparse.SUPPRESS, metavar="MASK_MODEL",
+                   help="folder made by `deepfake mask train`: the segmenter of --mask segmenter (and segmenter*hull)")
+    p.add_argument("--mask-region", choices=["full", "whole"], default=argparse.SUPPRESS,
+                   help="the hull: full (stops at the brows) or whole (with the forehead); default: the model's")
     p.add_argument("--erode", type=int, default=d.erode, help="shrink the mask by N px of the aligned face (negative grows)")
     p.add_argument("--blur", type=int, default=d.blur, help="feather the mask edge over N px (0 = automatic, -1 = none)")
     p.add_argument("--color", choices=["rct", "lct", "idt", "hist", "none"], default=d.color, help="colour matching")

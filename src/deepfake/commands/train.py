@@ -66,7 +66,7 @@ def resolve_config(args: argparse.Namespace):
     """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
     from deepfake.model_dir import read_config
     from deepfake.config import TrainConfig
-    from deepfake.config_io import load_json, parse_override, replace_path
+    from deepfake.config_io import load_json
     from deepfake.models import preset_config
 
     if args.config and args.preset:
@@ -87,10 +87,18 @@ def resolve_config(args: argparse.Namespace):
         "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode,
         "seed": args.seed,
     }
+    return apply_overrides(cfg, flags, args.set)
+
+
+def apply_overrides(cfg, flags: dict, sets: list[str]):
+    """`cfg` with the flags that were given (a None value: not given), then each --set KEY=VALUE.
+    `mask train` resolves its config the same way."""
+    from deepfake.config_io import parse_override, replace_path
+
     for key, value in flags.items():
         if value is not None:
             cfg = replace_path(cfg, key, value)
-    for item in args.set:
+    for item in sets:
         key, eq, value = item.partition("=")
         if not eq:
             raise DeepfakeError(f"--set {item!r}: expected KEY=VALUE")
@@ -108,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.config_io import to_dict
     from deepfake.model_dir import write_config
     from deepfake.models.autoencoder import validate
+    from deepfake.train.masks import check_mask_config
 
     cfg = resolve_config(args)
     validate(cfg.model)
+    check_mask_config(cfg)
     if args.minutes is not None and args.minutes <= 0:
         raise DeepfakeError(f"--minutes {args.minutes:g}: must be positive")
     if isinstance(args.batch, str) and not args.dry_run:

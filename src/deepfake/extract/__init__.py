@@ -27,6 +27,7 @@ from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.extract.inputs import collect_inputs, plan_tasks
 from deepfake.extract.workers import run_tasks
 from deepfake.extract.writer import image_writer, next_number, prepare_output
+from deepfake.faces.mask import MASK_REGIONS
 from deepfake.faceset import MANIFEST, FaceRecord, file_fingerprint, write_manifest
 from deepfake.io.images import read_image_scaled
 
@@ -96,6 +97,8 @@ def extract(
         raise DeepfakeError(f"unknown detector '{cfg.detector}' (hog | cnn)")
     if cfg.image_format not in ("png", "jpg"):
         raise DeepfakeError(f"unknown image format '{cfg.image_format}' (png | jpg)")
+    if cfg.mask_region not in MASK_REGIONS:
+        raise DeepfakeError(f"unknown mask region '{cfg.mask_region}' ({' | '.join(MASK_REGIONS)})")
     resolve_device(cfg.device)  # a bad --device fails here, in one line, not in every worker
     header, records = prepare_output(out, cfg)
     summary = ExtractSummary()

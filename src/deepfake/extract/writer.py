@@ -40,12 +40,14 @@ def prepare_output(out: Path, cfg: ExtractConfig) -> tuple[dict[str, Any], list[
     settings = to_dict(cfg)
     if (out / MANIFEST).exists():
         existing = read_faceset(out)
-        old = existing.settings
-        for key in ("size", "coverage"):
+        # Facesets from before --mask-region hold whole-face hulls.
+        old = {"mask_region": "whole", **existing.settings}
+        for key in ("size", "coverage", "mask_region"):
             if key in old and old[key] != settings[key]:
+                option = "--" + key.replace("_", "-")
                 raise OutputError(
                     f"{out}: faceset was extracted with {key}={old[key]}, not {settings[key]}; "
-                    f"use --{key} {old[key]} to append, or a new folder"
+                    f"use {option} {old[key]} to append, or a new folder"
                 )
         return existing.header, existing.records
     try:

@@ -35,7 +35,7 @@ class AlignedFace:
     matrix: np.ndarray  # (2, 3) source -> aligned
     aligned: np.ndarray  # (size, size, 3) uint8 RGB
     aligned_landmarks: np.ndarray  # (68, 2) float32, aligned px
-    mask: np.ndarray  # (size, size) uint8, 255 = face
+    mask: np.ndarray  # (size, size) uint8, 255 = face: the hull of cfg.mask_region
     blur: float
     pose: dict[str, float]  # yaw, pitch, roll in degrees
     embedding: np.ndarray | None  # (128,) float32, None when the analyzer was built without embeddings
@@ -186,7 +186,9 @@ class FaceAnalyzer:
         matrix = align_matrix(landmarks, size, self.cfg.coverage)
         aligned = warp_face(rgb, matrix, size)
         aligned_lm = transform_points(landmarks, matrix).astype(np.float32)
-        mask = hull_mask(aligned_lm, size)
+        mask = hull_mask(aligned_lm, size, self.cfg.mask_region)
+        # Sharpness is measured inside the whole-face hull whatever the region, so it compares across facesets.
+        whole = mask if self.cfg.mask_region == "whole" else hull_mask(aligned_lm, size)
         return AlignedFace(
             bbox=tuple(float(v) for v in det.bbox),
             score=float(det.score),
@@ -195,7 +197,7 @@ class FaceAnalyzer:
             aligned=aligned,
             aligned_landmarks=aligned_lm,
             mask=mask,
-            blur=blur_score(aligned, mask),
+            blur=blur_score(aligned, whole),
             pose=estimate_pose(landmarks, rgb.shape),
             embedding=None,
             raw_landmarks=np.asarray(raw, dtype=np.float32),

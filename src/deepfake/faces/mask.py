@@ -1,5 +1,6 @@
-"""Face-hull mask from landmarks, with the forehead: the 68 points stop at the eyebrows, so the brows
-are lifted along the face's vertical axis to approximate the hairline."""
+"""Face-hull mask from landmarks. The 68 points stop at the eyebrows; the `whole` region (the default)
+lifts the brows along the face's vertical axis to approximate the hairline, the `full` region stops at
+the brows (DeepFaceLab's "full face"), which keeps fringes and hats out of the blend."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import cv2
 import numpy as np
 
 FOREHEAD = 0.55  # how far above the brows the hull reaches, in units of the brow-to-nose-tip length
+MASK_REGIONS = ("full", "whole")  # full: jaw and brows only; whole: with the forehead
 
 
 def forehead_points(landmarks: np.ndarray, amount: float = FOREHEAD) -> np.ndarray:
@@ -21,10 +23,13 @@ def forehead_points(landmarks: np.ndarray, amount: float = FOREHEAD) -> np.ndarr
     return brows + lift[:, None] * up[None, :]
 
 
-def hull_mask(aligned_landmarks: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (size, size) mask, 255 inside the face hull (jaw, brows and forehead), 0 outside."""
+def hull_mask(aligned_landmarks: np.ndarray, size: int, region: str = "whole") -> np.ndarray:
+    """uint8 (size, size) mask, 255 inside the face hull, 0 outside: jaw, brows and forehead for
+    region `whole`, jaw and brows for `full`."""
+    if region not in MASK_REGIONS:
+        raise ValueError(f"unknown mask region '{region}' (choose from {', '.join(MASK_REGIONS)})")
     lm = np.asarray(aligned_landmarks, dtype=np.float64)
-    pts = np.concatenate([lm, forehead_points(lm)])
+    pts = np.concatenate([lm, forehead_points(lm)]) if region == "whole" else lm
     hull = cv2.convexHull(np.round(pts).astype(np.int32))
     mask = np.zeros((size, size), dtype=np.uint8)
     cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_8)

@@ -5,7 +5,8 @@ A faceset is a folder:
     FACESET/
       faces.jsonl          header line, then one JSON object per face (written atomically)
       faces/000000.png     aligned face, RGB, size x size
-      masks/000000.png     face-hull mask, L, size x size
+      masks/000000.png     face-hull mask, L, size x size, of the region in settings.mask_region
+      masks_segmenter/     optional: a segmenter's masks, by `deepfake mask apply` (faceset/masks.py)
 
 The header holds the schema version and the extraction settings. Every record ties an aligned face
 back to its source frame and the transform that made it (`matrix`: source -> aligned, 2x3).

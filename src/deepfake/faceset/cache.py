@@ -9,6 +9,8 @@ batched in torch on the same device (augment.py), so no CPU worker sits in the t
     cache = FaceCache.from_faceset("faceset_a", resolution=64).pin().to("cuda")
     for batch in cache.batches(None, 32, generator):      # infinite, epoch-shuffled
         x = batch.images.float() / 255                     # (B, 3, R, R)
+
+The samplers are faceset/sampler.py; which masks a cache holds (and what its key covers), faceset/masks.py.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import torch
 
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import MANIFEST, Faceset, FaceRecord, read_faceset
+from deepfake.faceset.masks import MaskSource, mask_file, read_mask, source_key
+from deepfake.faceset.sampler import EpochSampler, Sampler, host_to_device  # noqa: F401 (train/ imports them from here)
 from deepfake.io.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -35,19 +39,6 @@ log = logging.getLogger(__name__)
 # Bump when the cache layout or the decoding changes, so old caches are rebuilt instead of misread.
 CACHE_FORMAT = 1
 CACHE_FOLDER = ".cache"
-
-
-def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small host tensor to `device` without a host sync. A copy from pageable memory may make the
-    driver wait for the stream to drain (CUDA's API sync rules), which would empty the GPU's queue every
-    step; from pinned memory the copy is queued like a kernel. A no-op where the tensor already is."""
-    device = torch.device(device)
-    if tensor.device == device:
-        return tensor
-    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
-        tensor = tensor.pin_memory()  # a host copy into the caching host allocator's pinned blocks
-    # From the device to the host the copy must finish before the host reads it: blocking.
-    return tensor.to(device, non_blocking=tensor.device.type == "cpu")
 
 
 @dataclass
@@ -88,23 +79,26 @@ class FaceCache:
         resolution: int,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        masks: MaskSource | None = None,
     ) -> "FaceCache":
         """Decode a faceset at `resolution`, or map its cache from disk when the manifest is unchanged.
 
         cache_dir: where the `r<R>-<hash>` folder lives; default `FACESET/.cache`. The hash covers the
-        manifest bytes, so any change to the faceset (faces added, removed, re-extracted) rebuilds it.
-        Unreadable face or mask files are skipped with a warning (and left out of `.records`).
+        manifest bytes, so any change to the faceset (faces added, removed, re-extracted) rebuilds it,
+        and whatever else makes the masks (faceset/masks.py). masks: which masks (default: the hulls
+        extract wrote). Unreadable face or mask files are skipped with a warning (and left out of `.records`).
         """
         fs = faceset if isinstance(faceset, Faceset) else read_faceset(faceset)
         if len(fs) == 0:
             raise DeepfakeError(f"{fs.root}: faceset has no faces")
         if resolution < 8:
             raise DeepfakeError(f"resolution {resolution} is too small for training")
+        masks = masks or MaskSource()
         folder = Path(cache_dir) if cache_dir is not None else fs.root / CACHE_FOLDER
-        path = folder / f"r{resolution}-{manifest_hash(fs.root)}"
+        path = folder / f"r{resolution}-{manifest_hash(fs.root, source_key(fs, masks))}"
         arrays = _load_cache(path)
         if arrays is None:
-            _build_cache(fs, resolution, path, progress)
+            _build_cache(fs, resolution, path, progress, masks)
             arrays = _load_cache(path)
             if arrays is None:
                 raise DeepfakeError(f"{path}: face cache could not be read back after writing it")
@@ -194,102 +188,38 @@ class FaceCache:
             yield self.gather(rows[rank * batch : (rank + 1) * batch], device)
 
 
-class EpochSampler:
-    """Endless epoch-shuffled positions 0..n-1; its whole state is a generator and a position, both saved
-    in checkpoints, so a resumed run draws exactly the faces the uninterrupted one would. The shuffle is
-    drawn on the host (the same stream on every device) and copied to `device` once per epoch; batches
-    are slices of that copy, so a step moves no indices between host and device. An epoch's remainder
-    is carried into the next batch. With `weights` (n,), an epoch is n draws with replacement in
-    proportion to them: a uniform-yaw epoch repeats the rare profile faces and skips some frontal ones."""
-
-    def __init__(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu",
-                 weights: torch.Tensor | None = None):
-        if n < 1:
-            raise DeepfakeError("no faces to train on (empty training split)")
-        self.n, self.generator, self.device = n, generator, torch.device(device)
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        self._set_order(self._epoch())  # (n,)
-        self.pos = 0
-
-    def _epoch(self) -> torch.Tensor:
-        if self.weights is None:
-            return torch.randperm(self.n, generator=self.generator)
-        return torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
-
-    def _set_order(self, order: torch.Tensor) -> None:
-        self.order = order  # (n,) on the host: what checkpoints save
-        self._order_on_device = host_to_device(order, self.device)  # (n,)
-
-    def next(self, batch: int) -> torch.Tensor:
-        out = []
-        while batch > 0:
-            if self.pos >= self.n:
-                self._set_order(self._epoch())
-                self.pos = 0
-            take = min(batch, self.n - self.pos)
-            out.append(self._order_on_device[self.pos : self.pos + take])
-            self.pos, batch = self.pos + take, batch - take
-        return out[0] if len(out) == 1 else torch.cat(out)  # (batch,) on self.device
-
-    def state(self) -> torch.Tensor:
-        return torch.cat([torch.tensor([self.pos]), self.order])  # (1 + n,) int64
-
-    def load(self, state: torch.Tensor) -> None:
-        if state.numel() != self.n + 1:
-            raise DeepfakeError("the faceset changed since this model was saved: cannot resume exactly")
-        self.pos = int(state[0])
-        self._set_order(state[1:].clone())
-
-
-class Sampler:
-    """Endless batches of rows `indices`, epoch-shuffled by an EpochSampler; full batches only."""
-
-    def __init__(
-        self,
-        indices: int | torch.Tensor | np.ndarray | list[int],
-        batch: int,
-        generator: torch.Generator,
-        device: str | torch.device | None = None,
-    ):
-        if isinstance(indices, int):
-            indices = torch.arange(indices)
-        indices = torch.as_tensor(np.asarray(indices, dtype=np.int64) if not torch.is_tensor(indices) else indices)
-        if indices.numel() == 0:
-            raise DeepfakeError("no faces to sample from (empty training split)")
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        self.device = torch.device(device) if device is not None else indices.device
-        self.indices = indices.to(self.device)  # (N,)
-        self.batch = batch
-        self.epochs = EpochSampler(indices.numel(), generator, self.device)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        while True:
-            yield self.indices[self.epochs.next(self.batch)]  # (batch,)
-
-
 # ----------------------------------------------------------------------------------------------------
 # The on-disk cache.
 
 
-def manifest_hash(root: str | os.PathLike) -> str:
-    """Key of a faceset's content: its manifest bytes and the cache format."""
+def manifest_hash(root: str | os.PathLike, masks_key: bytes = b"") -> str:
+    """Key of a faceset's content: its manifest bytes, the cache format and `masks_key` (source_key).
+    `mask apply`'s note in the header is left out: it changes no face and no hull."""
     h = hashlib.sha1(f"deepfake.facecache/{CACHE_FORMAT}\n".encode())
-    h.update((Path(root) / MANIFEST).read_bytes())
+    data = (Path(root) / MANIFEST).read_bytes()
+    head, newline, rest = data.partition(b"\n")
+    header = json.loads(head)
+    if "masks" in header:  # re-serialised as write_manifest wrote it before the note: the same bytes
+        header.pop("masks")
+        data = json.dumps(header, separators=(",", ":")).encode() + newline + rest
+    h.update(data + masks_key)
     return h.hexdigest()[:16]
 
 
-def decode_face(root: Path, record: FaceRecord, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+def decode_face(root: Path, record: FaceRecord, resolution: int, masks: MaskSource | None = None,
+                size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One aligned face and its mask at `resolution`: (3, R, R) uint8 RGB and (1, R, R) uint8.
+    size: the aligned size, for a hull drawn from the landmarks (default: the record's).
 
     Raises DeepfakeError naming the file when it can't be read.
     """
     image = cv2.imread(str(root / record.file), cv2.IMREAD_COLOR)
     if image is None:
         raise DeepfakeError(f"{root / record.file}: unreadable face image")
-    mask = cv2.imread(str(root / record.mask), cv2.IMREAD_GRAYSCALE)
+    masks = masks or MaskSource()
+    mask = read_mask(root, record, masks, record.size or size or image.shape[0])
     if mask is None:
-        raise DeepfakeError(f"{root / record.mask}: unreadable mask image")
+        raise DeepfakeError(f"{root / mask_file(record, masks.kind)}: unreadable mask image")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     image, mask = _resize(image, resolution), _resize(mask, resolution)
     return np.ascontiguousarray(image.transpose(2, 0, 1)), mask[None]
@@ -304,7 +234,7 @@ def _resize(image: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.resize(image, (resolution, resolution), interpolation=interp)
 
 
-def _build_cache(fs: Faceset, resolution: int, path: Path, progress: bool) -> None:
+def _build_cache(fs: Faceset, resolution: int, path: Path, progress: bool, masks: MaskSource) -> None:
     """Decode every face into memory-mapped .npy files under `path`, each written atomically.
 
     meta.json is written last: a cache folder without it (a killed build) is ignored and rebuilt.
@@ -319,12 +249,12 @@ def _build_cache(fs: Faceset, resolution: int, path: Path, progress: bool) -> No
     with atomic_path(path / "images.npy") as img_tmp, atomic_path(path / "masks.npy") as mask_tmp:
         # Decode straight into the on-disk arrays, so a set larger than RAM never sits in memory.
         images = np.lib.format.open_memmap(img_tmp, mode="w+", dtype=np.uint8, shape=(n, 3, resolution, resolution))
-        masks = np.lib.format.open_memmap(mask_tmp, mode="w+", dtype=np.uint8, shape=(n, 1, resolution, resolution))
+        mask_rows = np.lib.format.open_memmap(mask_tmp, mode="w+", dtype=np.uint8, shape=(n, 1, resolution, resolution))
 
         def work(i: int) -> tuple[int, str | None]:
             rec = fs.records[i]
             try:
-                images[i], masks[i] = decode_face(fs.root, rec, resolution)
+                images[i], mask_rows[i] = decode_face(fs.root, rec, resolution, masks, fs.size)
             except DeepfakeError as e:
                 return i, str(e)
             lm = np.asarray(rec.aligned_landmarks, dtype=np.float32).reshape(68, 2)  # (68, 2) aligned px
@@ -345,10 +275,10 @@ def _build_cache(fs: Faceset, resolution: int, path: Path, progress: bool) -> No
         if kept.size < n:
             # Compact the good rows to the front; the arrays are then cut to `kept.size` rows.
             images[: kept.size] = images[kept]
-            masks[: kept.size] = masks[kept]
+            mask_rows[: kept.size] = mask_rows[kept]
         images.flush()
-        masks.flush()
-        del images, masks
+        mask_rows.flush()
+        del images, mask_rows
         if kept.size < n:
             _truncate_npy(img_tmp, kept.size)
             _truncate_npy(mask_tmp, kept.size)

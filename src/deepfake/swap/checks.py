@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deepfake.config import SwapConfig
 from deepfake.errors import BadInputError, DeepfakeError, OutputError
+from deepfake.faces.mask import MASK_REGIONS
 from deepfake.io.provenance import image_format
 from deepfake.io.video_writer import container_format
 from deepfake.swap.blend import BLEND_MODES
@@ -29,6 +30,10 @@ def validate_config(cfg: SwapConfig) -> None:
     ):
         if value not in allowed:
             raise DeepfakeError(f"--{name} {value}: choose from {', '.join(allowed)}")
+    if "segmenter" in cfg.mask.split("*") and not cfg.mask_model:
+        raise DeepfakeError(f"--mask {cfg.mask} needs --mask-model MASK_MODEL (a folder made by `deepfake mask train`)")
+    if cfg.mask_region and cfg.mask_region not in MASK_REGIONS:
+        raise DeepfakeError(f"--mask-region {cfg.mask_region}: choose from {', '.join(MASK_REGIONS)}")
     if cfg.amp not in ("auto", "bf16", "off"):
         raise DeepfakeError(f"--amp {cfg.amp}: choose from auto, bf16, off")
     if not 0 <= cfg.crf <= 51:

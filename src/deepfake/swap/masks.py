@@ -1,4 +1,6 @@
-"""The blend mask of a swapped face, in aligned-face space: learned, hull or both, then erode and blur.
+"""The blend mask of a swapped face, in aligned-face space: the model's learned mask, the landmark hull,
+a trained segmenter's mask (`deepfake mask train`), or the intersection of some of them (`segmenter*hull`:
+the pixelwise minimum, FaceFusion's rule), then erode and blur.
 
 Masks are float32 (S, S) in [0, 1]. Erode and blur are in aligned-face pixels.
 """
@@ -8,7 +10,24 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MASK_MODES = ("learned", "hull", "learned*hull")
+MASK_MODES = ("learned", "hull", "learned*hull", "segmenter", "segmenter*hull", "learned*segmenter",
+              "learned*segmenter*hull")
+# The segmenter's probabilities are never exactly 0 or 1: a hand at p = 0.03 would still let 3 % of the
+# swapped face through. Below the ramp counts as occluded, above it as face; the feather does the edge.
+SEGMENTER_RAMP = (0.25, 0.75)
+
+
+def mask_parts(mode: str) -> tuple[str, ...]:
+    """The masks a mode intersects, e.g. ("segmenter", "hull"); ValueError for an unknown mode."""
+    if mode not in MASK_MODES:
+        raise ValueError(f"unknown mask mode '{mode}' (choose from {', '.join(MASK_MODES)})")
+    return tuple(mode.split("*"))
+
+
+def segmenter_alpha(prob: np.ndarray) -> np.ndarray:
+    """The segmenter's probabilities (S, S) as blend alpha: 0 below the ramp, 1 above, linear between."""
+    lo, hi = SEGMENTER_RAMP
+    return np.clip((prob.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
 def auto_blur(size: int) -> int:
@@ -38,24 +57,27 @@ def build_mask(
     hull: np.ndarray | None,
     erode: int = 0,
     blur: int = 0,
+    segmenter: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Combine the learned mask and the landmark hull as `mode` asks, then erode and blur.
+    """Intersect the masks `mode` names, then erode and blur.
 
-    `learned` is the model's mask channel in [0, 1]; `hull` a uint8 (0/255) or float mask of the landmark
-    hull; both (S, S). `blur=0` picks a feather width from the face size; pass a negative value for none.
+    `learned` is the model's mask channel in [0, 1] (None: a model without one, the hull stands in);
+    `hull` a uint8 (0/255) or float mask of the landmark hull; `segmenter` the segmenter's probabilities;
+    all (S, S). `blur=0` picks a feather width from the face size; pass a negative value for none.
     """
-    if mode not in MASK_MODES:
-        raise ValueError(f"unknown mask mode '{mode}' (choose from {', '.join(MASK_MODES)})")
-    hull_f = None if hull is None else _as_unit(hull)
-    if mode == "hull" or learned is None:
-        if hull_f is None:
+    parts = mask_parts(mode)
+    masks = []
+    if "learned" in parts and learned is not None:
+        masks.append(learned.astype(np.float32))
+    if "segmenter" in parts:
+        if segmenter is None:
+            raise ValueError(f"mask mode '{mode}' needs the segmenter's mask")
+        masks.append(segmenter_alpha(segmenter))
+    if "hull" in parts or not masks:
+        if hull is None:
             raise ValueError("a hull mask is needed")
-        mask = hull_f
-    elif mode == "learned":
-        mask = learned.astype(np.float32)
-    else:
-        mask = learned.astype(np.float32) * (hull_f if hull_f is not None else 1.0)
-    mask = np.clip(mask, 0.0, 1.0).astype(np.float32)
+        masks.append(_as_unit(hull))
+    mask = np.clip(np.minimum.reduce(masks), 0.0, 1.0).astype(np.float32)
     mask = erode_mask(mask, erode)
     size = mask.shape[0]
     px = auto_blur(size) if blur == 0 else blur

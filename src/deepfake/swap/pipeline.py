@@ -23,7 +23,7 @@ import numpy as np
 
 from deepfake.config import ExtractConfig, SwapConfig
 from deepfake.swap.color import match_color
-from deepfake.swap.masks import build_mask
+from deepfake.swap.masks import build_mask, mask_parts
 from deepfake.swap.paste import paste_back
 
 DIRECTIONS = {"a2b": ("b", "a"), "b2a": ("a", "b")}  # direction -> (identity in the input, decoder used)
@@ -104,13 +104,15 @@ def compose_face(
     rgb: np.ndarray,
     learned: np.ndarray | None,
     cfg: SwapConfig,
+    segmented: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask, colour-match, sharpen and paste one swapped face into `frame` (in place; returned).
 
     aligned: the original aligned face, uint8 (S, S, 3); hull: its landmark hull mask (S, S);
-    matrix: frame -> aligned 2x3; rgb: the model's face, float32 (S, S, 3); learned: its mask (S, S).
+    matrix: frame -> aligned 2x3; rgb: the model's face, float32 (S, S, 3); learned: its mask (S, S);
+    segmented: the segmenter's mask of `aligned` (S, S), for the segmenter mask modes.
     """
-    mask = build_mask(cfg.mask, learned, hull, erode=cfg.erode, blur=cfg.blur)
+    mask = build_mask(cfg.mask, learned, hull, erode=cfg.erode, blur=cfg.blur, segmenter=segmented)
     target = aligned.astype(np.float32) / 255.0
     face = match_color(cfg.color, rgb, target, mask)
     face = sharpen(face, cfg.sharpen)
@@ -169,15 +171,21 @@ class Swapper:
         cfg: the SwapConfig.
         identity: mean embedding of the person in the input that the model replaces (None = any face).
         smoother: a faces.smooth.LandmarkSmoother for video, None for unrelated images.
+        segmenter: for the segmenter mask modes, a mask.apply.MaskPredictor: it sees the same batch of
+            aligned input faces as the model.
     """
 
     def __init__(self, model: FaceModel, analyzer: Any, cfg: SwapConfig, identity: np.ndarray | None = None,
-                 smoother: Any = None):
+                 smoother: Any = None, segmenter: Any = None):
         self.model = model
         self.analyzer = analyzer
         self.cfg = cfg
         self.identity = None if identity is None else np.asarray(identity, np.float32)
         self.smoother = smoother
+        uses_segmenter = "segmenter" in mask_parts(cfg.mask)
+        if uses_segmenter and segmenter is None:
+            raise ValueError(f"mask mode '{cfg.mask}' needs a segmenter")
+        self.segmenter = segmenter if uses_segmenter else None  # not run when the mode leaves it out
 
     # -- stages ----------------------------------------------------------------------------------------
 
@@ -188,17 +196,20 @@ class Swapper:
     def render(self, batch: list[_Work], keep_original: bool = False) -> list[FrameResult]:
         """Run the model once on every face of `batch`, then paste each back into its frame."""
         faces = [f for w in batch for f in w.faces]
-        rgb, learned = (None, None)
+        rgb, learned, segmented = None, None, None
         if faces:
             aligned = np.stack([f.aligned for f in faces])  # (N, S, S, 3) uint8
             rgb, learned = self.model(aligned)
+            if self.segmenter is not None:
+                segmented = self.segmenter.predict_array(aligned)  # (N, S, S)
         out, k = [], 0
         for w in batch:
             copy = w.faces and (keep_original or not w.frame.flags.writeable)
             frame = w.frame.copy() if copy else w.frame
             for f in w.faces:
                 m = None if learned is None else learned[k]
-                compose_face(frame, f.aligned, f.mask, f.matrix, rgb[k], m, self.cfg)
+                seg = None if segmented is None else segmented[k]
+                compose_face(frame, f.aligned, f.mask, f.matrix, rgb[k], m, self.cfg, seg)
                 k += 1
             out.append(FrameResult(w.index, w.time, frame, w.found, len(w.faces), w.frame if keep_original else None))
         return out
@@ -341,11 +352,14 @@ class _Stages:
 
 
 def analyzer_config(face_size: int, coverage: float, base: ExtractConfig | None = None,
-                    device: str | None = None) -> ExtractConfig:
+                    device: str | None = None, mask_region: str | None = None) -> ExtractConfig:
     """Extract settings for swap: extract's own defaults (or the given ones) at the model's size/coverage;
-    `device` (swap's own) runs the identity embeddings that pick the faces to swap."""
+    `device` (swap's own) runs the identity embeddings that pick the faces to swap; `mask_region` is the
+    hull's (default: the base's)."""
     import dataclasses
 
     base = base or ExtractConfig()
     device = base.device if device is None else device
-    return dataclasses.replace(base, size=face_size, coverage=coverage, max_faces=0, reference=[], device=device)
+    region = base.mask_region if mask_region is None else mask_region
+    return dataclasses.replace(base, size=face_size, coverage=coverage, max_faces=0, reference=[], device=device,
+                               mask_region=region)

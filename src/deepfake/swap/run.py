@@ -1,14 +1,16 @@
 """`deepfake swap` as a library call: an image, a folder of images or a video in; labelled output out.
 
 Every check that can fail fast runs before the slow work (checks.py: options, input kind, output
-container, output folder writable; here: model folder complete and compatible). Outputs are written to temp files and renamed at the
-end, so a failure anywhere leaves nothing partial behind.
+container, output folder writable; here: model folder complete and compatible, the mask model for the
+segmenter modes). Outputs are written to temp files and renamed at the end, so a failure anywhere leaves
+nothing partial behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,8 +28,11 @@ from deepfake.io.background import BackgroundWriter
 from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
 from deepfake.io.video_writer import VideoWriter
 from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
+from deepfake.swap.masks import mask_parts
 from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, Swapper, analyzer_config
 from deepfake.swap.preview import sheet, side_by_side
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +45,8 @@ class SwapModel:
     identity: np.ndarray | None  # mean embedding of the person the model replaces (None = unknown)
     name: str  # for the provenance label
     step: int = 0
+    mask_region: str = "whole"  # the hull region the model was trained on: swap's default --mask-region
+    segmenter: Any = None  # a mask.apply.MaskPredictor, for the segmenter mask modes
 
 
 @dataclass
@@ -91,7 +98,34 @@ def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
     if loaded.identities and in_side in loaded.identities:
         identity = np.asarray(loaded.identities[in_side], np.float32)
     model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, device, cfg.amp)
-    return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step)
+    # Models from before mask_region was recorded were trained on whole-face hulls.
+    return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step,
+                     tcfg.mask_region or "whole")
+
+
+def load_segmenter(mask_model: str | Path, device: str = "auto"):
+    """The segmenter of `mask_model` as a batched MaskPredictor; ModelDirError (one line) for a bad folder."""
+    from deepfake.mask.apply import MaskPredictor
+    from deepfake.mask.checkpoint import load_mask_model
+
+    dev = resolve_device(device)
+    return MaskPredictor(load_mask_model(mask_model, dev), dev)
+
+
+def prepare_masks(model: SwapModel, cfg: SwapConfig) -> tuple[SwapModel, SwapConfig]:
+    """The hull region (the model's unless --mask-region says otherwise, which is warned about in one
+    line naming both) and, for the segmenter modes, the segmenter. The config comes back with the region
+    filled in, as the .swap.json beside the output records it."""
+    if cfg.mask_region and cfg.mask_region != model.mask_region:
+        log.warning("--mask-region %s, but model %s was trained on '%s' masks (its config.json mask_region): the hull "
+                    "is '%s', the learned mask stays '%s'", cfg.mask_region, model.name, model.mask_region,
+                    cfg.mask_region, model.mask_region)
+    uses_segmenter = "segmenter" in mask_parts(cfg.mask)
+    if uses_segmenter and model.segmenter is None:
+        model = dataclasses.replace(model, segmenter=load_segmenter(cfg.mask_model, cfg.device))
+    elif cfg.mask_model and not uses_segmenter:
+        log.warning("--mask-model %s is not used: --mask %s has no segmenter in it", cfg.mask_model, cfg.mask)
+    return model, dataclasses.replace(cfg, mask_region=cfg.mask_region or model.mask_region)
 
 
 def _analyzer(model: SwapModel, cfg: SwapConfig):
@@ -99,7 +133,13 @@ def _analyzer(model: SwapModel, cfg: SwapConfig):
 
     # Embeddings cost a ResNet pass per face; only compute them when they decide which faces to swap.
     need_identity = model.identity is not None and not cfg.all_faces
-    return FaceAnalyzer(analyzer_config(model.face_size, model.coverage, device=cfg.device), with_embedding=need_identity)
+    region = cfg.mask_region or model.mask_region
+    return FaceAnalyzer(analyzer_config(model.face_size, model.coverage, device=cfg.device, mask_region=region),
+                        with_embedding=need_identity)
+
+
+def _swapper(model: SwapModel, cfg: SwapConfig, analyzer: Any = None, smoother: Any = None) -> Swapper:
+    return Swapper(model.model, analyzer or _analyzer(model, cfg), cfg, model.identity, smoother, model.segmenter)
 
 
 def _record(model: SwapModel, cfg: SwapConfig, source: Path) -> dict[str, Any]:
@@ -126,6 +166,7 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
     try:
         if model is None:
             model = load_swap_model(model_dir, cfg)
+        model, cfg = prepare_masks(model, cfg)
         if kind == "video":
             return preview_video(input_path, output, model, cfg) if cfg.preview else swap_video(
                 input_path, output, model, cfg, progress
@@ -152,7 +193,7 @@ def swap_image_file(path: Path, output: Path, model: SwapModel, cfg: SwapConfig,
     start = time.perf_counter()
     rgb = read_image(path)
     swapper_given = swapper
-    swapper = swapper or Swapper(model.model, _analyzer(model, cfg), cfg, model.identity)
+    swapper = swapper or _swapper(model, cfg)
     result = swapper.swap_image(rgb, keep_original=cfg.preview)
     if result.swapped == 0:
         why = "no face found" if result.found == 0 else f"{result.found} face(s), none matches the model's identity"
@@ -174,7 +215,7 @@ def swap_folder(folder: Path, output: Path, model: SwapModel, cfg: SwapConfig, p
     images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_INPUTS)
     if not images:
         raise BadInputError(folder, f"no images ({', '.join(sorted(IMAGE_INPUTS))}) in this folder")
-    swapper = Swapper(model.model, _analyzer(model, cfg), cfg, model.identity)
+    swapper = _swapper(model, cfg)
     summary = SwapSummary(output, "folder")
     for path in tqdm(images, desc="swap", unit="image", disable=not progress):
         try:
@@ -234,7 +275,7 @@ def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, prog
 
     start = time.perf_counter()
     analyzer = _analyzer(model, cfg)
-    swapper = Swapper(model.model, analyzer, cfg, model.identity, smoother=analyzer.new_smoother())
+    swapper = _swapper(model, cfg, analyzer, analyzer.new_smoother())
     summary = SwapSummary(output, "video")
     with VideoReader(path) as reader:
         fps = _exact_fps(path, reader.fps)
@@ -289,7 +330,7 @@ def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -
         if output.suffix.lower() == ".png":
             n = max(1, reader.frame_count or 1)
             wanted = set(np.linspace(0, n - 1, max(1, cfg.preview_frames)).round().astype(int).tolist())
-            swapper = Swapper(model.model, analyzer, cfg, model.identity)
+            swapper = _swapper(model, cfg, analyzer)
             pairs = []
             for index, _, rgb in _frames(reader, path, 0):
                 if index not in wanted:
@@ -304,8 +345,7 @@ def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -
         else:
             fps = _exact_fps(path, reader.fps)
             limit = max(1, round(cfg.preview_seconds * float(fps)))
-            swapper = Swapper(model.model, analyzer, dataclasses.replace(cfg, frames=limit), model.identity,
-                              smoother=analyzer.new_smoother())
+            swapper = _swapper(model, dataclasses.replace(cfg, frames=limit), analyzer, analyzer.new_smoother())
             w = reader.width * 2 + 4
             with VideoWriter(output, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
                              preset=cfg.preset, metadata=video_tags(record)) as writer:

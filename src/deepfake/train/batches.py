@@ -17,8 +17,9 @@ import torch.nn as nn
 
 from deepfake.config import LossConfig, TrainConfig
 from deepfake.errors import DeepfakeError
-from deepfake.faceset import read_faceset, side_split
+from deepfake.faceset import Faceset, read_faceset, side_split
 from deepfake.faceset.cache import EpochSampler, FaceCache
+from deepfake.faceset.masks import MaskSource
 from deepfake.train import distributed as dist
 from deepfake.train.augment import Augmented, augment, no_augment
 from deepfake.train.build import to_layout
@@ -40,11 +41,13 @@ class Side:
     sampler: EpochSampler
 
 
-def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator: torch.Generator, progress: bool):
-    """Read a faceset, decode it once, split off the validation faces, put it on the device."""
-    fs = read_faceset(path)
+def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator: torch.Generator, progress: bool,
+              masks: MaskSource | None = None):
+    """Read a faceset (a folder or a read Faceset), decode it once with `masks` (train/masks.py; default
+    its hulls), split off the validation faces, put it on the device."""
+    fs = path if isinstance(path, Faceset) else read_faceset(path)
     with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it
-        cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main())
+        cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main(), masks=masks)
     train_idx, val_idx = side_split(len(cache), cfg.val_fraction, cfg.seed, side)
     on_device = cache.pin()
     nbytes = on_device.images.numel() + on_device.masks.numel()

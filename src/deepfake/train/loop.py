@@ -12,11 +12,8 @@ Losses are summed into a device tensor and read once per log window (metrics.py)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +26,7 @@ from deepfake.config import TrainConfig
 from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
+from deepfake.faceset import read_faceset
 from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
 from deepfake.train import distributed as dist
 from deepfake.train.augment import augment_kernel
@@ -37,8 +35,10 @@ from deepfake.train.build import Built, build
 from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
+from deepfake.train.masks import training_masks
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview
+from deepfake.train.signals import stop_signals
 from deepfake.train.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,10 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
     # Section: data, decoded once, split per identity, on the device.
     gens = Generators(sample=torch.Generator().manual_seed(cfg.seed),
                       aug=torch.Generator().manual_seed(dist.rank_seed(cfg.seed + 1)))
-    fs_a, side_a = load_side(faceset_a, cfg, device, "a", gens.sample, progress)
-    fs_b, side_b = load_side(faceset_b, cfg, device, "b", gens.sample, progress)
+    fs_a, fs_b = read_faceset(faceset_a), read_faceset(faceset_b)
+    cfg, masks_a, masks_b = training_masks(cfg, fs_a, fs_b)  # mask_region filled in, each side's masks
+    fs_a, side_a = load_side(fs_a, cfg, device, "a", gens.sample, progress, masks_a)
+    fs_b, side_b = load_side(fs_b, cfg, device, "b", gens.sample, progress, masks_b)
     if abs(fs_a.coverage - fs_b.coverage) > 1e-6:
         log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's", fs_a.coverage, fs_b.coverage)
     cfg = replace(cfg, face_size=fs_a.size, coverage=fs_a.coverage)
@@ -168,7 +170,7 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
     skipped_total = torch.zeros((), device=device)  # read once, at the end
     # Checkpoints are written on a thread of their own; leaving the block waits for the last one.
     saver = SnapshotWriter(model_dir, keep=cfg.keep_backups)
-    with _stop_signals() as signals, saver:
+    with stop_signals() as signals, saver:
         while stopped_by is None and (end is None or step < end):
             t_step = time.perf_counter()
             lr = lr_at(step, cfg.lr, cfg.warmup_steps)
@@ -337,29 +339,3 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path) -> N
                 f"{model_dir}: holds a model with a different {part} config; resume with the same settings "
                 "(omit --preset/--arch/--config) or train into a new folder"
             )
-
-
-@contextlib.contextmanager
-def _stop_signals():
-    """SIGINT (Ctrl-C) and SIGTERM (`kill`, `docker stop`, systemd, SLURM) set a flag the loop checks
-    after each step, so it saves and exits. A second signal aborts at once: the snapshots are written
-    atomically, so the last complete one stays intact."""
-    state: dict[str, str | None] = {"stop": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if state["stop"] is not None:
-            log.warning("%s again: exiting without saving; the last complete checkpoint is kept", name)
-            raise KeyboardInterrupt
-        state["stop"] = name
-        log.warning("%s: saving after this step (send it again to exit without saving)", name)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield state
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
