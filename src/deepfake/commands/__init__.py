@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("deepfake.commands.evaluate", "measure a model's quality: SSIM, identity, expression, pose, flicker"),
     "sweep": ("deepfake.commands.sweep", "train and evaluate a grid of config variants against a baseline"),
     "detect": ("deepfake.commands.detect", "score images or video as real or synthesized; read the provenance tag"),
+    "mask": ("deepfake.commands.mask", "occlusion-aware masks: train a segmenter on your faces, label, apply"),
+    "ui": ("deepfake.commands.ui", "a local web dashboard to run and watch every stage"),
 }
 
 

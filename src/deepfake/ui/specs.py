@@ -1,0 +1,347 @@
+"""Job requests: the JSON a page posts, checked, and turned into the CLI's own argv.
+
+An option left out (or null) is left off the command line, so the CLI's defaults apply and the page
+never restates them. Every path goes through the workspace's check; values go as `--opt=value`, one
+argv item each, so nothing a request holds can read as another option.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from deepfake.errors import DeepfakeError
+from deepfake.ui.workspace import Workspace, model_kind
+
+Count = Annotated[int, Field(ge=0, le=10_000_000)]
+Positive = Annotated[int, Field(ge=1, le=10_000_000)]
+Threshold = Annotated[float, Field(ge=0, le=10)]
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")]
+SetItem = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.]*=[^\s]+$", max_length=200)]
+GridItem = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.]*=[^\s=]+$", max_length=400)]
+
+
+class SpecError(DeepfakeError):
+    """A job request that does not validate (HTTP 400)."""
+
+
+@dataclass
+class Plan:
+    argv: list[str]  # after `deepfake`
+    title: str
+    resource: str | None  # the device the job occupies; None: starts at once
+    targets: dict[str, str] = field(default_factory=dict)  # what the job is about (faceset, model, output)
+    capture: bool = False  # stdout is the job's result (JSON)
+    dedupe: str | None = None
+
+
+def _opts(values: dict[str, Any]) -> list[str]:
+    """`--name=value` for each given value; True -> `--name`; None and False are left off."""
+    out = []
+    for name, value in values.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        out.append(flag if value is True else f"{flag}={value}")
+    return out
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Extract(Spec):
+    kind: Literal["extract"]
+    inputs: list[str] = Field(min_length=1, max_length=200)
+    faceset: str
+    size: Annotated[int, Field(ge=16, le=2048)] | None = None
+    every: Positive | None = None
+    frames: Count | None = None
+    min_face: Count | None = None
+    max_faces: Count | None = None
+    detector: Literal["hog", "cnn"] | None = None
+    reference: list[str] = Field(default_factory=list, max_length=20)
+    reference_threshold: Threshold | None = None
+    no_smooth: bool = False
+    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        out = ws.child("facesets", self.faceset, must_exist=False)
+        inputs = [str(ws.resolve(p, "inputs")) for p in self.inputs]
+        refs = [str(ws.resolve(p, "inputs")) for p in self.reference]
+        opts = self.model_dump(exclude={"kind", "inputs", "faceset", "reference"})
+        argv = ["extract", *inputs, f"--output={out}", *_opts(opts)]
+        if refs:
+            argv += ["--reference", *refs]
+        # dlib detection runs on the CPU whatever the machine has.
+        return Plan(argv, f"extract {len(inputs)} input(s) -> {self.faceset}", "cpu", {"faceset": self.faceset})
+
+
+class FacesetInfo(Spec):
+    kind: Literal["faceset_info"]
+    faceset: str
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        path = ws.child("facesets", self.faceset)
+        return Plan(["faceset", "info", str(path)], f"faceset info {self.faceset}", None,
+                    {"faceset": self.faceset}, dedupe=f"info:{self.faceset}")
+
+
+class Thresholds(Spec):
+    """deepfake faceset clean's thresholds; null turns one off ('none' on the command line)."""
+
+    min_blur: float | None = None
+    blur_fraction: float | None = None
+    max_yaw: float | None = None
+    max_pitch: float | None = None
+    max_roll: float | None = None
+    max_identity: float | None = None
+
+
+class FacesetClean(Spec):
+    kind: Literal["faceset_clean"]
+    faceset: str
+    thresholds: Thresholds
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        path = ws.child("facesets", self.faceset)
+        opts = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in self.thresholds.model_dump().items()]
+        return Plan(["faceset", "clean", str(path), *opts], f"clean {self.faceset}", None,
+                    {"faceset": self.faceset}, dedupe=f"clean:{self.faceset}")
+
+
+class Run(Spec):
+    """What `train` and `mask train` both take: how long, batch, learning rate, device, seed, saves,
+    and --set overrides of any config field."""
+
+    steps: Positive | None = None
+    minutes: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    batch: Annotated[int, Field(ge=1, le=4096)] | None = None
+    lr: Annotated[float, Field(gt=0, le=1)] | None = None
+    device: Device | None = None
+    seed: Count | None = None
+    save_every: Positive | None = None
+    set: list[SetItem] = Field(default_factory=list, max_length=50)
+
+
+class Train(Run):
+    kind: Literal["train"]
+    a: str
+    b: str
+    model: str
+    preset: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] | None = None
+    arch: Literal["df", "liae"] | None = None
+    gan_weight: Annotated[float, Field(ge=0, le=100)] | None = None
+    preview_every: Positive | None = None
+    val_every: Positive | None = None
+    keep_every: Count | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
+        out = _model_folder(ws, self.model, "swap", must_exist=False)
+        opts = self.model_dump(exclude={"kind", "a", "b", "model", "set"})
+        argv = ["train", f"--a={a}", f"--b={b}", f"--out={out}", *_opts(opts), *(f"--set={s}" for s in self.set)]
+        resumed = (out / "config.json").is_file()
+        chosen = self.device
+        if chosen is None and resumed:
+            try:  # a resumed run keeps its folder's device unless told otherwise
+                chosen = json.loads((out / "config.json").read_text(encoding="utf-8")).get("device")
+            except (OSError, ValueError):
+                chosen = None
+        verb = "resume" if resumed else "train"
+        return Plan(argv, f"{verb} {self.model} ({self.a} + {self.b})", device(chosen), {"model": self.model})
+
+
+def _model_folder(ws: Workspace, name: str, kind: str, must_exist: bool = True) -> Path:
+    """models/NAME, refused when it holds the other kind of model (a mask model is no face swapper)."""
+    path = ws.child("models", name, must_exist=must_exist)
+    found = model_kind(path) if path.exists() else None
+    if found is not None and found != kind:
+        want = "a face-swap model (deepfake train)" if kind == "swap" else "a mask model (deepfake mask train)"
+        raise SpecError(f"models/{name}: not {want}")
+    return path
+
+
+class Swap(Spec):
+    kind: Literal["swap"]
+    model: str
+    input: str
+    output: str | None = None  # a name in outputs/ (default: INPUT_swap_MODEL.EXT)
+    direction: Literal["a2b", "b2a"] | None = None
+    mask: Literal["learned", "hull", "learned*hull", "segmenter", "segmenter*hull", "learned*segmenter",
+                  "learned*segmenter*hull"] | None = None
+    mask_model: str | None = None  # a mask model in models/: the segmenter of the segmenter masks
+    mask_region: Literal["full", "whole"] | None = None
+    erode: Annotated[int, Field(ge=-256, le=256)] | None = None
+    blur: Annotated[int, Field(ge=-1, le=512)] | None = None
+    color: Literal["rct", "lct", "idt", "hist", "none"] | None = None
+    blend: Literal["feather", "poisson"] | None = None
+    sharpen: Annotated[float, Field(ge=0, le=10)] | None = None
+    all_faces: bool = False
+    identity_threshold: Threshold | None = None
+    frames: Count | None = None
+    preview: bool = False
+    watermark: bool = False
+    device: Device | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        model = _model_folder(ws, self.model, "swap")
+        source = ws.resolve(self.input, "inputs")
+        suffix = ".png" if self.preview else ("" if source.is_dir() else source.suffix.lower())
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", source.stem)
+        name = self.output or f"{stem}_{'preview' if self.preview else 'swap'}_{self.model}{suffix}"
+        out = ws.child("outputs", name, must_exist=False)
+        opts = self.model_dump(exclude={"kind", "model", "input", "output"})
+        if self.mask_model is not None:
+            opts["mask_model"] = str(_model_folder(ws, self.mask_model, "mask"))
+        argv = ["swap", str(source), f"--model={model}", f"--output={out}", *_opts(opts)]
+        return Plan(argv, f"swap {source.name} with {self.model} -> {name}", device(self.device),
+                    {"model": self.model, "output": ws.rel(out), "input": ws.rel(source)})
+
+
+class Evaluate(Spec):
+    kind: Literal["evaluate"]
+    model: str
+    a: str
+    b: str
+    output: str | None = None  # a folder name in outputs/ (default: eval_MODEL)
+    frames: str | None = None  # a video in inputs/ for the flicker measure
+    max_faces: Count | None = None
+    max_frames: Count | None = None
+    checkpoint: Annotated[str, Field(pattern=r"^(best|last|\d{1,9})$")] | None = None
+    timeline: bool = False  # every kept step side by side (timeline.png) instead of the report
+    device: Device | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        model = _model_folder(ws, self.model, "swap")
+        a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
+        name = self.output or f"{'timeline' if self.timeline else 'eval'}_{self.model}"
+        out = ws.child("outputs", name, must_exist=False)
+        frames = str(ws.resolve(self.frames, "inputs")) if self.frames else None
+        opts = {"frames": frames, "max_faces": self.max_faces, "max_frames": self.max_frames,
+                "checkpoint": self.checkpoint, "timeline": self.timeline, "device": self.device}
+        argv = ["evaluate", f"--model={model}", f"--a={a}", f"--b={b}", f"--output={out}", *_opts(opts)]
+        verb = "timeline of" if self.timeline else "evaluate"
+        return Plan(argv, f"{verb} {self.model} -> {name}", device(self.device),
+                    {"model": self.model, "output": ws.rel(out)})
+
+
+class Sweep(Spec):
+    kind: Literal["sweep"]
+    a: str
+    b: str
+    output: str
+    grid: list[GridItem] = Field(min_length=1, max_length=20)
+    base: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] | None = None
+    steps: Positive | None = None
+    rank_by: Annotated[str, Field(pattern=r"^[a-z_]+$")] | None = None
+    seed: Count | None = None
+    eval_faces: Count | None = None
+    device: Device | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
+        out = ws.child("outputs", self.output, must_exist=False)
+        opts = self.model_dump(exclude={"kind", "a", "b", "output", "grid"})
+        argv = ["sweep", f"--a={a}", f"--b={b}", f"--output={out}", *_opts(opts), "--grid", *self.grid]
+        return Plan(argv, f"sweep {len(self.grid)} knob(s) -> {self.output}", device(self.device),
+                    {"output": ws.rel(out)})
+
+
+class Detect(Spec):
+    kind: Literal["detect"]
+    inputs: list[str] = Field(min_length=1, max_length=50)
+    model: str | None = None
+    threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    every: Positive | None = None
+    max_frames: Count | None = None
+    device: Device | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        files = [str(ws.resolve(p, ("inputs", "outputs"))) for p in self.inputs]
+        model = str(_model_folder(ws, self.model, "swap")) if self.model else None
+        opts = {"model": model, "threshold": self.threshold, "every": self.every, "max_frames": self.max_frames,
+                "device": self.device}
+        names = ", ".join(Path(f).name for f in files)
+        # Without a model only tags are read: no device work, so it need not wait behind training.
+        return Plan(["detect", *files, *_opts(opts), "--json"], f"detect {names}",
+                    device(self.device) if model else None, {"model": self.model or ""}, capture=True)
+
+
+class MaskTrain(Run):
+    """`deepfake mask train`: a segmenter on facesets' hulls, then their labels.json. A folder that
+    exists is resumed; `more_steps` trains that far past its latest weights (label, train more, look)."""
+
+    kind: Literal["mask_train"]
+    facesets: list[str] = Field(min_length=1, max_length=20)
+    model: str  # a folder in models/
+    more_steps: Positive | None = None
+    pretrain_steps: Count | None = None
+    mask_region: Literal["full", "whole"] | None = None
+    resolution: Annotated[int, Field(ge=32, le=1024)] | None = None
+    preview_every: Count | None = None  # 0: no preview sheets
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        from deepfake.mask.checkpoint import CONFIG, SEGMENTER
+        from deepfake.model_dir import step_of
+
+        folders = [str(ws.child("facesets", f)) for f in self.facesets]
+        out = _model_folder(ws, self.model, "mask", must_exist=False)
+        opts = self.model_dump(exclude={"kind", "facesets", "model", "more_steps", "set"})
+        if self.more_steps is not None:
+            if self.steps is not None:
+                raise SpecError("steps, more_steps: give one of them")
+            weights = out / SEGMENTER
+            opts["steps"] = ((step_of(weights) or 0) if weights.is_file() else 0) + self.more_steps
+        argv = ["mask", "train", *folders, f"--out={out}", *_opts(opts), *(f"--set={s}" for s in self.set)]
+        verb = "resume" if (out / CONFIG).is_file() else "train"
+        return Plan(argv, f"mask {verb} {self.model} ({', '.join(self.facesets)})", device(self.device),
+                    {"mask_model": self.model})
+
+
+class MaskApply(Spec):
+    kind: Literal["mask_apply"]
+    faceset: str
+    model: str  # a mask model folder in models/
+    batch: Annotated[int, Field(ge=1, le=4096)] | None = None
+    device: Device | None = None
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        path = ws.child("facesets", self.faceset)
+        model = _model_folder(ws, self.model, "mask")
+        argv = ["mask", "apply", str(path), f"--model={model}", *_opts({"batch": self.batch, "device": self.device})]
+        return Plan(argv, f"mask apply {self.model} -> {self.faceset}", device(self.device),
+                    {"faceset": self.faceset, "mask_model": self.model})
+
+
+JobSpec = Annotated[Union[Extract, FacesetInfo, FacesetClean, Train, Swap, Evaluate, Sweep, Detect, MaskTrain, MaskApply],
+                    Field(discriminator="kind")]
+_ADAPTER = TypeAdapter(JobSpec)
+
+
+def one_line(e: ValidationError) -> str:
+    """Pydantic's first complaint as `where: what`."""
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and x in KINDS)) or "body"
+    return f"{where}: {err['msg']}"
+
+
+KINDS = ("extract", "faceset_info", "faceset_clean", "train", "swap", "evaluate", "sweep", "detect", "mask_train",
+         "mask_apply")
+
+
+def parse(data: Any) -> Spec:
+    """A request body -> its Spec; SpecError (one line) when it does not validate."""
+    if not isinstance(data, dict):
+        raise SpecError("body: expected a JSON object")
+    if data.get("kind") not in KINDS:
+        raise SpecError(f"kind: expected one of {', '.join(KINDS)}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise SpecError(one_line(e)) from None
