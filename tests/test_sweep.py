@@ -244,3 +244,25 @@ def test_one_at_a_time_grid_and_bundles(tmp_path):
     assert len(study) > 15 and study[0].baseline
     for v in study:
         build_autoencoder(apply_overrides(base, v.overrides).model)  # every variant is a model that builds
+
+
+def test_a_sweep_saved_before_a_config_field_existed_still_resumes(tmp_path):
+    grid = {"activation": ["relu"]}
+    fake = FakeTrainer()
+    run_sweep("A", "B", grid, tmp_path, SweepConfig(steps=3), base=TrainConfig(), train_fn=fake.train,
+              evaluate_fn=fake.evaluate, plots=True)
+    assert (tmp_path / "variants.png").stat().st_size > 0
+    state_file = tmp_path / "sweep_state.json"
+    state = json.loads(state_file.read_text())
+    del state["sweep"]["base"]["data"]["mask"]  # as an older checkout wrote it
+    state_file.write_text(json.dumps(state))
+    fake2 = FakeTrainer()
+    res = run_sweep("A", "B", grid, tmp_path, SweepConfig(steps=3), base=TrainConfig(), train_fn=fake2.train,
+                    evaluate_fn=fake2.evaluate, plots=False)
+    assert fake2.calls == [] and sorted(res.skipped) == ["activation=relu", "baseline"]
+    # A saved value that differs from today's is still a different sweep.
+    state["sweep"]["base"]["lr"] = 1.0
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(DeepfakeError, match="different base"):
+        run_sweep("A", "B", grid, tmp_path, SweepConfig(steps=3), base=TrainConfig(), train_fn=fake2.train,
+                  evaluate_fn=fake2.evaluate, plots=False)
