@@ -77,6 +77,15 @@ def image_loaded(page, selector: str, timeout=30_000) -> None:
                            arg=selector, timeout=timeout)
 
 
+def fill_form(page, form: str, select: dict[str, str], fill: dict[str, str]) -> None:
+    """Pick the options and type the values into a form's fields, then submit it."""
+    for field, value in select.items():
+        page.select_option(f"{form} [name={field}]", value)
+    for field, value in fill.items():
+        page.fill(f"{form} [name={field}]", value)
+    page.click(f"{form} button[type=submit]")
+
+
 def shot(page, path: Path) -> None:
     page.evaluate("window.scrollTo(0, 0)")  # the jobs panel is sticky: keep it at the top of the picture
     page.screenshot(path=str(path), full_page=True)
@@ -254,14 +263,8 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
 
         # Evaluate the model on a few held-out faces; its report renders with tables and plots.
         page.click("#nav [data-page=reports]")
-        ef = "#eval-form"
-        page.select_option(f"{ef} [name=model]", "ab")
-        page.select_option(f"{ef} [name=a]", "a")
-        page.select_option(f"{ef} [name=b]", "b")
-        page.fill(f"{ef} [name=max_faces]", "4")
-        page.fill(f"{ef} [name=output]", "eval_ab")
-        page.fill(f"{ef} [name=device]", "cpu")
-        page.click("#eval-form button[type=submit]")
+        fill_form(page, "#eval-form", {"model": "ab", "a": "a", "b": "b"},
+                  {"max_faces": "4", "output": "eval_ab", "device": "cpu"})
         wait_job(page, "#eval-watch")
         page.wait_for_selector("#report-view table")
         image_loaded(page, "#report-view img.report-plot")
@@ -269,15 +272,9 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         page.click("#report-list [data-path='outputs/timeline_ab']")
         image_loaded(page, "#report-timeline")
         # Sweep the baseline against one variant, two steps each; the ranked table lists both.
-        wf = "#sweep-form"
-        page.select_option(f"{wf} [name=a]", "a")
-        page.select_option(f"{wf} [name=b]", "b")
-        page.fill(f"{wf} [name=output]", "sweep_act")
-        page.fill(f"{wf} [name=steps]", "2")
-        page.fill(f"{wf} [name=eval_faces]", "4")
-        page.fill(f"{wf} [name=device]", "cpu")
-        page.fill(f"{wf} [name=grid]", "model.activation=gelu")
-        page.click("#sweep-form button[type=submit]")
+        fill_form(page, "#sweep-form", {"a": "a", "b": "b"},
+                  {"output": "sweep_act", "steps": "2", "eval_faces": "4", "device": "cpu",
+                   "grid": "model.activation=gelu"})
         wait_job(page, "#sweep-watch", timeout=2 * JOB_TIMEOUT_MS)
         page.wait_for_function("() => document.querySelectorAll('#ranked-table tbody tr').length === 2")
         ranked = page.inner_text("#ranked-table")

@@ -274,9 +274,9 @@ class JobManager:
             state, message = "failed", (errors or last or [f"exit status {rc}"])[-1]
         rec.update(state=state, rc=rc, ended=time.time(), message=message, last_lines=last)
         self._save(rec)
-        # What the job left running in its session (extract's worker processes after a SIGTERM, the CLI
-        # process when the supervisor itself was killed) goes with it. The session's id stays reserved
-        # while any member lives, so this cannot reach another program.
+        # Whatever still runs in the job's session (extract's worker processes after a SIGTERM, the CLI
+        # process when the supervisor is killed) ends with it. A session id stays reserved while any
+        # member lives, so this cannot reach another program.
         self._killpg(rec)
 
     def _signal(self, rec: dict[str, Any], signum: int) -> None:

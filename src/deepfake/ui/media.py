@@ -8,9 +8,6 @@ nothing partial is ever listed.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -18,6 +15,7 @@ import cv2
 import numpy as np
 
 from deepfake.errors import BadInputError, DeepfakeError
+from deepfake.io.atomic import atomic_path
 from deepfake.io.images import IMAGE_EXTENSIONS
 from deepfake.io.video import VIDEO_EXTENSIONS
 from deepfake.ui.workspace import Workspace
@@ -65,9 +63,8 @@ async def receive(ws: Workspace, name: str, chunks: AsyncIterator[bytes], declar
         raise UploadError(f"{name}: already in inputs/ (delete it or upload under another name)", 409)
     if declared is not None and declared > limit:
         raise UploadError(f"{name}: {declared} bytes is over the upload limit of {limit} bytes", 413)
-    tmp = target.with_name(f".upload-{secrets.token_hex(4)}{suffix}")
     size = 0
-    try:
+    with atomic_path(target) as tmp:  # a rejected upload leaves nothing behind
         with open(tmp, "wb") as f:
             async for chunk in chunks:
                 size += len(chunk)
@@ -77,10 +74,6 @@ async def receive(ws: Workspace, name: str, chunks: AsyncIterator[bytes], declar
         if size == 0:
             raise UploadError(f"{name}: empty file (0 bytes)", 400)
         kind = await run_in_threadpool(check_media, tmp, name)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return {"path": ws.rel(target), "name": name, "kind": kind, "bytes": size}
 
 
