@@ -137,6 +137,7 @@ class TrainConfig:
     batch_sides: bool = True
     seed: int = 0
     val_fraction: float = 0.05
+    val_split: str = "random"  # random | tail: hold out the end of each faceset (faceset.split_train_val)
     val_every: int = 100
     save_every: int = 500
     preview_every: int = 500

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview-every", type=int, default=None, help="preview grid every N steps")
     p.add_argument("--val-every", type=int, default=None, help="validation every N steps")
     p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
+    p.add_argument("--val-split", choices=["random", "tail"], default=None,
+                   help="which faces are held out: random, or tail (the end of each faceset's clip, so validation "
+                        "never sees neighbours of training frames: what shows over-training)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile G's and D's forward and losses (one graph each)")
@@ -84,6 +87,7 @@ def resolve_config(args: argparse.Namespace):
         "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
         "keep_every": args.keep_every,
         "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
+        "val_split": args.val_split,
         "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode,
         "seed": args.seed,
     }
@@ -114,6 +118,7 @@ def step_limit(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from deepfake.config_io import to_dict
+    from deepfake.faceset import split_train_val
     from deepfake.model_dir import write_config
     from deepfake.models.autoencoder import validate
     from deepfake.train.masks import check_mask_config
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     validate(cfg.model)
     check_mask_config(cfg)
+    split_train_val(2, cfg.val_fraction, how=cfg.val_split)  # a bad val_split fails now, not after the cache is built
     if args.minutes is not None and args.minutes <= 0:
         raise DeepfakeError(f"--minutes {args.minutes:g}: must be positive")
     if isinstance(args.batch, str) and not args.dry_run:

@@ -114,7 +114,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return out
 
 
-def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: bool) -> str:
+def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: bool, patience: int = 3) -> str:
+    from deepfake.train.metrics import OVERFIT_MARGIN
+
     rec, sw, cost = result["reconstruction"], result["swap"], result["cost"]
     lines = [
         "# Evaluation report",
@@ -207,8 +209,9 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
         lines += ["", "## Plots", "", "![loss curves](loss_curves.png)", ""]
         lines.append(
             f"The over-fitting point (marked) is step {overfit_step}: the validation loss is lowest there and "
-            "stays above it afterwards while the training loss falls." if overfit_step is not None else
-            "No over-fitting point: the validation loss did not rise after its minimum in this run."
+            f"stays above it afterwards, the last {patience} validations by over {OVERFIT_MARGIN:.0%}, while the "
+            "training loss falls." if overfit_step is not None else
+            "No over-fitting point: the validation loss did not rise clearly above its minimum in this run."
         )
         lines += ["", "![metric bars](metric_bars.png)", "", "Held-out faces, reconstructions and swaps:", "",
                   "![swaps](swap_grid.png)"]
@@ -249,5 +252,5 @@ def write_report(out_dir: Path, result: dict[str, Any], training: dict[str, Any]
         result["throughput_plot"] = plot_throughput(training.get("throughput", ([], [], [])), out_dir / "throughput.png")
     result["overfit_step"] = overfit
     path = out_dir / "report.md"
-    atomic_write_text(path, report_markdown(result, overfit, plots))
+    atomic_write_text(path, report_markdown(result, overfit, plots, patience))
     return path

@@ -53,9 +53,10 @@ def as_faceset(faceset: str | Path | Faceset) -> Faceset:
     return faceset if isinstance(faceset, Faceset) else read_faceset(faceset)
 
 
-def held_out_faces(faceset: Faceset, resolution: int, val_fraction: float, seed: int, side: str, limit: int = 0) -> HeldOut:
+def held_out_faces(faceset: Faceset, resolution: int, val_fraction: float, seed: int, side: str, limit: int = 0,
+                   how: str = "random") -> HeldOut:
     """The validation split of a faceset (the same faces `deepfake train` held out), at the model's resolution."""
-    train_idx, val_idx = side_split(len(faceset), val_fraction, seed, side)
+    train_idx, val_idx = side_split(len(faceset), val_fraction, seed, side, how)
     if len(val_idx) == 0:
         raise DeepfakeError(f"{faceset.root}: no held-out faces (only {len(faceset)} faces, val_fraction {val_fraction})")
     if limit:
@@ -178,7 +179,7 @@ def evaluate_model(
             log.warning("faceset %s: faces are %d px, smaller than the model's %d px", fs.root, fs.size, res)
         if tcfg.coverage and fs.coverage and abs(fs.coverage - tcfg.coverage) > 1e-6:
             raise DeepfakeError(f"{fs.root}: faceset coverage {fs.coverage} differs from the model's {tcfg.coverage}")
-    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, s, cfg.max_faces)
+    held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, s, cfg.max_faces, tcfg.val_split)
             for s in SIDES}
     identities = {s: held[s].train_mean_embedding for s in SIDES} | {
         name: fs.mean_embedding() for name, fs in distractors.items()}

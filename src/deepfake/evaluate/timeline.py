@@ -10,7 +10,8 @@ training and validation losses. Three columns are marked, by rules on the valida
   of the improvement to best ahead of it: val(s) > val_best + 0.25 (val_first - val_best).
 - **over-trained**: the first kept step after best where training's over-fitting rule holds
   (train.metrics.overfit_start): the validations from best up to it all lie above the minimum, at least
-  `patience` of them, while the training loss there is below its value at best.
+  `patience` of them, the last `patience` by more than OVERFIT_MARGIN (5 %), while the training loss
+  there is below its value at best.
 
     result = timeline("models/ab", "facesets/a", "facesets/b", "reports/ab", EvaluateConfig())
 """
@@ -27,7 +28,7 @@ from deepfake.errors import DeepfakeError
 from deepfake.evaluate.runner import DIRECTIONS, as_faceset, held_out_faces, run_autoencoder
 from deepfake.io.atomic import atomic_path, atomic_write_json
 from deepfake.model_dir import kept_steps, load_model_dir
-from deepfake.train.metrics import overfit_start, read_metrics
+from deepfake.train.metrics import OVERFIT_MARGIN, overfit_start, read_metrics
 
 UNDER_FRACTION = 0.25  # under-trained: more than this share of the improvement to best still to come
 
@@ -91,7 +92,7 @@ def timeline(
     columns = _spread(list(kept), max_columns, [s for s in marked.values() if s is not None])
     source, target = DIRECTIONS[direction]
     fs = as_faceset(faceset_b if target == "b" else faceset_a)
-    held = held_out_faces(fs, tcfg.model.resolution, tcfg.val_fraction, tcfg.seed, target, faces)
+    held = held_out_faces(fs, tcfg.model.resolution, tcfg.val_fraction, tcfg.seed, target, faces, tcfg.val_split)
     swaps = {}
     for step in columns:
         model = load_model_dir(model_dir, str(device), checkpoint=step)
@@ -100,7 +101,7 @@ def timeline(
     picture = out_dir / "timeline.png"
     _draw(picture, held.images, columns, swaps, rows, marked, direction)
     result = {"direction": direction, "steps": columns, "kept_steps": list(kept), "marks": marked,
-              "rules": {"under_fraction": UNDER_FRACTION, "patience": tcfg.overfit_patience}, "picture": picture.name}
+              "rules": {"under_fraction": UNDER_FRACTION, "patience": tcfg.overfit_patience, "margin": OVERFIT_MARGIN}, "picture": picture.name}
     atomic_write_json(out_dir / "timeline.json", result)
     return result
 
@@ -145,15 +146,26 @@ def _draw(path: Path, real: np.ndarray, columns: list[int], swaps: dict[int, np.
     train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     if train:
-        ax.plot(*zip(*train), label="training loss", lw=1)
+        ax.plot(*zip(*train), label="training loss (left)", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    handles = ax.get_legend_handles_labels()
     if val:
-        ax.plot(*zip(*val), "o-", label="validation loss", ms=3)
+        # Validation on an axis of its own, scaled from the first kept step on: a rise of a few percent
+        # past best is what marks over-training, and on the training loss's scale it would look flat.
+        v_ax = ax.twinx()
+        v_ax.plot(*zip(*val), "o-", color="tab:orange", label="validation loss (right)", ms=3)
+        shown = [v for s, v in val if s >= columns[0]] or [v for _, v in val]
+        pad = 0.05 * (max(shown) - min(shown) or abs(max(shown)) or 1.0)
+        v_ax.set_ylim(min(shown) - pad, max(shown) + pad)
+        v_ax.set_ylabel("validation loss")
+        handles = [a + b for a, b in zip(handles, v_ax.get_legend_handles_labels())]
     for step, label in labels.items():
         if step is not None:
-            ax.axvline(step, color=colours[label], ls="--", lw=1.5, label=f"{label} (step {step})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=7, loc="upper right")
+            line = ax.axvline(step, color=colours[label], ls="--", lw=1.5)
+            handles[0].append(line)
+            handles[1].append(f"{label} (step {step})")
+    ax.legend(*handles, fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.suptitle(f"Swaps ({direction}) of the same held-out faces at each kept step", fontsize=10)
     with atomic_path(path) as tmp:

@@ -48,7 +48,7 @@ def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator
     fs = path if isinstance(path, Faceset) else read_faceset(path)
     with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it
         cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main(), masks=masks)
-    train_idx, val_idx = side_split(len(cache), cfg.val_fraction, cfg.seed, side)
+    train_idx, val_idx = side_split(len(cache), cfg.val_fraction, cfg.seed, side, cfg.val_split)
     on_device = cache.pin()
     nbytes = on_device.images.numel() + on_device.masks.numel()
     if device.type != "cuda" or nbytes < 0.25 * torch.cuda.get_device_properties(device).total_memory:

@@ -111,9 +111,9 @@ def train_discriminator(
     train_real, train_fake, val_real, val_fake = [], [], [], []
     for k, path in (("a", faceset_a), ("b", faceset_b)):
         cache = FaceCache.from_faceset(read_faceset(path), res, progress=progress).to(dev)
-        # Same permutation as the model's split with at least its fraction: the held-out faces here
+        # The model's split (its permutation, or its tail) with at least its fraction: the held-out faces here
         # include every face the autoencoder never saw, so D is never trained on evaluate's held-out set.
-        tr, va = side_split(len(cache), max(val_fraction, tcfg.val_fraction), tcfg.seed, k)
+        tr, va = side_split(len(cache), max(val_fraction, tcfg.val_fraction), tcfg.seed, k, tcfg.val_split)
         if len(va) == 0:
             raise DeepfakeError(f"{path}: too few faces to hold any out for validation ({len(cache)})")
         x = cache.images.float() / 255  # (N, 3, R, R)

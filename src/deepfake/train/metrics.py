@@ -37,14 +37,19 @@ METRIC_FIELDS = ("step",) + TRAIN_KEYS + ("val_loss", "val_a", "val_b", "lr", "f
 # ----------------------------------------------------------------------------------------------------
 # Over-fitting.
 
+# How far above its minimum validation must stay to count as rising: a few validation faces move a
+# loss on a plateau by a few percent from one validation to the next, and that is noise, not over-fitting.
+OVERFIT_MARGIN = 0.05
+
 
 def overfit_start(steps: Sequence[float], train_loss: Sequence[float], val_loss: Sequence[float],
                   patience: int) -> int | None:
     """The index of the validation minimum once the model has over-fitted past it, else None.
 
-    Over-fitted: the `patience` (or more) validations after the minimum all lie above it, while the
-    training loss at the last of them is below its value at the minimum, i.e. more steps made the model
-    better on the faces it trains on and worse on faces it has not seen (DFL's "over-trained").
+    Over-fitted: the `patience` (or more) validations after the minimum all lie above it, the last
+    `patience` of them more than OVERFIT_MARGIN (relative) above it, while the training loss at the
+    last of them is below its value at the minimum, i.e. more steps made the model better on the faces
+    it trains on and worse on faces it has not seen (DFL's "over-trained").
     `train_loss[i]` is the training loss at `steps[i]`; non-finite points are ignored."""
     points = [(s, t, v) for s, t, v in zip(steps, train_loss, val_loss)
               if v is not None and t is not None and math.isfinite(v) and math.isfinite(t)]
@@ -52,7 +57,10 @@ def overfit_start(steps: Sequence[float], train_loss: Sequence[float], val_loss:
         return None
     best = min(range(len(points)), key=lambda i: points[i][2])
     after = points[best + 1:]
-    if len(after) < max(1, patience) or not all(p[2] > points[best][2] for p in after):
+    v_best = points[best][2]
+    if len(after) < max(1, patience) or not all(p[2] > v_best for p in after):
+        return None
+    if not all(p[2] > v_best + OVERFIT_MARGIN * abs(v_best) for p in after[-max(1, patience):]):
         return None
     if not after[-1][1] < points[best][1]:
         return None
@@ -164,7 +172,8 @@ class MetricsLog:
             if best is not None:
                 self.warnings.append(w.step)
                 self._say(f"step {w.step}: validation loss ({row['val_loss']:.4f}) has stayed above its "
-                          f"minimum at step {best} for {self.watch.patience}+ validations while training loss fell "
+                          f"minimum at step {best} for {self.watch.patience}+ validations, the last "
+                          f"{self.watch.patience} by over {OVERFIT_MARGIN:.0%}, while training loss fell "
                           f"({row['loss']:.4f}): over-fitting. Add more varied faces, or stop at an earlier checkpoint.", warn=True)
         if row["skipped"]:
             self._say(f"{int(round(row['skipped']))} step(s) skipped for a non-finite loss before step {w.step}")

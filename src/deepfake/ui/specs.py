@@ -139,6 +139,7 @@ class Train(Run):
     gan_weight: Annotated[float, Field(ge=0, le=100)] | None = None
     preview_every: Positive | None = None
     val_every: Positive | None = None
+    val_split: Literal["random", "tail"] | None = None
     keep_every: Count | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
