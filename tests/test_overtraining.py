@@ -131,4 +131,6 @@ def test_over_training_shows_up_on_40_faces_of_d18(forty_faces, tmp_path, two_to
     assert marks["under"] < marks["best"] < marks["over"]
     assert abs(marks["best"] - steps[best]) <= cfg.keep_every // 2
     assert (tmp_path / "t" / "timeline.png").stat().st_size > 20_000
+    text = (tmp_path / "t" / "timeline.md").read_text()  # the marks and the rules, in words
+    assert f"**over-trained**: step {marks['over']} (" in text and "by more than 5%" in text
 

@@ -48,6 +48,7 @@ def test_timeline_picture_from_kept_steps(faceset_a, faceset_b, tmp_path, one_to
     result = timeline(tmp_path / "m", faceset_a, faceset_b, tmp_path / "report", EvaluateConfig(device="cpu"), faces=3)
     assert result["steps"] == [4, 8, 12] and result["marks"]["best"] in (4, 8, 12)
     assert (tmp_path / "report" / "timeline.png").stat().st_size > 10_000
+    assert f"**best**: step {result['marks']['best']} (" in (tmp_path / "report" / "timeline.md").read_text()
     assert json.loads((tmp_path / "report" / "timeline.json").read_text())["kept_steps"] == [4, 8, 12]
     with pytest.raises(Exception, match="keep-every"):
         timeline(tmp_path / "none", faceset_a, faceset_b, tmp_path / "r2", EvaluateConfig(device="cpu"))

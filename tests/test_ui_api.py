@@ -337,6 +337,10 @@ def test_an_evaluate_timeline_folder_shows_its_picture_and_marks(server):
     assert r["timeline"]["steps"] == [20, 40, 60] and r["timeline"]["marks"]["best"] == 40
     kinds = {f["name"]: f["kind"] for f in call(url, "GET", "/api/workspace")[1]["outputs"]}
     assert kinds["timeline_hand"] == "timeline"
+    # With the timeline.md that evaluate --timeline writes, its marks and rules show; the picture once.
+    (d / "timeline.md").write_text("# Timeline\n\n![timeline](timeline.png)\n\n- **best**: step 40\n")
+    r = call(url, "GET", "/api/reports?path=outputs/timeline_hand")[1]
+    assert "<strong>best</strong>: step 40" in r["html"] and "<img" not in r["html"]
 
 
 def test_reports_render_tables_plots_and_the_ranked_sweep(server):

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which weights: the last saved, the validation minimum (best), or a kept step")
     p.add_argument("--timeline", action="store_true",
                    help="instead: swap the same held-out faces at every kept step (train --keep-every N) and "
-                        "mark the under-trained, best and over-trained ones (timeline.png)")
+                        "mark the under-trained, best and over-trained ones (timeline.png, timeline.md with the rules)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = timeline(args.model, args.a, args.b, args.output, cfg, direction=args.frames_direction)
         print(json.dumps({"steps": result["steps"], "marks": result["marks"]}, indent=2))
-        print(f"timeline: {args.output}/timeline.png")
+        print(f"timeline: {args.output}/timeline.png (the marks and their rules: {args.output}/timeline.md)")
         return 0
     result = evaluate_model(args.model, args.a, args.b, args.output, cfg, frames=args.frames,
                             frames_direction=args.frames_direction, plots=not args.no_plots)

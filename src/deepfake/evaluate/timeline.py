@@ -26,7 +26,7 @@ import numpy as np
 from deepfake.config import EvaluateConfig
 from deepfake.errors import DeepfakeError
 from deepfake.evaluate.runner import DIRECTIONS, as_faceset, held_out_faces, run_autoencoder
-from deepfake.io.atomic import atomic_path, atomic_write_json
+from deepfake.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from deepfake.model_dir import kept_steps, load_model_dir
 from deepfake.train.metrics import OVERFIT_MARGIN, overfit_start, read_metrics
 
@@ -103,7 +103,41 @@ def timeline(
     result = {"direction": direction, "steps": columns, "kept_steps": list(kept), "marks": marked,
               "rules": {"under_fraction": UNDER_FRACTION, "patience": tcfg.overfit_patience, "margin": OVERFIT_MARGIN}, "picture": picture.name}
     atomic_write_json(out_dir / "timeline.json", result)
+    atomic_write_text(out_dir / "timeline.md", timeline_markdown(result, model_dir, rows))
     return result
+
+
+def timeline_markdown(result: dict[str, Any], model_dir: Path, rows: list[dict[str, Any]]) -> str:
+    """The picture, what was marked with the losses there, and each rule in words."""
+    val = {r["step"]: r for r in rows if r.get("val_loss") is not None}
+
+    def losses(step: int | None) -> str:
+        if step is None:
+            return "none: no kept step meets the rule"
+        near = val[min(val, key=lambda s: abs(s - step))] if val else None
+        return f"step {step}" + (f" (training loss {near['loss']:.4g}, validation {near['val_loss']:.4g} at step "
+                                 f"{near['step']})" if near else "")
+
+    m, rules = result["marks"], result["rules"]
+    return "\n".join([
+        f"# Timeline of `{model_dir}`", "",
+        f"Swaps ({result['direction']}) of the same held-out faces at {len(result['steps'])} of the "
+        f"{len(result['kept_steps'])} kept steps, with the training and validation losses under them.", "",
+        f"![timeline]({result['picture']})", "",
+        f"- **under-trained**: {losses(m['under'])}",
+        f"- **best**: {losses(m['best'])}",
+        f"- **over-trained**: {losses(m['over'])}", "",
+        "The rules:", "",
+        "- **best**: the kept step nearest the validation minimum.",
+        f"- **under-trained**: the last kept step before best whose validation loss still has more than "
+        f"{rules['under_fraction']:.0%} of the improvement to best ahead of it.",
+        f"- **over-trained**: the first kept step after best where the validations since best all lie above "
+        f"the minimum, at least {rules['patience']} of them, the last {rules['patience']} by more than "
+        f"{rules['margin']:.0%}, while the training loss there is below its value at best (training's own "
+        "over-fitting warning).", "",
+        "Validation scores the faces training held out (`val_split` and `val_fraction` in the model's "
+        "config.json); from a video, `val_split: tail` holds out the end of each clip, which shows "
+        "over-training that neighbouring frames would hide.", ""])
 
 
 def _spread(steps: list[int], n: int, must: list[int]) -> list[int]:

@@ -181,7 +181,7 @@ def training_view(ws: Workspace, name: str, skip: int = 0, smooth: float = 0.6,
 
 def report_view(ws: Workspace, rel: str) -> dict[str, Any]:
     """An evaluate (report.md, metrics.json), sweep (results.md, results.csv) or evaluate --timeline
-    (timeline.png, timeline.json) folder: the Markdown as HTML with its plots, the sweep's ranked rows,
+    (timeline.png, timeline.json, timeline.md) folder: the Markdown as HTML with its plots, the sweep's ranked rows,
     the timeline picture with its marked steps."""
     from deepfake.ui.workspace import NotFoundError, report_kind
 
@@ -209,6 +209,9 @@ def report_view(ws: Workspace, rel: str) -> dict[str, Any]:
         picture = folder / "timeline.png"
         out["timeline"] = {"url": file_url(ws, picture) + f"&v={int(picture.stat().st_mtime)}",
                            "steps": info.get("steps", []), "marks": info.get("marks", {})}
+        if not out["html"] and (folder / "timeline.md").is_file():  # the marks and rules; the page shows the picture
+            text = (folder / "timeline.md").read_text(encoding="utf-8", errors="replace")
+            out["html"] = markdown.to_html("\n".join(l for l in text.splitlines() if not l.startswith("![")), image_url)
     if (folder / "results.csv").is_file():
         with open(folder / "results.csv", newline="", encoding="utf-8") as f:
             out["ranked"] = list(csv.DictReader(f))
