@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from deepfake.errors import DeepfakeError
+from deepfake.faceset import VAL_SPLITS
 
 
 def _batch_arg(text: str) -> int | str:
@@ -49,9 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview-every", type=int, default=None, help="preview grid every N steps")
     p.add_argument("--val-every", type=int, default=None, help="validation every N steps")
     p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
-    p.add_argument("--val-split", choices=["random", "tail"], default=None,
-                   help="which faces are held out: random, or tail (the end of each faceset's clip, so validation "
-                        "never sees neighbours of training frames: what shows over-training)")
+    p.add_argument("--val-split", choices=VAL_SPLITS, default=None,
+                   help="which faces are held out: random, or tail (each faceset's last faces in frame order: "
+                        "for a faceset from one video, the end of the clip, so validation never sees neighbours "
+                        "of training frames: what shows over-training)")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile G's and D's forward and losses (one graph each)")

@@ -136,7 +136,7 @@ def timeline_markdown(result: dict[str, Any], model_dir: Path, rows: list[dict[s
         f"{rules['margin']:.0%}, while the training loss there is below its value at best (training's own "
         "over-fitting warning).", "",
         "Validation scores the faces training held out (`val_split` and `val_fraction` in the model's "
-        "config.json); from a video, `val_split: tail` holds out the end of each clip, which shows "
+        "config.json); from a video, `val_split: tail` holds out each faceset's last faces (the end of its clip), which shows "
         "over-training that neighbouring frames would hide.", ""])
 
 
