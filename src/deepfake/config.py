@@ -109,6 +109,19 @@ class DataConfig:
     mining_every: int = 0  # hard-sample mining: every N steps, one more step on the highest-loss faces (0 = off)
     mining_pool: int = 4  # a mined batch is the hardest 1/pool of pool x batch freshly drawn faces
     mask: str = "hull"  # the masks the losses use: hull (extract's) | segmenter (written by `deepfake mask apply`)
+    # Pretraining (`deepfake pretrain`): the facesets, of any number of people, that both sides draw from.
+    # Empty for a model of a pair.
+    pool: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StartConfig:
+    """Where a model's weights began (`deepfake train --from`): random, or another model folder's."""
+
+    source: str = ""  # the model folder the weights were taken from; "" = random initialisation
+    source_config_hash: str = ""  # sha256 of the source's config (train/reuse.py config_hash)
+    source_step: int = 0  # the source's step whose weights were taken
+    reset: str = ""  # what was re-initialised: inter | decoders | none (train/reuse.py RESET_MODULES)
 
 
 @dataclass
@@ -118,6 +131,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    start: StartConfig = field(default_factory=StartConfig)
     preset: str = "original64"
     steps: int = 10000
     batch: int = 16

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("deepfake.commands.extract", "detect, align and mask faces from images and videos into a faceset"),
     "faceset": ("deepfake.commands.faceset", "inspect (info) or clean a faceset"),
     "train": ("deepfake.commands.train", "train the autoencoder and discriminator adversarially"),
+    "pretrain": ("deepfake.commands.pretrain", "pretrain one autoencoder on many people's facesets, for train --from"),
     "discriminator": ("deepfake.commands.discriminator", "train the discriminator alone as a real/fake classifier"),
     "swap": ("deepfake.commands.swap", "put the trained face into images or video"),
     "demo": ("deepfake.commands.demo", "zero-setup end-to-end demo: extract, train, swap, report"),

@@ -61,6 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models); "
                         "auto (default) picks it on CUDA up to 128 px")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--from", dest="start_from", default=None, metavar="MODEL_DIR",
+                   help="start from this model's weights (a `deepfake pretrain` model, or one of another pair with "
+                        "the same architecture); the step counter starts at 0. Without --preset/--config the "
+                        "source's preset and network are used")
+    p.add_argument("--reset", choices=["inter", "decoders", "none"], default=None,
+                   help="with --from, what is re-initialised: inter (the bottleneck; default), decoders, or none "
+                        "(A<->B reused for A<->C)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
     p.add_argument("--dry-run", action="store_true", help="print and save the resolved config, then exit")
@@ -76,10 +83,13 @@ def resolve_config(args: argparse.Namespace):
 
     if args.config and args.preset:
         raise DeepfakeError("give --config or --preset, not both")
+    start_from = getattr(args, "start_from", None)
     if args.config:
         cfg = load_json(TrainConfig, args.config)
     elif args.preset:
         cfg = preset_config(args.preset)
+    elif start_from and not (Path(args.out) / "config.json").is_file():
+        cfg = source_preset(start_from)
     elif (Path(args.out) / "config.json").is_file():
         cfg = read_config(args.out)
     else:
@@ -94,6 +104,22 @@ def resolve_config(args: argparse.Namespace):
         "seed": args.seed,
     }
     return apply_overrides(cfg, flags, args.set)
+
+
+def source_preset(source):
+    """The config a run --from `source` gets by default: the source's preset, with the source's network
+    and discriminator (so a network changed with --set still matches), and the rest of the preset's
+    schedule, not the source's (a pretrained source's warp-off, GAN-off rules are for pretraining)."""
+    from dataclasses import replace
+
+    from deepfake.model_dir import read_config
+    from deepfake.models import PRESETS, preset_config
+
+    if not Path(source).is_dir():
+        raise DeepfakeError(f"{source}: --from: no such model folder")
+    src = read_config(source)
+    base = preset_config(src.preset) if src.preset in PRESETS else src
+    return replace(base, model=src.model, discriminator=src.discriminator)
 
 
 def apply_overrides(cfg, flags: dict, sets: list[str]):
@@ -133,6 +159,18 @@ def run(args: argparse.Namespace) -> int:
         raise DeepfakeError(f"--minutes {args.minutes:g}: must be positive")
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
+    if args.reset is not None and args.start_from is None:
+        raise DeepfakeError("--reset needs --from MODEL_DIR")
+    reset = args.reset or "inter"
+    if args.start_from is not None and args.dry_run:
+        from dataclasses import replace
+
+        from deepfake.train.reuse import read_start
+
+        cfg = replace(cfg, start=read_start(args.start_from, cfg, reset).record)
+        print(json.dumps(to_dict(cfg), indent=2))
+        print(f"dry run: nothing trained or saved ({args.out} must not hold a run for --from)")
+        return 0
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
@@ -147,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.train import train
 
     result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress, minutes=args.minutes,
-                   step_limit=step_limit(args))
+                   step_limit=step_limit(args), start_from=args.start_from, reset=reset)
     if not result.main:
         return 130 if result.stopped_by == "SIGINT" else 0  # rank 0 reports for the whole DDP job
     print(summary(result, cfg.steps, args.minutes))
