@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", choices=["a2b", "b2a"], default=d.direction,
                    help="a2b: the file puts A's face onto B (its input shows B); b2a the reverse")
     p.add_argument("--fp16", action="store_true", help="float16 weights and arithmetic (half the size; for GPUs)")
+    p.add_argument("--dfm-size", type=int, default=d.dfm_size, metavar="D",
+                   help=".dfm input side, a multiple of the model's resolution (0 = the smallest >= 224, the size of "
+                        "DeepFaceLive's public models)")
     p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (16 or later)")
 
 

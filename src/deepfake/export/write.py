@@ -34,13 +34,13 @@ PROVENANCE_NOTE = ("Every face this model outputs is synthetic (a face swap made
 class ExportSummary:
     output: Path
     crop: str  # dfl | ours
-    resolution: int
+    size: int  # the input's side
     step: int
     megabytes: float
     seconds: float
 
     def line(self) -> str:
-        return (f"{self.output}: {CROP_NAMES[self.crop]} crop, {COLOR_ORDERS[self.crop]}, {self.resolution} px, "
+        return (f"{self.output}: {CROP_NAMES[self.crop]} crop, {COLOR_ORDERS[self.crop]}, {self.size} px, "
                 f"step {self.step}, {self.megabytes:.1f} MB in {self.seconds:.1f} s")
 
 
@@ -57,7 +57,7 @@ def check_export(output: Path, cfg: ExportConfig) -> str:
 
 
 def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[bytes, dict[str, str], int]:
-    """The ONNX file's bytes for `model_dir`, its metadata and the model's resolution."""
+    """The ONNX file's bytes for `model_dir`, its metadata and its input's side."""
     import onnx
     import torch
 
@@ -70,11 +70,15 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
         raise ModelDirError(f"{model_dir / 'config.json'}: no face size/coverage recorded; the export cannot know its crop")
     in_side, out_side = DIRECTIONS[cfg.direction]
     r = tcfg.model.resolution
-    graph = ContractGraph(loaded.autoencoder.eval(), in_side, out_side, r, crop, tcfg.coverage, cfg.fp16).eval()
+    if cfg.dfm_size and crop == "dfl" and (cfg.dfm_size < 0 or cfg.dfm_size % r):
+        raise DeepfakeError(f"--dfm-size {cfg.dfm_size}: must be a multiple of the model's resolution {r}")
+    graph = ContractGraph(loaded.autoencoder.eval(), in_side, out_side, r, crop, tcfg.coverage, cfg.fp16,
+                          cfg.dfm_size).eval()
+    size = graph.size
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer warnings
-        torch.onnx.export(graph, (torch.rand(1, r, r, 3),), buf, dynamo=False, opset_version=cfg.opset,
+        torch.onnx.export(graph, (torch.rand(1, size, size, 3),), buf, dynamo=False, opset_version=cfg.opset,
                           input_names=[INPUT], output_names=list(OUTPUTS),
                           dynamic_axes={name: {0: "N"} for name in (INPUT, *OUTPUTS)}, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
@@ -88,6 +92,7 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
         "crop": CROP_NAMES[crop],
         "color_order": COLOR_ORDERS[crop],
         "resolution": str(r),
+        "input_size": str(size),
         "face_size": str(tcfg.face_size),
         "coverage": repr(float(tcfg.coverage)),
         "mask_region": tcfg.mask_region or "whole",
@@ -102,7 +107,7 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
     onnx.helper.set_model_props(proto, meta)
     proto.producer_name, proto.producer_version = "deepfake", __version__
     onnx.checker.check_model(proto)
-    return proto.SerializeToString(), meta, r
+    return proto.SerializeToString(), meta, size
 
 
 def export_model(model_dir: str | Path, output: str | Path, cfg: ExportConfig) -> ExportSummary:
@@ -113,6 +118,6 @@ def export_model(model_dir: str | Path, output: str | Path, cfg: ExportConfig) -
     output = Path(output)
     crop = check_export(output, cfg)
     check_writable(output.parent)
-    data, meta, r = export_bytes(model_dir, crop, cfg)
+    data, meta, size = export_bytes(model_dir, crop, cfg)
     atomic_write_bytes(output, data)
-    return ExportSummary(output, crop, r, int(meta["step"]), len(data) / 2**20, time.perf_counter() - start)
+    return ExportSummary(output, crop, size, int(meta["step"]), len(data) / 2**20, time.perf_counter() - start)
