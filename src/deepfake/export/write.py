@@ -21,7 +21,7 @@ from deepfake.errors import DeepfakeError, ModelDirError, OutputError
 from deepfake.export.config import ExportConfig
 from deepfake.export.graph import FLAVOURS, INPUT, OUTPUTS, ContractGraph
 from deepfake.io.atomic import atomic_write_bytes
-from deepfake.io.provenance import label_text, make_record
+from deepfake.provenance.label import label_text, make_record
 
 DIRECTIONS = {"a2b": ("b", "a"), "b2a": ("a", "b")}  # direction -> (identity in the input, decoder used)
 CROP_NAMES = {"dfl": "dfl_whole_face", "ours": "deepfake"}  # the metadata's names for the two crops
