@@ -21,7 +21,7 @@ import numpy as np
 
 from deepfake.faceset import FaceRecord, new_header, read_faceset, write_manifest
 from deepfake.faceset.cache_key import cache_key, manifest_hash
-from deepfake.faceset.masks import MaskSource
+from deepfake.faceset.mask_files import MaskSource
 
 
 def make_faceset(root: Path, n: int, size: int = 16) -> None:

@@ -18,7 +18,7 @@ import torch
 from deepfake.faceset import read_faceset, side_split
 from deepfake.faceset.cache import FaceCache
 from deepfake.faceset.cache_key import cache_key
-from deepfake.faceset.masks import MaskSource
+from deepfake.faceset.mask_files import MaskSource
 
 pytestmark = pytest.mark.media
 
@@ -113,8 +113,8 @@ def test_evaluate_reads_the_painted_face(original, tmp_path, tiny_config):
 def test_mask_apply_reads_the_painted_face(original, tmp_path, tiny_config, one_torch_thread, caplog, monkeypatch):
     from deepfake.cli import main
     from deepfake.faceset import cache as cache_module
-    from deepfake.mask.apply import MaskPredictor, segmenter_mask_file
-    from deepfake.mask.checkpoint import load_mask_model
+    from deepfake.segment.apply import MaskPredictor, segmenter_mask_file
+    from deepfake.segment.checkpoint import load_mask_model
 
     model = tmp_path / "segmenter"
     tiny = ["--resolution", "32", "--set", "model.base_channels=2", "--set", "model.max_channels=4",

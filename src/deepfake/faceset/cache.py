@@ -10,7 +10,7 @@ batched in torch on the same device (augment.py), so no CPU worker sits in the t
     for batch in cache.batches(None, 32, generator):      # infinite, epoch-shuffled
         x = batch.images.float() / 255                     # (B, 3, R, R)
 
-The samplers are faceset/sampler.py; which masks a cache holds, faceset/masks.py; what its key covers
+The samplers are faceset/sampler.py; which masks a cache holds, faceset/mask_files.py; what its key covers
 (the manifest, the masks and every image file's size and modification time), faceset/cache_key.py.
 """
 
@@ -32,7 +32,7 @@ import torch
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import Faceset, FaceRecord, read_faceset
 from deepfake.faceset.cache_key import CACHE_FORMAT, cache_key, stale_reason, write_key
-from deepfake.faceset.masks import MaskSource, mask_file, read_mask
+from deepfake.faceset.mask_files import MaskSource, mask_file, read_mask
 from deepfake.faceset.sampler import EpochSampler, Sampler, host_to_device  # noqa: F401 (train/ imports them from here)
 from deepfake.io.atomic import atomic_path, atomic_write_json
 

@@ -1,6 +1,6 @@
 """What a face cache is keyed on, and why an existing cache no longer fits.
 
-The key covers everything the cache decodes: the manifest's bytes, the masks (faceset/masks.py's
+The key covers everything the cache decodes: the manifest's bytes, the masks (faceset/mask_files.py's
 `source_key`) and each image file the build reads, by its size and modification time. That is one stat
 per file and nothing read, so a face painted over in place, or a faceset copied with `cp -r` whose copy is
 then edited, cannot keep serving the pixels of before (measured in benchmarks/RESULTS.md: 10,000 faces).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepfake.faceset import MANIFEST, Faceset
-from deepfake.faceset.masks import HULL, MaskSource, source_key
+from deepfake.faceset.mask_files import HULL, MaskSource, source_key
 
 # Bump when the cache layout or the decoding changes, so old caches are rebuilt instead of misread.
 CACHE_FORMAT = 1
