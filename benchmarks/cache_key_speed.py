@@ -1,6 +1,6 @@
 """How long the face cache's key takes at 10,000 faces: one stat per face image and per hull file, the
-manifest hashed (faceset/cache_key.py). Baseline in the same run: the manifest hash alone (the key before
-it covered the files), and reading the manifest, which every cache load does anyway.
+manifest hashed (faceset/cache_key.py). Baseline in the same run: the manifest hash alone (a key blind to
+the files), and reading the manifest, which every cache load does anyway.
 
     python benchmarks/cache_key_speed.py [--faces 10000] [--repeats 7]
 
@@ -68,7 +68,7 @@ def main() -> None:
         key = cache_key(fs, MaskSource())
         assert len(key.files) == 2 * args.faces
         for name, fn in (("cache key (manifest + every face and hull file's size and mtime)", lambda: cache_key(fs, MaskSource())),
-                         ("manifest hash alone (the key before)", lambda: manifest_hash(root)),
+                         ("manifest hash alone (a key blind to the files)", lambda: manifest_hash(root)),
                          ("read_faceset (every cache load does it)", lambda: read_faceset(root))):
             first, median = timed(fn, args.repeats)
             print(f"{name}: first {first:.1f} ms, median of {args.repeats} {median:.1f} ms")

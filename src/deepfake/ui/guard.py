@@ -102,9 +102,12 @@ def cross_site(scope: dict, headers: dict[str, str], token_in_header: bool, open
       without a token (`open_loopback`).
 
     Every route gets this check with no code of its own: `Guard` wraps the whole app and calls it for each
-    scope, `"http"` and `"websocket"` alike, before any route runs. A new WebSocket route
-    (`@app.websocket("/api/live")`) is therefore refused a foreign Origin before its handler is called;
-    it must not accept the token from the query string alone (the page's own socket passes by its Origin).
+    scope, `"http"` and `"websocket"` alike, before any route runs. A new WebSocket route needs nothing
+    more than `@app.websocket("/api/live")` in create_app: a handshake from a foreign Origin (or without
+    the token, on a server that has one) is answered 403 before the handler is called, so the handler may
+    `accept()` whatever socket reaches it. The page opens it as `new WebSocket("ws://" + location.host + path)`
+    (the browser adds the Origin and, with a token, the cookie). tests/test_ui_cross_site.py checks a route
+    added this way.
     """
     if scope["type"] == "http" and scope.get("method", "GET").upper() in SAFE_METHODS:
         return None
