@@ -105,7 +105,7 @@ def label_faces(page, ws: Path, shots: Path) -> None:
     faceset a's first face, save, train a tiny mask model on the labels and see its prediction under
     them, then fix the label (one more exclude polygon) and save again."""
     from deepfake.faceset import read_faceset
-    from deepfake.mask.labels import read_labels
+    from deepfake.segment.labels import read_labels
 
     canvas = "#label-canvas"
     page.wait_for_selector(f"{canvas}[data-faceset=a][data-face]")

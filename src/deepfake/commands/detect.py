@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.evaluate.detect import Detector, detect_files, format_reports
+    from deepfake.provenance.inspect import Detector, detect_files, format_reports
 
     cfg = DetectConfig(threshold=args.threshold, every=args.every, max_frames=args.max_frames,
                        detector=args.detector, device=args.device, checkpoint=args.checkpoint)

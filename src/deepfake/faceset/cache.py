@@ -10,7 +10,7 @@ batched in torch on the same device (augment.py), so no CPU worker sits in the t
     for batch in cache.batches(None, 32, generator):      # infinite, epoch-shuffled
         x = batch.images.float() / 255                     # (B, 3, R, R)
 
-The samplers are faceset/sampler.py; which masks a cache holds (and what its key covers), faceset/masks.py.
+The samplers are faceset/sampler.py; which masks a cache holds (and what its key covers), faceset/mask_files.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import MANIFEST, Faceset, FaceRecord, read_faceset
-from deepfake.faceset.masks import MaskSource, mask_file, read_mask, source_key
+from deepfake.faceset.mask_files import MaskSource, mask_file, read_mask, source_key
 from deepfake.faceset.sampler import EpochSampler, Sampler, host_to_device  # noqa: F401 (train/ imports them from here)
 from deepfake.io.atomic import atomic_path, atomic_write_json
 
@@ -85,7 +85,7 @@ class FaceCache:
 
         cache_dir: where the `r<R>-<hash>` folder lives; default `FACESET/.cache`. The hash covers the
         manifest bytes, so any change to the faceset (faces added, removed, re-extracted) rebuilds it,
-        and whatever else makes the masks (faceset/masks.py). masks: which masks (default: the hulls
+        and whatever else makes the masks (faceset/mask_files.py). masks: which masks (default: the hulls
         extract wrote). Unreadable face or mask files are skipped with a warning (and left out of `.records`).
         """
         fs = faceset if isinstance(faceset, Faceset) else read_faceset(faceset)

@@ -22,31 +22,17 @@ import numpy as np
 from deepfake.config import SwapConfig
 
 from deepfake.config_io import save_json
-from deepfake.devices import resolve_device
-from deepfake.errors import BadInputError, ModelDirError
+from deepfake.errors import BadInputError
 from deepfake.io.background import BackgroundWriter
-from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
+from deepfake.provenance.label import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
 from deepfake.io.video_writer import VideoWriter
 from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
-from deepfake.swap.masks import mask_parts
-from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, Swapper, analyzer_config
+from deepfake.swap.blend_mask import mask_parts
+from deepfake.swap.model import SwapModel, load_segmenter, load_swap_model
+from deepfake.swap.pipeline import FrameResult, Swapper, analyzer_config
 from deepfake.swap.preview import sheet, side_by_side
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SwapModel:
-    """A loaded model with everything swap needs to align and pick faces the way training did."""
-
-    model: FaceModel
-    face_size: int
-    coverage: float
-    identity: np.ndarray | None  # mean embedding of the person the model replaces (None = unknown)
-    name: str  # for the provenance label
-    step: int = 0
-    mask_region: str = "whole"  # the hull region the model was trained on: swap's default --mask-region
-    segmenter: Any = None  # a mask.apply.MaskPredictor, for the segmenter mask modes
 
 
 @dataclass
@@ -72,44 +58,6 @@ class SwapSummary:
         if self.skipped:
             text += f"; skipped {len(self.skipped)}: " + "; ".join(self.skipped)
         return text
-
-
-def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
-    """Load a model folder for swapping; ModelDirError (one line) when it is missing or incompatible."""
-    from deepfake.model_dir import load_model_dir
-
-    model_dir = Path(model_dir)
-    device = str(resolve_device(cfg.device))
-    loaded = load_model_dir(model_dir, device=device, checkpoint=cfg.checkpoint)
-    tcfg = loaded.config
-    config_json = model_dir / "config.json"
-    if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
-        raise ModelDirError(
-            f"{config_json}: no face size/coverage recorded (face_size={tcfg.face_size}, coverage={tcfg.coverage}); "
-            "swap must align faces as the training facesets were"
-        )
-    if tcfg.face_size < tcfg.model.resolution:
-        raise ModelDirError(
-            f"{config_json}: face size {tcfg.face_size} px is smaller than the model resolution "
-            f"{tcfg.model.resolution} px (the facesets do not match this model)"
-        )
-    in_side, out_side = DIRECTIONS[cfg.direction]
-    identity = None
-    if loaded.identities and in_side in loaded.identities:
-        identity = np.asarray(loaded.identities[in_side], np.float32)
-    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, device, cfg.amp)
-    # Models from before mask_region was recorded were trained on whole-face hulls.
-    return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step,
-                     tcfg.mask_region or "whole")
-
-
-def load_segmenter(mask_model: str | Path, device: str = "auto"):
-    """The segmenter of `mask_model` as a batched MaskPredictor; ModelDirError (one line) for a bad folder."""
-    from deepfake.mask.apply import MaskPredictor
-    from deepfake.mask.checkpoint import load_mask_model
-
-    dev = resolve_device(device)
-    return MaskPredictor(load_mask_model(mask_model, dev), dev)
 
 
 def prepare_masks(model: SwapModel, cfg: SwapConfig) -> tuple[SwapModel, SwapConfig]:

@@ -35,7 +35,7 @@ from deepfake.train.build import Built, build
 from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
-from deepfake.train.masks import training_masks
+from deepfake.train.loss_masks import training_masks
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview
 from deepfake.train.signals import stop_signals

@@ -13,7 +13,7 @@ import mimetypes
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from deepfake.config import UiConfig
 from deepfake.errors import DeepfakeError
 from deepfake.ui import joblog, labels, media, specs, views
 from deepfake.ui.guard import LOOPBACK_NAMES, Guard, install_errors
@@ -30,18 +31,6 @@ from deepfake.ui.jobs import JobManager
 from deepfake.ui.workspace import PathError, Workspace, model_kind
 
 STATIC = Path(__file__).with_name("static")
-
-
-@dataclass
-class UiConfig:
-    workspace: Path
-    host: str = "127.0.0.1"
-    port: int = 7860
-    token: str | None = None  # required (given or generated) for any host but loopback
-    max_upload_bytes: int = 4 << 30
-    job_env: dict[str, str] = field(default_factory=dict)  # extra environment for job processes
-    stream_seconds: float = 30.0  # an event stream ends after this; EventSource reconnects by itself
-    poll_s: float = 0.3  # job scheduler and event stream polling
 
 
 class Devices:
@@ -123,9 +112,9 @@ def _timelines(ws: Workspace, records: list[dict[str, Any]], model: str) -> list
 def _options() -> dict[str, Any]:
     """Defaults and choices for the forms, from the CLI's own configs."""
     from deepfake.config import ExtractConfig, SwapConfig, SweepConfig
-    from deepfake.evaluate.sweep import RANK_METRICS
+    from deepfake.sweep.run import RANK_METRICS
     from deepfake.faceset.tools import CleanThresholds
-    from deepfake.mask.config import MaskTrainConfig
+    from deepfake.config import MaskTrainConfig
     from deepfake.models.presets import PRESETS
 
     m = MaskTrainConfig()
@@ -202,7 +191,7 @@ def create_app(config: UiConfig) -> FastAPI:
 
     @app.get("/api/media")
     def media_info(path: str):
-        from deepfake.io.provenance import read_provenance
+        from deepfake.provenance.label import read_provenance
 
         p = ws.resolve(path, ("inputs", "outputs"))
         if not p.is_file():

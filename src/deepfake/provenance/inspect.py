@@ -129,7 +129,7 @@ class Detector:
 
     def detect_file(self, path: str | Path) -> FileReport:
         """Score every face of one image or video. Raises BadInputError when the file is unusable."""
-        from deepfake.io.provenance import read_provenance
+        from deepfake.provenance.label import read_provenance
 
         path = Path(path)
         if not path.is_file():
@@ -171,7 +171,7 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 def tag_file(path: str | Path) -> FileReport:
     """Only the provenance tag of one file (no discriminator needed). BadInputError when it is missing."""
-    from deepfake.io.provenance import read_provenance
+    from deepfake.provenance.label import read_provenance
 
     path = Path(path)
     if not path.is_file():
