@@ -32,7 +32,7 @@ from deepfake.extract import extract
 from deepfake.faces.align import align_matrix, transform_points, warp_face
 from deepfake.faces.dlib_models import SHAPE_68, dlib_model_path
 from deepfake.faces.identity import FaceEmbedder
-from deepfake.faces.mask import hull_mask
+from deepfake.faces.hull import hull_mask
 from deepfake.io.video import VideoReader
 
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))

@@ -12,7 +12,7 @@ segmenter is trained as `deepfake mask train` trains it, pretraining only (there
 `--threads` CPU threads.
 
 Occluders come from a family the segmenter never saw: training draws ellipses, bars and star blobs
-textured with faces of its batch, noise or flat colour (mask/augment.py); this benchmark draws with
+textured with faces of its batch, noise or flat colour (segment/augment.py); this benchmark draws with
 OpenCV, from a seed of its own, hands (a palm and four fingers), random non-convex polygons and thick
 curved strokes, textured with crops of the shared stills d30, d8, d9, s0 and s33 (skin, hair, paint, fur),
 which no training face comes from. True visible face = the face's whole hull minus the occluder.
@@ -46,13 +46,13 @@ MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", ROOT.parent / "shared" / "media"))
 
 from deepfake.config import ExtractConfig  # noqa: E402
 from deepfake.config_io import parse_override, replace_path  # noqa: E402
-from deepfake.faces.mask import hull_mask  # noqa: E402
+from deepfake.faces.hull import hull_mask  # noqa: E402
 from deepfake.faceset import read_faceset, write_manifest  # noqa: E402
-from deepfake.mask.apply import MaskPredictor  # noqa: E402
-from deepfake.mask.checkpoint import load_mask_model  # noqa: E402
-from deepfake.mask.config import MaskTrainConfig, SegmenterConfig  # noqa: E402
-from deepfake.mask.preview import overlay  # noqa: E402
-from deepfake.mask.train import train_segmenter  # noqa: E402
+from deepfake.segment.apply import MaskPredictor  # noqa: E402
+from deepfake.segment.checkpoint import load_mask_model  # noqa: E402
+from deepfake.config import MaskTrainConfig, SegmenterConfig  # noqa: E402
+from deepfake.segment.preview import overlay  # noqa: E402
+from deepfake.segment.train import train_segmenter  # noqa: E402
 
 STILLS = ("d30.jpg", "d8.jpg", "d9.jpg", "s0.jpg", "s33.jpg")
 HELD_OUT_FRAME = 720

@@ -44,8 +44,9 @@ def main() -> int:
     from deepfake.io.video_writer import VideoWriter
     from deepfake.models import build_autoencoder
     from deepfake.models.presets import preset_config
-    from deepfake.swap.pipeline import AutoencoderModel, Swapper, analyzer_config
-    from deepfake.swap.run import SwapModel, swap_video
+    from deepfake.swap.model import AutoencoderModel, SwapModel
+    from deepfake.swap.pipeline import Swapper, analyzer_config
+    from deepfake.swap.run import swap_video
 
     device = str(resolve_device(args.device))  # SwapConfig stores the name
     tcfg = preset_config(args.preset)

@@ -11,7 +11,7 @@ from deepfake.cli import main as cli_main
 from deepfake.config import DetectConfig, EvaluateConfig, ExtractConfig, SwapConfig, SweepConfig, TrainConfig
 from deepfake.config_io import check_value, from_dict, load_json, parse_override, parse_value, to_dict
 from deepfake.errors import DeepfakeError
-from deepfake.evaluate.sweep import parse_grid
+from deepfake.sweep.run import parse_grid
 from deepfake.models.presets import PRESETS, preset_config
 
 

@@ -9,7 +9,7 @@ from conftest import media_path
 from deepfake.cli import main
 from deepfake.demo import carphone_path, find_sources
 from deepfake.errors import DeepfakeError
-from deepfake.io.provenance import read_provenance
+from deepfake.provenance.label import read_provenance
 
 FRAMES = 16
 

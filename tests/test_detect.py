@@ -11,7 +11,7 @@ import torch
 
 from conftest import media_path
 from deepfake.config import DetectConfig, DiscriminatorConfig
-from deepfake.evaluate.detect import Detector, detect_files, format_reports
+from deepfake.provenance.inspect import Detector, detect_files, format_reports
 from deepfake.evaluate.metrics import accuracy, roc_auc
 from deepfake.evaluate.runner import as_faceset
 
@@ -103,7 +103,7 @@ def test_detect_separates_real_from_blurred_faces(faceset_a, faceset_b, tmp_path
 
 def test_detect_reports_provenance_and_bad_files(tmp_path):
     from deepfake.models import build_discriminator
-    from deepfake.io.provenance import make_record, save_labelled_image
+    from deepfake.provenance.label import make_record, save_labelled_image
 
     rgb = _frames("d6.mp4", [100])[0]
     tagged = tmp_path / "tagged.jpg"
@@ -128,7 +128,7 @@ def test_detect_reports_provenance_and_bad_files(tmp_path):
 
 def test_detect_without_a_model_reads_only_provenance_tags(tmp_path, capsys):
     from deepfake.cli import main as cli_main
-    from deepfake.io.provenance import make_record, save_labelled_image
+    from deepfake.provenance.label import make_record, save_labelled_image
 
     rgb = _frames("d6.mp4", [100])[0]
     tagged, plain = tmp_path / "tagged.png", tmp_path / "plain.png"

@@ -13,7 +13,7 @@ from deepfake.faces.align import CANONICAL_68, transform_points
 from deepfake.faces.analyzer import FaceAnalyzer
 from deepfake.faces.identity import SAME_PERSON, embedding_distance
 from deepfake.faces.landmarks import interocular
-from deepfake.faces.mask import hull_mask
+from deepfake.faces.hull import hull_mask
 from deepfake.faces.quality import blur_score
 from deepfake.faces.smooth import LandmarkSmoother, OneEuroFilter, frame_jitter, median_jitter
 from deepfake.io.images import read_image

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import media_path
-from deepfake.mask.augment import apply, augment, gaussian_blur, sample_params
-from deepfake.mask.config import MaskAugmentConfig, MaskTrainConfig, SegmenterConfig, validate
-from deepfake.mask.jpeg import jpeg_like
+from deepfake.segment.augment import apply, augment, gaussian_blur, sample_params
+from deepfake.config import MaskAugmentConfig, MaskTrainConfig, SegmenterConfig
+from deepfake.segment.checks import validate
+from deepfake.segment.jpeg import jpeg_like
 from deepfake.models.segmenter import Segmenter, fused_for_inference, level_channels
 from deepfake.errors import DeepfakeError
 

@@ -10,8 +10,8 @@ import pytest
 
 from deepfake.cli import build_parser, main
 from deepfake.config_io import load_json, save_json
-from deepfake.mask.checkpoint import load_mask_model
-from deepfake.mask.config import MaskTrainConfig
+from deepfake.segment.checkpoint import load_mask_model
+from deepfake.config import MaskTrainConfig
 
 TINY = ["--resolution", "32", "--set", "model.base_channels=2", "--set", "model.max_channels=4",
         "--set", "model.depth=2", "--batch", "2", "--set", "log_every=1", "--set", "val_faces=2"]

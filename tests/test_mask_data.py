@@ -16,12 +16,12 @@ from conftest import media_path
 from deepfake.cli import main
 from deepfake.config import DataConfig, TrainConfig
 from deepfake.errors import DeepfakeError
-from deepfake.faces.mask import hull_mask
+from deepfake.faces.hull import hull_mask
 from deepfake.faceset import read_faceset, write_manifest
 from deepfake.faceset.cache import FaceCache
-from deepfake.faceset.masks import MaskSource, faceset_region, mask_file, mask_source
+from deepfake.faceset.mask_files import MaskSource, faceset_region, mask_file, mask_source
 from deepfake.model_dir import read_config
-from deepfake.train.masks import training_masks
+from deepfake.train.loss_masks import training_masks
 
 pytestmark = pytest.mark.media
 
@@ -86,8 +86,8 @@ def test_training_redraws_hulls_of_another_region(d9_facesets, caplog):
 @pytest.fixture(scope="module")
 def mask_model(faceset_a, tmp_path_factory, one_torch_thread):
     """A tiny segmenter, one step trained: these tests need its masks to exist, not to be good."""
-    from deepfake.mask.config import MaskTrainConfig, SegmenterConfig
-    from deepfake.mask.train import train_segmenter
+    from deepfake.config import MaskTrainConfig, SegmenterConfig
+    from deepfake.segment.train import train_segmenter
 
     out = tmp_path_factory.mktemp("tiny_mask") / "m"
     cfg = MaskTrainConfig(model=SegmenterConfig(resolution=32, base_channels=2, max_channels=4, depth=2), steps=1,
@@ -97,8 +97,8 @@ def mask_model(faceset_a, tmp_path_factory, one_torch_thread):
 
 
 def _apply(faceset, mask_model):
-    from deepfake.mask.apply import apply_to_faceset
-    from deepfake.mask.checkpoint import load_mask_model
+    from deepfake.segment.apply import apply_to_faceset
+    from deepfake.segment.checkpoint import load_mask_model
 
     apply_to_faceset(faceset, load_mask_model(mask_model), progress=False)
 

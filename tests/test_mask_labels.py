@@ -9,10 +9,10 @@ import pytest
 
 from deepfake.errors import DeepfakeError
 from deepfake.faces.align import CANONICAL_68
-from deepfake.faces.mask import hull_mask
+from deepfake.faces.hull import hull_mask
 from deepfake.faceset import FaceRecord, new_header, read_faceset, write_manifest
-from deepfake.mask.labelme import import_labelme
-from deepfake.mask.labels import LABELS, FaceLabel, read_labels, rasterise, write_labels
+from deepfake.segment.labelme import import_labelme
+from deepfake.segment.labels import LABELS, FaceLabel, read_labels, rasterise, write_labels
 
 SIZE = 128
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import media_path
 from deepfake.cli import main
-from deepfake.swap.masks import MASK_MODES, auto_blur, build_mask, segmenter_alpha
+from deepfake.swap.blend_mask import MASK_MODES, auto_blur, build_mask, segmenter_alpha
 
 FACE_SIZE = 128
 COVERAGE = 0.75
@@ -94,8 +94,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmenter(faceset_a, tmp_path_factory, one_torch_thread):
     """A segmenter trained briefly on faceset_a's hulls with the augmentation's occluders on every face."""
-    from deepfake.mask.config import MaskAugmentConfig, MaskTrainConfig, SegmenterConfig
-    from deepfake.mask.train import train_segmenter
+    from deepfake.config import MaskAugmentConfig, MaskTrainConfig, SegmenterConfig
+    from deepfake.segment.train import train_segmenter
 
     out = tmp_path_factory.mktemp("segmenter") / "m"
     cfg = MaskTrainConfig(model=SegmenterConfig(resolution=64, base_channels=8, max_channels=32, depth=3),

@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 
 from deepfake.faceset import read_faceset
 from deepfake.faceset.cache import FaceCache
-from deepfake.mask.apply import FOLDER, MaskPredictor, apply_to_faceset, segmenter_mask_file
-from deepfake.mask.checkpoint import SEGMENTER, load_mask_model
-from deepfake.mask.config import MaskAugmentConfig, MaskTrainConfig, SegmenterConfig
-from deepfake.mask.data import load_mask_data
-from deepfake.mask.export import QUEUE, export_label_sheet
-from deepfake.mask.labels import FaceLabel, write_labels
-from deepfake.mask.train import read_metrics, train_segmenter
+from deepfake.segment.apply import FOLDER, MaskPredictor, apply_to_faceset, segmenter_mask_file
+from deepfake.segment.checkpoint import SEGMENTER, load_mask_model
+from deepfake.config import MaskAugmentConfig, MaskTrainConfig, SegmenterConfig
+from deepfake.segment.data import load_mask_data
+from deepfake.segment.export import QUEUE, export_label_sheet
+from deepfake.segment.labels import FaceLabel, write_labels
+from deepfake.segment.train import read_metrics, train_segmenter
 
 pytestmark = [pytest.mark.media, pytest.mark.slow]
 

@@ -47,7 +47,7 @@ class _Faces:
 
     def one(self, rgb: np.ndarray) -> _Face:
         from deepfake.faces.align import align_matrix, transform_points, warp_face
-        from deepfake.faces.mask import hull_mask
+        from deepfake.faces.hull import hull_mask
 
         dets = self.detector.detect(rgb)
         assert len(dets) == 1, f"expected one face, found {len(dets)}"

@@ -9,7 +9,7 @@ import pytest
 
 from deepfake.faces.align import align_matrix, canonical_points, warp_face
 from deepfake.swap.blend import feather, poisson
-from deepfake.swap.masks import build_mask
+from deepfake.swap.blend_mask import build_mask
 from deepfake.swap.paste import face_roi, paste_back, warp_to_frame
 
 SIZE = 128

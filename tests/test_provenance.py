@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import media_path
 from deepfake.errors import BadInputError
 from deepfake.io.video_writer import VideoWriter
-from deepfake.io.provenance import (
+from deepfake.provenance.label import (
     LABEL_PREFIX,
     add_watermark,
     make_record,

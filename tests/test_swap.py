@@ -17,11 +17,12 @@ from deepfake.cli import main
 from deepfake.config import SwapConfig
 from deepfake.io.video import VideoReader
 from deepfake.io.video_writer import VideoWriter
-from deepfake.io.provenance import read_provenance
-from deepfake.swap.masks import build_mask
+from deepfake.provenance.label import read_provenance
+from deepfake.swap.blend_mask import build_mask
 from deepfake.swap.paste import face_roi, warp_to_frame
 from deepfake.swap.pipeline import Swapper, analyzer_config
-from deepfake.swap.run import SwapModel, swap
+from deepfake.swap.model import SwapModel
+from deepfake.swap.run import swap
 
 FACE_SIZE = 128
 COVERAGE = 0.75
@@ -161,7 +162,7 @@ def two_faces():
 )
 def test_only_the_matching_identity_is_swapped(analyzer, identities, two_faces, direction, all_faces,
                                                left_changes, right_changes):
-    from deepfake.swap.pipeline import DIRECTIONS
+    from deepfake.swap.model import DIRECTIONS
 
     in_side, _ = DIRECTIONS[direction]
     cfg = SwapConfig(direction=direction, all_faces=all_faces, color="none")

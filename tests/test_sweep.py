@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 from deepfake.config import SweepConfig, TrainConfig
 from deepfake.errors import DeepfakeError
-from deepfake.evaluate.sweep import expand_grid, load_state, parse_grid, resolve_key, run_sweep
+from deepfake.sweep.run import expand_grid, load_state, parse_grid, resolve_key, run_sweep
 
 
 def test_parse_inline_grid_types_values_by_their_field():
@@ -68,7 +68,7 @@ def test_expand_grid_puts_baseline_first_and_dedupes_it():
 def test_stage_counts_carry_their_widths_so_every_variant_builds():
     from deepfake.models import build_autoencoder
     from deepfake.models.presets import preset_config
-    from deepfake.evaluate.sweep import apply_overrides
+    from deepfake.sweep.run import apply_overrides
 
     base = preset_config("tiny")
     grid = {"encoder_stages": [base.model.encoder_stages - 1, base.model.encoder_stages + 1],
@@ -204,7 +204,7 @@ def test_real_tiny_sweep_over_two_activations_ranks_and_resumes(faceset_a, faces
 
 def test_minutes_budget_is_the_only_limit_and_a_resume_gets_what_is_left(monkeypatch, tmp_path):
     import deepfake.train
-    from deepfake.evaluate.sweep import _default_train
+    from deepfake.sweep.run import _default_train
     from deepfake.train.metrics import write_metrics
 
     calls = []
@@ -229,7 +229,7 @@ def test_minutes_budget_is_the_only_limit_and_a_resume_gets_what_is_left(monkeyp
 def test_one_at_a_time_grid_and_bundles(tmp_path):
     """A tuning study's grid: every value of every key is a variant of its own against the baseline,
     and a bundle sets several keys in one variant; the checked-in study grid expands and builds."""
-    from deepfake.evaluate.sweep import apply_overrides
+    from deepfake.sweep.run import apply_overrides
     from deepfake.models import build_autoencoder, preset_config
 
     base = preset_config("tiny")

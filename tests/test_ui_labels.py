@@ -1,5 +1,5 @@
 """The polygon label editor's API against a live server: labels.json round trips through the page's
-endpoints as deepfake.mask.labels reads it, a bad polygon or body is a 4xx with one line and changes
+endpoints as deepfake.segment.labels reads it, a bad polygon or body is a 4xx with one line and changes
 nothing, every faceset, face and model the endpoints take stays inside the workspace, and a mask
 model's prediction comes back as a mask of the face's size. Mask jobs plan the CLI's own argv."""
 
@@ -47,8 +47,8 @@ def make_faceset(root: Path, n: int = 3) -> None:
 
 def make_mask_model(folder: Path, step: int = 3) -> None:
     """A small untrained segmenter saved as `mask train` saves one."""
-    from deepfake.mask.checkpoint import SEGMENTER, write_config
-    from deepfake.mask.config import MaskTrainConfig, SegmenterConfig
+    from deepfake.segment.checkpoint import SEGMENTER, write_config
+    from deepfake.config import MaskTrainConfig, SegmenterConfig
     from deepfake.model_dir import save_tensors
     from deepfake.models.segmenter import build_segmenter
 
@@ -81,12 +81,12 @@ def labels_file(ws: Path) -> Path:
 
 
 def put(url: str, body, name: str = "f"):
-    return call(url, "PUT", f"/api/facesets/{name}/labels", body)[:2]
+    return call(url, "PUT", f"/api/facesets/{name}/labels", body, headers={"Content-Type": "application/json"})[:2]
 
 
 def test_a_label_round_trips_into_labels_json(server):
     from deepfake.faceset import read_faceset
-    from deepfake.mask.labels import read_labels
+    from deepfake.segment.labels import read_labels
 
     url, ws = server
     status, out = put(url, {"face": "faces/000001.png", "include": [SQUARE], "exclude": [HOLE]})

@@ -4,6 +4,7 @@ dataclass here; config_io.py reads and writes them (JSON, `--set KEY=VALUE`, swe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -197,6 +198,9 @@ class SwapConfig:
     crf: int = 18
     preset: str = "medium"
     watermark: bool = False
+    invisible_mark: bool = True  # the invisible payload (tool marker + model hash) in every swapped face
+    sign_cert: str = ""  # PEM chain (signing certificate first) for the Content Credentials; "" = the local chain
+    sign_key: str = ""  # its PEM private key
     device: str = "auto"
     amp: str = "auto"  # model precision: auto (bf16 on a GPU that has it, else fp32) | bf16 | off
     frames: int = 0  # video: swap only the first N frames (0 = all); the output is cut to match
@@ -230,7 +234,7 @@ class SweepConfig:
     base: str = "tiny"  # preset name, or a JSON config file the variants start from
     steps: int = 200  # training budget per variant (ignored when minutes > 0)
     minutes: float = 0.0  # wall-clock budget per variant; 0 = use steps
-    rank_by: str = "ssim"  # metric the results table is sorted by (see deepfake.evaluate.sweep.RANK_METRICS)
+    rank_by: str = "ssim"  # metric the results table is sorted by (see deepfake.sweep.run.RANK_METRICS)
     seed: int = 0  # same seed and data split for every variant
     device: str = "auto"
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -245,3 +249,100 @@ class DetectConfig:
     batch: int = 32
     device: str = "auto"
     checkpoint: str = "last"  # which weights of the model folder: last | best | a step number
+
+
+# ----------------------------------------------------------------------------------------------------
+# Faceset clean.
+
+
+@dataclass
+class CleanThresholds:
+    min_blur: float | None = None  # absolute: drop faces with a blur score below this
+    blur_fraction: float | None = 0.4  # relative: drop faces below this fraction of the median blur score
+    max_yaw: float | None = 60.0  # degrees (absolute value)
+    max_pitch: float | None = 40.0
+    max_roll: float | None = 45.0
+    max_identity: float | None = 0.6  # embedding distance to the faceset's main identity (or the reference)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The segmenter (`deepfake mask`): the network, its augmentation and its training run. Saved as the mask
+# model folder's config.json, so the folder alone rebuilds the network.
+
+
+@dataclass
+class SegmenterConfig:
+    resolution: int = 128  # faces are resized to this before the network and the masks back after
+    base_channels: int = 8  # channels at full resolution; doubled at every level down
+    max_channels: int = 64  # cap on the doubling, so depth costs little at the bottom
+    depth: int = 4  # downsamplings: the bottom level sees resolution / 2**depth
+    norm: str = "batch"  # none | batch | instance | group (batch folds into the convs at inference)
+    activation: str = "leaky_relu"
+
+
+@dataclass
+class MaskAugmentConfig:
+    """Probabilities are per face and step; sizes are fractions of the face crop."""
+
+    rotation: float = 15.0  # degrees, either way
+    scale: float = 0.10  # zoom, either way
+    shift: float = 0.06  # fraction of the crop
+    flip: bool = True
+    background: float = 0.5  # paste another face's surroundings outside this face's hull
+    occluders: float = 0.8  # give the face at least one occluder
+    max_occluders: int = 3
+    occluder_size: tuple[float, float] = (0.12, 0.55)  # smallest and largest occluder extent
+    color: float = 0.2  # brightness, contrast and saturation jitter, either way
+    blur: float = 0.25  # Gaussian blur
+    blur_sigma: float = 2.0  # largest blur sigma, px at the segmenter's resolution
+    jpeg: float = 0.25  # JPEG artefacts (DCT quantisation on the device, segment/jpeg.py)
+    jpeg_quality: tuple[int, int] = (15, 75)
+
+
+@dataclass
+class MaskTrainConfig:
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    augment: MaskAugmentConfig = field(default_factory=MaskAugmentConfig)
+    region: str = "whole"  # the hull the pretraining targets: full (to the brows) | whole (with forehead)
+    steps: int = 20000  # the run ends at this step (pretraining included)
+    pretrain_steps: int = 4000  # steps on hull targets before the labels take over
+    label_share: float = 0.5  # faces of a label-phase batch drawn from labelled faces (the rest: hulls)
+    batch: int = 16
+    lr: float = 1e-3  # Adam
+    bce_weight: float = 1.0  # sigmoid cross-entropy: sharp per-pixel decisions
+    dssim_weight: float = 1.0  # DSSIM of the probabilities: the mask's shape and edges, not just its area
+    seed: int = 0
+    device: str = "auto"
+    val_fraction: float = 0.05  # faces held out per faceset, scored with a fixed augmentation
+    val_faces: int = 32  # at most this many of them
+    log_every: int = 50
+    save_every: int = 500
+    preview_every: int = 500
+    keep_backups: int = 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Demo and the dashboard.
+
+
+@dataclass
+class DemoConfig:
+    minutes: float = 4.0  # training budget (wall clock)
+    frames: int = 120  # frames of each clip used (extraction and the swapped video)
+    preset: str = "quick"  # training preset (models/presets.py)
+    face_size: int = 128  # aligned face size for extraction (and so for swap)
+    batch: int = 8
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass
+class UiConfig:
+    workspace: Path
+    host: str = "127.0.0.1"
+    port: int = 7860
+    token: str | None = None  # required (given or generated) for any host but loopback
+    max_upload_bytes: int = 4 << 30
+    job_env: dict[str, str] = field(default_factory=dict)  # extra environment for job processes
+    stream_seconds: float = 30.0  # an event stream ends after this; EventSource reconnects by itself
+    poll_s: float = 0.3  # job scheduler and event stream polling

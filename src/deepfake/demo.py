@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deepfake.config import ExtractConfig, SwapConfig, TrainConfig
+from deepfake.config import DemoConfig, ExtractConfig, SwapConfig, TrainConfig
 
 from deepfake.config_io import save_json
 from deepfake.errors import BadInputError, DeepfakeError
@@ -39,17 +39,6 @@ log = logging.getLogger(__name__)
 
 SHARED_A, SHARED_B = "d6.mp4", "d14.mp4"
 CARPHONE = Path("datasets") / "data" / "carphone_pristine.mp4"
-
-
-@dataclass
-class DemoConfig:
-    minutes: float = 4.0  # training budget (wall clock)
-    frames: int = 120  # frames of each clip used (extraction and the swapped video)
-    preset: str = "quick"  # training preset (models/presets.py)
-    face_size: int = 128  # aligned face size for extraction (and so for swap)
-    batch: int = 8
-    device: str = "cpu"
-    seed: int = 0
 
 
 @dataclass
@@ -175,7 +164,8 @@ def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
 
 def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> None:
     from deepfake.io.video import VideoReader
-    from deepfake.io.provenance import make_record, save_labelled_image
+    from deepfake.provenance.credentials import Credential, signed_output
+    from deepfake.provenance.label import make_record, save_labelled_image
     from deepfake.swap.preview import sheet
 
     with VideoReader(after) as r:
@@ -183,7 +173,10 @@ def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> 
     idx = sorted(set(np.linspace(0, max(0, n - 1), rows).round().astype(int).tolist()))
     a, b = _frames_at(before, idx), _frames_at(after, idx)
     pairs = [(a[i], b[i]) for i in idx if i in a and i in b]
-    save_labelled_image(path, sheet(pairs), make_record("demo", kind="before/after sheet"))
+    # The sheet's right column is frames of the marked swap; the sheet itself carries signed credentials.
+    credential = Credential(source=before, description="before/after sheet of a face swap")
+    with signed_output(path, credential) as target:
+        save_labelled_image(target, sheet(pairs), make_record("demo", kind="before/after sheet"))
 
 
 def loss_plot(model_dir: Path, path: Path) -> dict[str, float]:

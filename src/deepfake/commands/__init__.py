@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("deepfake.commands.detect", "score images or video as real or synthesized; read the provenance tag"),
     "mask": ("deepfake.commands.mask", "occlusion-aware masks: train a segmenter on your faces, label, apply"),
     "ui": ("deepfake.commands.ui", "a local web dashboard to run and watch every stage"),
+    "export": ("deepfake.commands.export", "export a model as one ONNX file: .dfm for DeepFaceLive/FaceFusion, .onnx for live"),
+    "live": ("deepfake.commands.live", "swap live from a camera or a video played as live (file, virtual camera)"),
 }
 
 

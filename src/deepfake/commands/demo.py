@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from deepfake.demo import DemoConfig
+    from deepfake.config import DemoConfig
 
     d = DemoConfig()
     p.add_argument("--minutes", type=float, default=d.minutes, help="training time budget (wall clock)")
@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.demo import DemoConfig, run_demo
+    from deepfake.config import DemoConfig
+    from deepfake.demo import run_demo
 
     cfg = DemoConfig(minutes=args.minutes, frames=args.frames, preset=args.preset, face_size=args.face_size,
                      batch=args.batch, device=args.device)

@@ -24,12 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.evaluate.detect import Detector, detect_files, format_reports
+    from deepfake.provenance.inspect import Detector, detect_files, format_reports
 
     cfg = DetectConfig(threshold=args.threshold, every=args.every, max_frames=args.max_frames,
                        detector=args.detector, device=args.device, checkpoint=args.checkpoint)
     detector = Detector.from_model_dir(args.model, cfg) if args.model else None
-    reports = detect_files(args.inputs, detector, progress=not args.json)
+    reports = detect_files(args.inputs, detector, progress=not args.json, cfg=cfg)
     if args.json:
         print(json.dumps({"threshold": cfg.threshold, "files": [r.to_dict() for r in reports]}, indent=2))
     else:

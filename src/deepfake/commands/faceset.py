@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepfake.commands import config_from_args
-from deepfake.faceset.tools import CleanThresholds
+from deepfake.config import CleanThresholds
 
 
 def _none_or_float(text: str) -> float | None:

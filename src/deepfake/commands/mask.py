@@ -1,4 +1,4 @@
-"""`deepfake mask train|apply|label`: parse arguments, resolve the segmenter's config, call deepfake.mask."""
+"""`deepfake mask train|apply|label`: parse arguments, resolve the segmenter's config, call deepfake.segment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deepfake.errors import DeepfakeError
 
-REGIONS = ("full", "whole")  # deepfake.faces.mask.MASK_REGIONS, spelt out so --help imports nothing heavy
+REGIONS = ("full", "whole")  # deepfake.faces.hull.MASK_REGIONS, spelt out so --help imports nothing heavy
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -82,8 +82,8 @@ def resolve_config(args: argparse.Namespace):
     then --set."""
     from deepfake.commands.train import apply_overrides
     from deepfake.config_io import load_json
-    from deepfake.mask.checkpoint import CONFIG, read_config
-    from deepfake.mask.config import MaskTrainConfig
+    from deepfake.segment.checkpoint import CONFIG, read_config
+    from deepfake.config import MaskTrainConfig
 
     if args.config:
         cfg = load_json(MaskTrainConfig, args.config)
@@ -99,8 +99,8 @@ def resolve_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from deepfake.config_io import to_dict
-    from deepfake.mask.checkpoint import write_config
-    from deepfake.mask.config import validate
+    from deepfake.segment.checkpoint import write_config
+    from deepfake.segment.checks import validate
 
     cfg = resolve_config(args)
     validate(cfg)
@@ -112,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"saved {Path(args.out) / 'config.json'} (dry run: nothing trained)")
         return 0
     from deepfake.commands.train import step_limit
-    from deepfake.mask.train import train_segmenter
+    from deepfake.segment.train import train_segmenter
 
     result = train_segmenter(cfg, args.facesets, args.out, minutes=args.minutes, step_limit=step_limit(args),
                              progress=not args.no_progress)
@@ -135,8 +135,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     from deepfake.devices import resolve_device
-    from deepfake.mask.apply import apply_to_faceset
-    from deepfake.mask.checkpoint import load_mask_model
+    from deepfake.segment.apply import apply_to_faceset
+    from deepfake.segment.checkpoint import load_mask_model
 
     if args.batch < 1:
         raise DeepfakeError(f"--batch {args.batch}: must be >= 1")
@@ -150,11 +150,11 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _label(args: argparse.Namespace) -> int:
     from deepfake.faceset import read_faceset
-    from deepfake.mask.labels import labels_path, read_labels
+    from deepfake.segment.labels import labels_path, read_labels
 
     fs = read_faceset(args.faceset)
     if args.import_dir:
-        from deepfake.mask.labelme import import_labelme
+        from deepfake.segment.labelme import import_labelme
 
         count, path = import_labelme(fs, args.import_dir)
         print(f"imported labels of {count} face(s) from {args.import_dir} into {path}")
@@ -165,8 +165,8 @@ def _label(args: argparse.Namespace) -> int:
     print(f"{where}: {len(labels)} of {len(fs)} faces labelled, {n_inc} include and {n_exc} exclude polygons")
     if args.export:
         from deepfake.devices import resolve_device
-        from deepfake.mask.checkpoint import load_mask_model
-        from deepfake.mask.export import QUEUE, export_label_sheet
+        from deepfake.segment.checkpoint import load_mask_model
+        from deepfake.segment.export import QUEUE, export_label_sheet
 
         if args.faces < 1:
             raise DeepfakeError(f"--faces {args.faces}: must be >= 1")

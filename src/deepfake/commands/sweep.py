@@ -8,7 +8,7 @@ from deepfake.config import SweepConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from deepfake.evaluate.sweep import RANK_METRICS
+    from deepfake.sweep.run import RANK_METRICS
 
     d = SweepConfig()
     p.add_argument("--a", required=True, metavar="FACESET_A")
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepfake.config_io import replace_path
-    from deepfake.evaluate.sweep import apply_overrides, expand_grid, parse_grid, resolve_base, run_sweep
+    from deepfake.sweep.run import apply_overrides, expand_grid, parse_grid, resolve_base, run_sweep
 
     cfg = SweepConfig(base=args.base, steps=args.steps, minutes=args.minutes, rank_by=args.rank_by,
                       seed=args.seed, device=args.device)

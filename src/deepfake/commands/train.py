@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.faceset import split_train_val
     from deepfake.model_dir import write_config
     from deepfake.models.autoencoder import validate
-    from deepfake.train.masks import check_mask_config
+    from deepfake.train.loss_masks import check_mask_config
 
     cfg = resolve_config(args)
     validate(cfg.model)

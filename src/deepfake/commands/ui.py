@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.errors import DeepfakeError
 
     try:
-        from deepfake.ui.app import UiConfig
+        from deepfake.config import UiConfig
         from deepfake.ui.server import serve
     except ModuleNotFoundError as e:
         if e.name in ("fastapi", "uvicorn", "starlette", "pydantic"):

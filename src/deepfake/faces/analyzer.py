@@ -17,7 +17,7 @@ from deepfake.faces.align import align_matrix, transform_points, warp_face
 from deepfake.faces.detect import Detection, FaceDetector, iou
 from deepfake.faces.identity import FaceEmbedder
 from deepfake.faces.landmarks import LandmarkPredictor, box_from_landmarks
-from deepfake.faces.mask import hull_mask
+from deepfake.faces.hull import hull_mask
 from deepfake.faces.pose import estimate_pose
 from deepfake.faces.quality import blur_score
 from deepfake.faces.smooth import LandmarkSmoother

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfake.config import CleanThresholds
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import MANIFEST, Faceset, FaceRecord, read_faceset, write_manifest
 from deepfake.io.atomic import atomic_path
@@ -134,16 +135,6 @@ def save_contact_sheet(fs: Faceset, path: Path, n: int = 64, tile: int = 96) -> 
 
 # ----------------------------------------------------------------------------------------------------
 # Clean.
-
-
-@dataclass
-class CleanThresholds:
-    min_blur: float | None = None  # absolute: drop faces with a blur score below this
-    blur_fraction: float | None = 0.4  # relative: drop faces below this fraction of the median blur score
-    max_yaw: float | None = 60.0  # degrees (absolute value)
-    max_pitch: float | None = 40.0
-    max_roll: float | None = 45.0
-    max_identity: float | None = 0.6  # embedding distance to the faceset's main identity (or the reference)
 
 
 @dataclass

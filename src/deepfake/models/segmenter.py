@@ -2,7 +2,7 @@
 (DeepFaceLab's XSeg idea: trained on the user's own faces, so it learns their occluders and hairline).
 
 Reads top-down: the level block, the upsampling block, then the network. Width and depth come from
-SegmenterConfig (deepfake.mask.config); the network is fully convolutional, so it runs at any size that
+SegmenterConfig (deepfake.config); the network is fully convolutional, so it runs at any size that
 is a multiple of 2**depth, but it is trained and used at `cfg.resolution`.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from deepfake.mask.config import SegmenterConfig
+from deepfake.config import SegmenterConfig
 from deepfake.models.blocks import activation, norm
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from deepfake.config import SwapConfig
 from deepfake.errors import BadInputError, DeepfakeError, OutputError
-from deepfake.faces.mask import MASK_REGIONS
-from deepfake.io.provenance import image_format
+from deepfake.faces.hull import MASK_REGIONS
+from deepfake.provenance.label import image_format
 from deepfake.io.video_writer import container_format
 from deepfake.swap.blend import BLEND_MODES
 from deepfake.swap.color import COLOR_MODES
-from deepfake.swap.masks import MASK_MODES
-from deepfake.swap.pipeline import DIRECTIONS
+from deepfake.swap.blend_mask import MASK_MODES
+from deepfake.swap.model import DIRECTIONS
 
 VIDEO_INPUTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
 IMAGE_INPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}

@@ -22,31 +22,18 @@ import numpy as np
 from deepfake.config import SwapConfig
 
 from deepfake.config_io import save_json
-from deepfake.devices import resolve_device
-from deepfake.errors import BadInputError, ModelDirError
+from deepfake.errors import BadInputError
 from deepfake.io.background import BackgroundWriter
-from deepfake.io.provenance import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
+from deepfake.provenance.credentials import Credential, signed_output, why_unsigned
+from deepfake.provenance.label import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
 from deepfake.io.video_writer import VideoWriter
 from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
-from deepfake.swap.masks import mask_parts
-from deepfake.swap.pipeline import DIRECTIONS, AutoencoderModel, FaceModel, FrameResult, Swapper, analyzer_config
+from deepfake.swap.blend_mask import mask_parts
+from deepfake.swap.model import SwapModel, load_segmenter, load_swap_model
+from deepfake.swap.pipeline import FrameResult, Swapper, analyzer_config
 from deepfake.swap.preview import sheet, side_by_side
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SwapModel:
-    """A loaded model with everything swap needs to align and pick faces the way training did."""
-
-    model: FaceModel
-    face_size: int
-    coverage: float
-    identity: np.ndarray | None  # mean embedding of the person the model replaces (None = unknown)
-    name: str  # for the provenance label
-    step: int = 0
-    mask_region: str = "whole"  # the hull region the model was trained on: swap's default --mask-region
-    segmenter: Any = None  # a mask.apply.MaskPredictor, for the segmenter mask modes
 
 
 @dataclass
@@ -72,44 +59,6 @@ class SwapSummary:
         if self.skipped:
             text += f"; skipped {len(self.skipped)}: " + "; ".join(self.skipped)
         return text
-
-
-def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
-    """Load a model folder for swapping; ModelDirError (one line) when it is missing or incompatible."""
-    from deepfake.model_dir import load_model_dir
-
-    model_dir = Path(model_dir)
-    device = str(resolve_device(cfg.device))
-    loaded = load_model_dir(model_dir, device=device, checkpoint=cfg.checkpoint)
-    tcfg = loaded.config
-    config_json = model_dir / "config.json"
-    if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
-        raise ModelDirError(
-            f"{config_json}: no face size/coverage recorded (face_size={tcfg.face_size}, coverage={tcfg.coverage}); "
-            "swap must align faces as the training facesets were"
-        )
-    if tcfg.face_size < tcfg.model.resolution:
-        raise ModelDirError(
-            f"{config_json}: face size {tcfg.face_size} px is smaller than the model resolution "
-            f"{tcfg.model.resolution} px (the facesets do not match this model)"
-        )
-    in_side, out_side = DIRECTIONS[cfg.direction]
-    identity = None
-    if loaded.identities and in_side in loaded.identities:
-        identity = np.asarray(loaded.identities[in_side], np.float32)
-    model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, device, cfg.amp)
-    # Models from before mask_region was recorded were trained on whole-face hulls.
-    return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step,
-                     tcfg.mask_region or "whole")
-
-
-def load_segmenter(mask_model: str | Path, device: str = "auto"):
-    """The segmenter of `mask_model` as a batched MaskPredictor; ModelDirError (one line) for a bad folder."""
-    from deepfake.mask.apply import MaskPredictor
-    from deepfake.mask.checkpoint import load_mask_model
-
-    dev = resolve_device(device)
-    return MaskPredictor(load_mask_model(mask_model, dev), dev)
 
 
 def prepare_masks(model: SwapModel, cfg: SwapConfig) -> tuple[SwapModel, SwapConfig]:
@@ -139,11 +88,37 @@ def _analyzer(model: SwapModel, cfg: SwapConfig):
 
 
 def _swapper(model: SwapModel, cfg: SwapConfig, analyzer: Any = None, smoother: Any = None) -> Swapper:
-    return Swapper(model.model, analyzer or _analyzer(model, cfg), cfg, model.identity, smoother, model.segmenter)
+    return Swapper(model.model, analyzer or _analyzer(model, cfg), cfg, model.identity, smoother, model.segmenter,
+                   mark=_payload(model, cfg))
+
+
+def _payload(model: SwapModel, cfg: SwapConfig) -> int | None:
+    from deepfake.provenance.watermark import payload_for
+
+    return payload_for((model.fingerprint or {}).get("sha256")) if cfg.invisible_mark else None
 
 
 def _record(model: SwapModel, cfg: SwapConfig, source: Path) -> dict[str, Any]:
-    return make_record(model.name, model_step=model.step, direction=cfg.direction, source=source.name)
+    from deepfake.provenance.watermark import payload_hex
+
+    payload = _payload(model, cfg)
+    return make_record(model.name, model_step=model.step, direction=cfg.direction, source=source.name,
+                       invisible_mark=payload_hex(payload) if payload is not None else False)
+
+
+def _credential(model: SwapModel, cfg: SwapConfig, source: Path, output: Path) -> Credential | None:
+    """The Content Credentials of one output; None (and one line saying why) for a format without them."""
+    from deepfake.provenance.watermark import payload_hex
+
+    reason = why_unsigned(output)
+    if reason:
+        log.warning("%s", reason)
+        return None
+    payload = _payload(model, cfg)
+    return Credential(source=source, source_type="composite", model=model.fingerprint,
+                      invisible_mark=payload_hex(payload) if payload is not None else None,
+                      sign_cert=Path(cfg.sign_cert) if cfg.sign_cert else None,
+                      sign_key=Path(cfg.sign_key) if cfg.sign_key else None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -201,7 +176,8 @@ def swap_image_file(path: Path, output: Path, model: SwapModel, cfg: SwapConfig,
     out = add_watermark(result.frame) if cfg.watermark else result.frame
     if cfg.preview:
         out = side_by_side(result.original, out)
-    save_labelled_image(output, out, _record(model, cfg, path))
+    with signed_output(output, _credential(model, cfg, path, output)) as target:
+        save_labelled_image(target, out, _record(model, cfg, path))
     if swapper_given is None:  # a folder writes one config for all its images
         save_json(cfg, output.with_name(output.name + ".swap.json"))
     return SwapSummary(output, "image", 1, 1, 1, result.swapped, time.perf_counter() - start)
@@ -283,13 +259,14 @@ def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, prog
         if cfg.frames:
             total = min(total, cfg.frames) if total else cfg.frames
         audio_until = float(cfg.frames / fps) if cfg.frames else None
-        writer = VideoWriter(
-            output, fps, reader.width, reader.height, crf=cfg.crf, preset=cfg.preset,
+        writer = lambda target: VideoWriter(  # noqa: E731  (opened on the signing stage's path)
+            target, fps, reader.width, reader.height, crf=cfg.crf, preset=cfg.preset,
             audio_from=path if reader.has_audio else None, audio_until=audio_until,
             metadata=video_tags(_record(model, cfg, path)),
         )
-        with writer, tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar:
-            encode = BackgroundWriter(writer.write, depth=max(1, cfg.batch), name="swap-encode")
+        with (signed_output(output, _credential(model, cfg, path, output)) as target, writer(target) as out,
+              tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar):
+            encode = BackgroundWriter(out.write, depth=max(1, cfg.batch), name="swap-encode")
             try:
                 for result in swapper.swap_frames(_frames(reader, path, cfg.frames)):
                     _count(summary, result)
@@ -341,14 +318,16 @@ def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -
                     pairs.append((result.original, result.frame))
             if not pairs:
                 raise BadInputError(path, f"no swappable face in the {summary.frames} sampled frames")
-            save_labelled_image(output, sheet(pairs), record)
+            with signed_output(output, _credential(model, cfg, path, output)) as target:
+                save_labelled_image(target, sheet(pairs), record)
         else:
             fps = _exact_fps(path, reader.fps)
             limit = max(1, round(cfg.preview_seconds * float(fps)))
             swapper = _swapper(model, dataclasses.replace(cfg, frames=limit), analyzer, analyzer.new_smoother())
             w = reader.width * 2 + 4
-            with VideoWriter(output, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
-                             preset=cfg.preset, metadata=video_tags(record)) as writer:
+            with signed_output(output, _credential(model, cfg, path, output)) as target, VideoWriter(
+                    target, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
+                    preset=cfg.preset, metadata=video_tags(record)) as writer:
                 for result in swapper.swap_frames(_frames(reader, path, limit), keep_original=lambda i: True):
                     _count(summary, result)
                     before = result.original if result.original is not None else result.frame

@@ -4,7 +4,7 @@
     result = train(preset_config("tiny"), "facesets/a", "facesets/b", "models/ab", minutes=5)
 
 loop.py is the loop; step.py the G and D phases; build.py the one builder of nets, optimizers and step;
-batches.py the data; masks.py which masks the losses use; metrics.py what is logged; checkpoint*.py
+batches.py the data; loss_masks.py which masks the losses use; metrics.py what is logged; checkpoint*.py
 resuming; signals.py Ctrl-C and SIGTERM; memory.py the memory estimate and the batch finder;
 discriminator.py the discriminator trained alone.
 """

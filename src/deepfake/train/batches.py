@@ -19,7 +19,7 @@ from deepfake.config import LossConfig, TrainConfig
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import Faceset, read_faceset, side_split
 from deepfake.faceset.cache import EpochSampler, FaceCache
-from deepfake.faceset.masks import MaskSource
+from deepfake.faceset.mask_files import MaskSource
 from deepfake.train import distributed as dist
 from deepfake.train.augment import Augmented, augment, no_augment
 from deepfake.train.build import to_layout
@@ -43,7 +43,7 @@ class Side:
 
 def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator: torch.Generator, progress: bool,
               masks: MaskSource | None = None):
-    """Read a faceset (a folder or a read Faceset), decode it once with `masks` (train/masks.py; default
+    """Read a faceset (a folder or a read Faceset), decode it once with `masks` (train/loss_masks.py; default
     its hulls), split off the validation faces, put it on the device."""
     fs = path if isinstance(path, Faceset) else read_faceset(path)
     with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it

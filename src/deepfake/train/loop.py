@@ -36,7 +36,7 @@ from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
 from deepfake.train import reuse
-from deepfake.train.masks import training_masks
+from deepfake.train.loss_masks import training_masks
 from deepfake.train.pretrain import load_pool
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview

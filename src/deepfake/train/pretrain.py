@@ -31,7 +31,7 @@ from deepfake.faceset import read_faceset, split_train_val
 from deepfake.faceset.cache import EpochSampler, FaceCache
 from deepfake.train import distributed as dist
 from deepfake.train.batches import Side, make_side
-from deepfake.train.masks import training_masks
+from deepfake.train.loss_masks import training_masks
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ inputs/ and the label editor's FACESET/labels.json.
     jobs.py       job records on disk, the per-device queue, start/stop/adopt; supervise.py runs one
     joblog.py     a job's log as a terminal shows it, and its tqdm progress
     views.py      what the pages show: faceset details, training curves, previews, checkpoints
-    labels.py     the polygon label editor: faces, labels.json (via deepfake.mask.labels), predictions
+    labels.py     the polygon label editor: faces, labels.json (via deepfake.segment.labels), predictions
     charts.py     server-drawn SVG line charts; markdown.py renders report.md / results.md
     media.py      uploads (size and type checked, never left partial) and video frames
-    guard.py      token and Host checks, and one-line JSON errors
+    guard.py      token, Host and cross-site checks (WebSockets too), body types, one-line JSON errors
     app.py        the FastAPI app: routes only; server.py binds and serves it
 """

@@ -13,7 +13,7 @@ import mimetypes
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +23,16 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from deepfake.config import UiConfig
 from deepfake.errors import DeepfakeError
 from deepfake.ui import joblog, labels, media, specs, views
-from deepfake.ui.guard import LOOPBACK_NAMES, Guard, install_errors
+from deepfake.ui.guard import LOOPBACK_NAMES, Guard, check_type, install_errors
 from deepfake.ui.jobs import JobManager
 from deepfake.ui.workspace import PathError, Workspace, model_kind
 
 STATIC = Path(__file__).with_name("static")
-
-
-@dataclass
-class UiConfig:
-    workspace: Path
-    host: str = "127.0.0.1"
-    port: int = 7860
-    token: str | None = None  # required (given or generated) for any host but loopback
-    max_upload_bytes: int = 4 << 30
-    job_env: dict[str, str] = field(default_factory=dict)  # extra environment for job processes
-    stream_seconds: float = 30.0  # an event stream ends after this; EventSource reconnects by itself
-    poll_s: float = 0.3  # job scheduler and event stream polling
+JSON = ("application/json",)
+UPLOAD_TYPES = ("application/octet-stream", "image/*", "video/*")  # the raw file, as the page sends it
 
 
 class Devices:
@@ -90,6 +81,7 @@ def _int(value: str | None, name: str, default: int, lo: int = 0, hi: int = 10**
 
 
 async def _json_body(request: Request) -> Any:
+    check_type(request.headers.get("content-type"), JSON, "body")
     raw = await request.body()
     if len(raw) > 1 << 20:
         raise PathError("body: over 1 MiB")
@@ -123,9 +115,9 @@ def _timelines(ws: Workspace, records: list[dict[str, Any]], model: str) -> list
 def _options() -> dict[str, Any]:
     """Defaults and choices for the forms, from the CLI's own configs."""
     from deepfake.config import ExtractConfig, SwapConfig, SweepConfig
-    from deepfake.evaluate.sweep import RANK_METRICS
+    from deepfake.sweep.run import RANK_METRICS
     from deepfake.faceset.tools import CleanThresholds
-    from deepfake.mask.config import MaskTrainConfig
+    from deepfake.config import MaskTrainConfig
     from deepfake.models.presets import PRESETS
 
     m = MaskTrainConfig()
@@ -187,6 +179,7 @@ def create_app(config: UiConfig) -> FastAPI:
 
     @app.put("/api/upload")
     async def upload(request: Request, name: str, overwrite: bool = False):
+        check_type(request.headers.get("content-type"), UPLOAD_TYPES, name)
         declared = request.headers.get("content-length")
         return await media.receive(ws, name, request.stream(), int(declared) if declared and declared.isdigit() else None,
                                    config.max_upload_bytes, overwrite)
@@ -202,7 +195,7 @@ def create_app(config: UiConfig) -> FastAPI:
 
     @app.get("/api/media")
     def media_info(path: str):
-        from deepfake.io.provenance import read_provenance
+        from deepfake.provenance.label import read_provenance
 
         p = ws.resolve(path, ("inputs", "outputs"))
         if not p.is_file():
@@ -279,7 +272,9 @@ def create_app(config: UiConfig) -> FastAPI:
         return job_view(ctx, job_id)
 
     @app.post("/api/jobs/{job_id}/stop")
-    def stop_job(job_id: str):
+    def stop_job(job_id: str, request: Request):
+        if request.headers.get("content-type"):  # it reads no body; a form's or text's is not the page's
+            check_type(request.headers["content-type"], JSON, "body")
         return jobs.stop(job_id)
 
     @app.get("/api/jobs/{job_id}/result")

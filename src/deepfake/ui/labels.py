@@ -1,7 +1,7 @@
 """The polygon label editor's side of the server: a faceset's faces, its labels.json, and a mask
 model's prediction for one face.
 
-labels.json is read, checked and written by deepfake.mask.labels (the file `mask train` reads), so a
+labels.json is read, checked and written by deepfake.segment.labels (the file `mask train` reads), so a
 polygon the page may save is exactly one the trainer accepts; points are aligned-face pixels. A face
 is named by its manifest `file`: a key looked up in the manifest, never a path taken from the request.
 """
@@ -50,8 +50,8 @@ def polygons(label) -> dict[str, list]:
 def faces_view(ws: Workspace, name: str, offset: int, limit: int) -> dict[str, Any]:
     """One page of the faceset's faces, each with its picture, hull mask, the segmenter mask that
     `mask apply` wrote (when there is one) and its polygons; labelled faces first."""
-    from deepfake.mask.apply import segmenter_mask_file
-    from deepfake.mask.labels import read_labels
+    from deepfake.segment.apply import segmenter_mask_file
+    from deepfake.segment.labels import read_labels
 
     fs = _faceset(ws, name)
     labels = read_labels(fs)
@@ -70,7 +70,7 @@ def faces_view(ws: Workspace, name: str, offset: int, limit: int) -> dict[str, A
 def save_label(ws: Workspace, name: str, body: Any, lock: threading.Lock) -> dict[str, Any]:
     """Replace one face's polygons ({"face", "include", "exclude"}; both empty removes its label).
     Checked as labels.json is checked before anything is written; DeepfakeError (400) otherwise."""
-    from deepfake.mask import labels as lab
+    from deepfake.segment import labels as lab
 
     if not isinstance(body, dict) or not isinstance(body.get("face"), str) or set(body) - {"face", *lab.KINDS}:
         raise PathError('body: expected {"face": FILE, "include": [[[x, y], ...], ...], "exclude": [...]}')
@@ -102,8 +102,8 @@ class Predictor:
         import numpy as np
 
         from deepfake.io.images import read_image
-        from deepfake.mask.apply import MaskPredictor
-        from deepfake.mask.checkpoint import SEGMENTER, load_mask_model
+        from deepfake.segment.apply import MaskPredictor
+        from deepfake.segment.checkpoint import SEGMENTER, load_mask_model
 
         folder = ws.child("models", model)
         if model_kind(folder) != "mask":
@@ -136,7 +136,7 @@ def add_routes(app: FastAPI, ws: Workspace, read_json) -> None:
 
     @app.get("/api/facesets/{name}/labels")
     def labels(name: str):
-        from deepfake.mask.labels import read_labels
+        from deepfake.segment.labels import read_labels
 
         fs = _faceset(ws, name)
         return {"name": name, "size": fs.size, "faces": {k: polygons(v) for k, v in read_labels(fs).items()}}

@@ -288,7 +288,7 @@ class MaskTrain(Run):
     preview_every: Count | None = None  # 0: no preview sheets
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
-        from deepfake.mask.checkpoint import CONFIG, SEGMENTER
+        from deepfake.segment.checkpoint import CONFIG, SEGMENTER
         from deepfake.model_dir import step_of
 
         folders = [str(ws.child("facesets", f)) for f in self.facesets]

@@ -45,7 +45,7 @@ def model_kind(path: Path) -> str | None:
     """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise.
     Both hold a config.json; only the segmenter's names pretraining steps (it has them before its first
     weights are saved)."""
-    from deepfake.mask.checkpoint import SEGMENTER
+    from deepfake.segment.checkpoint import SEGMENTER
     from deepfake.model_dir import CONFIG
 
     try:
@@ -142,7 +142,7 @@ class Workspace:
 
     def models(self, kind: str = "swap") -> list[dict[str, Any]]:
         """Model folders of `kind` ('swap' or 'mask'), each with the step of its latest weights."""
-        from deepfake.mask.checkpoint import SEGMENTER
+        from deepfake.segment.checkpoint import SEGMENTER
         from deepfake.model_dir import AUTOENCODER, CONFIG, DISCRIMINATOR, step_of
 
         weights = AUTOENCODER if kind == "swap" else SEGMENTER

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from deepfake.evaluate.sweep_grid import BASELINE, Variant, format_value
+from deepfake.sweep.grid import BASELINE, Variant, format_value
 from deepfake.io.atomic import atomic_write_text
 
 # Summary metrics a sweep can rank by: name -> True when higher is better.

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 from deepfake.config import TrainConfig
 from deepfake.errors import DeepfakeError
-from deepfake.faces.mask import MASK_REGIONS
+from deepfake.faces.hull import MASK_REGIONS
 from deepfake.faceset import Faceset
-from deepfake.faceset.masks import HULL, MASK_KINDS, MaskSource, faceset_region, mask_source
+from deepfake.faceset.mask_files import HULL, MASK_KINDS, MaskSource, faceset_region, mask_source
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from deepfake.errors import DeepfakeError
-from deepfake.faces.mask import hull_mask
+from deepfake.faces.hull import hull_mask
 from deepfake.faceset import FaceRecord, read_faceset, split_train_val
 from deepfake.faceset.cache import FaceCache
-from deepfake.mask.labels import read_labels, rasterise
+from deepfake.segment.labels import read_labels, rasterise
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from deepfake.errors import DeepfakeError
-from deepfake.faces.mask import MASK_REGIONS, hull_mask
+from deepfake.faces.hull import MASK_REGIONS, hull_mask
 from deepfake.faceset import Faceset, FaceRecord
 
 HULL, SEGMENTER = "hull", "segmenter"

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import Faceset
-from deepfake.mask.labels import KINDS, FaceLabel, check_polygon, read_labels, write_labels
+from deepfake.segment.labels import KINDS, FaceLabel, check_polygon, read_labels, write_labels
 
 
 def read_labelme(path: Path, size: int) -> FaceLabel:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from deepfake.mask.config import MaskAugmentConfig
-from deepfake.mask.jpeg import jpeg_like
+from deepfake.config import MaskAugmentConfig
+from deepfake.segment.jpeg import jpeg_like
 
 SHAPES = ("ellipse", "bar", "blob")
 TEXTURES = ("patch", "noise", "flat")

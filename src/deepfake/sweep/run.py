@@ -11,7 +11,7 @@ variants are not rerun, an interrupted one resumes from its own checkpoint, a fa
       variants/NAME/model  each variant's MODEL_DIR;  variants/NAME/eval  its evaluate report
       results.csv, results.md, quality_vs_cost.png, knob_effects.png
 
-The grid (parse, expand, apply overrides) is in sweep_grid.py and the results table in sweep_report.py;
+The grid (parse, expand, apply overrides) is in grid.py and the results table in report.py;
 this module holds the state file and the driver, and re-exports the names callers use from both.
 """
 
@@ -30,8 +30,8 @@ from deepfake.config import SweepConfig, TrainConfig
 
 from deepfake.config_io import to_dict
 from deepfake.errors import DeepfakeError
-from deepfake.evaluate.sweep_grid import BASELINE, Variant, apply_overrides, expand_grid, parse_grid, resolve_key
-from deepfake.evaluate.sweep_report import RANK_METRICS, results_markdown, write_results
+from deepfake.sweep.grid import BASELINE, Variant, apply_overrides, expand_grid, parse_grid, resolve_key
+from deepfake.sweep.report import RANK_METRICS, results_markdown, write_results
 from deepfake.io.atomic import atomic_write_json
 
 __all__ = [

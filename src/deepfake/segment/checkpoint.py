@@ -26,7 +26,8 @@ import torch
 from deepfake.config_io import load_json, save_json
 from deepfake.errors import ModelDirError
 from deepfake.io.atomic import atomic_write_json
-from deepfake.mask.config import MaskTrainConfig, validate
+from deepfake.config import MaskTrainConfig
+from deepfake.segment.checks import validate
 from deepfake.model_dir import AUTOENCODER, SNAPSHOTS, list_snapshots, load_tensors, save_tensors, step_of
 from deepfake.models.segmenter import Segmenter, build_segmenter
 from deepfake.train.checkpoint import load_optimizer, newest_readable, rotate_snapshots, save_optimizer, snapshot_folder

@@ -1,11 +1,11 @@
 """The segmenter's training loop: pretraining on hull targets, then the user's labels.
 
-    from deepfake.mask.train import train_segmenter
+    from deepfake.segment.train import train_segmenter
     result = train_segmenter(MaskTrainConfig(), ["facesets/a"], "masks/a", minutes=10)
 
 Each step draws faces, augments them on the device (occluders cut out of the target), and takes one
 Adam step on sigmoid cross-entropy plus DSSIM. Resumes exactly from the folder's newest snapshot
-(mask/checkpoint.py); Ctrl-C and SIGTERM save first.
+(segment/checkpoint.py); Ctrl-C and SIGTERM save first.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.io.atomic import atomic_write_text
-from deepfake.mask import checkpoint as ckpt
-from deepfake.mask.augment import augment
-from deepfake.mask.config import MaskTrainConfig, validate
-from deepfake.mask.data import MaskData, load_mask_data
-from deepfake.mask.preview import write_preview
+from deepfake.segment import checkpoint as ckpt
+from deepfake.segment.augment import augment
+from deepfake.config import MaskTrainConfig
+from deepfake.segment.checks import validate
+from deepfake.segment.data import MaskData, load_mask_data
+from deepfake.segment.preview import write_preview
 from deepfake.models.segmenter import Segmenter, build_segmenter
 from deepfake.train.losses import dssim
 from deepfake.train.signals import stop_signals

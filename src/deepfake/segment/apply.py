@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import MANIFEST, FaceRecord, read_faceset, write_manifest
 from deepfake.faceset.cache import FaceCache
-from deepfake.faceset.masks import FOLDERS, SEGMENTER, faceset_region, mask_file
+from deepfake.faceset.mask_files import FOLDERS, SEGMENTER, faceset_region, mask_file
 from deepfake.io.atomic import atomic_path
-from deepfake.mask.checkpoint import LoadedSegmenter
+from deepfake.segment.checkpoint import LoadedSegmenter
 from deepfake.models.segmenter import fused_for_inference
 
 MASK_KIND = SEGMENTER

@@ -23,10 +23,10 @@ from deepfake.errors import DeepfakeError
 from deepfake.faceset import Faceset, read_faceset
 from deepfake.faceset.cache import FaceCache
 from deepfake.io.atomic import atomic_path
-from deepfake.mask.apply import MaskPredictor
-from deepfake.mask.checkpoint import LoadedSegmenter
-from deepfake.mask.labels import read_labels
-from deepfake.mask.preview import overlay, write_png
+from deepfake.segment.apply import MaskPredictor
+from deepfake.segment.checkpoint import LoadedSegmenter
+from deepfake.segment.labels import read_labels
+from deepfake.segment.preview import overlay, write_png
 
 QUEUE = "label_queue"
 SHEET = "labels_todo.png"
