@@ -184,3 +184,31 @@ def test_a_pretrained_start_beats_scratch_on_a_pair_the_pool_did_not_contain(pre
     print(f"validation loss after {FINETUNE_STEPS} steps: scratch {val_scratch:.4f}, "
           f"pretrained {PRETRAIN_STEPS} steps on three other people {val_warm:.4f}")
     assert val_warm < 0.95 * val_scratch
+
+
+def test_the_ui_train_job_starts_from_a_workspace_model(tmp_path):
+    from deepfake.errors import DeepfakeError
+    from deepfake.ui.specs import parse
+    from deepfake.ui.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    for name in ("a", "b"):
+        (ws.root / "facesets" / name).mkdir()
+    (ws.root / "models" / "pre").mkdir()
+    (ws.root / "models" / "pre" / "config.json").write_text("{}")
+    spec = {"kind": "train", "a": "a", "b": "b", "model": "ab", "start_from": "pre", "reset": "none"}
+    argv = parse(spec).plan(ws, lambda d: "cpu").argv
+    assert f"--from={ws.root / 'models' / 'pre'}" in argv and "--reset=none" in argv
+    assert not any(a.startswith("--from") for a in parse(spec | {"start_from": None, "reset": None}).plan(ws, lambda d: "cpu").argv)
+    for bad in ({"start_from": "../pre"}, {"start_from": "absent"}, {"start_from": None}):
+        with pytest.raises(DeepfakeError):
+            parse(spec | bad).plan(ws, lambda d: "cpu")
+
+
+def test_demo_from_a_pretrained_model(pretrained, tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = cli_main(["demo", "--minutes", "0.05", "--frames", "24", "-o", str(out), "-q", "--from", str(pretrained)])
+    assert rc == 0, capsys.readouterr().err
+    assert f"from the weights of `{pretrained}`" in (out / "report.md").read_text()
+    cfg = read_config(out / "work" / "model")
+    assert cfg.start.source == str(pretrained.resolve()) and cfg.preset == "tiny"  # the source's preset

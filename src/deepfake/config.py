@@ -334,6 +334,7 @@ class DemoConfig:
     batch: int = 8
     device: str = "cpu"
     seed: int = 0
+    start_from: str = ""  # a model folder training starts from (train --from, --reset inter); "" = random weights
 
 
 @dataclass

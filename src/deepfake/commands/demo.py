@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="demo_output", metavar="DIR", help="output folder")
     p.add_argument("--frames", type=int, default=d.frames, help="frames of each clip to use")
     p.add_argument("--preset", default=d.preset, help="training preset")
+    p.add_argument("--from", dest="start_from", default=d.start_from, metavar="MODEL_DIR",
+                   help="start training from this model (e.g. made by `deepfake pretrain`); its preset is used")
     p.add_argument("--face-size", type=int, default=d.face_size, help="aligned face size for extraction")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.demo import run_demo
 
     cfg = DemoConfig(minutes=args.minutes, frames=args.frames, preset=args.preset, face_size=args.face_size,
-                     batch=args.batch, device=args.device)
+                     batch=args.batch, device=args.device, start_from=args.start_from)
     result = run_demo(args.output, cfg, a=args.a, b=args.b, progress=not args.quiet)
     for path in (result.video, result.sheet, result.loss_plot, result.report):
         print(path)

@@ -89,7 +89,9 @@ def resolve_config(args: argparse.Namespace):
     elif args.preset:
         cfg = preset_config(args.preset)
     elif start_from and not (Path(args.out) / "config.json").is_file():
-        cfg = source_preset(start_from)
+        from deepfake.train.reuse import source_config
+
+        cfg = source_config(start_from)
     elif (Path(args.out) / "config.json").is_file():
         cfg = read_config(args.out)
     else:
@@ -104,22 +106,6 @@ def resolve_config(args: argparse.Namespace):
         "seed": args.seed,
     }
     return apply_overrides(cfg, flags, args.set)
-
-
-def source_preset(source):
-    """The config a run --from `source` gets by default: the source's preset, with the source's network
-    and discriminator (so a network changed with --set still matches), and the rest of the preset's
-    schedule, not the source's (a pretrained source's warp-off, GAN-off rules are for pretraining)."""
-    from dataclasses import replace
-
-    from deepfake.model_dir import read_config
-    from deepfake.models import PRESETS, preset_config
-
-    if not Path(source).is_dir():
-        raise DeepfakeError(f"{source}: --from: no such model folder")
-    src = read_config(source)
-    base = preset_config(src.preset) if src.preset in PRESETS else src
-    return replace(base, model=src.model, discriminator=src.discriminator)
 
 
 def apply_overrides(cfg, flags: dict, sets: list[str]):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -95,6 +95,19 @@ def read_start(source, cfg: TrainConfig, reset: str) -> Start:
     record = StartConfig(source=str(source.resolve()), source_config_hash=config_hash(src_cfg),
                          source_step=step_of(weights) or 0, reset=reset)
     return Start(record, weights, autoencoder, discriminator)
+
+
+def source_config(source) -> TrainConfig:
+    """The config a run from `source` gets when none is given: the source's preset, with the source's
+    network and discriminator (so a network changed with --set still matches), and the preset's schedule,
+    not the source's (a pretrained source's warp-off, GAN-off rules are for pretraining)."""
+    from deepfake.models import PRESETS, preset_config
+
+    if not Path(source).is_dir():
+        raise ModelDirError(f"{source}: --from: no such model folder")
+    src = read_config(source)
+    base = preset_config(src.preset) if src.preset in PRESETS else src
+    return replace(base, model=src.model, discriminator=src.discriminator)
 
 
 def reset_modules(arch: str, reset: str) -> tuple[str, ...]:

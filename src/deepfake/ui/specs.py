@@ -141,11 +141,17 @@ class Train(Run):
     val_every: Positive | None = None
     val_split: Literal["random", "tail"] | None = None
     keep_every: Count | None = None
+    start_from: str | None = None  # a model in models/ whose weights a new run starts from (train --from)
+    reset: Literal["inter", "decoders", "none"] | None = None  # with start_from: what is re-initialised
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
         out = _model_folder(ws, self.model, "swap", must_exist=False)
-        opts = self.model_dump(exclude={"kind", "a", "b", "model", "set"})
+        opts = self.model_dump(exclude={"kind", "a", "b", "model", "set", "start_from"})
+        if self.start_from is not None:
+            opts["from"] = str(_model_folder(ws, self.start_from, "swap"))
+        elif self.reset is not None:
+            raise SpecError("reset: needs start_from (the model to start from)")
         argv = ["train", f"--a={a}", f"--b={b}", f"--out={out}", *_opts(opts), *(f"--set={s}" for s in self.set)]
         resumed = (out / "config.json").is_file()
         chosen = self.device
