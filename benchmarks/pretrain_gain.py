@@ -4,7 +4,7 @@ on the pair, against the same pair trained from scratch, measured by `deepfake e
     python benchmarks/pretrain_gain.py --work DIR [--arms scratch,pretrain,reuse,identities]
         [--pair d6 d14] [--pool d3 d18 s18] [--reuse-c d3] [--preset quick]
         [--pretrain-minutes 10 30] [--finetune-minutes 1 2 4] [--scratch-minutes 1 2 4 8]
-        [--reuse-minutes 1 2 4] [--identity-counts 1 2 3] [--identity-minutes 10]
+        [--reuse-minutes 1 2 4] [--reuse-starts none inter scratch] [--identity-counts 1 2 3] [--identity-minutes 10]
         [--steps-per-minute 820 | --wall] [--table]
 
 Budgets are minutes of `quick` on 2 CPU cores. By default each is turned into steps at
@@ -152,12 +152,13 @@ class Study:
     def reuse(self) -> None:
         ab = self.scratch()
         a, c = self.faceset(self.args.pair[0]), self.faceset(self.args.reuse_c)
-        for reset in ("none", "inter"):
+        for reset in [r for r in ("none", "inter") if r in self.args.reuse_starts]:
             self.ladder(f"reuse_{a.name}_{c.name}_{reset}", a, c, self.args.reuse_minutes,
                         ["--from", str(ab), "--reset", reset],
                         {"arm": f"reuse ({ab.name}, --reset {reset})", "pair": f"{a.name}/{c.name}", "reset": reset})
-        self.ladder(f"scratch_{a.name}_{c.name}", a, c, self.args.reuse_minutes,
-                    [], {"arm": "scratch", "pair": f"{a.name}/{c.name}"})
+        if "scratch" in self.args.reuse_starts:
+            self.ladder(f"scratch_{a.name}_{c.name}", a, c, self.args.reuse_minutes,
+                        [], {"arm": "scratch", "pair": f"{a.name}/{c.name}"})
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-minutes", type=float, nargs="+", default=[1, 2, 4])
     p.add_argument("--scratch-minutes", type=float, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--reuse-minutes", type=float, nargs="+", default=[1, 2, 4])
+    p.add_argument("--reuse-starts", nargs="+", default=["none", "inter", "scratch"], choices=["none", "inter", "scratch"],
+                   help="the reuse arm's A<->C runs: from A<->B with --reset none / inter, and from scratch")
     p.add_argument("--identity-counts", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--identity-minutes", type=float, default=10)
     p.add_argument("--steps-per-minute", type=float, default=QUICK_STEPS_PER_MINUTE,
