@@ -7,10 +7,6 @@ when their command runs (or for `--help`), so `deepfake --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from typing import Any, TypeVar
-
-T = TypeVar("T")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -28,9 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
-    """`cls` built from the parsed options named like its fields, with `values` for the fields whose
-    option has another name or form (`--no-smooth` -> smooth); fields with no option keep their defaults."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    matched = {k: v for k, v in vars(args).items() if k in names}
-    return cls(**(matched | values))
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default shown, except None: such an option falls back to a folder's own config or a preset,
+    which its help names."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
