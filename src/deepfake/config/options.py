@@ -71,10 +71,13 @@ class Declared:
         return self.type is bool and self.default is True
 
     def range_text(self) -> str:
-        lo = f"> {self.opt.above:g}" if self.opt.above is not None else (
-            f">= {self.opt.lo:g}" if self.opt.lo is not None else "")
-        hi = f"<= {self.opt.hi:g}" if self.opt.hi is not None else ""
-        return ", ".join(x for x in (lo, hi) if x)
+        """16..2048, >= 0, > 0, or > 0 and <= 100000."""
+        o = self.opt
+        if o.lo is not None and o.hi is not None:
+            return f"{o.lo:g}..{o.hi:g}"
+        low = f"> {o.above:g}" if o.above is not None else (f">= {o.lo:g}" if o.lo is not None else "")
+        high = f"<= {o.hi:g}" if o.hi is not None else ""
+        return " and ".join(x for x in (low, high) if x)
 
     def check_range(self, value: Any) -> str | None:
         """Why `value` is out of range ("--minutes 0: must be > 0"), or None."""
