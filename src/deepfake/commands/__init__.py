@@ -21,12 +21,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("deepfake.commands.detect", "score images or video as real or synthesized; read the provenance tag"),
     "mask": ("deepfake.commands.mask", "occlusion-aware masks: train a segmenter on your faces, label, apply"),
     "ui": ("deepfake.commands.ui", "a local web dashboard to run and watch every stage"),
+    "export": ("deepfake.commands.export", "export a model as one ONNX file: .dfm for DeepFaceLive/FaceFusion, .onnx for live"),
+    "live": ("deepfake.commands.live", "swap live from a camera or a video played as live (file, virtual camera)"),
 }
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Every default shown, except None: such an option falls back to a folder's own config or a preset,
-    which its help names."""
+    """Every default shown, except None (such an option falls back to a folder's own config or a preset,
+    which the help names) and a --no-X flag's (its help says what it turns off)."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+        if action.default is None or isinstance(action, argparse._StoreFalseAction):
+            return action.help
+        return super()._get_help_string(action)

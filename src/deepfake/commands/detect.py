@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(DetectConfig, args)
     detector = Detector.from_model_dir(args.model, cfg) if args.model else None
-    reports = detect_files(args.inputs, detector, progress=not args.json)
+    reports = detect_files(args.inputs, detector, progress=not args.json, cfg=cfg)
     if args.json:
         print(json.dumps({"threshold": cfg.threshold, "files": [r.to_dict() for r in reports]}, indent=2))
     else:

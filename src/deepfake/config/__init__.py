@@ -4,6 +4,7 @@ from it. config_io.py reads and writes them (JSON, `--set KEY=VALUE`, sweep grid
 
 from deepfake.config.app import DemoConfig, UiConfig
 from deepfake.config.evaluate import DetectConfig, EvaluateConfig, EvaluateRun, SweepConfig
+from deepfake.config.export import ExportConfig
 from deepfake.config.extract import CleanThresholds, ExtractConfig
 from deepfake.config.segment import (MaskAugmentConfig, MaskTrainConfig, SegmentApplyConfig, SegmenterConfig,
                                      SegmentRun)
@@ -12,6 +13,6 @@ from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfi
                                    TrainConfig, TrainRun)
 
 __all__ = ["AugmentConfig", "CleanThresholds", "DataConfig", "DemoConfig", "DetectConfig", "DiscriminatorConfig",
-           "EvaluateConfig", "EvaluateRun", "ExtractConfig", "LossConfig", "MaskAugmentConfig", "MaskTrainConfig",
+           "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LossConfig", "MaskAugmentConfig", "MaskTrainConfig",
            "ModelConfig", "SegmentApplyConfig", "SegmentRun", "SegmenterConfig", "SweepConfig", "SwapConfig",
            "TrainConfig", "TrainRun", "UiConfig"]

@@ -33,6 +33,11 @@ class SwapConfig:
     crf: int = option(18, "libx264 quality (lower = better)", lo=0, hi=51, ui=False)
     preset: str = option("medium", "libx264 preset (ultrafast .. veryslow)", ui=False)
     watermark: bool = option(False, "also draw a small visible 'AI-GENERATED' mark")
+    invisible_mark: bool = option(True, "leave out the invisible mark (tool marker + model hash in every swapped "
+                                  "face); the Content Credentials then say it is off", flag="no-invisible-mark")
+    sign_cert: str = option("", "certificate chain (signing certificate first) for the Content Credentials; "
+                            "default: a local chain made on first use in the config folder", metavar="PEM", ui=False)
+    sign_key: str = option("", "the private key of --sign-cert", metavar="PEM", ui=False)
     device: str = option("auto", DEVICE_HELP, pattern=DEVICE_PATTERN)
     amp: str = option("auto", "model precision: auto = bf16 on a GPU that supports it, fp32 on CPU", choices=AMP_MODES,
                       ui=False)

@@ -15,6 +15,8 @@ UI.api = async function (method, url, body) {
   const init = { method, headers: {} };
   if (body instanceof Blob) {
     init.body = body;
+    // The server reads an upload only as a file type (a file the browser cannot name is octet-stream).
+    init.headers["Content-Type"] = body.type || "application/octet-stream";
   } else if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
