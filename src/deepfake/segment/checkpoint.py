@@ -30,7 +30,7 @@ from deepfake.config import MaskTrainConfig
 from deepfake.segment.checks import validate
 from deepfake.model_dir import AUTOENCODER, SNAPSHOTS, list_snapshots, load_tensors, save_tensors, step_of
 from deepfake.models.segmenter import Segmenter, build_segmenter
-from deepfake.train.checkpoint import load_optimizer, newest_readable, rotate_snapshots, save_optimizer, snapshot_folder
+from deepfake.run_folder import load_optimizer, newest_readable, rotate_snapshots, save_optimizer, snapshot_folder
 
 CONFIG = "config.json"
 SEGMENTER = "segmenter.safetensors"

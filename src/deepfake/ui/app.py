@@ -243,8 +243,12 @@ def create_app(config: UiConfig) -> FastAPI:
             prog = joblog.progress(jobs.log_path(live["id"]))
             if prog and prog.get("eta_s") is not None:
                 view["eta_s"] = prog["eta_s"]  # the bar's own pace is fresher than metrics.csv's rows
-            if prog and prog.get("n"):
-                view["step"] = max(view["step"] or 0, prog["n"])
+            # A step-limited run's bar counts steps; a time-budgeted one's counts seconds, its step in the
+            # description (run_folder.RunBar).
+            desc = (prog or {}).get("desc") or ""
+            shown = int(desc[5:]) if desc.startswith("step ") and desc[5:].isdigit() else (prog or {}).get("n")
+            if shown:
+                view["step"] = max(view["step"] or 0, shown)
         view["jobs"] = [{k: r[k] for k in ("id", "state", "title", "message", "spec", "created")} for r in runs[:20]]
         view["timelines"] = _timelines(ws, every, name)
         return view
