@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from deepfake.commands import config_from_args
 from deepfake.live.config import RUNTIMES, LiveConfig
@@ -43,9 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake.live.run import run_live
+    from deepfake.live.run import RESPONSIBLE_USE, run_live
 
     cfg = config_from_args(LiveConfig, args)
+    if not cfg.watermark:
+        print(RESPONSIBLE_USE, file=sys.stderr)
     result = run_live(args.source, args.camera, args.model, cfg, args.output, args.stats, progress=not args.quiet)
     print(result.line())
     print(json.dumps(result.stats.as_dict()))

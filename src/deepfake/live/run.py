@@ -58,9 +58,11 @@ def check_outputs(output: Path | None, stats_path: Path | None) -> None:
         check_writable(stats_path.parent)
 
 
-def run_live(source: str | None, camera: int | None, model_path: str | Path, cfg: LiveConfig,
+def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig,
              output: str | Path | None = None, stats_path: str | Path | None = None, progress: bool = True,
              on_frame: Callable[[np.ndarray], None] | None = None) -> LiveResult:
+    """Swap `source` (a SOURCE string, None with `camera`, or an opened source of sources.py) until it ends,
+    a limit is reached or Ctrl-C. `on_frame(rgb)` sees every output frame."""
     from deepfake.live.model import load_live_model
     from deepfake.live.sinks import FileSink, VirtualCamera
     from deepfake.live.sources import open_source
@@ -72,9 +74,7 @@ def run_live(source: str | None, camera: int | None, model_path: str | Path, cfg
     validate_config(cfg.swap_config())
     check_outputs(output, stats_path)
     model = load_live_model(model_path, cfg)
-    src = open_source(source, camera)
-    if not cfg.watermark:
-        log.warning(RESPONSIBLE_USE)
+    src = source if hasattr(source, "frames") else open_source(source, camera)
     stats = LiveStats()
     try:
         engine = LiveEngine(model, cfg, stats.stages)

@@ -92,6 +92,18 @@ class CaptureSource:
         self.capture.release()
 
 
+def _capture(target, *api):
+    """cv2.VideoCapture without OpenCV's own warnings on stderr (the error is ours, in one line)."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(target, *api)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def open_source(source: str | None, camera: int | None):
     """SOURCE or --camera N as a source; one-line errors when there is none or it cannot be opened."""
     import cv2
@@ -102,12 +114,12 @@ def open_source(source: str | None, camera: int | None):
         raise DeepfakeError("give either SOURCE or --camera, not both")
     if camera is not None or (source is not None and source.isdigit()):
         index = camera if camera is not None else int(source)
-        return CaptureSource(cv2.VideoCapture(index), f"camera {index}")
+        return CaptureSource(_capture(index), f"camera {index}")
     if STREAM.match(source):
-        return CaptureSource(cv2.VideoCapture(source), source)
+        return CaptureSource(_capture(source), source)
     path = Path(source)
     if str(path).startswith("/dev/video"):
         if not path.exists():
             raise BadInputError(path, "no such camera")
-        return CaptureSource(cv2.VideoCapture(str(path), cv2.CAP_V4L2), str(path))
+        return CaptureSource(_capture(str(path), cv2.CAP_V4L2), str(path))
     return FileSource(path)
