@@ -30,6 +30,17 @@ def media():
     return media_path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def config_home(tmp_path_factory):
+    """The user's config folder (where the local signing chain is made) points into the test's temp
+    folder, for this process and the ones it starts: tests never touch the real home."""
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("config_home")
+    mp.setenv("XDG_CONFIG_HOME", str(folder))
+    yield folder
+    mp.undo()
+
+
 # ----------------------------------------------------------------------------------------------------
 # Facesets shared by the train, swap and evaluate tests: the first 60 frames of two people, at 128 px.
 

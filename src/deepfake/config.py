@@ -184,6 +184,9 @@ class SwapConfig:
     crf: int = 18
     preset: str = "medium"
     watermark: bool = False
+    invisible_mark: bool = True  # the invisible payload (tool marker + model hash) in every swapped face
+    sign_cert: str = ""  # PEM chain (signing certificate first) for the Content Credentials; "" = the local chain
+    sign_key: str = ""  # its PEM private key
     device: str = "auto"
     amp: str = "auto"  # model precision: auto (bf16 on a GPU that has it, else fp32) | bf16 | off
     frames: int = 0  # video: swap only the first N frames (0 = all); the output is cut to match

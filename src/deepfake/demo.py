@@ -164,6 +164,7 @@ def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
 
 def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> None:
     from deepfake.io.video import VideoReader
+    from deepfake.provenance.credentials import Credential, signed_output
     from deepfake.provenance.label import make_record, save_labelled_image
     from deepfake.swap.preview import sheet
 
@@ -172,7 +173,10 @@ def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> 
     idx = sorted(set(np.linspace(0, max(0, n - 1), rows).round().astype(int).tolist()))
     a, b = _frames_at(before, idx), _frames_at(after, idx)
     pairs = [(a[i], b[i]) for i in idx if i in a and i in b]
-    save_labelled_image(path, sheet(pairs), make_record("demo", kind="before/after sheet"))
+    # The sheet's right column is frames of the marked swap; the sheet itself carries signed credentials.
+    credential = Credential(source=before, description="before/after sheet of a face swap")
+    with signed_output(path, credential) as target:
+        save_labelled_image(target, sheet(pairs), make_record("demo", kind="before/after sheet"))
 
 
 def loss_plot(model_dir: Path, path: Path) -> dict[str, float]:

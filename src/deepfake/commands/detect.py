@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DetectConfig(threshold=args.threshold, every=args.every, max_frames=args.max_frames,
                        detector=args.detector, device=args.device, checkpoint=args.checkpoint)
     detector = Detector.from_model_dir(args.model, cfg) if args.model else None
-    reports = detect_files(args.inputs, detector, progress=not args.json)
+    reports = detect_files(args.inputs, detector, progress=not args.json, cfg=cfg)
     if args.json:
         print(json.dumps({"threshold": cfg.threshold, "files": [r.to_dict() for r in reports]}, indent=2))
     else:

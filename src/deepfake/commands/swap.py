@@ -42,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview-frames", type=int, default=d.preview_frames)
     p.add_argument("--preview-seconds", type=float, default=d.preview_seconds)
     p.add_argument("--watermark", action="store_true", help="also draw a small visible 'AI-GENERATED' mark")
+    p.add_argument("--no-invisible-mark", dest="invisible_mark", action="store_false",
+                   help="leave out the invisible mark (tool marker + model hash in every swapped face); the "
+                        "Content Credentials then say it is off")
+    p.add_argument("--sign-cert", default=d.sign_cert, metavar="PEM",
+                   help="certificate chain (signing certificate first) for the Content Credentials; default: "
+                        "a local chain made on first use in the config folder")
+    p.add_argument("--sign-key", default=d.sign_key, metavar="PEM", help="the private key of --sign-cert")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint", default="last", metavar="best|last|STEP",
                    help="which weights: the last saved, the validation minimum (best), or a kept step")

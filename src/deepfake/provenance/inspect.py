@@ -50,6 +50,8 @@ class FileReport:
     mean_p_real: float | None = None
     verdict: str = "no face"  # real | synthetic | no face | not scored (no discriminator given)
     error: str | None = None  # the file could not be read: the reason
+    credentials: dict[str, Any] | None = None  # its C2PA manifest (credentials.CredentialReport)
+    mark: dict[str, Any] | None = None  # the invisible mark (watermark.Reading)
 
     @property
     def tagged(self) -> bool:
@@ -180,17 +182,36 @@ def tag_file(path: str | Path) -> FileReport:
     return FileReport(str(path), kind, read_provenance(path), verdict="not scored")
 
 
-def detect_files(paths: Iterable[str | Path], detector: Detector | None, progress: bool = True) -> list[FileReport]:
+def add_marks(report: FileReport, path: Path, analyzer: Any, max_frames: int) -> FileReport:
+    """Read the file's Content Credentials and its invisible mark into `report`. BadInputError for a
+    truncated or undecodable file."""
+    from deepfake.provenance.credentials import read_credentials
+    from deepfake.provenance.reading import read_mark_file
+
+    report.credentials = asdict(read_credentials(path))
+    reading = read_mark_file(path, analyzer, max_frames=max_frames)
+    report.mark = asdict(reading) | {"note": reading.note}
+    return report
+
+
+def detect_files(paths: Iterable[str | Path], detector: Detector | None, progress: bool = True,
+                 cfg: DetectConfig | None = None) -> list[FileReport]:
     """Score every file (folders are expanded); an unreadable one is reported with its reason and the rest go on.
 
-    With no detector, only the provenance tags are read."""
+    Every file's provenance is read: its tag, its Content Credentials and its invisible mark (over its
+    first `cfg.max_frames` frames). With no detector, nothing is scored."""
     from tqdm import tqdm
 
+    from deepfake.provenance.reading import mark_analyzer
+
+    cfg = cfg or (detector.cfg if detector is not None else DetectConfig())
+    analyzer = mark_analyzer(cfg.detector)
     paths = expand_inputs(paths)
     reports = []
     for path in tqdm(paths, desc="detect", unit="file", disable=not progress or len(paths) < 2):
         try:
-            reports.append(detector.detect_file(path) if detector is not None else tag_file(path))
+            report = detector.detect_file(path) if detector is not None else tag_file(path)
+            reports.append(add_marks(report, Path(path), analyzer, cfg.max_frames))
         except DeepfakeError as e:
             log.warning("%s", e)
             reports.append(FileReport(str(path), "unknown", None, error=str(e)))
@@ -207,6 +228,7 @@ def format_reports(reports: list[FileReport], threshold: float) -> str:
         tag = f"yes ({r.provenance.get('tool', 'deepfake')})" if r.provenance else "no"
         if r.verdict == "not scored":
             lines.append(f"{r.path}: provenance tag: {tag}" + (" (labelled synthetic)" if r.provenance else ""))
+            lines += marks_lines(r)
             continue
         score = "n/a" if r.mean_p_real is None else f"{r.mean_p_real:.3f}"
         lines.append(
@@ -218,4 +240,36 @@ def format_reports(reports: list[FileReport], threshold: float) -> str:
             lines.append(f"  {at}face {f.face_index}: P(real) {f.p_real:.3f} -> {f.label}")
         if len(r.faces) > 10:
             lines.append(f"  ... {len(r.faces) - 10} more faces")
+        lines += marks_lines(r)
     return "\n".join(lines)
+
+
+def marks_lines(r: FileReport) -> list[str]:
+    """Two lines: what the Content Credentials and the invisible mark say."""
+    out = []
+    c = r.credentials
+    if c is not None:
+        if c.get("error"):
+            text = c["error"] + (" (reported as tampered)" if c.get("tampered") else "")
+        elif not c.get("present"):
+            text = "none"
+        else:
+            state = "TAMPERED (" + ", ".join(s for s in c["status"] if s != "signingCredential.untrusted") + ")" \
+                if c["tampered"] else "signature valid"
+            trust = "trusted signer" if c.get("trusted") else "signer not in any trust list"
+            source = (c.get("digital_source_type") or "").rsplit("/", 1)[-1]
+            text = (f"{state}; signed by {c.get('signer')} ({c.get('issuer')}, {trust}); actions "
+                    f"{', '.join(c.get('actions') or [])}; digital source type {source}")
+        out.append(f"  content credentials: {text}")
+    m = r.mark
+    if m is not None:
+        if m.get("found"):
+            text = (f"found, payload {m['payload']} (deepfake, model hash {m['model_hash']}), confidence "
+                    f"{m['confidence']:.2f}, {m['faces_checked']} face(s) in {m['frames_checked']} frame(s)")
+        elif m.get("note"):
+            text = m["note"]
+        else:
+            text = (f"not found ({m['faces_checked']} face(s) in {m['frames_checked']} frame(s) checked; "
+                    f"false-alarm rate {m['false_alarm']:.2%} per file)")
+        out.append(f"  invisible mark: {text}")
+    return out

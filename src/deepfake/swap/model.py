@@ -83,6 +83,7 @@ class SwapModel:
     step: int = 0
     mask_region: str = "whole"  # the hull region the model was trained on: swap's default --mask-region
     segmenter: Any = None  # a mask.apply.MaskPredictor, for the segmenter mask modes
+    fingerprint: dict[str, str] | None = None  # provenance.credentials.model_identity: hashes, never paths
 
 
 def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
@@ -110,8 +111,12 @@ def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
         identity = np.asarray(loaded.identities[in_side], np.float32)
     model = AutoencoderModel(loaded.autoencoder, tcfg.model.resolution, out_side, device, cfg.amp)
     # Models from before mask_region was recorded were trained on whole-face hulls.
+    from deepfake.model_dir import checkpoint_weights
+    from deepfake.provenance.credentials import model_identity
+
+    fingerprint = model_identity(model_dir, checkpoint_weights(model_dir, cfg.checkpoint))
     return SwapModel(model, tcfg.face_size, tcfg.coverage, identity, model_dir.resolve().name, loaded.step,
-                     tcfg.mask_region or "whole")
+                     tcfg.mask_region or "whole", fingerprint=fingerprint)
 
 
 def load_segmenter(mask_model: str | Path, device: str = "auto"):

@@ -78,12 +78,13 @@ class Swapper:
         cfg: the SwapConfig.
         identity: mean embedding of the person in the input that the model replaces (None = any face).
         smoother: a faces.smooth.LandmarkSmoother for video, None for unrelated images.
+        mark: the invisible mark's payload (provenance/watermark.py) to embed in every swapped face, or None.
         segmenter: for the segmenter mask modes, a mask.apply.MaskPredictor: it sees the same batch of
             aligned input faces as the model.
     """
 
     def __init__(self, model: FaceModel, analyzer: Any, cfg: SwapConfig, identity: np.ndarray | None = None,
-                 smoother: Any = None, segmenter: Any = None):
+                 smoother: Any = None, segmenter: Any = None, mark: int | None = None):
         self.model = model
         self.analyzer = analyzer
         self.cfg = cfg
@@ -93,6 +94,7 @@ class Swapper:
         if uses_segmenter and segmenter is None:
             raise ValueError(f"mask mode '{cfg.mask}' needs a segmenter")
         self.segmenter = segmenter if uses_segmenter else None  # not run when the mode leaves it out
+        self.mark = mark
 
     # -- stages ----------------------------------------------------------------------------------------
 
@@ -118,8 +120,18 @@ class Swapper:
                 seg = None if segmented is None else segmented[k]
                 compose_face(frame, f.aligned, f.mask, f.matrix, rgb[k], m, self.cfg, seg)
                 k += 1
+            if self.mark is not None and w.faces:
+                self._embed_mark(frame, w.faces)
             out.append(FrameResult(w.index, w.time, frame, w.found, len(w.faces), w.frame if keep_original else None))
         return out
+
+    def _embed_mark(self, frame: np.ndarray, faces: list) -> None:
+        from deepfake.provenance import watermark
+
+        if self.smoother is not None:  # video: from the tracked, smoothed landmarks the faces were swapped at
+            watermark.embed(frame, [f.landmarks for f in faces], self.mark)
+        else:  # a still: from the landmarks a reader finds on the swapped picture
+            watermark.embed_still(frame, self.analyzer, self.mark)
 
     # -- drivers ---------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from deepfake.config import SwapConfig
 from deepfake.config_io import save_json
 from deepfake.errors import BadInputError
 from deepfake.io.background import BackgroundWriter
+from deepfake.provenance.credentials import Credential, signed_output, why_unsigned
 from deepfake.provenance.label import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
 from deepfake.io.video_writer import VideoWriter
 from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
@@ -87,11 +88,37 @@ def _analyzer(model: SwapModel, cfg: SwapConfig):
 
 
 def _swapper(model: SwapModel, cfg: SwapConfig, analyzer: Any = None, smoother: Any = None) -> Swapper:
-    return Swapper(model.model, analyzer or _analyzer(model, cfg), cfg, model.identity, smoother, model.segmenter)
+    return Swapper(model.model, analyzer or _analyzer(model, cfg), cfg, model.identity, smoother, model.segmenter,
+                   mark=_payload(model, cfg))
+
+
+def _payload(model: SwapModel, cfg: SwapConfig) -> int | None:
+    from deepfake.provenance.watermark import payload_for
+
+    return payload_for((model.fingerprint or {}).get("sha256")) if cfg.invisible_mark else None
 
 
 def _record(model: SwapModel, cfg: SwapConfig, source: Path) -> dict[str, Any]:
-    return make_record(model.name, model_step=model.step, direction=cfg.direction, source=source.name)
+    from deepfake.provenance.watermark import payload_hex
+
+    payload = _payload(model, cfg)
+    return make_record(model.name, model_step=model.step, direction=cfg.direction, source=source.name,
+                       invisible_mark=payload_hex(payload) if payload is not None else False)
+
+
+def _credential(model: SwapModel, cfg: SwapConfig, source: Path, output: Path) -> Credential | None:
+    """The Content Credentials of one output; None (and one line saying why) for a format without them."""
+    from deepfake.provenance.watermark import payload_hex
+
+    reason = why_unsigned(output)
+    if reason:
+        log.warning("%s", reason)
+        return None
+    payload = _payload(model, cfg)
+    return Credential(source=source, source_type="composite", model=model.fingerprint,
+                      invisible_mark=payload_hex(payload) if payload is not None else None,
+                      sign_cert=Path(cfg.sign_cert) if cfg.sign_cert else None,
+                      sign_key=Path(cfg.sign_key) if cfg.sign_key else None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -149,7 +176,8 @@ def swap_image_file(path: Path, output: Path, model: SwapModel, cfg: SwapConfig,
     out = add_watermark(result.frame) if cfg.watermark else result.frame
     if cfg.preview:
         out = side_by_side(result.original, out)
-    save_labelled_image(output, out, _record(model, cfg, path))
+    with signed_output(output, _credential(model, cfg, path, output)) as target:
+        save_labelled_image(target, out, _record(model, cfg, path))
     if swapper_given is None:  # a folder writes one config for all its images
         save_json(cfg, output.with_name(output.name + ".swap.json"))
     return SwapSummary(output, "image", 1, 1, 1, result.swapped, time.perf_counter() - start)
@@ -231,13 +259,14 @@ def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, prog
         if cfg.frames:
             total = min(total, cfg.frames) if total else cfg.frames
         audio_until = float(cfg.frames / fps) if cfg.frames else None
-        writer = VideoWriter(
-            output, fps, reader.width, reader.height, crf=cfg.crf, preset=cfg.preset,
+        writer = lambda target: VideoWriter(  # noqa: E731  (opened on the signing stage's path)
+            target, fps, reader.width, reader.height, crf=cfg.crf, preset=cfg.preset,
             audio_from=path if reader.has_audio else None, audio_until=audio_until,
             metadata=video_tags(_record(model, cfg, path)),
         )
-        with writer, tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar:
-            encode = BackgroundWriter(writer.write, depth=max(1, cfg.batch), name="swap-encode")
+        with (signed_output(output, _credential(model, cfg, path, output)) as target, writer(target) as out,
+              tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar):
+            encode = BackgroundWriter(out.write, depth=max(1, cfg.batch), name="swap-encode")
             try:
                 for result in swapper.swap_frames(_frames(reader, path, cfg.frames)):
                     _count(summary, result)
@@ -289,14 +318,16 @@ def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -
                     pairs.append((result.original, result.frame))
             if not pairs:
                 raise BadInputError(path, f"no swappable face in the {summary.frames} sampled frames")
-            save_labelled_image(output, sheet(pairs), record)
+            with signed_output(output, _credential(model, cfg, path, output)) as target:
+                save_labelled_image(target, sheet(pairs), record)
         else:
             fps = _exact_fps(path, reader.fps)
             limit = max(1, round(cfg.preview_seconds * float(fps)))
             swapper = _swapper(model, dataclasses.replace(cfg, frames=limit), analyzer, analyzer.new_smoother())
             w = reader.width * 2 + 4
-            with VideoWriter(output, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
-                             preset=cfg.preset, metadata=video_tags(record)) as writer:
+            with signed_output(output, _credential(model, cfg, path, output)) as target, VideoWriter(
+                    target, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
+                    preset=cfg.preset, metadata=video_tags(record)) as writer:
                 for result in swapper.swap_frames(_frames(reader, path, limit), keep_original=lambda i: True):
                     _count(summary, result)
                     before = result.original if result.original is not None else result.frame

@@ -1,0 +1,65 @@
+"""Reading the invisible mark back from a file: every face of a still, or of a video's frames.
+
+The faces are found and their landmarks fitted by extract's own FaceAnalyzer; the mark's alignment
+(provenance/watermark.py) is computed from them, so the reading does not depend on where the face sits,
+how large it is or what was cropped around it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepfake.errors import BadInputError
+from deepfake.provenance import watermark
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+
+
+def mark_analyzer(detector: str = "hog"):
+    """The face finder the reader uses (landmarks only: no embeddings)."""
+    from deepfake.config import ExtractConfig
+    from deepfake.faces.analyzer import FaceAnalyzer
+
+    cfg = ExtractConfig(size=watermark.SIZE, coverage=watermark.COVERAGE, detector=detector, smooth=True, workers=1)
+    return FaceAnalyzer(cfg, with_embedding=False)
+
+
+def read_mark_file(path: str | Path, analyzer, max_frames: int = 0, every: int = 1) -> watermark.Reading:
+    """The mark of one image or video (`max_frames` > 0 reads only that many frames, every `every`-th).
+
+    Raises BadInputError (one line) for a truncated or undecodable file."""
+    import av
+
+    path = Path(path)
+    reader = watermark.MarkReader()
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        from deepfake.io.images import read_image
+
+        rgb = read_image(path)
+        if min(rgb.shape[:2]) < watermark.MIN_FACE_PX:
+            reader.reading.frames_checked, reader.reading.too_small = 1, 1
+            return reader.result()
+        faces = watermark.locate(analyzer, rgb, variants=True)
+        if not faces and min(rgb.shape[:2]) < 2 * watermark.MIN_FACE_PX:
+            # The detector's smallest face is about this size: a picture this small cannot hold one.
+            reader.reading.frames_checked, reader.reading.too_small = 1, 1
+            return reader.result()
+        reader.add_frame(rgb, faces)
+        return reader.result()
+    from deepfake.io.video import VideoReader
+
+    smoother = analyzer.new_smoother()
+    try:
+        with VideoReader(path, every=max(1, every)) as video:
+            for n, (_, t, rgb) in enumerate(video):
+                if max_frames and n >= max_frames:
+                    break
+                reader.add_frame(rgb, watermark.locate(analyzer, rgb, smoother, t))
+            error = getattr(video, "error", None)
+    except (OSError, av.error.FFmpegError) as e:
+        raise BadInputError(path, f"truncated or corrupt video ({e})") from None
+    if error:
+        raise BadInputError(path, f"truncated or corrupt video ({error})")
+    if reader.reading.frames_checked == 0:
+        raise BadInputError(path, "truncated or corrupt video (no frame could be decoded)")
+    return reader.result()

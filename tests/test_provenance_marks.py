@@ -1,0 +1,188 @@
+"""Content Credentials and the invisible mark on real faces: written by swap, read back by detect."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import stat
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from conftest import media_path
+from deepfake.cli import main
+from deepfake.io.video import VideoReader
+from deepfake.io.video_writer import VideoWriter
+from deepfake.provenance import credentials, watermark
+from deepfake.provenance.credentials import Credential, read_credentials, signed_output
+
+CLIP_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The first CLIP_FRAMES frames of d18.mp4 (man D, 480x480)."""
+    src = media_path("d18.mp4")
+    out = tmp_path_factory.mktemp("clip") / "d18_cut.mp4"
+    with VideoReader(src) as r, VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast") as w:
+        for i, _, rgb in r:
+            if i == CLIP_FRAMES:
+                break
+            w.write(rgb)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model folder (untrained weights: the marks do not depend on what the model learned)."""
+    from safetensors.torch import save_file
+
+    from deepfake.model_dir import write_config
+    from deepfake.models import build_autoencoder
+    from deepfake.models.presets import preset_config
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    folder.mkdir()
+    cfg = dataclasses.replace(preset_config("tiny"), face_size=128, coverage=0.75)
+    ae = build_autoencoder(cfg.model)
+    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(folder / "autoencoder.safetensors"),
+              metadata={"step": "0"})
+    write_config(folder, cfg, {})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory, clip, model_dir):
+    out = tmp_path_factory.mktemp("swapped") / "swapped.mp4"
+    assert main(["swap", str(clip), "-m", str(model_dir), "-o", str(out), "--preset", "ultrafast", "-q",
+                 "--all-faces", "--batch", "8"]) == 0
+    return out
+
+
+def _reencode(src: Path, dst: Path, crf: int, factor: float) -> None:
+    """Scale by `factor` and re-encode with libx264 at `crf`, with PyAV alone."""
+    with av.open(str(src)) as c_in, av.open(str(dst), "w") as c_out:
+        s_in = c_in.streams.video[0]
+        w, h = round(s_in.width * factor) // 2 * 2, round(s_in.height * factor) // 2 * 2
+        s = c_out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", {"crf": str(crf), "preset": "ultrafast"}
+        for frame in c_in.decode(s_in):
+            small = cv2.resize(frame.to_ndarray(format="rgb24"), (w, h), interpolation=cv2.INTER_AREA)
+            for p in s.encode(av.VideoFrame.from_ndarray(small, format="rgb24")):
+                c_out.mux(p)
+        for p in s.encode():
+            c_out.mux(p)
+
+
+def _detect(capsys, *paths: Path) -> list[dict]:
+    capsys.readouterr()
+    main(["detect", *map(str, paths), "--json"])
+    return json.loads(capsys.readouterr().out)["files"]
+
+
+def test_swapped_clip_is_found_after_crf30_and_half_scale(tmp_path, swapped, clip, model_dir, capsys):
+    small = tmp_path / "small_crf30.mp4"
+    _reencode(swapped, small, crf=30, factor=0.5)
+    want = watermark.payload_hex(watermark.payload_for(credentials.model_identity(model_dir)["sha256"]))
+    got, untouched = _detect(capsys, small, clip)
+    assert got["mark"]["found"] is True, got["mark"]
+    assert got["mark"]["payload"] == want
+    assert got["mark"]["frames_checked"] == CLIP_FRAMES
+    assert got["credentials"]["present"] is False  # the re-encode dropped the manifest; the mark stayed
+    assert untouched["mark"]["found"] is False
+    assert untouched["mark"]["faces_checked"] == CLIP_FRAMES
+
+
+def test_signed_output_validates_and_a_flipped_byte_is_tampering(tmp_path, swapped, config_home, capsys):
+    import c2pa
+
+    with c2pa.Reader(str(swapped)) as reader:
+        store = json.loads(reader.json())
+    assert [s["code"] for s in store["validation_status"]] == [credentials.UNTRUSTED]
+    report = read_credentials(swapped)
+    assert report.valid and not report.tampered
+    assert report.actions[0] == "c2pa.opened"
+    assert report.digital_source_type.endswith("compositeWithTrainedAlgorithmicMedia")
+    assert report.ours["model"]["sha256"] and "/" not in json.dumps(report.ours["model"])
+    assert report.ours["invisible_mark"] is True
+    # The local chain lives in the (test's) config folder, readable by the user alone.
+    folder = config_home / "deepfake"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / credentials.LOCAL_KEY).stat().st_mode) == 0o600
+    data = bytearray(swapped.read_bytes())
+    at = data.find(b"mdat") + 4000
+    data[at] ^= 0xFF
+    bad = tmp_path / "flipped.mp4"
+    bad.write_bytes(bytes(data))
+    (got,) = _detect(capsys, bad)
+    assert got["credentials"]["tampered"] is True and got["credentials"]["valid"] is False
+    assert "assertion.bmffHash.mismatch" in got["credentials"]["status"]
+
+
+def test_no_invisible_mark_is_said_in_the_manifest(tmp_path, clip, model_dir):
+    out = tmp_path / "plain.png"
+    frame = tmp_path / "frame.png"
+    with VideoReader(clip) as r:
+        cv2.imwrite(str(frame), cv2.cvtColor(next(iter(r))[2], cv2.COLOR_RGB2BGR))
+    assert main(["swap", str(frame), "-m", str(model_dir), "-o", str(out), "--all-faces",
+                 "--no-invisible-mark"]) == 0
+    report = read_credentials(out)
+    assert report.valid and report.ours["invisible_mark"] is False
+
+
+def test_signing_failure_leaves_no_output(tmp_path, clip, model_dir, capsys):
+    cert = tmp_path / "self_signed.pem"
+    key = tmp_path / "key.pem"
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime as dt
+
+    k = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bare")])
+    now = dt.datetime.now(dt.timezone.utc)
+    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
+         .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(k, hashes.SHA256()))
+    cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    rc = main(["swap", str(clip), "-m", str(model_dir), "-o", str(out_dir / "x.mp4"), "--all-faces", "-q",
+               "--preset", "ultrafast", "--frames", "4", "--sign-cert", str(cert), "--sign-key", str(key)])
+    assert rc != 0
+    assert "sign" in capsys.readouterr().err.lower()
+    assert list(out_dir.iterdir()) == []
+
+
+def test_bad_inputs_get_one_line_each(tmp_path, swapped, capsys):
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(swapped.read_bytes()[: swapped.stat().st_size // 3])
+    signed_jpg = tmp_path / "signed.jpg"
+    src = media_path("d9.jpg")
+    with signed_output(signed_jpg, Credential(source=src)) as target:
+        target.write_bytes(src.read_bytes())
+    corrupt = tmp_path / "corrupt.jpg"
+    data = bytearray(signed_jpg.read_bytes())
+    at = data.find(b"jumb")
+    data[at + 200 : at + 260] = bytes(60)
+    corrupt.write_bytes(bytes(data))
+    tiny = tmp_path / "tiny.png"
+    small = cv2.resize(cv2.imread(str(src)), (40, 40), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tiny), small)
+    t, c, s = _detect(capsys, truncated, corrupt, tiny)
+    assert "truncated" in t["error"] or "corrupt video" in t["error"]
+    assert c["credentials"]["error"].startswith("corrupt manifest") and c["credentials"]["tampered"] is True
+    assert s["mark"]["note"] == "too small to carry a mark" and s["mark"]["found"] is False
+    capsys.readouterr()
+    main(["detect", str(truncated), str(corrupt), str(tiny)])
+    text = capsys.readouterr().out
+    assert sum(1 for line in text.splitlines() if line.startswith(str(truncated))) == 1
+    assert "too small to carry a mark" in text and "corrupt manifest" in text
