@@ -84,6 +84,12 @@ def test_live_swaps_a_clip_played_as_live(kind, model_dir, clip, tmp_path):
     # The file: tagged synthetic, real time kept (a frame stands in for those dropped before it).
     record = read_provenance(out)
     assert record and record["synthetic"] and record["live"] and record["model_step"] == 300
+    if kind == "folder":  # issue 31's invisible mark, embedded on the encoder thread with swap's payload
+        from deepfake.provenance.credentials import model_identity
+        from deepfake.provenance.watermark import payload_for, payload_hex
+
+        assert record["invisible_mark"] == payload_hex(payload_for(model_identity(model_dir)["sha256"]))
+        assert stats["stages_ms"]["invisible_mark"] > 0
     got, src = _frames(out), _frames(clip)
     assert len(src) - 5 <= len(got) <= len(src)
     # The face region changed, the background did not, and the mark is in the corner.

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", default=None, metavar="FILE.json", help="write the run's stats here")
     p.add_argument("--no-watermark", dest="watermark", action="store_false",
                    help="no visible 'SYNTHETIC' mark on the frames (prints a responsible-use note)")
+    p.add_argument("--no-invisible-mark", dest="invisible_mark", action="store_false",
+                   help="leave out the invisible mark (tool + model hash) that `deepfake detect` reads in each swapped face")
     p.add_argument("--frames", type=int, default=d.frames, help="stop after N source frames (0 = no limit)")
     p.add_argument("--seconds", type=float, default=d.seconds, help="stop after S seconds (0 = no limit)")
     p.add_argument("--mask", default=d.mask, help="blend mask, as swap's --mask (learned, hull, learned*hull)")

@@ -17,6 +17,7 @@ class LiveConfig:
     threads: int = 1  # intra-op threads of the model's runtime (capture and landmarks run beside it)
     detect_every: int = 10  # frames between detector runs while a face is tracked
     watermark: bool = True  # the visible "SYNTHETIC" mark on every frame (a stream has no metadata)
+    invisible_mark: bool = True  # provenance/watermark.py's payload (tool marker + model hash) in the -o file's faces
     virtual_camera: bool = False  # also send the frames to a virtual camera (pyvirtualcam)
     frames: int = 0  # stop after N source frames (0 = at the end of the source, or Ctrl-C)
     seconds: float = 0.0  # stop after S seconds (0 = no limit)

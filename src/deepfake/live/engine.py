@@ -24,6 +24,7 @@ MARK_TEXT = "SYNTHETIC"
 
 @dataclass
 class LiveFace:
+    landmarks: np.ndarray  # (68, 2) frame px
     matrix: np.ndarray  # (2, 3) frame -> aligned
     aligned: np.ndarray  # (S, S, 3) uint8 RGB, the model's crop
     hull: np.ndarray  # (S, S) uint8, the landmark hull of the model's region
@@ -41,6 +42,11 @@ class LiveEngine:
         analyzer = FaceAnalyzer(ecfg, with_embedding=False)  # its detector and landmark models, loaded once
         self.tracker = FaceTracker(analyzer.detector, analyzer.predictor, cfg.detect_every, ecfg.min_face)
         self.size, self.coverage, self.region = ecfg.size, ecfg.coverage, ecfg.mask_region
+        self.payload = None
+        if cfg.invisible_mark:
+            from deepfake.provenance.watermark import payload_for
+
+            self.payload = payload_for((model.fingerprint or {}).get("sha256"))
 
     def analyze(self, rgb: np.ndarray) -> LiveFace | None:
         landmarks = self.tracker(rgb, self.stages)
@@ -50,7 +56,7 @@ class LiveEngine:
             matrix = align_matrix(landmarks, self.size, self.coverage)
             aligned = warp_face(rgb, matrix, self.size)
             hull = hull_mask(transform_points(landmarks, matrix).astype(np.float32), self.size, self.region)
-        return LiveFace(matrix, aligned, hull)
+        return LiveFace(landmarks, matrix, aligned, hull)
 
     def render(self, rgb: np.ndarray, face: LiveFace | None) -> np.ndarray:
         """The output frame (a new array): the swapped face pasted in, and the mark unless turned off."""
@@ -64,6 +70,16 @@ class LiveEngine:
         if self.cfg.watermark:
             with self.stages.stage("mark"):
                 out = add_watermark(out, MARK_TEXT)
+        return out
+
+    def mark_invisibly(self, out: np.ndarray, face: LiveFace | None) -> np.ndarray:
+        """provenance/watermark.py's payload into the swapped face of an output frame (in place). It costs
+        more than the model on a CPU, so the CLI runs it on the file's encoder thread, off the live path."""
+        if self.payload is not None and face is not None:
+            from deepfake.provenance import watermark
+
+            with self.stages.stage("invisible_mark"):
+                watermark.embed(out, [face.landmarks], self.payload)
         return out
 
     def swap(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:

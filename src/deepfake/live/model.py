@@ -32,6 +32,7 @@ def load_live_model(path: str | Path, cfg: LiveConfig) -> SwapModel:
         raise BadInputError(path, "not a model: give a model folder, a .onnx or a .dfm file")
     graph = load_face_graph(path, threads=cfg.threads)
     meta = graph.meta
+    fingerprint = {"sha256": meta.get("model_sha256") or _file_sha256(path)}
     if graph.ours:
         coverage = float(meta.get("coverage", FOREIGN_COVERAGE))
         face_size = int(meta.get("face_size", graph.resolution))
@@ -40,7 +41,14 @@ def load_live_model(path: str | Path, cfg: LiveConfig) -> SwapModel:
         region = meta.get("mask_region", "whole")
     else:
         coverage, face_size, identity, step, region = FOREIGN_COVERAGE, graph.resolution, None, 0, "whole"
-    return SwapModel(GraphFaceModel(graph, coverage), face_size, coverage, identity, path.stem, step, region)
+    return SwapModel(GraphFaceModel(graph, coverage), face_size, coverage, identity, path.stem, step, region,
+                     fingerprint=fingerprint)
+
+
+def _file_sha256(path: Path) -> str:
+    from deepfake.provenance.credentials import file_sha256
+
+    return file_sha256(path)
 
 
 def _from_folder(path: Path, cfg: LiveConfig) -> SwapModel:
@@ -59,4 +67,5 @@ def _from_folder(path: Path, cfg: LiveConfig) -> SwapModel:
     data, _, _ = export_bytes(path, "ours", ExportConfig(checkpoint=cfg.checkpoint, direction=cfg.direction))
     graph = open_face_graph(data, path, threads=cfg.threads)
     return SwapModel(GraphFaceModel(graph, torch_model.coverage), torch_model.face_size, torch_model.coverage,
-                     torch_model.identity, torch_model.name, torch_model.step, torch_model.mask_region)
+                     torch_model.identity, torch_model.name, torch_model.step, torch_model.mask_region,
+                     fingerprint=torch_model.fingerprint)

@@ -80,24 +80,30 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
         engine = LiveEngine(model, cfg, stats.stages)
         info = src.info
         with contextlib.ExitStack() as stack:
-            outputs: list[Callable[[int, np.ndarray], None]] = []
+            outputs: list[Callable] = []  # each called with (index, rgb, face)
             if cfg.virtual_camera:
                 cam = VirtualCamera(info.width, info.height, info.fps)
                 stack.callback(cam.close)
                 log.info("virtual camera: %s", cam.name)
-                outputs.append(lambda i, rgb: cam.write(rgb))
+                outputs.append(lambda i, rgb, face: cam.write(rgb))
             if output is not None:
+                from deepfake.provenance.watermark import payload_hex
+
+                mark = payload_hex(engine.payload) if engine.payload is not None else False
                 record = make_record(model.name, model_step=model.step, direction=cfg.direction, source=info.name,
-                                     live=True)
+                                     live=True, invisible_mark=mark)
                 sink = stack.enter_context(FileSink(output, info.fps, info.width, info.height, record, cfg.crf,
                                                     cfg.preset))
                 from deepfake.io.background import BackgroundWriter
 
-                encode = BackgroundWriter(lambda item: sink.write(*item), depth=4, name="live-encode")
+                # The invisible mark is embedded here, on the encoder's thread: the file gets it without the
+                # live outputs waiting for it.
+                encode = BackgroundWriter(lambda item: sink.write(item[0], engine.mark_invisibly(item[1], item[2])),
+                                          depth=4, name="live-encode")
                 stack.callback(encode.close)  # runs before the sink closes: everything put is written
-                outputs.append(lambda i, rgb: encode.put((i, rgb)))
+                outputs.append(lambda i, rgb, face: encode.put((i, rgb.copy(), face)))  # marked in place
             if on_frame is not None:
-                outputs.append(lambda i, rgb: on_frame(rgb))
+                outputs.append(lambda i, rgb, face: on_frame(rgb))
             stopped = _loop(src, engine, cfg, stats, outputs, progress)
         stats.end = stats.end or time.perf_counter()
     finally:
@@ -166,7 +172,7 @@ def _loop(src, engine: LiveEngine, cfg: LiveConfig, stats: LiveStats, outputs, p
             out = engine.render(rgb, face)
             with stats.stages.stage("output"):
                 for write in outputs:
-                    write(index, out)
+                    write(index, out, face)
             stats.latency_ms.append((time.perf_counter() - t0) * 1000.0)
             stats.frames_out += 1
             stats.frames_swapped += face is not None
