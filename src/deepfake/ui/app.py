@@ -128,7 +128,8 @@ def _options() -> dict[str, Any]:
                          "val_every": c.val_every, "save_every": c.save_every, "preview_every": c.preview_every,
                          "gan_weight": c.loss.gan_weight, "arch": c.model.arch}
     return {"extract": dataclasses.asdict(ExtractConfig()), "swap": dataclasses.asdict(SwapConfig()),
-            "clean": dataclasses.asdict(CleanThresholds()), "presets": presets,
+            "clean": dataclasses.asdict(CleanThresholds()), "presets": presets, "choices": specs.form_choices(),
+            "fields": specs.form_fields(),
             "sweep": {"base": SweepConfig().base, "steps": SweepConfig().steps, "rank_by": list(RANK_METRICS)},
             "mask": {"steps": m.steps, "pretrain_steps": m.pretrain_steps, "batch": m.batch,
                      "resolution": m.model.resolution, "region": m.region}}
@@ -259,7 +260,9 @@ def create_app(config: UiConfig) -> FastAPI:
     def list_jobs():
         return {"jobs": jobs.list()}
 
-    @app.post("/api/jobs", status_code=201)
+    job_body, job_models = specs.openapi_body()
+
+    @app.post("/api/jobs", status_code=201, openapi_extra=job_body)
     async def submit(request: Request):
         spec = specs.parse(await _json_body(request))
         plan = await run_in_threadpool(spec.plan, ws, ctx.devices)
@@ -309,6 +312,13 @@ def create_app(config: UiConfig) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, with the job models the body refers to
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(job_models)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
