@@ -18,7 +18,7 @@ from pathlib import Path
 from deepfake import __version__
 from deepfake.config_io import to_dict
 from deepfake.errors import DeepfakeError, ModelDirError, OutputError
-from deepfake.export.config import ExportConfig
+from deepfake.config import ExportConfig
 from deepfake.export.graph import FLAVOURS, INPUT, OUTPUTS, ContractGraph
 from deepfake.io.atomic import atomic_write_bytes
 from deepfake.provenance.label import label_text, make_record
