@@ -17,7 +17,7 @@ from conftest import media_path
 from deepfake.cli import main
 from deepfake.io.video import VideoReader
 from deepfake.io.video_writer import VideoWriter
-from deepfake.live.config import LiveConfig
+from deepfake.config import LiveConfig
 from deepfake.live.mailbox import Closed, Latest
 from deepfake.live.run import run_live
 from deepfake.provenance.label import read_provenance

@@ -10,7 +10,7 @@ mask, colour, blend and paste) under a latency policy:
   when tracking is lost or every `detect_every` frames (track.py);
 - capture, landmarks, and model + paste run on three threads (run.py), so on two cores they overlap.
 
-config.py: the settings. model.py: a model folder, .onnx or .dfm as swap's model. engine.py: one frame
+config/live.py: the settings. model.py: a model folder, .onnx or .dfm as swap's model. engine.py: one frame
 through track, align, model, compose and the visible mark (the CLI and the UI's Live page share it).
 sources.py / sinks.py: cameras, files played as live; the file and the virtual camera. stats.py: what is
 printed and written with --stats.

@@ -12,7 +12,7 @@ import numpy as np
 
 from deepfake.faces.align import align_matrix, transform_points, warp_face
 from deepfake.faces.hull import hull_mask
-from deepfake.live.config import LiveConfig
+from deepfake.config import LiveConfig
 from deepfake.live.stats import StageTimes
 from deepfake.live.track import FaceTracker
 from deepfake.provenance.label import add_watermark

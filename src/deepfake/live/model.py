@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from deepfake.errors import BadInputError, DeepfakeError
-from deepfake.live.config import RUNTIMES, LiveConfig
+from deepfake.config import LiveConfig
+from deepfake.config.choices import LIVE_RUNTIMES as RUNTIMES
 from deepfake.swap.model import SwapModel
 
 # Our crop's coverage for a DFL-contract file from elsewhere: wide enough that our aligned face holds the
@@ -60,7 +61,7 @@ def _from_folder(path: Path, cfg: LiveConfig) -> SwapModel:
 
         torch.set_num_threads(max(1, cfg.threads))
         return torch_model
-    from deepfake.export.config import ExportConfig
+    from deepfake.config import ExportConfig
     from deepfake.export.runtime import GraphFaceModel, open_face_graph
     from deepfake.export.write import export_bytes
 

@@ -23,7 +23,7 @@ import numpy as np
 from deepfake.config_io import save_json
 from deepfake.errors import OutputError
 from deepfake.io.atomic import atomic_write_json
-from deepfake.live.config import LiveConfig
+from deepfake.config import LiveConfig
 from deepfake.live.engine import LiveEngine
 from deepfake.live.mailbox import Closed, Latest
 from deepfake.live.stats import LiveStats
