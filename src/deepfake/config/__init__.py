@@ -6,6 +6,7 @@ from deepfake.config.app import DemoConfig, UiConfig
 from deepfake.config.evaluate import DetectConfig, EvaluateConfig, EvaluateRun, SweepConfig
 from deepfake.config.export import ExportConfig
 from deepfake.config.extract import CleanThresholds, ExtractConfig
+from deepfake.config.live import LiveConfig
 from deepfake.config.segment import (MaskAugmentConfig, MaskTrainConfig, SegmentApplyConfig, SegmenterConfig,
                                      SegmentRun)
 from deepfake.config.swap import SwapConfig
@@ -13,6 +14,6 @@ from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfi
                                    TrainConfig, TrainRun)
 
 __all__ = ["AugmentConfig", "CleanThresholds", "DataConfig", "DemoConfig", "DetectConfig", "DiscriminatorConfig",
-           "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LossConfig", "MaskAugmentConfig", "MaskTrainConfig",
+           "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LiveConfig", "LossConfig", "MaskAugmentConfig", "MaskTrainConfig",
            "ModelConfig", "SegmentApplyConfig", "SegmentRun", "SegmenterConfig", "SweepConfig", "SwapConfig",
            "TrainConfig", "TrainRun", "UiConfig"]

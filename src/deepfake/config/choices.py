@@ -23,6 +23,7 @@ MASK_MODES = ("learned", "hull", "learned*hull", "segmenter", "segmenter*hull", 
               "learned*segmenter*hull")
 COLOR_MODES = ("rct", "lct", "idt", "hist", "none")
 BLEND_MODES = ("feather", "poisson")
+LIVE_RUNTIMES = ("onnx", "torch")  # how `deepfake live` runs a model folder
 
 # Summary metrics a sweep can rank by: name -> True when higher is better.
 RANK_METRICS: dict[str, bool] = {
