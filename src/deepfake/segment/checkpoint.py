@@ -58,6 +58,19 @@ def write_config(folder: str | Path, cfg: MaskTrainConfig) -> None:
     save_json(cfg, Path(folder) / CONFIG)
 
 
+def is_mask_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a mask model: its weights, or a config.json with the segmenter's own
+    pretrain_steps (written before the first weights). A face-swap model's config has no such key."""
+    folder = Path(folder)
+    if (folder / SEGMENTER).is_file():
+        return True
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "pretrain_steps" in config
+
+
 def read_config(folder: str | Path) -> MaskTrainConfig:
     path = Path(folder) / CONFIG
     if not path.is_file():
