@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from deepfake.config import StartConfig, TrainConfig
+from deepfake.config.choices import RESETS
 from deepfake.config_io import to_dict
 from deepfake.errors import DeepfakeError, ModelDirError
 from deepfake.model_dir import (CONFIG, DISCRIMINATOR, checkpoint_weights, load_tensors, read_config, step_of)
@@ -38,7 +39,6 @@ RESET_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
     "df": {"inter": ("inter",), "decoders": ("decoder_a", "decoder_b"), "none": ()},
     "liae": {"inter": ("inter_ab", "inter_b"), "decoders": ("decoder",), "none": ()},
 }
-RESETS = ("inter", "decoders", "none")
 # Model fields that change memory or speed, never the weights: they may differ from the source's.
 FREE_FIELDS = {"checkpoint_decoder"}
 

@@ -7,7 +7,6 @@ hidden component (temp files of atomic writes and `.jobs/` start with a dot).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -42,19 +41,21 @@ def media_kind(path: Path) -> str:
 
 
 def model_kind(path: Path) -> str | None:
-    """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise.
-    Both hold a config.json; only the segmenter's names pretraining steps (it has them before its first
-    weights are saved)."""
-    from deepfake.segment.checkpoint import SEGMENTER
-    from deepfake.model_dir import CONFIG
+    """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise; each
+    folder's own module says (segment/checkpoint.py, model_dir.py)."""
+    from deepfake.errors import DeepfakeError
+    from deepfake.model_dir import CONFIG, read_config
+    from deepfake.segment.checkpoint import is_mask_model
 
+    if not (path / CONFIG).is_file():
+        return None
+    if is_mask_model(path):
+        return "mask"
     try:
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        read_config(path)
+    except DeepfakeError:
         return None
-    if not isinstance(config, dict):
-        return None
-    return "mask" if "pretrain_steps" in config or (path / SEGMENTER).is_file() else "swap"
+    return "swap"
 
 
 def report_kind(folder: Path) -> str | None:
