@@ -18,6 +18,7 @@ from deepfake.models import preset_config
 from deepfake.train import train
 from deepfake.train.checkpoint import latest_snapshot
 from deepfake.train.pretrain import pretrain, pretrain_config
+from deepfake.config.choices import RESETS
 from deepfake.train.reuse import RESET_MODULES, config_hash
 
 PRETRAIN_STEPS = 300
@@ -96,6 +97,7 @@ def test_from_resets_exactly_the_named_modules(arch, reset, pretrained, pool_fac
         else:
             assert torch.equal(got[key], src[key]), key  # the source's, bitwise
     assert {k.split(".")[0] for k in src} >= set(named)
+    assert all(set(RESET_MODULES[a]) == set(RESETS) for a in RESET_MODULES)  # every --reset choice, per architecture
     loaded = load_model_dir(tmp_path / "from")
     assert loaded.step == 0  # the step counter starts again
     start = loaded.config.start

@@ -119,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
     split_train_val(2, cfg.val_fraction, how=cfg.val_split)  # a bad val_split fails now, not after the cache is built
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
-    if args.reset is not None and args.start_from is None:
+    given_reset = getattr(args, "reset", "")  # left out of the namespace when not given
+    if given_reset and args.start_from is None:
         raise DeepfakeError("--reset needs --from MODEL_DIR")
-    reset = args.reset or "inter"
+    reset = given_reset or "inter"
     if args.start_from is not None and args.dry_run:
         from dataclasses import replace
 

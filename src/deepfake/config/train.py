@@ -168,8 +168,9 @@ class TrainRun:
                                     "another pair with the same network); the step counter starts at 0. Without "
                                     "--preset/--config the source's preset and network are used",
                                     flag="from", metavar="MODEL_DIR", ui=False)
-    reset: str | None = option(None, "with --from, what is re-initialised: inter (the bottleneck; the default), "
-                               "decoders, or none (A<->B reused for A<->C)", choices=RESETS)
+    # "" = not given (inter with --from); a str, not `str | None`, so that the choice "none" stays a word.
+    reset: str = option("", "with --from, what is re-initialised: inter (the bottleneck; the default), "
+                        "decoders, or none (A<->B reused for A<->C)", choices=RESETS)
 
 
 @dataclass
