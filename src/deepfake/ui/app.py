@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from deepfake.config import UiConfig
 from deepfake.errors import DeepfakeError
-from deepfake.ui import joblog, labels, media, specs, views
+from deepfake.ui import joblog, labels, live, media, specs, views
 from deepfake.ui.guard import LOOPBACK_NAMES, Guard, check_type, install_errors
 from deepfake.ui.jobs import JobManager
 from deepfake.ui.workspace import PathError, Workspace, model_kind
@@ -229,6 +229,7 @@ def create_app(config: UiConfig) -> FastAPI:
         return await run_in_threadpool(views.clean_preview, ws, name, th.model_dump())
 
     labels.add_routes(app, ws, _json_body)
+    live.add_routes(app, ws)
 
     @app.get("/api/models/{name}")
     def model(name: str, skip: str | None = None, smooth: str | None = None):
