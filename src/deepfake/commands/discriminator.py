@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "train the discriminator alone as a real/fake classifier"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR", help="a trained model folder")

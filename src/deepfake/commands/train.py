@@ -8,6 +8,8 @@ from pathlib import Path
 
 from deepfake.errors import DeepfakeError
 
+HELP = "train the autoencoder and discriminator adversarially"
+
 
 def _batch_arg(text: str) -> int | str:
     if text == "auto" or text.startswith("auto:"):

@@ -32,13 +32,13 @@ from deepfake.train import distributed as dist
 from deepfake.train.augment import augment_kernel
 from deepfake.train.batches import Side, draw_step, load_side, mine_step, validate
 from deepfake.train.build import Built, build
+from deepfake.run_folder import RunBar, stop_signals
 from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
 from deepfake.train.loss_masks import training_masks
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview
-from deepfake.train.signals import stop_signals
 from deepfake.train.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,6 @@ def train(
 
 def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torch.device, resume: bool,
            progress: bool, minutes: float | None, step_limit: bool, stop_at: int | None) -> TrainResult:
-    from tqdm import tqdm
-
     main = dist.is_main()
     per_rank_batch = dist.shard_batch(cfg.batch)
 
@@ -159,7 +157,7 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
 
     # Section: the loop.
     faces_per_step = 2 * per_rank_batch * cfg.grad_accum * dist.world_size()
-    bar = tqdm(total=end, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
+    bar = RunBar(start, end, minutes, progress and main)
     timer = StepTimer(device)
     metrics = MetricsLog(model_dir, rows, watch, timer, bar, main=main, gan=built.discriminator is not None,
                          cuda=device.type == "cuda", tensorboard=cfg.tensorboard)
@@ -194,7 +192,7 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
                 _, g_skip, _, d_skip = built.step.step(hard_a, hard_b, step)
                 skipped_total += (g_skip + d_skip).clamp(max=1)
             step, count, steps_since_log = step + 1, count + 1, steps_since_log + 1
-            bar.update(1)
+            bar.advance(step)
             if cfg.compile and compile_s is None and step == start + 1:
                 compile_s = time.perf_counter() - t_step  # the first step pays for compilation
                 log.info("torch.compile (mode %s): first step took %.1f s", built.step.compile_mode, compile_s)
