@@ -12,6 +12,7 @@ ARCHS = ("df", "liae")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune")
 AMP_MODES = ("auto", "bf16", "off")
 VAL_SPLITS = ("random", "tail")
+DISCRIMINATOR_KINDS = ("patch", "unet")
 
 DETECTORS = ("hog", "cnn")
 IMAGE_FORMATS = ("png", "jpg")

@@ -28,6 +28,7 @@ from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset
 from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
+from deepfake.train import checks
 from deepfake.train import distributed as dist
 from deepfake.train.augment import augment_kernel
 from deepfake.train.batches import Side, draw_step, load_side, mine_step, validate
@@ -91,6 +92,7 @@ def train(
     stop_at: int | None = None,  # stop (and save) after this step even if cfg.steps is larger
 ) -> TrainResult:
     """Train and return a summary. Saves every save_every steps, at the end, and on SIGINT or SIGTERM."""
+    checks.validate(cfg)  # the library's boundary: sweep and the demo enter here
     if not step_limit and not minutes:
         raise DeepfakeError("a run without a step limit needs a time budget (--minutes)")
     model_dir = Path(out_dir)
