@@ -18,7 +18,6 @@ from deepfake.cli import main
 from deepfake.config import ExportConfig
 from deepfake.export.crop import DFL_WHOLE_FACE, dfl_to_ours, five_points, our_five_fractions, ours_to_dfl
 from deepfake.export.graph import INPUT, OUTPUTS, ContractGraph
-from deepfake.export.runtime import load_face_graph
 from deepfake.export.write import export_model
 from deepfake.io.video import VideoReader
 from trained_pair import trained_model
