@@ -113,6 +113,7 @@ def test_every_declared_command_option_is_offered_by_the_dashboard(kind):
 
 
 def test_the_implementations_offer_exactly_the_declared_choices():
+    from deepfake.models.discriminator import KINDS
     from deepfake.models.presets import PRESETS
     from deepfake.swap.blend import BLEND_MODES
     from deepfake.swap.color import COLOR_MODES
@@ -122,6 +123,7 @@ def test_the_implementations_offer_exactly_the_declared_choices():
     assert tuple(COLOR_MODES) == choices.COLOR_MODES
     assert tuple(BLEND_MODES) == choices.BLEND_MODES
     assert tuple(DIRECTIONS) == choices.DIRECTIONS
+    assert tuple(KINDS) == choices.DISCRIMINATOR_KINDS
 
 
 def test_train_help_lists_every_preset(capsys):

@@ -107,16 +107,12 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.config import TrainRun
     from deepfake.config.options import config_from_args
     from deepfake.config_io import to_dict
-    from deepfake.faceset import split_train_val
     from deepfake.model_dir import write_config
-    from deepfake.models.autoencoder import validate
-    from deepfake.train.loss_masks import check_mask_config
+    from deepfake.train.checks import validate
 
     config_from_args(TrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
-    validate(cfg.model)
-    check_mask_config(cfg)
-    split_train_val(2, cfg.val_fraction, how=cfg.val_split)  # a bad val_split fails now, not after the cache is built
+    validate(cfg)
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
     given_reset = getattr(args, "reset", "")  # left out of the namespace when not given

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from deepfake.config.choices import ARCHS, COMPILE_MODES, DEVICE_HELP, PRESET_NAMES, RESETS, VAL_SPLITS
+from deepfake.config.choices import (ARCHS, COMPILE_MODES, DEVICE_HELP, DISCRIMINATOR_KINDS, PRESET_NAMES, RESETS,
+                                     VAL_SPLITS)
 from deepfake.config.options import DEVICE_PATTERN, option
 
 
@@ -181,3 +182,16 @@ class PretrainRun:
                                 "config when resuming, else original64)", choices=PRESET_NAMES)
     minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
                                    "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
+
+
+@dataclass
+class DiscriminatorRun:
+    """`deepfake discriminator`: D trained alone on a trained model's real faces and its swaps."""
+
+    steps: int = option(500, "training steps", lo=1)
+    batch: int = option(16, "real faces per step (plus as many fakes)", lo=1, hi=4096)
+    lr: float = option(2e-4, "Adam learning rate", above=0, hi=1)
+    kind: str | None = option(None, "the discriminator (default: the model's own setting)", choices=DISCRIMINATOR_KINDS)
+    val_fraction: float = option(0.2, "faces held out per identity for the scores", above=0, hi=0.9)
+    device: str = option("auto", DEVICE_HELP, pattern=DEVICE_PATTERN)
+    seed: int = option(0, "batch order and initialisation (the split follows the model's own seed)", lo=0)

@@ -28,6 +28,7 @@ from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset
 from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
+from deepfake.train import checks
 from deepfake.train import distributed as dist
 from deepfake.train.augment import augment_kernel
 from deepfake.train.batches import Side, draw_step, load_side, mine_step, validate
@@ -96,6 +97,7 @@ def train(
     reset: str = "inter",  # with start_from: what is re-initialised: inter | decoders | none
 ) -> TrainResult:
     """Train and return a summary. Saves every save_every steps, at the end, and on SIGINT or SIGTERM."""
+    checks.validate(cfg)  # the library's boundary: sweep and the demo enter here
     if not step_limit and not minutes:
         raise DeepfakeError("a run without a step limit needs a time budget (--minutes)")
     model_dir = Path(out_dir)

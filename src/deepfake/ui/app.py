@@ -1,5 +1,5 @@
-"""The FastAPI app: routes that read the workspace (routes_files.py, routes_views.py, labels.py) or hand
-work to jobs (routes_jobs.py).
+"""The FastAPI app: routes that read the workspace (routes_files.py, routes_views.py, labels.py), hand
+work to jobs (routes_jobs.py) or swap the Live page's camera (live.py).
 
 Everything the app needs comes in through `UiConfig` and lives on one `Context` (context.py) made by
 `create_app`; nothing is module-level state, so tests run several servers side by side.
@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from deepfake.config import UiConfig
 from deepfake.errors import DeepfakeError
-from deepfake.ui import labels, routes_files, routes_jobs, routes_views
+from deepfake.ui import labels, live, routes_files, routes_jobs, routes_views
 from deepfake.ui.context import Context, Devices, json_body
 from deepfake.ui.guard import LOOPBACK_NAMES, Guard, install_errors
 from deepfake.ui.jobs import JobManager
@@ -53,6 +53,7 @@ def create_app(config: UiConfig) -> FastAPI:
     for router in (routes_files.router, routes_views.router, routes_jobs.router):
         app.include_router(router)
     labels.add_routes(app, ws, json_body)
+    live.add_routes(app, ws)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:  # built once, with the job models the request body refers to
