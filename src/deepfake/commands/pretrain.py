@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.config import PretrainRun
     from deepfake.config.options import config_from_args
     from deepfake.config_io import to_dict
-    from deepfake.models.autoencoder import validate
+    from deepfake.train.checks import validate
     from deepfake.train.pretrain import pretrain
 
     config_from_args(PretrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
-    validate(cfg.model)
+    validate(cfg)
     for folder in args.facesets:
         if not (Path(folder) / "faces.jsonl").is_file():
             raise DeepfakeError(f"{folder}: not a faceset (no faces.jsonl; make one with deepfake extract)")
