@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from deepfake.config import ExtractConfig
 from deepfake.faces.analyzer import FaceAnalyzer
 from deepfake.provenance import watermark as wm
+from deepfake.provenance.reading import mark_analyzer
 
 PAYLOAD = wm.payload_for("3c7a")  # stands for a model hash
 CLIPS = ["d6.mp4", "d14.mp4", "d3.mp4", "d18.mp4", "s18.mp4"]
@@ -115,9 +115,21 @@ ATTACKS = {
 
 
 def landmarks_of(analyzer: FaceAnalyzer, frames: list[np.ndarray], video: bool) -> list[list[np.ndarray]]:
-    """Each frame's faces as the reader finds them: tracked and smoothed on video, box variants on stills."""
-    smoother = analyzer.new_smoother() if video else None
-    return [wm.locate(analyzer, f, smoother, k / 30.0, variants=not video) for k, f in enumerate(frames)]
+    """Each frame's faces as the reader finds them: tracked and smoothed on video, box variants on stills
+    (with the CNN detector when HOG finds none, as `deepfake detect` does)."""
+    if video:
+        smoother = analyzer.new_smoother()
+        return [wm.locate(analyzer, f, smoother, k / 30.0) for k, f in enumerate(frames)]
+    return [wm.locate(analyzer, f, variants=True) or wm.locate(cnn_analyzer(), f, variants=True) for f in frames]
+
+
+_CNN: list = []
+
+
+def cnn_analyzer() -> FaceAnalyzer:
+    if not _CNN:
+        _CNN.append(mark_analyzer("cnn"))
+    return _CNN[0]
 
 
 def read_mark(analyzer, frames, video) -> tuple[wm.Reading, list[float]]:
@@ -148,7 +160,7 @@ def robustness(analyzer, path: Path, limit: int) -> dict:
         for f, lms in zip(marked, landmarks_of(analyzer, frames, video)):
             faces += wm.embed(f, lms, PAYLOAD)
     else:
-        faces = wm.embed_still(marked[0], analyzer, PAYLOAD)
+        faces = wm.embed_still(marked[0], analyzer if wm.locate(analyzer, frames[0]) else cnn_analyzer(), PAYLOAD)
     row = {"file": path.name, "frames": len(frames), "faces_marked": faces,
            "psnr_db": float(np.mean([psnr(a, b) for a, b in zip(frames, marked)])),
            "psnr_face_db": float(np.mean([psnr(a[m], b[m]) for a, b in zip(frames, marked)
@@ -188,7 +200,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).with_name("watermark.json")))
     args = ap.parse_args()
     media = Path(args.media)
-    analyzer = FaceAnalyzer(ExtractConfig(size=wm.SIZE, coverage=wm.COVERAGE, smooth=True, workers=1), with_embedding=False)
+    analyzer = mark_analyzer("hog")
     t0 = time.perf_counter()
     rows = [robustness(analyzer, media / f, args.frames) for f in args.files]
     fp = [] if args.skip_false_positives else [false_positives(analyzer, media / f) for f in args.files]

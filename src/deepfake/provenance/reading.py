@@ -40,6 +40,9 @@ def read_mark_file(path: str | Path, analyzer, max_frames: int = 0, every: int =
             reader.reading.frames_checked, reader.reading.too_small = 1, 1
             return reader.result()
         faces = watermark.locate(analyzer, rgb, variants=True)
+        if not faces and analyzer.cfg.detector == "hog":
+            # HOG misses some faces the CNN finds (glasses, hair, turned heads); one still can afford it.
+            faces = watermark.locate(mark_analyzer("cnn"), rgb, variants=True)
         if not faces and min(rgb.shape[:2]) < 2 * watermark.MIN_FACE_PX:
             # The detector's smallest face is about this size: a picture this small cannot hold one.
             reader.reading.frames_checked, reader.reading.too_small = 1, 1

@@ -128,8 +128,13 @@ class Swapper:
     def _embed_mark(self, frame: np.ndarray, faces: list) -> None:
         from deepfake.provenance import watermark
 
-        if self.smoother is not None:  # video: from the tracked, smoothed landmarks the faces were swapped at
-            watermark.embed(frame, [f.landmarks for f in faces], self.mark)
+        if self.smoother is not None:
+            # Video: the landmarks of the swapped face (a reader sees that face, not the original), fitted
+            # from the box of the tracked landmarks the swap used, as a reader's tracker does.
+            from deepfake.faces.landmarks import box_from_landmarks
+
+            found = [self.analyzer._landmarks(frame, box_from_landmarks(f.landmarks)) for f in faces]
+            watermark.embed(frame, found, self.mark)
         else:  # a still: from the landmarks a reader finds on the swapped picture
             watermark.embed_still(frame, self.analyzer, self.mark)
 
