@@ -1,6 +1,7 @@
 """How well the invisible mark (provenance/watermark.py) survives, on the shared clips and stills.
 
     python benchmarks/watermark_robustness.py [--frames 60] [--media ../shared/media] [--out benchmarks/watermark.json]
+    python benchmarks/watermark_robustness.py --table benchmarks/watermark.json   # the RESULTS.md tables
 
 For each clip (its first --frames frames) and each still: find the faces, mark them with a payload, and
 measure
@@ -29,7 +30,7 @@ from PIL import Image
 
 from deepfake.faces.analyzer import FaceAnalyzer
 from deepfake.provenance import watermark as wm
-from deepfake.provenance.reading import mark_analyzer
+from deepfake.provenance.reading import mark_analyzer, read_still
 
 PAYLOAD = wm.payload_for("3c7a")  # stands for a model hash
 CLIPS = ["d6.mp4", "d14.mp4", "d3.mp4", "d18.mp4", "s18.mp4"]
@@ -134,6 +135,11 @@ def cnn_analyzer() -> FaceAnalyzer:
 
 def read_mark(analyzer, frames, video) -> tuple[wm.Reading, list[float]]:
     """The file's reading, and the bit accuracy of each face on its own."""
+    if not video:  # as `deepfake detect` reads a still
+        reading = read_still(frames[0], analyzer)
+        truth = [(PAYLOAD >> (31 - i)) & 1 for i in range(32)]
+        acc = [float(np.mean(np.array(reading.bits) == truth))] if reading.bits else []
+        return reading, acc
     reader = wm.MarkReader()
     truth = np.array([(PAYLOAD >> (31 - i)) & 1 for i in range(32)])
     per_face = []
@@ -191,6 +197,31 @@ def false_positives(analyzer, path: Path) -> dict:
             "frames_marked": reading.frames_marked, "file_found": reading.found}
 
 
+def table(result: dict) -> str:
+    """The markdown tables of RESULTS.md from a result JSON."""
+    rows = result["robustness"]
+    attacks = [a for a in ATTACKS if any(a in r["attacks"] for r in rows)]
+    cell = lambda v: "-" if v is None else (f"{v['bit_accuracy']:.3f}" + ("" if v["right_payload"] else " ✗"))  # noqa: E731
+    out = ["| file | frames | PSNR dB (frame / face box) | " + " | ".join(attacks) + " |",
+           "|---|---|---|" + "---|" * len(attacks)]
+    for r in rows:
+        if not r["faces_marked"]:
+            out.append(f"| {r['file']} | {r['frames']} | no face found: nothing to mark | " + " | ".join("-" for _ in attacks) + " |")
+            continue
+        out.append(f"| {r['file']} | {r['frames']} | {r['psnr_db']:.1f} / {r['psnr_face_db']:.1f} | "
+                   + " | ".join(cell(r["attacks"].get(a)) for a in attacks) + " |")
+    fp = result["false_positives"]
+    if fp:
+        out += ["", "| file (unmarked) | frames | faces read | frames called marked | file called marked |", "|---|---|---|---|---|"]
+        for f in fp:
+            out.append(f"| {f['file']} | {f['frames']} | {f['faces']} | {f['frames_marked']} | {'yes' if f['file_found'] else 'no'} |")
+        frames = sum(f["frames"] for f in fp)
+        marked = sum(f["frames_marked"] for f in fp)
+        out.append(f"| **all** | {frames} | {sum(f['faces'] for f in fp)} | {marked} ({marked / frames:.3%}) | "
+                   f"{sum(f['file_found'] for f in fp)} of {len(fp)} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--media", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "media"))
@@ -198,7 +229,11 @@ def main() -> int:
     ap.add_argument("--files", nargs="*", default=CLIPS + STILLS)
     ap.add_argument("--skip-false-positives", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).with_name("watermark.json")))
+    ap.add_argument("--table", metavar="JSON", help="only print the markdown tables of an earlier result")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     media = Path(args.media)
     analyzer = mark_analyzer("hog")
     t0 = time.perf_counter()
@@ -207,7 +242,7 @@ def main() -> int:
     result = {"payload": wm.payload_hex(PAYLOAD), "frames_per_clip": args.frames, "robustness": rows,
               "false_positives": fp, "seconds": time.perf_counter() - t0}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["false_positives"], indent=1))
+    print(table(result))
     return 0
 
 

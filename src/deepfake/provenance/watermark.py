@@ -174,20 +174,19 @@ def embed(frame: np.ndarray, landmarks: list[np.ndarray], payload: int) -> int:
 
 
 def soft_bits(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Soft values in [-1, 1] of the 32 bits carried by one face (+1 = bit 0), averaged over the
-    landmark variants when `landmarks` is (K, 68, 2). (BITS,)"""
+    """Soft values in [-1, 1] of the 32 bits carried by one face (+1 = bit 0), read at the mean of the
+    landmark variants when `landmarks` is (K, 68, 2), as embed_still marks. (BITS,)"""
     p, dither, _ = patterns()
-    variants = np.asarray(landmarks).reshape(-1, 68, 2)
-    soft = [np.cos(2 * np.pi * (_luma(warp_face(frame, mark_matrix(lm), SIZE)).ravel() @ p - dither) / DELTA)
-            for lm in variants]
-    return np.mean(soft, axis=0).astype(np.float32)
+    lm = np.asarray(landmarks).reshape(-1, 68, 2).mean(axis=0)
+    y = _luma(warp_face(frame, mark_matrix(lm), SIZE)).ravel()
+    return np.cos(2 * np.pi * (y @ p - dither) / DELTA).astype(np.float32)
 
 
 def locate(analyzer, frame: np.ndarray, smoother=None, time: float = 0.0, variants: bool = False) -> list[np.ndarray]:
     """The 68 landmarks of each face in `frame` (a faces.analyzer.FaceAnalyzer finds them, as extract
     does). variants=True (stills): (K, 68, 2) per face, the landmarks fitted from K slightly shifted
-    boxes. One alignment's error moves the projections; averaging the reads of K alignments shrinks
-    that error where a video would average it over frames."""
+    boxes. One fit's error moves the projections; the mean of K fits has less of it, where a video
+    averages its reads over frames."""
     dets = analyzer.detect(frame, smoother, time)
     found = [analyzer._landmarks(frame, d.bbox) for d in dets]
     if smoother is not None:
