@@ -1,6 +1,6 @@
 """How well the invisible mark (provenance/watermark.py) survives, on the shared clips and stills.
 
-    python benchmarks/watermark_robustness.py [--frames 60] [--media ../shared/media] [--out benchmarks/watermark.json]
+    python benchmarks/watermark_robustness.py [--frames 150] [--media ../shared/media] [--out benchmarks/watermark.json]
     python benchmarks/watermark_robustness.py --table benchmarks/watermark.json   # the RESULTS.md tables
 
 For each clip (its first --frames frames) and each still: find the faces, mark them with a payload, and
@@ -225,7 +225,7 @@ def table(result: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--media", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "media"))
-    ap.add_argument("--frames", type=int, default=60, help="frames of each clip to mark and attack")
+    ap.add_argument("--frames", type=int, default=150, help="frames of each clip to mark and attack (detect reads up to 200)")
     ap.add_argument("--files", nargs="*", default=CLIPS + STILLS)
     ap.add_argument("--skip-false-positives", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).with_name("watermark.json")))

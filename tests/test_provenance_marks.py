@@ -186,3 +186,32 @@ def test_bad_inputs_get_one_line_each(tmp_path, swapped, capsys):
     text = capsys.readouterr().out
     assert sum(1 for line in text.splitlines() if line.startswith(str(truncated))) == 1
     assert "too small to carry a mark" in text and "corrupt manifest" in text
+
+
+def test_mark_on_a_still_survives_brightness_and_is_absent_unmarked():
+    from PIL import Image
+
+    from deepfake.provenance.reading import mark_analyzer, read_still
+
+    analyzer = mark_analyzer()
+    rgb = np.asarray(Image.open(media_path("d9.jpg")).convert("RGB")).copy()
+    assert read_still(rgb, analyzer).found is False
+    payload = watermark.payload_for("beef")
+    marked = rgb.copy()
+    assert watermark.embed_still(marked, analyzer, payload) == 1
+    psnr = 10 * np.log10(255.0**2 / np.mean((marked.astype(float) - rgb) ** 2))
+    assert psnr >= 40
+    brighter = np.clip(marked.astype(np.int16) + 8, 0, 255).astype(np.uint8)  # a flat change moves no pattern
+    for picture in (marked, brighter):
+        reading = read_still(picture, analyzer)
+        assert reading.found and reading.payload == watermark.payload_hex(payload) and reading.model_hash == "beef"
+
+
+def test_formats_without_credentials_say_why(tmp_path, clip, model_dir, caplog):
+    frame = tmp_path / "frame.png"
+    with VideoReader(clip) as r:
+        cv2.imwrite(str(frame), cv2.cvtColor(next(iter(r))[2], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out.webp"
+    assert main(["swap", str(frame), "-m", str(model_dir), "-o", str(out), "--all-faces"]) == 0
+    assert "out.webp: no Content Credentials: .webp is not one of the formats" in caplog.text
+    assert read_credentials(out).present is False
