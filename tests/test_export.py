@@ -15,7 +15,7 @@ import torch
 
 from conftest import media_path
 from deepfake.cli import main
-from deepfake.export.config import ExportConfig
+from deepfake.config import ExportConfig
 from deepfake.export.crop import DFL_WHOLE_FACE, dfl_to_ours, five_points, our_five_fractions, ours_to_dfl
 from deepfake.export.graph import INPUT, OUTPUTS, ContractGraph
 from deepfake.export.runtime import load_face_graph

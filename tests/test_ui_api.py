@@ -24,12 +24,14 @@ from deepfake.ui.server import running  # noqa: E402
 
 def call(base: str, method: str, path: str, body: bytes | dict | None = None, headers: dict | None = None,
          stream: bool = False):
-    """(status, parsed JSON or raw bytes, headers) of one request; never raises on 4xx/5xx."""
+    """(status, parsed JSON or raw bytes, headers) of one request; never raises on 4xx/5xx. A dict or
+    list goes as JSON, bytes as application/octet-stream (urllib would call them a form), unless
+    `headers` names the type."""
     as_json = isinstance(body, (dict, list))
     data = json.dumps(body).encode() if as_json else body
     req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method, headers=headers or {})
-    if as_json:
-        req.add_header("Content-Type", "application/json")
+    if data is not None and not req.has_header("Content-type"):
+        req.add_header("Content-Type", "application/json" if as_json else "application/octet-stream")
     try:
         res = urllib.request.urlopen(req, timeout=30)
     except urllib.error.HTTPError as e:

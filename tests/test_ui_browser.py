@@ -153,6 +153,9 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # The page's own changes pass the cross-site check by the headers Chromium sends with them.
+        changes: list = []
+        page.on("requestfinished", lambda r: changes.append(r) if r.method in ("POST", "PUT", "DELETE") else None)
         page.goto(url)
 
         # Facesets: upload both clips through the page, then extract 12 frames of each at 64 px.
@@ -294,5 +297,10 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         shot(page, shots / "detect.png")
 
         assert not errors, errors
+        assert {r.method for r in changes} == {"POST", "PUT"}
+        for r in changes:
+            sent = r.all_headers()
+            assert sent["origin"] == url.rstrip("/") and sent["sec-fetch-site"] == "same-origin", (r.url, sent)
+            assert r.response().status not in (403, 415), (r.url, r.response().status)
         page.close()
     print(f"browser test: {time.monotonic() - started:.0f} s; screenshots in {shots}")

@@ -81,7 +81,7 @@ def labels_file(ws: Path) -> Path:
 
 
 def put(url: str, body, name: str = "f"):
-    return call(url, "PUT", f"/api/facesets/{name}/labels", body)[:2]
+    return call(url, "PUT", f"/api/facesets/{name}/labels", body, headers={"Content-Type": "application/json"})[:2]
 
 
 def test_a_label_round_trips_into_labels_json(server):

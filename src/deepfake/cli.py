@@ -8,7 +8,7 @@ import logging
 import sys
 
 from deepfake import __version__
-from deepfake.commands import COMMANDS
+from deepfake.commands import COMMANDS, Help
 from deepfake.errors import DeepfakeError
 
 
@@ -16,14 +16,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepfake",
         description="Face-swap toolkit: extract -> train -> swap -> evaluate. Every output is labelled synthetic.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Help,
     )
     parser.add_argument("--version", action="version", version=f"deepfake {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(
-            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+            name, help=help_text, description=help_text, formatter_class=Help
         )
         # Import a command's module only when it is the one asked for (or for full help listing).
         if only is None or only == name:

@@ -7,10 +7,6 @@ when their command runs (or for `--help`), so `deepfake --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from typing import Any, TypeVar
-
-T = TypeVar("T")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -30,9 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
-    """`cls` built from the parsed options named like its fields, with `values` for the fields whose
-    option has another name or form (`--no-smooth` -> smooth); fields with no option keep their defaults."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    matched = {k: v for k, v in vars(args).items() if k in names}
-    return cls(**(matched | values))
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default shown, except None (such an option falls back to a folder's own config or a preset,
+    which the help names) and a --no-X flag's (its help says what it turns off)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action, argparse._StoreFalseAction):
+            return action.help
+        return super()._get_help_string(action)

@@ -6,28 +6,21 @@ import argparse
 import json
 
 from deepfake.config import DetectConfig
+from deepfake.config.options import add_options, config_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = DetectConfig()
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")
     p.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
                    help="model folder with a trained discriminator; without it only provenance tags are read")
-    p.add_argument("--threshold", type=float, default=d.threshold, help="P(real) below this is called synthetic")
-    p.add_argument("--every", type=int, default=d.every, help="video: score every Nth frame")
-    p.add_argument("--max-frames", type=int, default=d.max_frames, help="video: at most this many frames (0 = all)")
-    p.add_argument("--detector", choices=["hog", "cnn"], default=d.detector)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--checkpoint", default="last", metavar="best|last|STEP",
-                   help="which weights: the last saved, the validation minimum (best), or a kept step")
+    add_options(p, DetectConfig)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args: argparse.Namespace) -> int:
     from deepfake.provenance.inspect import Detector, detect_files, format_reports
 
-    cfg = DetectConfig(threshold=args.threshold, every=args.every, max_frames=args.max_frames,
-                       detector=args.detector, device=args.device, checkpoint=args.checkpoint)
+    cfg = config_from_args(DetectConfig, args)
     detector = Detector.from_model_dir(args.model, cfg) if args.model else None
     reports = detect_files(args.inputs, detector, progress=not args.json, cfg=cfg)
     if args.json:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from deepfake.commands import config_from_args
+from deepfake.commands import Help
 from deepfake.config import CleanThresholds
-
-
-def _none_or_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "off") else float(text)
+from deepfake.config.options import add_options, config_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,25 +14,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     info = sub.add_parser(
         "info",
         help="counts, a pose histogram and a contact sheet (PNG)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Help,
     )
     info.add_argument("faceset", metavar="FACESET")
     info.add_argument("-o", "--output", default=None, metavar="DIR", help="where to save the PNGs (default: FACESET/info)")
     info.add_argument("--sheet-faces", type=int, default=64, help="faces on the contact sheet")
 
-    d = CleanThresholds()
     clean = sub.add_parser(
         "clean",
         help="drop blurry faces, extreme poses and other identities (moved to FACESET/removed/)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Help,
     )
     clean.add_argument("faceset", metavar="FACESET")
-    clean.add_argument("--min-blur", type=_none_or_float, default=d.min_blur, help="absolute blur-score floor ('none' = off)")
-    clean.add_argument("--blur-fraction", type=_none_or_float, default=d.blur_fraction, help="drop faces below this fraction of the median blur score ('none' = off)")
-    clean.add_argument("--max-yaw", type=_none_or_float, default=d.max_yaw, help="degrees ('none' = off)")
-    clean.add_argument("--max-pitch", type=_none_or_float, default=d.max_pitch, help="degrees ('none' = off)")
-    clean.add_argument("--max-roll", type=_none_or_float, default=d.max_roll, help="degrees ('none' = off)")
-    clean.add_argument("--max-identity", type=_none_or_float, default=d.max_identity, help="identity distance to the main person ('none' = off)")
+    add_options(clean, CleanThresholds)
     clean.add_argument("--reference", nargs="+", default=[], metavar="IMG", help="the person to keep (default: the faceset's main identity)")
     clean.add_argument("--dry-run", action="store_true", help="only report what would be dropped")
 

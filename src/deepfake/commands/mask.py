@@ -6,41 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
+from deepfake.commands import Help
 from deepfake.errors import DeepfakeError
 
-REGIONS = ("full", "whole")  # deepfake.faces.hull.MASK_REGIONS, spelt out so --help imports nothing heavy
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown, except None: those options fall back to the folder's own config or the
-    MaskTrainConfig default, which their help names (tests/test_mask_cli.py keeps the two in step)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from deepfake.config import MaskTrainConfig, SegmentApplyConfig, SegmentRun
+    from deepfake.config.options import add_options
+
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    fmt = _Help
+    fmt = Help
 
     t = sub.add_parser("train", formatter_class=fmt,
                        help="train a segmenter on facesets: hull masks first, then the labels")
     t.add_argument("facesets", nargs="+", metavar="FACESET", help="faceset folders (their labels.json is used)")
     t.add_argument("-o", "--out", required=True, metavar="MASK_MODEL", help="mask model folder; an existing one is resumed")
-    t.add_argument("--pretrain-steps", type=int, default=None, help="steps on hull masks before the labels (default 4000)")
-    t.add_argument("--steps", type=int, default=None,
-                   help="train until this step, pretraining included (default 20000, unless --minutes is given alone)")
-    t.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock budget for this run; alone it is the only limit, with --steps the first reached stops")
-    t.add_argument("--mask-region", choices=REGIONS, default=None,
-                   help="hull the pretraining targets: full (stops at the brows) or whole (with the forehead; default)")
-    t.add_argument("--resolution", type=int, default=None, help="segmenter input size in px (default 128)")
-    t.add_argument("--batch", type=int, default=None, help="faces per step (default 16)")
-    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
-    t.add_argument("--preview-every", type=int, default=None, help="preview sheet every N steps (0 = none)")
+    add_options(t, SegmentRun)
+    add_options(t, MaskTrainConfig, overrides=True)
     t.add_argument("--config", default=None, metavar="JSON", help="a full MaskTrainConfig JSON (e.g. from --dry-run)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.base_channels=16 --set augment.jpeg=0.5")
@@ -51,8 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="write the segmenter's masks into a faceset (FACESET/masks_segmenter/)")
     a.add_argument("faceset", metavar="FACESET")
     a.add_argument("-m", "--model", required=True, metavar="MASK_MODEL", help="folder made by `deepfake mask train`")
-    a.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    a.add_argument("--batch", type=int, default=32, help="faces per forward pass")
+    add_options(a, SegmentApplyConfig)
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     lab = sub.add_parser("label", formatter_class=fmt,
@@ -81,6 +61,7 @@ def resolve_config(args: argparse.Namespace):
     """The config from --config, else the folder's own config.json, else the defaults; then the flags,
     then --set."""
     from deepfake.commands.train import apply_overrides
+    from deepfake.config.options import given_values
     from deepfake.config_io import load_json
     from deepfake.segment.checkpoint import CONFIG, read_config
     from deepfake.config import MaskTrainConfig
@@ -91,21 +72,20 @@ def resolve_config(args: argparse.Namespace):
         cfg = read_config(args.out)
     else:
         cfg = MaskTrainConfig()
-    flags = {"steps": args.steps, "pretrain_steps": args.pretrain_steps, "region": args.mask_region,
-             "model.resolution": args.resolution, "batch": args.batch, "lr": args.lr, "device": args.device,
-             "seed": args.seed, "save_every": args.save_every, "preview_every": args.preview_every}
+    flags = given_values(MaskTrainConfig, args)
     return apply_overrides(cfg, flags, args.set)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from deepfake.config import SegmentRun
+    from deepfake.config.options import config_from_args
     from deepfake.config_io import to_dict
     from deepfake.segment.checkpoint import write_config
     from deepfake.segment.checks import validate
 
     cfg = resolve_config(args)
     validate(cfg)
-    if args.minutes is not None and args.minutes <= 0:
-        raise DeepfakeError(f"--minutes {args.minutes:g}: must be positive")
+    config_from_args(SegmentRun, args)  # --minutes in its range
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)

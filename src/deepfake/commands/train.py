@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from deepfake.errors import DeepfakeError
-from deepfake.faceset import VAL_SPLITS
 
 
 def _batch_arg(text: str) -> int | str:
@@ -20,57 +19,44 @@ def _batch_arg(text: str) -> int | str:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}': expected auto, auto:N or a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}': the batch must be at least 1")
+    from deepfake.config import TrainConfig
+    from deepfake.config.options import declared
+
+    why = next(d for d in declared(TrainConfig) if d.path == "batch").check_range(value)
+    if why:
+        raise argparse.ArgumentTypeError(why.partition(": ")[2])
     return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from deepfake.config import TrainConfig, TrainRun
+    from deepfake.config.options import add_options, declared
+
     p.add_argument("--a", required=True, metavar="FACESET_A", help="faceset of identity A (the face to put in)")
     p.add_argument("--b", required=True, metavar="FACESET_B", help="faceset of identity B")
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder; an existing one is resumed")
-    p.add_argument("--preset", default=None, help="tiny | original64 | df128 | df256 | liae256 "
-                   "(default: the folder's own config when resuming, else original64)")
-    p.add_argument("--arch", choices=["df", "liae"], default=None, help="autoencoder architecture")
+    add_options(p, TrainRun)
     p.add_argument("--config", default=None, metavar="JSON", help="a full TrainConfig JSON file (e.g. from --dry-run)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="train until this step (default: the preset's, unless --minutes is given alone)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock budget for this run: stop and save when it is spent. Alone it is the only "
-                        "limit; with --steps the first reached stops")
+    add_options(p, TrainConfig, overrides=True, exclude=("batch",), default_text="")
+    # The one option with a form of its own: a number as declared, or auto[:N] (probed on the GPU).
+    batch = next(d for d in declared(TrainConfig) if d.path == "batch")
     p.add_argument("--batch", type=_batch_arg, default=None,
-                   help="faces per identity per step (global, over all GPUs); 'auto' or 'auto:N' probes the "
-                        "largest batch <= N (default 256) that fits in GPU memory, halving on out-of-memory")
-    p.add_argument("--lr", type=float, default=None, help="generator learning rate")
-    p.add_argument("--gan-weight", type=float, default=None, help="adversarial loss weight; 0 = plain autoencoder")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
-    p.add_argument("--keep-every", type=int, default=None,
-                   help="also keep the weights every N steps in MODEL_DIR/timeline (for evaluate --timeline)")
-    p.add_argument("--preview-every", type=int, default=None, help="preview grid every N steps")
-    p.add_argument("--val-every", type=int, default=None, help="validation every N steps")
-    p.add_argument("--val-fraction", type=float, default=None, help="faces held out per identity (default 0.05)")
-    p.add_argument("--val-split", choices=VAL_SPLITS, default=None,
-                   help="which faces are held out: random, or tail (each faceset's last faces in frame order: "
-                        "for a faceset from one video, the end of the clip, so validation never sees neighbours "
-                        "of training frames: what shows over-training)")
-    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile G's and D's forward and losses (one graph each)")
-    p.add_argument("--compile-mode", choices=["auto", "default", "reduce-overhead", "max-autotune"], default=None,
-                   help="torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast models); "
-                        "auto (default) picks it on CUDA up to 128 px")
-    p.add_argument("--seed", type=int, default=None)
+                   help=f"{batch.opt.help} [{batch.range_text()}] (global, over all GPUs); 'auto' or 'auto:N' probes "
+                        "the largest batch <= N (default 256) that fits in GPU memory, halving on out-of-memory"
+                   ).declared = batch
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
     p.add_argument("--dry-run", action="store_true", help="print and save the resolved config, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.epilog = ("An option without a default above keeps the value of the preset (or of the resumed folder's "
+                "config.json); `--dry-run` prints the resolved config.")
 
 
 def resolve_config(args: argparse.Namespace):
     """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
     from deepfake.model_dir import read_config
     from deepfake.config import TrainConfig
+    from deepfake.config.options import given_values
     from deepfake.config_io import load_json
     from deepfake.models import preset_config
 
@@ -84,15 +70,8 @@ def resolve_config(args: argparse.Namespace):
         cfg = read_config(args.out)
     else:
         cfg = preset_config("original64")
-    flags = {
-        "model.arch": args.arch, "steps": args.steps, "batch": args.batch if isinstance(args.batch, int) else None, "lr": args.lr,
-        "loss.gan_weight": args.gan_weight, "device": args.device, "save_every": args.save_every,
-        "keep_every": args.keep_every,
-        "preview_every": args.preview_every, "val_every": args.val_every, "val_fraction": args.val_fraction,
-        "val_split": args.val_split,
-        "grad_accum": args.grad_accum, "compile": args.compile, "compile_mode": args.compile_mode,
-        "seed": args.seed,
-    }
+    flags = given_values(TrainConfig, args)
+    flags["batch"] = args.batch if isinstance(args.batch, int) else None
     return apply_overrides(cfg, flags, args.set)
 
 
@@ -119,18 +98,19 @@ def step_limit(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deepfake.config import TrainRun
+    from deepfake.config.options import config_from_args
     from deepfake.config_io import to_dict
     from deepfake.faceset import split_train_val
     from deepfake.model_dir import write_config
     from deepfake.models.autoencoder import validate
     from deepfake.train.loss_masks import check_mask_config
 
+    config_from_args(TrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
     validate(cfg.model)
     check_mask_config(cfg)
     split_train_val(2, cfg.val_fraction, how=cfg.val_split)  # a bad val_split fails now, not after the cache is built
-    if args.minutes is not None and args.minutes <= 0:
-        raise DeepfakeError(f"--minutes {args.minutes:g}: must be positive")
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
     if args.dry_run:

@@ -14,6 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=None,
                    help="required on every request; generated and printed when --host is not loopback")
     p.add_argument("--max-upload-mb", type=float, default=4096, help="largest accepted upload")
+    p.epilog = ("One server per workspace: a second `deepfake ui` on the same --workspace is refused, since both "
+                "would start the same queued jobs. Open the address the running one printed, or stop it "
+                "(Ctrl-C; running jobs keep running and the next server picks them up), or give another "
+                "--workspace.")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from deepfake import __version__
 from deepfake.config_io import to_dict
 from deepfake.errors import DeepfakeError, ModelDirError, OutputError
-from deepfake.export.config import ExportConfig
+from deepfake.config import ExportConfig
 from deepfake.export.graph import FLAVOURS, INPUT, OUTPUTS, ContractGraph
 from deepfake.io.atomic import atomic_write_bytes
 from deepfake.provenance.label import label_text, make_record
@@ -61,7 +61,8 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
     import onnx
     import torch
 
-    from deepfake.model_dir import load_model_dir
+    from deepfake.model_dir import checkpoint_weights, load_model_dir
+    from deepfake.provenance.credentials import model_identity
 
     model_dir = Path(model_dir)
     loaded = load_model_dir(model_dir, device="cpu", checkpoint=cfg.checkpoint)
@@ -98,6 +99,9 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
         "mask_region": tcfg.mask_region or "whole",
         "direction": cfg.direction,
         "step": str(loaded.step),
+        # The hash swap's invisible mark and credentials name the model by, so live output from this file
+        # carries the same mark as `deepfake swap` with the folder.
+        "model_sha256": model_identity(model_dir, checkpoint_weights(model_dir, cfg.checkpoint))["sha256"],
         "precision": "fp16" if cfg.fp16 else "fp32",
         "model_config": json.dumps(to_dict(tcfg), sort_keys=True),
         "export_config": json.dumps(to_dict(cfg), sort_keys=True),

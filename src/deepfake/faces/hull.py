@@ -7,8 +7,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from deepfake.config.choices import MASK_REGIONS
+
 FOREHEAD = 0.55  # how far above the brows the hull reaches, in units of the brow-to-nose-tip length
-MASK_REGIONS = ("full", "whole")  # full: jaw and brows only; whole: with the forehead
 
 
 def forehead_points(landmarks: np.ndarray, amount: float = FOREHEAD) -> np.ndarray:

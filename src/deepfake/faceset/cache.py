@@ -10,15 +10,16 @@ batched in torch on the same device (augment.py), so no CPU worker sits in the t
     for batch in cache.batches(None, 32, generator):      # infinite, epoch-shuffled
         x = batch.images.float() / 255                     # (B, 3, R, R)
 
-The samplers are faceset/sampler.py; which masks a cache holds (and what its key covers), faceset/mask_files.py.
+The samplers are faceset/sampler.py; which masks a cache holds, faceset/mask_files.py; what its key covers
+(the manifest, the masks and every image file's size and modification time), faceset/cache_key.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +30,14 @@ import numpy as np
 import torch
 
 from deepfake.errors import DeepfakeError
-from deepfake.faceset import MANIFEST, Faceset, FaceRecord, read_faceset
-from deepfake.faceset.mask_files import MaskSource, mask_file, read_mask, source_key
+from deepfake.faceset import Faceset, FaceRecord, read_faceset
+from deepfake.faceset.cache_key import CACHE_FORMAT, cache_key, stale_reason, write_key
+from deepfake.faceset.mask_files import MaskSource, mask_file, read_mask
 from deepfake.faceset.sampler import EpochSampler, Sampler, host_to_device  # noqa: F401 (train/ imports them from here)
 from deepfake.io.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-# Bump when the cache layout or the decoding changes, so old caches are rebuilt instead of misread.
-CACHE_FORMAT = 1
 CACHE_FOLDER = ".cache"
 
 
@@ -81,12 +81,14 @@ class FaceCache:
         progress: bool = True,
         masks: MaskSource | None = None,
     ) -> "FaceCache":
-        """Decode a faceset at `resolution`, or map its cache from disk when the manifest is unchanged.
+        """Decode a faceset at `resolution`, or map its cache from disk when nothing it was made of changed.
 
         cache_dir: where the `r<R>-<hash>` folder lives; default `FACESET/.cache`. The hash covers the
-        manifest bytes, so any change to the faceset (faces added, removed, re-extracted) rebuilds it,
-        and whatever else makes the masks (faceset/mask_files.py). masks: which masks (default: the hulls
-        extract wrote). Unreadable face or mask files are skipped with a warning (and left out of `.records`).
+        manifest bytes, the masks and each image file's size and modification time (cache_key.py), so
+        faces added, removed, re-extracted or edited in place rebuild it, and the rebuild logs what
+        changed in one line; the cache it replaces in the faceset's own folder is removed. masks: which
+        masks (default: the hulls extract wrote). Unreadable face or mask files are skipped with a
+        warning (and left out of `.records`).
         """
         fs = faceset if isinstance(faceset, Faceset) else read_faceset(faceset)
         if len(fs) == 0:
@@ -95,13 +97,22 @@ class FaceCache:
             raise DeepfakeError(f"resolution {resolution} is too small for training")
         masks = masks or MaskSource()
         folder = Path(cache_dir) if cache_dir is not None else fs.root / CACHE_FOLDER
-        path = folder / f"r{resolution}-{manifest_hash(fs.root, source_key(fs, masks))}"
+        key = cache_key(fs, masks)
+        path = folder / f"r{resolution}-{key.digest}"
         arrays = _load_cache(path)
         if arrays is None:
+            previous, why = stale_reason(folder, resolution, key, fs.root)
+            if why is not None:
+                log.info("%s: rebuilding the %d px face cache: %s", fs.root, resolution, why)
             _build_cache(fs, resolution, path, progress, masks)
+            write_key(path, key, fs.root)
             arrays = _load_cache(path)
             if arrays is None:
                 raise DeepfakeError(f"{path}: face cache could not be read back after writing it")
+            if previous is not None and folder == fs.root / CACHE_FOLDER:
+                # Superseded: nothing of this faceset can match it again. A process still mapping it
+                # keeps its pages (the files go only when the last mapping does).
+                shutil.rmtree(previous, ignore_errors=True)
         images, masks, landmarks, kept = arrays
         records = [fs.records[i] for i in kept]
         return cls(_as_tensor(images), _as_tensor(masks), _as_tensor(landmarks), records, cache_path=path)
@@ -190,20 +201,6 @@ class FaceCache:
 
 # ----------------------------------------------------------------------------------------------------
 # The on-disk cache.
-
-
-def manifest_hash(root: str | os.PathLike, masks_key: bytes = b"") -> str:
-    """Key of a faceset's content: its manifest bytes, the cache format and `masks_key` (source_key).
-    `mask apply`'s note in the header is left out: it changes no face and no hull."""
-    h = hashlib.sha1(f"deepfake.facecache/{CACHE_FORMAT}\n".encode())
-    data = (Path(root) / MANIFEST).read_bytes()
-    head, newline, rest = data.partition(b"\n")
-    header = json.loads(head)
-    if "masks" in header:  # re-serialised as write_manifest wrote it before the note: the same bytes
-        header.pop("masks")
-        data = json.dumps(header, separators=(",", ":")).encode() + newline + rest
-    h.update(data + masks_key)
-    return h.hexdigest()[:16]
 
 
 def decode_face(root: Path, record: FaceRecord, resolution: int, masks: MaskSource | None = None,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from deepfake.config.choices import VAL_SPLITS
 from deepfake.errors import DeepfakeError
-
-
-VAL_SPLITS = ("random", "tail")
 
 
 def split_train_val(n: int, fraction: float, seed: int = 0, how: str = "random") -> tuple[np.ndarray, np.ndarray]:

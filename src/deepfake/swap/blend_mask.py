@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MASK_MODES = ("learned", "hull", "learned*hull", "segmenter", "segmenter*hull", "learned*segmenter",
-              "learned*segmenter*hull")
+from deepfake.config.choices import MASK_MODES
+
 # The segmenter's probabilities are never exactly 0 or 1: a hand at p = 0.03 would still let 3 % of the
 # swapped face through. Below the ramp counts as occluded, above it as face; the feather does the edge.
 SEGMENTER_RAMP = (0.25, 0.75)

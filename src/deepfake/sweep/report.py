@@ -8,23 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from deepfake.config.choices import RANK_METRICS
 from deepfake.sweep.grid import BASELINE, Variant, format_value
 from deepfake.io.atomic import atomic_write_text
-
-# Summary metrics a sweep can rank by: name -> True when higher is better.
-RANK_METRICS: dict[str, bool] = {
-    "ssim": True,  # reconstruction SSIM inside the mask, mean of both sides
-    "psnr": True,
-    "verification": True,  # fraction of swaps verified as the source identity
-    "retrieval": True,  # fraction of swaps whose nearest identity (cosine, over all evaluated identities) is the source
-    "id_dist_source": False,  # swap-to-source identity distance
-    "landmark_error": False,
-    "pose_error": False,
-    "disc_auc": False,  # the model's own discriminator tells swaps from real faces: lower = harder to tell
-    "val_loss": False,
-    "faces_per_s": True,
-    "params": False,
-}
 
 # The metrics drawn for every variant in variants.png.
 PLOTTED = [("ssim", "masked SSIM"), ("verification", "verification"), ("id_dist_source", "distance to source"),

@@ -16,6 +16,6 @@ inputs/ and the label editor's FACESET/labels.json.
     labels.py     the polygon label editor: faces, labels.json (via deepfake.segment.labels), predictions
     charts.py     server-drawn SVG line charts; markdown.py renders report.md / results.md
     media.py      uploads (size and type checked, never left partial) and video frames
-    guard.py      token and Host checks, and one-line JSON errors
+    guard.py      token, Host and cross-site checks (WebSockets too), body types, one-line JSON errors
     app.py        the FastAPI app: routes only; server.py binds and serves it
 """

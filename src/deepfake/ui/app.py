@@ -26,11 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from deepfake.config import UiConfig
 from deepfake.errors import DeepfakeError
 from deepfake.ui import joblog, labels, media, specs, views
-from deepfake.ui.guard import LOOPBACK_NAMES, Guard, install_errors
+from deepfake.ui.guard import LOOPBACK_NAMES, Guard, check_type, install_errors
 from deepfake.ui.jobs import JobManager
 from deepfake.ui.workspace import PathError, Workspace, model_kind
 
 STATIC = Path(__file__).with_name("static")
+JSON = ("application/json",)
+UPLOAD_TYPES = ("application/octet-stream", "image/*", "video/*")  # the raw file, as the page sends it
 
 
 class Devices:
@@ -79,6 +81,7 @@ def _int(value: str | None, name: str, default: int, lo: int = 0, hi: int = 10**
 
 
 async def _json_body(request: Request) -> Any:
+    check_type(request.headers.get("content-type"), JSON, "body")
     raw = await request.body()
     if len(raw) > 1 << 20:
         raise PathError("body: over 1 MiB")
@@ -125,7 +128,8 @@ def _options() -> dict[str, Any]:
                          "val_every": c.val_every, "save_every": c.save_every, "preview_every": c.preview_every,
                          "gan_weight": c.loss.gan_weight, "arch": c.model.arch}
     return {"extract": dataclasses.asdict(ExtractConfig()), "swap": dataclasses.asdict(SwapConfig()),
-            "clean": dataclasses.asdict(CleanThresholds()), "presets": presets,
+            "clean": dataclasses.asdict(CleanThresholds()), "presets": presets, "choices": specs.form_choices(),
+            "fields": specs.form_fields(),
             "sweep": {"base": SweepConfig().base, "steps": SweepConfig().steps, "rank_by": list(RANK_METRICS)},
             "mask": {"steps": m.steps, "pretrain_steps": m.pretrain_steps, "batch": m.batch,
                      "resolution": m.model.resolution, "region": m.region}}
@@ -176,6 +180,7 @@ def create_app(config: UiConfig) -> FastAPI:
 
     @app.put("/api/upload")
     async def upload(request: Request, name: str, overwrite: bool = False):
+        check_type(request.headers.get("content-type"), UPLOAD_TYPES, name)
         declared = request.headers.get("content-length")
         return await media.receive(ws, name, request.stream(), int(declared) if declared and declared.isdigit() else None,
                                    config.max_upload_bytes, overwrite)
@@ -255,7 +260,9 @@ def create_app(config: UiConfig) -> FastAPI:
     def list_jobs():
         return {"jobs": jobs.list()}
 
-    @app.post("/api/jobs", status_code=201)
+    job_body, job_models = specs.openapi_body()
+
+    @app.post("/api/jobs", status_code=201, openapi_extra=job_body)
     async def submit(request: Request):
         spec = specs.parse(await _json_body(request))
         plan = await run_in_threadpool(spec.plan, ws, ctx.devices)
@@ -268,7 +275,9 @@ def create_app(config: UiConfig) -> FastAPI:
         return job_view(ctx, job_id)
 
     @app.post("/api/jobs/{job_id}/stop")
-    def stop_job(job_id: str):
+    def stop_job(job_id: str, request: Request):
+        if request.headers.get("content-type"):  # it reads no body; a form's or text's is not the page's
+            check_type(request.headers["content-type"], JSON, "body")
         return jobs.stop(job_id)
 
     @app.get("/api/jobs/{job_id}/result")
@@ -303,6 +312,13 @@ def create_app(config: UiConfig) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, with the job models the body refers to
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(job_models)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -1,7 +1,8 @@
 """Server-drawn SVG line charts: the page needs no chart library and no network.
 
 A chart is a list of series against one x axis, with optional vertical markers (the over-fitting
-step). Non-finite points are dropped; text is escaped, so a series name cannot inject markup.
+step). Non-finite points are dropped; text and attribute values are escaped (quotes too), so a series
+name or a colour cannot inject markup.
 """
 
 from __future__ import annotations
@@ -101,12 +102,12 @@ def render(chart: Chart, width: int = 640, height: int = 260) -> str:
         out.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" text-anchor="middle" '
                    f'class="chart-label">{escape(chart.y_label)}</text>')
     for m in chart.markers:
-        out.append(f'<line x1="{sx(m.x):.1f}" x2="{sx(m.x):.1f}" y1="{top}" y2="{top + ph}" stroke="{m.color}" '
+        out.append(f'<line x1="{sx(m.x):.1f}" x2="{sx(m.x):.1f}" y1="{top}" y2="{top + ph}" stroke="{escape(m.color)}" '
                    f'stroke-dasharray="4 3" class="chart-marker"/><text x="{sx(m.x) + 4:.1f}" y="{top + 12}" '
-                   f'fill="{m.color}" class="chart-tick">{escape(m.label)}</text>')
+                   f'fill="{escape(m.color)}" class="chart-tick">{escape(m.label)}</text>')
     legend_x = left + 8
     for i, (s, ps) in enumerate(zip(chart.series, pts)):
-        color = s.color or PALETTE[i % len(PALETTE)]
+        color = escape(s.color or PALETTE[i % len(PALETTE)])
         if ps:
             d = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(ps))
             dash = ' stroke-dasharray="5 3"' if s.dashed else ""

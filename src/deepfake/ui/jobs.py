@@ -95,7 +95,8 @@ class JobManager:
             fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.lock_file.close()
-            raise DeepfakeError(f"{self.dir.parent}: another `deepfake ui` is serving this workspace") from None
+            raise DeepfakeError(f"{self.dir.parent}: another `deepfake ui` is serving this workspace (open its address, "
+                                "or stop it with Ctrl-C first)") from None
         for d in sorted(self.dir.iterdir()):
             try:
                 rec = json.loads((d / "job.json").read_text(encoding="utf-8"))

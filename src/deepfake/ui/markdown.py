@@ -6,7 +6,7 @@ links are rewritten by the caller's `image_url` (relative to the report's folder
 from __future__ import annotations
 
 import re
-from html import escape
+from html import escape, unescape
 from typing import Callable
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
@@ -26,9 +26,10 @@ def _inline(text: str, image_url: Callable[[str], str | None]) -> str:
     text = _CODE.sub(keep_code, text)
     out = escape(text, quote=False)
 
-    def image(m: re.Match) -> str:
-        url = image_url(m[2])
-        return f'<img src="{escape(url)}" alt="{m[1]}" class="report-plot">' if url else escape(m[1])
+    def image(m: re.Match) -> str:  # m's groups are escaped already, quotes not: attributes need them too
+        url = image_url(unescape(m[2]))
+        alt = escape(unescape(m[1]), quote=True)
+        return f'<img src="{escape(url, quote=True)}" alt="{alt}" class="report-plot">' if url else m[1]
 
     out = _IMAGE.sub(image, out)
     out = _LINK.sub(lambda m: m[1], out)  # links point at files of the CLI's layout: keep the text

@@ -1,27 +1,30 @@
 """Job requests: the JSON a page posts, checked, and turned into the CLI's own argv.
 
-An option left out (or null) is left off the command line, so the CLI's defaults apply and the page
-never restates them. Every path goes through the workspace's check; values go as `--opt=value`, one
+Each request model is generated from the same declaration as the command's options (deepfake.config,
+`option(...)`): its fields are the command's flags with underscores, with their choices, ranges and help.
+Only what is the workspace's own is declared here: the names of facesets, models and inputs, which the
+plan resolves to paths. An option left out (or null) is left off the command line, so the CLI's defaults
+apply and the page never restates them. Every path goes through the workspace's check; values go as `--opt=value`, one
 argv item each, so nothing a request holds can read as another option.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from deepfake.config import (CleanThresholds, DetectConfig, EvaluateConfig, EvaluateRun, ExtractConfig,
+                             MaskTrainConfig, SegmentApplyConfig, SegmentRun, SweepConfig, SwapConfig, TrainConfig,
+                             TrainRun)
+from deepfake.config.options import spec_fields
 from deepfake.errors import DeepfakeError
 from deepfake.ui.workspace import Workspace, model_kind
 
-Count = Annotated[int, Field(ge=0, le=10_000_000)]
 Positive = Annotated[int, Field(ge=1, le=10_000_000)]
-Threshold = Annotated[float, Field(ge=0, le=10)]
-Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$")]
 SetItem = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.]*=[^\s]+$", max_length=200)]
 GridItem = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.]*=[^\s=]+$", max_length=400)]
 
@@ -55,20 +58,11 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Extract(Spec):
+class ExtractJob(Spec):
     kind: Literal["extract"]
     inputs: list[str] = Field(min_length=1, max_length=200)
     faceset: str
-    size: Annotated[int, Field(ge=16, le=2048)] | None = None
-    every: Positive | None = None
-    frames: Count | None = None
-    min_face: Count | None = None
-    max_faces: Count | None = None
-    detector: Literal["hog", "cnn"] | None = None
     reference: list[str] = Field(default_factory=list, max_length=20)
-    reference_threshold: Threshold | None = None
-    no_smooth: bool = False
-    workers: Annotated[int, Field(ge=1, le=64)] | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         out = ws.child("facesets", self.faceset, must_exist=False)
@@ -82,6 +76,9 @@ class Extract(Spec):
         return Plan(argv, f"extract {len(inputs)} input(s) -> {self.faceset}", "cpu", {"faceset": self.faceset})
 
 
+Extract = create_model("Extract", __base__=ExtractJob, **spec_fields(ExtractConfig))
+
+
 class FacesetInfo(Spec):
     kind: Literal["faceset_info"]
     faceset: str
@@ -92,15 +89,8 @@ class FacesetInfo(Spec):
                     {"faceset": self.faceset}, dedupe=f"info:{self.faceset}")
 
 
-class Thresholds(Spec):
-    """deepfake faceset clean's thresholds; null turns one off ('none' on the command line)."""
-
-    min_blur: float | None = None
-    blur_fraction: float | None = None
-    max_yaw: float | None = None
-    max_pitch: float | None = None
-    max_roll: float | None = None
-    max_identity: float | None = None
+# deepfake faceset clean's thresholds; null turns one off ('none' on the command line).
+Thresholds = create_model("Thresholds", __base__=Spec, **spec_fields(CleanThresholds, keep_defaults=True))
 
 
 class FacesetClean(Spec):
@@ -115,32 +105,12 @@ class FacesetClean(Spec):
                     {"faceset": self.faceset}, dedupe=f"clean:{self.faceset}")
 
 
-class Run(Spec):
-    """What `train` and `mask train` both take: how long, batch, learning rate, device, seed, saves,
-    and --set overrides of any config field."""
-
-    steps: Positive | None = None
-    minutes: Annotated[float, Field(gt=0, le=100_000)] | None = None
-    batch: Annotated[int, Field(ge=1, le=4096)] | None = None
-    lr: Annotated[float, Field(gt=0, le=1)] | None = None
-    device: Device | None = None
-    seed: Count | None = None
-    save_every: Positive | None = None
-    set: list[SetItem] = Field(default_factory=list, max_length=50)
-
-
-class Train(Run):
+class TrainJob(Spec):
     kind: Literal["train"]
     a: str
     b: str
     model: str
-    preset: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] | None = None
-    arch: Literal["df", "liae"] | None = None
-    gan_weight: Annotated[float, Field(ge=0, le=100)] | None = None
-    preview_every: Positive | None = None
-    val_every: Positive | None = None
-    val_split: Literal["random", "tail"] | None = None
-    keep_every: Count | None = None
+    set: list[SetItem] = Field(default_factory=list, max_length=50)
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
@@ -150,12 +120,19 @@ class Train(Run):
         resumed = (out / "config.json").is_file()
         chosen = self.device
         if chosen is None and resumed:
+            from deepfake.model_dir import read_config
+
             try:  # a resumed run keeps its folder's device unless told otherwise
-                chosen = json.loads((out / "config.json").read_text(encoding="utf-8")).get("device")
-            except (OSError, ValueError):
+                chosen = read_config(out).device
+            except DeepfakeError:
                 chosen = None
         verb = "resume" if resumed else "train"
         return Plan(argv, f"{verb} {self.model} ({self.a} + {self.b})", device(chosen), {"model": self.model})
+
+
+# A run's options, then the TrainConfig's: those given override the preset's (or the resumed folder's).
+Train = create_model("Train", __base__=TrainJob, **spec_fields(TrainRun),
+                     **spec_fields(TrainConfig, overrides=True))
 
 
 def _model_folder(ws: Workspace, name: str, kind: str, must_exist: bool = True) -> Path:
@@ -168,27 +145,12 @@ def _model_folder(ws: Workspace, name: str, kind: str, must_exist: bool = True) 
     return path
 
 
-class Swap(Spec):
+class SwapJob(Spec):
     kind: Literal["swap"]
     model: str
     input: str
     output: str | None = None  # a name in outputs/ (default: INPUT_swap_MODEL.EXT)
-    direction: Literal["a2b", "b2a"] | None = None
-    mask: Literal["learned", "hull", "learned*hull", "segmenter", "segmenter*hull", "learned*segmenter",
-                  "learned*segmenter*hull"] | None = None
     mask_model: str | None = None  # a mask model in models/: the segmenter of the segmenter masks
-    mask_region: Literal["full", "whole"] | None = None
-    erode: Annotated[int, Field(ge=-256, le=256)] | None = None
-    blur: Annotated[int, Field(ge=-1, le=512)] | None = None
-    color: Literal["rct", "lct", "idt", "hist", "none"] | None = None
-    blend: Literal["feather", "poisson"] | None = None
-    sharpen: Annotated[float, Field(ge=0, le=10)] | None = None
-    all_faces: bool = False
-    identity_threshold: Threshold | None = None
-    frames: Count | None = None
-    preview: bool = False
-    watermark: bool = False
-    device: Device | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         model = _model_folder(ws, self.model, "swap")
@@ -205,18 +167,16 @@ class Swap(Spec):
                     {"model": self.model, "output": ws.rel(out), "input": ws.rel(source)})
 
 
-class Evaluate(Spec):
+Swap = create_model("Swap", __base__=SwapJob, **spec_fields(SwapConfig))
+
+
+class EvaluateJob(Spec):
     kind: Literal["evaluate"]
     model: str
     a: str
     b: str
     output: str | None = None  # a folder name in outputs/ (default: eval_MODEL)
     frames: str | None = None  # a video in inputs/ for the flicker measure
-    max_faces: Count | None = None
-    max_frames: Count | None = None
-    checkpoint: Annotated[str, Field(pattern=r"^(best|last|\d{1,9})$")] | None = None
-    timeline: bool = False  # every kept step side by side (timeline.png) instead of the report
-    device: Device | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         model = _model_folder(ws, self.model, "swap")
@@ -224,26 +184,22 @@ class Evaluate(Spec):
         name = self.output or f"{'timeline' if self.timeline else 'eval'}_{self.model}"
         out = ws.child("outputs", name, must_exist=False)
         frames = str(ws.resolve(self.frames, "inputs")) if self.frames else None
-        opts = {"frames": frames, "max_faces": self.max_faces, "max_frames": self.max_frames,
-                "checkpoint": self.checkpoint, "timeline": self.timeline, "device": self.device}
+        opts = {**self.model_dump(exclude={"kind", "model", "a", "b", "output", "frames"}), "frames": frames}
         argv = ["evaluate", f"--model={model}", f"--a={a}", f"--b={b}", f"--output={out}", *_opts(opts)]
         verb = "timeline of" if self.timeline else "evaluate"
         return Plan(argv, f"{verb} {self.model} -> {name}", device(self.device),
                     {"model": self.model, "output": ws.rel(out)})
 
 
-class Sweep(Spec):
+Evaluate = create_model("Evaluate", __base__=EvaluateJob, **spec_fields(EvaluateRun), **spec_fields(EvaluateConfig))
+
+
+class SweepJob(Spec):
     kind: Literal["sweep"]
     a: str
     b: str
     output: str
     grid: list[GridItem] = Field(min_length=1, max_length=20)
-    base: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] | None = None
-    steps: Positive | None = None
-    rank_by: Annotated[str, Field(pattern=r"^[a-z_]+$")] | None = None
-    seed: Count | None = None
-    eval_faces: Count | None = None
-    device: Device | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
@@ -254,27 +210,28 @@ class Sweep(Spec):
                     {"output": ws.rel(out)})
 
 
-class Detect(Spec):
+Sweep = create_model("Sweep", __base__=SweepJob, **spec_fields(SweepConfig))
+
+
+class DetectJob(Spec):
     kind: Literal["detect"]
     inputs: list[str] = Field(min_length=1, max_length=50)
     model: str | None = None
-    threshold: Annotated[float, Field(ge=0, le=1)] | None = None
-    every: Positive | None = None
-    max_frames: Count | None = None
-    device: Device | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         files = [str(ws.resolve(p, ("inputs", "outputs"))) for p in self.inputs]
         model = str(_model_folder(ws, self.model, "swap")) if self.model else None
-        opts = {"model": model, "threshold": self.threshold, "every": self.every, "max_frames": self.max_frames,
-                "device": self.device}
+        opts = {"model": model, **self.model_dump(exclude={"kind", "inputs", "model"})}
         names = ", ".join(Path(f).name for f in files)
         # Without a model only tags are read: no device work, so it need not wait behind training.
         return Plan(["detect", *files, *_opts(opts), "--json"], f"detect {names}",
                     device(self.device) if model else None, {"model": self.model or ""}, capture=True)
 
 
-class MaskTrain(Run):
+Detect = create_model("Detect", __base__=DetectJob, **spec_fields(DetectConfig))
+
+
+class MaskTrainJob(Spec):
     """`deepfake mask train`: a segmenter on facesets' hulls, then their labels.json. A folder that
     exists is resumed; `more_steps` trains that far past its latest weights (label, train more, look)."""
 
@@ -282,10 +239,7 @@ class MaskTrain(Run):
     facesets: list[str] = Field(min_length=1, max_length=20)
     model: str  # a folder in models/
     more_steps: Positive | None = None
-    pretrain_steps: Count | None = None
-    mask_region: Literal["full", "whole"] | None = None
-    resolution: Annotated[int, Field(ge=32, le=1024)] | None = None
-    preview_every: Count | None = None  # 0: no preview sheets
+    set: list[SetItem] = Field(default_factory=list, max_length=50)
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         from deepfake.segment.checkpoint import CONFIG, SEGMENTER
@@ -305,19 +259,24 @@ class MaskTrain(Run):
                     {"mask_model": self.model})
 
 
-class MaskApply(Spec):
+MaskTrain = create_model("MaskTrain", __base__=MaskTrainJob, **spec_fields(SegmentRun),
+                         **spec_fields(MaskTrainConfig, overrides=True))
+
+
+class MaskApplyJob(Spec):
     kind: Literal["mask_apply"]
     faceset: str
     model: str  # a mask model folder in models/
-    batch: Annotated[int, Field(ge=1, le=4096)] | None = None
-    device: Device | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         path = ws.child("facesets", self.faceset)
         model = _model_folder(ws, self.model, "mask")
-        argv = ["mask", "apply", str(path), f"--model={model}", *_opts({"batch": self.batch, "device": self.device})]
+        argv = ["mask", "apply", str(path), f"--model={model}", *_opts(self.model_dump(exclude={"kind", "faceset", "model"}))]
         return Plan(argv, f"mask apply {self.model} -> {self.faceset}", device(self.device),
                     {"faceset": self.faceset, "mask_model": self.model})
+
+
+MaskApply = create_model("MaskApply", __base__=MaskApplyJob, **spec_fields(SegmentApplyConfig))
 
 
 JobSpec = Annotated[Union[Extract, FacesetInfo, FacesetClean, Train, Swap, Evaluate, Sweep, Detect, MaskTrain, MaskApply],
@@ -346,3 +305,37 @@ def parse(data: Any) -> Spec:
         return _ADAPTER.validate_python(data)
     except ValidationError as e:
         raise SpecError(one_line(e)) from None
+
+
+def openapi_body() -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST /api/jobs's request body for the app's OpenAPI schema: (the operation's requestBody, the job
+    models for components/schemas). The route reads the body itself (a size limit, one-line errors)."""
+    schema = _ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}, defs
+
+
+def form_fields() -> dict[str, dict[str, dict[str, Any]]]:
+    """kind -> field -> what a form needs to draw it (type, choices, default, range, help), from the job
+    models: the page adds an input for each field its hand-laid form lacks, and fills its selects."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in _ADAPTER.json_schema()["$defs"].values():
+        props = model.get("properties", {})
+        kind = props.get("kind", {}).get("const")
+        if not kind:
+            continue
+        for name, prop in props.items():
+            if name == "kind":
+                continue
+            plain = next((a for a in prop.get("anyOf", [prop]) if a.get("type") != "null"), prop)
+            out.setdefault(kind, {})[name] = {
+                "type": plain.get("type", "object"), "enum": plain.get("enum"), "default": prop.get("default"),
+                "min": plain.get("minimum", plain.get("exclusiveMinimum")), "max": plain.get("maximum"),
+                "help": prop.get("description", ""),
+            }
+    return out
+
+
+def form_choices() -> dict[str, dict[str, list[Any]]]:
+    """kind -> field -> its choices, for the page's selects (the same lists the command line offers)."""
+    return {kind: {name: f["enum"] for name, f in fields.items() if f["enum"]} for kind, fields in form_fields().items()}

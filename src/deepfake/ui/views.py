@@ -7,6 +7,7 @@ Nothing here writes. Changes (extract, clean, train, ...) are jobs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -126,12 +127,15 @@ def training_view(ws: Workspace, name: str, skip: int = 0, smooth: float = 0.6,
     """Everything the Train page draws for MODEL_DIR: loss per side with validation and the
     over-fitting point (training's own rule), faces/s and device busy, ETA, previews, checkpoints."""
     from deepfake.evaluate.plots import overfit_step
-    from deepfake.model_dir import CONFIG, DISCRIMINATOR
+    from deepfake.errors import DeepfakeError
+    from deepfake.model_dir import DISCRIMINATOR, read_config
     from deepfake.train.metrics import read_metrics
 
     model_dir = ws.child("models", name)
-    config = _json(model_dir / CONFIG)
-    config = config if isinstance(config, dict) else {}
+    try:
+        config = dataclasses.asdict(read_config(model_dir))
+    except DeepfakeError:  # not written yet (a queued run), or a folder this version cannot read
+        config = {}
     rows = read_metrics(model_dir / "metrics.csv")
     kept = checkpoints_view(model_dir, rows)
     best = (kept["best"] or {}).get("step")

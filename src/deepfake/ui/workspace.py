@@ -7,7 +7,6 @@ hidden component (temp files of atomic writes and `.jobs/` start with a dot).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -42,19 +41,24 @@ def media_kind(path: Path) -> str:
 
 
 def model_kind(path: Path) -> str | None:
-    """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise.
-    Both hold a config.json; only the segmenter's names pretraining steps (it has them before its first
-    weights are saved)."""
+    """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise; read
+    through each folder's own reader (model_dir.py, segment/checkpoint.py), whose configs differ in keys."""
+    from deepfake.errors import DeepfakeError
+    from deepfake.model_dir import CONFIG, read_config
     from deepfake.segment.checkpoint import SEGMENTER
-    from deepfake.model_dir import CONFIG
+    from deepfake.segment.checkpoint import read_config as read_mask_config
 
-    try:
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (path / CONFIG).is_file():
         return None
-    if not isinstance(config, dict):
-        return None
-    return "mask" if "pretrain_steps" in config or (path / SEGMENTER).is_file() else "swap"
+    if (path / SEGMENTER).is_file():
+        return "mask"
+    for kind, read in (("mask", read_mask_config), ("swap", read_config)):
+        try:
+            read(path)
+            return kind
+        except DeepfakeError:
+            continue
+    return None
 
 
 def report_kind(folder: Path) -> str | None:

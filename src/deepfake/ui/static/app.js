@@ -15,6 +15,8 @@ UI.api = async function (method, url, body) {
   const init = { method, headers: {} };
   if (body instanceof Blob) {
     init.body = body;
+    // The server reads an upload only as a file type (a file the browser cannot name is octet-stream).
+    init.headers["Content-Type"] = body.type || "application/octet-stream";
   } else if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -213,10 +215,42 @@ UI.listenJobs = function () {
   });
 };
 
+// Selects marked data-choices="KIND.FIELD" list the choices the job request (and so the CLI) declares;
+// a form marked data-job="KIND" gets an input for every option of that job it does not lay out itself
+// (data-skip names those it handles another way), so a newly declared option shows up with no edit here.
+UI.fillChoices = () => {
+  for (const s of document.querySelectorAll("select[data-choices]")) {
+    const [kind, field] = s.dataset.choices.split(".");
+    for (const v of ((UI.options.choices || {})[kind] || {})[field] || []) s.append(UI.el("option", { text: v }));
+  }
+  for (const form of document.querySelectorAll("form[data-job]")) {
+    const skip = (form.dataset.skip || "").split(" ");
+    const before = form.querySelector("button[type=submit]");
+    for (const [name, f] of Object.entries((UI.options.fields || {})[form.dataset.job] || {})) {
+      if (skip.includes(name) || form.querySelector(`[name="${name}"]`)) continue;
+      const label = name.replaceAll("_", " ");
+      const shown = f.default === null || f.default === undefined || f.default === "" ? "default" : `default: ${f.default}`;
+      let input;
+      if (f.type === "boolean") {
+        form.insertBefore(UI.el("label", { class: "check", title: f.help }, UI.el("input", { name, type: "checkbox" }), " " + label), before);
+        continue;
+      } else if (f.enum) {
+        input = UI.el("select", { name }, UI.el("option", { value: "" }, `(${shown})`), f.enum.map((v) => UI.el("option", { text: v })));
+      } else if (f.type === "integer" || f.type === "number") {
+        input = UI.el("input", { name, type: "number", step: f.type === "number" ? "any" : null, min: f.min, max: f.max, placeholder: shown });
+      } else if (f.type === "string") {
+        input = UI.el("input", { name, placeholder: shown });
+      } else continue;
+      form.insertBefore(UI.el("label", { title: f.help }, label + " ", input), before);
+    }
+  }
+};
+
 window.addEventListener("hashchange", UI.show);
 window.addEventListener("DOMContentLoaded", async () => {
   try {
     UI.options = await UI.api("GET", "/api/options");
+    UI.fillChoices();
     UI.setReady();
     await UI.refresh();
   } catch (e) {
