@@ -16,20 +16,21 @@ import numpy as np
 import pytest
 
 from conftest import media_path
+from trained_pair import trained_model
 from deepfake.cli import main
 from deepfake.io.video import VideoReader
 from deepfake.io.video_writer import VideoWriter
 from deepfake.provenance import credentials, watermark
 from deepfake.provenance.credentials import Credential, read_credentials, signed_output
 
-CLIP_FRAMES = 24
+CLIP_FRAMES = 30
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """The first CLIP_FRAMES frames of d18.mp4 (man D, 480x480)."""
-    src = media_path("d18.mp4")
-    out = tmp_path_factory.mktemp("clip") / "d18_cut.mp4"
+    """The first CLIP_FRAMES frames of d14.mp4 (woman B, 512x512)."""
+    src = media_path("d14.mp4")
+    out = tmp_path_factory.mktemp("clip") / "d14_cut.mp4"
     with VideoReader(src) as r, VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast") as w:
         for i, _, rgb in r:
             if i == CLIP_FRAMES:
@@ -39,22 +40,10 @@ def clip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny model folder (untrained weights: the marks do not depend on what the model learned)."""
-    from safetensors.torch import save_file
-
-    from deepfake.model_dir import write_config
-    from deepfake.models import build_autoencoder
-    from deepfake.models.presets import preset_config
-
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    folder.mkdir()
-    cfg = dataclasses.replace(preset_config("tiny"), face_size=128, coverage=0.75)
-    ae = build_autoencoder(cfg.model)
-    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(folder / "autoencoder.safetensors"),
-              metadata={"step": "0"})
-    write_config(folder, cfg, {})
-    return folder
+def model_dir(tmp_path_factory, faceset_a, faceset_b):
+    """The small model trained on A = d6 and B = d14 that the export and live tests share: its swapped
+    faces look like faces, as a reader needs to find them."""
+    return trained_model(tmp_path_factory, faceset_a, faceset_b)
 
 
 @pytest.fixture(scope="module")

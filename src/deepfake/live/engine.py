@@ -83,7 +83,9 @@ class LiveEngine:
                 # the tracked face's box. dlib's shape predictor may be called from several threads at once.
                 from deepfake.faces.landmarks import box_from_landmarks
 
-                found = self.tracker.predictor(out, box_from_landmarks(face.landmarks))
+                found = face.landmarks
+                for _ in range(2):  # to the fit's fixed point, as provenance/watermark.py's refit and a reader
+                    found = self.tracker.predictor(out, box_from_landmarks(found))
                 watermark.embed(out, [found], self.payload)
         return out
 

@@ -173,13 +173,46 @@ def embed(frame: np.ndarray, landmarks: list[np.ndarray], payload: int) -> int:
     return done
 
 
-def soft_bits(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+# Where a reader looks for the crop, around the one its landmarks give: shifts in crop pixels. A face's
+# landmarks are found again on a re-encoded or rescaled copy a few tenths of a crop pixel away from where
+# they were when it was marked, and at the patterns' frequencies that moves the projections by about
+# DELTA / 4. The reader keeps the shift whose soft values are surest (mean |soft|), which does not
+# depend on their signs: the marker bits of a face without the mark stay fair coins.
+SEARCH = [(dx, dy) for dy in (-0.5, -0.25, 0.0, 0.25, 0.5) for dx in (-0.5, -0.25, 0.0, 0.25, 0.5)]
+_MARGIN = 2  # crop pixels around the crop, so every shift reads inside the warped picture
+
+
+def soft_bits(frame: np.ndarray, landmarks: np.ndarray, search: bool = True) -> np.ndarray:
     """Soft values in [-1, 1] of the 32 bits carried by one face (+1 = bit 0), read at the mean of the
-    landmark variants when `landmarks` is (K, 68, 2), as embed_still marks. (BITS,)"""
+    landmark variants when `landmarks` is (K, 68, 2), as embed_still marks, and at the best of the
+    SEARCH shifts around it. (BITS,)"""
     p, dither, _ = patterns()
     lm = np.asarray(landmarks).reshape(-1, 68, 2).mean(axis=0)
-    y = _luma(warp_face(frame, mark_matrix(lm), SIZE)).ravel()
-    return np.cos(2 * np.pi * (y @ p - dither) / DELTA).astype(np.float32)
+    m = mark_matrix(lm)
+    if not search:
+        y = _luma(warp_face(frame, m, SIZE)).ravel()
+        return np.cos(2 * np.pi * (y @ p - dither) / DELTA).astype(np.float32)
+    m[:, 2] += _MARGIN
+    big = _luma(warp_face(frame, m, SIZE + 2 * _MARGIN))  # (SIZE + 2 MARGIN, SIZE + 2 MARGIN)
+    best, best_conf = None, -1.0
+    for dx, dy in SEARCH:
+        shift = np.array([[1, 0, -(_MARGIN + dx)], [0, 1, -(_MARGIN + dy)]], np.float64)
+        y = cv2.warpAffine(big, shift, (SIZE, SIZE), flags=cv2.INTER_LINEAR).ravel()  # (SIZE*SIZE,)
+        soft = np.cos(2 * np.pi * (y @ p - dither) / DELTA)
+        conf = float(np.mean(np.abs(soft)))
+        if conf > best_conf:
+            best, best_conf = soft, conf
+    return best.astype(np.float32)
+
+
+def refit(analyzer, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The landmarks fitted again from the box of `landmarks`. The shape predictor's answer depends on
+    the box it starts from (a detector's box, a tracker's, the swap's), most on a blurry swapped face;
+    started from the box of its own landmarks it lands near one fixed point whatever the first box was,
+    so the marker and the reader agree on where the face is."""
+    from deepfake.faces.landmarks import box_from_landmarks
+
+    return analyzer._landmarks(frame, box_from_landmarks(landmarks))
 
 
 def locate(analyzer, frame: np.ndarray, smoother=None, time: float = 0.0, variants: bool = False) -> list[np.ndarray]:
@@ -188,7 +221,7 @@ def locate(analyzer, frame: np.ndarray, smoother=None, time: float = 0.0, varian
     boxes. One fit's error moves the projections; the mean of K fits has less of it, where a video
     averages its reads over frames."""
     dets = analyzer.detect(frame, smoother, time)
-    found = [analyzer._landmarks(frame, d.bbox) for d in dets]
+    found = [refit(analyzer, frame, analyzer._landmarks(frame, d.bbox)) for d in dets]
     if smoother is not None:
         found = list(smoother(found, time, [d.bbox for d in dets]))
     if not variants:
