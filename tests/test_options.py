@@ -27,7 +27,7 @@ WORKSPACE = {
     "extract": {"inputs": "inputs", "faceset": "--output", "reference": "--reference"},
     "faceset_info": {"faceset": "faceset"},
     "faceset_clean": {"faceset": "faceset", "thresholds": None},
-    "train": {"a": "--a", "b": "--b", "model": "--out", "set": "--set"},
+    "train": {"a": "--a", "b": "--b", "model": "--out", "set": "--set", "start_from": "--from"},
     "swap": {"model": "--model", "input": "input", "output": "--output", "mask_model": "--mask-model"},
     "evaluate": {"model": "--model", "a": "--a", "b": "--b", "output": "--output", "frames": "--frames"},
     "sweep": {"a": "--a", "b": "--b", "output": "--output", "grid": "--grid"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 # The pipeline, measuring and telling fakes, masks and use outside this tool, then the demo and the dashboard.
-COMMANDS = ("extract", "faceset", "train", "swap", "evaluate", "sweep", "discriminator", "detect", "mask", "export",
+COMMANDS = ("extract", "faceset", "train", "pretrain", "swap", "evaluate", "sweep", "discriminator", "detect", "mask", "export",
             "live", "demo", "ui")
 
 

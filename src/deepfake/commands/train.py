@@ -68,6 +68,10 @@ def resolve_config(args: argparse.Namespace):
         cfg = load_json(TrainConfig, args.config)
     elif args.preset:
         cfg = preset_config(args.preset)
+    elif args.start_from and not (Path(args.out) / "config.json").is_file():
+        from deepfake.train.reuse import source_config
+
+        cfg = source_config(args.start_from)
     elif (Path(args.out) / "config.json").is_file():
         cfg = read_config(args.out)
     else:
@@ -111,6 +115,19 @@ def run(args: argparse.Namespace) -> int:
     validate(cfg)
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
+    given_reset = getattr(args, "reset", "")  # left out of the namespace when not given
+    if given_reset and args.start_from is None:
+        raise DeepfakeError("--reset needs --from MODEL_DIR")
+    reset = given_reset or "inter"
+    if args.start_from is not None and args.dry_run:
+        from dataclasses import replace
+
+        from deepfake.train.reuse import read_start
+
+        cfg = replace(cfg, start=read_start(args.start_from, cfg, reset).record)
+        print(json.dumps(to_dict(cfg), indent=2))
+        print(f"dry run: nothing trained or saved ({args.out} must not hold a run for --from)")
+        return 0
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
@@ -125,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.train import train
 
     result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress, minutes=args.minutes,
-                   step_limit=step_limit(args))
+                   step_limit=step_limit(args), start_from=args.start_from, reset=reset)
     if not result.main:
         return 130 if result.stopped_by == "SIGINT" else 0  # rank 0 reports for the whole DDP job
     print(summary(result, cfg.steps, args.minutes))

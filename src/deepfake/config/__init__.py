@@ -11,9 +11,10 @@ from deepfake.config.segment import (MaskAugmentConfig, MaskTrainConfig, Segment
                                      SegmentRun)
 from deepfake.config.swap import SwapConfig
 from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfig, DiscriminatorRun, LossConfig,
-                                   ModelConfig, TrainConfig, TrainRun)
+                                   ModelConfig, PretrainRun, StartConfig, TrainConfig, TrainRun)
 
 __all__ = ["AugmentConfig", "CleanThresholds", "DataConfig", "DemoConfig", "DetectConfig", "DiscriminatorConfig",
            "DiscriminatorRun", "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LiveConfig",
-           "LossConfig", "MaskAugmentConfig", "MaskTrainConfig", "ModelConfig", "SegmentApplyConfig", "SegmentRun",
-           "SegmenterConfig", "SwapConfig", "SweepConfig", "TrainConfig", "TrainRun", "UiConfig"]
+           "LossConfig", "MaskAugmentConfig", "MaskTrainConfig", "ModelConfig", "PretrainRun", "SegmentApplyConfig",
+           "SegmentRun", "SegmenterConfig", "StartConfig", "SwapConfig", "SweepConfig", "TrainConfig", "TrainRun",
+           "UiConfig"]
