@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from deepfake.config.choices import DEVICE_HELP, MASK_REGIONS
 from deepfake.config.options import DEVICE_PATTERN, option
+from deepfake.config.train import RunBudget
 
 
 @dataclass
@@ -66,11 +67,8 @@ class MaskTrainConfig:
 
 
 @dataclass
-class SegmentRun:
-    """What one `deepfake mask train` run takes besides its MaskTrainConfig."""
-
-    minutes: float | None = option(None, "wall-clock budget for this run; alone it is the only limit, with "
-                                   "--steps the first reached stops", above=0, hi=100_000)
+class SegmentRun(RunBudget):
+    """What one `deepfake mask train` run takes besides its MaskTrainConfig: its time budget."""
 
 
 @dataclass

@@ -158,13 +158,19 @@ class TrainConfig:
 
 
 @dataclass
-class TrainRun:
+class RunBudget:
+    """The wall-clock budget every training command takes (train, pretrain, mask train)."""
+
+    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
+                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
+
+
+@dataclass
+class TrainRun(RunBudget):
     """What one `deepfake train` run takes besides its TrainConfig; not saved in the model folder."""
 
     preset: str | None = option(None, "the starting config (default: the folder's own config when resuming, "
                                 "else original64)", choices=PRESET_NAMES)
-    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
-                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
     start_from: str | None = option(None, "start from this model's weights (a `deepfake pretrain` model, or one of "
                                     "another pair with the same network); the step counter starts at 0. Without "
                                     "--preset/--config the source's preset and network are used",
@@ -175,13 +181,11 @@ class TrainRun:
 
 
 @dataclass
-class PretrainRun:
+class PretrainRun(RunBudget):
     """What one `deepfake pretrain` run takes besides its TrainConfig; not saved in the model folder."""
 
     preset: str | None = option(None, "the network the pairs trained from it will use (default: the folder's own "
                                 "config when resuming, else original64)", choices=PRESET_NAMES)
-    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
-                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
 
 
 @dataclass
