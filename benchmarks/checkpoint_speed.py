@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness beside this file
+from harness import sync  # noqa: E402
 
 from deepfake.train.checkpoint import Snapshot, save_snapshot  # noqa: E402
 from deepfake.train.checkpoint_writer import SnapshotWriter  # noqa: E402
@@ -64,11 +64,6 @@ def trained_state(preset: str, device: torch.device) -> tuple[dict, int]:
 
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(preset: str, device: torch.device, repeat: int, root: Path) -> list[dict]:

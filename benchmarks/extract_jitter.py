@@ -11,7 +11,6 @@ Goal: >= 40 % lower than the raw detector's on every clip.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from deepfake.faces.analyzer import FaceAnalyzer
 from deepfake.faces.smooth import median_jitter
 from deepfake.io.video import VideoReader
 
-MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness beside this file
+from harness import MEDIA  # noqa: E402
 
 
 def main() -> int:

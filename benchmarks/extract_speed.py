@@ -35,7 +35,8 @@ from deepfake.faces.identity import FaceEmbedder
 from deepfake.faces.hull import hull_mask
 from deepfake.io.video import VideoReader
 
-MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness beside this file
+from harness import MEDIA  # noqa: E402
 
 
 def cpu_seconds() -> float:

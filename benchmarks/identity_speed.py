@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", ROOT.parent / "shared" / "media"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness beside this file
+from harness import MEDIA  # noqa: E402
 
 
 def load_faces(n: int):

@@ -40,9 +40,8 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", ROOT.parent / "shared" / "media"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness beside this file
+from harness import MEDIA  # noqa: E402
 
 from deepfake.config import ExtractConfig  # noqa: E402
 from deepfake.config_io import parse_override, replace_path  # noqa: E402

@@ -37,10 +37,8 @@ per identity per step; faces/s counts both identities (2 x BATCH), as ANCHORS.md
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -48,144 +46,28 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness and this benchmark's parts
 
-from deepfake.train.augment import augment_kernel
-from deepfake.config import ModelConfig, TrainConfig
-from deepfake.train.data_stream import DataStream
-from deepfake.faceset import FaceRecord, new_header, write_manifest
-from deepfake.devices import configure_cuda, resolve_amp
-from deepfake.models import preset_config
-from deepfake.train.batches import draw_step, load_side
-from deepfake.train.build import build
-from deepfake.train.metrics import TRAIN_KEYS
-from deepfake.train.step import AdversarialStep
-from deepfake.train.step_timer import StepTimer, elapsed_ms, mark
+import torch  # noqa: E402
+from harness import (MEDIA, count_flops, matmul_peak, peak_memory_gib, reset_peak, sig, sync, timed,  # noqa: E402
+                     window_times)
+from train_speed_kernels import kernel_breakdown, profile_steps, top_kernels_by_family  # noqa: E402,F401
+from train_speed_reference import measure_reference  # noqa: E402
 
-MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+from deepfake.config import TrainConfig  # noqa: E402
+from deepfake.devices import configure_cuda, resolve_amp  # noqa: E402
+from deepfake.faceset import FaceRecord, new_header, write_manifest  # noqa: E402
+from deepfake.models import preset_config  # noqa: E402
+from deepfake.train.augment import augment_kernel  # noqa: E402
+from deepfake.train.batches import draw_step, load_side  # noqa: E402
+from deepfake.train.build import build  # noqa: E402
+from deepfake.train.data_stream import DataStream  # noqa: E402
+from deepfake.train.metrics import TRAIN_KEYS  # noqa: E402
+from deepfake.train.step import AdversarialStep  # noqa: E402
+from deepfake.train.step_timer import StepTimer  # noqa: E402
+
 GPU_CASES = "original64:64:eager,original64:64:compile,original64:64:cudagraphs,df256:32:eager:gan,df256:32:compile:gan"
 QUICK_CASES = "tiny:2:eager:gan"
-
-
-# ----------------------------------------------------------------------------------------------------
-# The reference: plain modules with our ModelConfig's shapes.
-
-
-class RefUpscale(nn.Module):
-    def __init__(self, i: int, o: int):
-        super().__init__()
-        self.conv = nn.Conv2d(i, o * 4, 3, 1, 1)
-
-    def forward(self, x):
-        return F.pixel_shuffle(F.leaky_relu(self.conv(x), 0.1), 2)  # (B, o, 2H, 2W)
-
-
-class RefRes(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.c1, self.c2 = nn.Conv2d(c, c, 3, 1, 1), nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x):
-        return F.leaky_relu(x + self.c2(F.leaky_relu(self.c1(x), 0.2)), 0.2)
-
-
-class RefEncoder(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        layers, c = [], 3
-        for o in cfg.encoder_channels:
-            layers += [nn.Conv2d(c, o, 5, 2, 2), nn.LeakyReLU(0.1)]
-            c = o
-        self.body = nn.Sequential(*layers)
-        self.low = cfg.bottleneck_res or cfg.resolution // 2 ** (cfg.decoder_stages + 1)
-        self.ch = cfg.bottleneck_channels
-        self.fc1 = nn.Linear(c * (cfg.resolution // 2**cfg.encoder_stages) ** 2, cfg.latent_dims)
-        self.fc2 = nn.Linear(cfg.latent_dims, self.low**2 * self.ch)
-        self.up = RefUpscale(self.ch, self.ch)
-
-    def forward(self, x):
-        z = self.fc2(self.fc1(self.body(x).flatten(1))).view(-1, self.ch, self.low, self.low)
-        return self.up(z)  # (B, Cb, 2r, 2r)
-
-
-class RefDecoder(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        layers, c = [], cfg.bottleneck_channels
-        for o in cfg.decoder_channels:
-            layers.append(RefUpscale(c, o))
-            if cfg.residual_blocks:
-                layers.append(RefRes(o))
-            c = o
-        self.body = nn.Sequential(*layers)
-        self.rgb, self.mask = nn.Conv2d(c, 3, 5, 1, 2), nn.Conv2d(c, 1, 5, 1, 2)
-
-    def forward(self, z):
-        h = self.body(z)
-        return torch.sigmoid(self.rgb(h)), torch.sigmoid(self.mask(h))
-
-
-class RefPatchD(nn.Module):
-    def __init__(self, channels: int, depth: int):
-        super().__init__()
-        layers, c = [], 3
-        for i in range(depth):
-            o = channels * 2 ** min(i, 3)
-            layers += [nn.Conv2d(c, o, 4, 2, 1), nn.LeakyReLU(0.2)]
-            c = o
-        layers.append(nn.Conv2d(c, 1, 3, 1, 1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def build_reference(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, compile_: bool, batch: int):
-    """A step function over random tensors, and the modules (for parameter counts)."""
-    enc, dec_a, dec_b = RefEncoder(cfg.model), RefDecoder(cfg.model), RefDecoder(cfg.model)
-    disc = RefPatchD(cfg.discriminator.channels, cfg.discriminator.depth) if cfg.loss.gan_weight > 0 else None
-    mods = [m for m in (enc, dec_a, dec_b, disc) if m is not None]
-    cl = device.type == "cuda" and cfg.channels_last
-    for m in mods:
-        m.to(device)
-        if cl:
-            m.to(memory_format=torch.channels_last)
-    fused = device.type == "cuda"
-    opt = torch.optim.Adam([p for m in (enc, dec_a, dec_b) for p in m.parameters()], cfg.lr, betas=cfg.betas, fused=fused)
-    dopt = torch.optim.Adam(disc.parameters(), cfg.d_lr, betas=cfg.betas, fused=fused) if disc else None
-    r = cfg.model.resolution
-
-    def step(wa, ta, wb, tb):
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            pa, ma = dec_a(enc(wa))
-            pb, mb = dec_b(enc(wb))
-            loss = F.l1_loss(pa.float(), ta) + F.l1_loss(pb.float(), tb) + F.mse_loss(pa.float(), ta) + F.mse_loss(pb.float(), tb)
-            loss = loss + 0.01 * (ma.float().mean() + mb.float().mean())  # the mask head takes part, as ours
-            if disc is not None:
-                loss = loss + 0.1 * F.softplus(-disc(pa)).mean() + 0.1 * F.softplus(-disc(pb)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if disc is not None:
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                dl = F.softplus(-disc(ta)).mean() + F.softplus(disc(pa.detach())).mean() \
-                    + F.softplus(-disc(tb)).mean() + F.softplus(disc(pb.detach())).mean()
-            dopt.zero_grad(set_to_none=True)
-            dl.backward()
-            dopt.step()
-        return loss.detach()
-
-    sets = []
-    for _ in range(2):
-        t = [torch.rand(batch, 3, r, r, device=device) for _ in range(4)]  # wa, ta, wb, tb
-        if cl:
-            t = [x.contiguous(memory_format=torch.channels_last) for x in t]
-        sets.append(t)
-    compiled = torch.compile(step) if compile_ else step
-    return step, compiled, sets, mods
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -227,193 +109,6 @@ def build_ours(cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, 
 
     mods = [m for m in (autoencoder, discriminator) if m is not None]
     return full, compute, draw, (side_a, side_b), stepper, eager, mods, timer
-
-
-# ----------------------------------------------------------------------------------------------------
-# Measurement.
-
-
-def sig(x: float, digits: int = 4) -> float:
-    """Round to significant digits (a slow CPU's TFLOP/s would round to 0 at fixed decimals)."""
-    return float(f"{x:.{digits}g}")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, n: int, device: torch.device) -> float:
-    """Seconds per call over n calls, the device drained before and after, with Python's garbage
-    collector off, as timeit does. Compilation leaves hundreds of thousands of objects behind, and the
-    first full collections after it take 0.1-0.4 s each (measured on this project's CPU box); one of
-    them inside a 30-step window would add milliseconds to every step's mean. A training run pays such a
-    pause once in thousands of steps."""
-    ((_, seconds),) = window_times(fn, n, device, 1)
-    return seconds / n
-
-
-def window_times(fn, n: int, device: torch.device, windows: int) -> list[tuple[int, float]]:
-    """`timed`, with the n calls cut into `windows` runs of about equal length, each timed on its own:
-    (calls, seconds) per window. A pause inside one window (a collection, a recompilation) shows as one
-    slow window; a host that cannot keep ahead of the device slows them all alike.
-
-    The device is drained before the first call and after the last, not at the cuts: on CUDA a cut is an
-    event on the current stream and a window's time is the device's own, from one cut to the next, so
-    the queue stays full across cuts as it does in `deepfake train` (whose log rows no longer drain it)
-    and as in the reference's single window. Draining at each cut made every window start with the
-    device idle while the host launched the next data section and the first kernels. On the CPU, where
-    ops run synchronously, the cuts read the clock."""
-    bounds = [round(k * n / windows) for k in range(windows + 1)]
-    sync(device)
-    gc.collect()
-    gc.disable()
-    try:
-        cuts = [mark(device)]  # the same marks as the training loop's StepTimer
-        for lo, hi in zip(bounds, bounds[1:]):
-            for i in range(lo, hi):
-                fn(i)
-            cuts.append(mark(device))
-        sync(device)
-        seconds = [elapsed_ms(b, e) / 1e3 for b, e in zip(cuts, cuts[1:])]
-        return [(hi - lo, t) for lo, hi, t in zip(bounds, bounds[1:], seconds)]
-    finally:
-        gc.enable()
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def matmul_peak(device: torch.device) -> tuple[float, str]:
-    """TFLOP/s of a large matmul on this device: bf16 on CUDA (the MFU denominator), fp32 on CPU."""
-    if device.type == "cuda":
-        n, dtype, reps = 8192, torch.bfloat16, 20
-    else:
-        n, dtype, reps = 1024, torch.float32, 5
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12, f"{str(dtype).replace('torch.', '')} matmul {n}^3"
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
-
-
-def reset_peak(device: torch.device) -> None:
-    # Compiled graphs keep their modules alive: drop them so one measurement's memory does not count
-    # in the next one's peak.
-    torch._dynamo.reset()
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-# Kernel families by name, first match wins: cuDNN's convolutions by pass (its tensor-core engines name
-# fprop, dgrad and wgrad; its generic engines, e.g. convolve_common_engine_float_NHWC, do not say which),
-# cuBLAS/CUTLASS matrix products (Hopper's are "nvjet"), Inductor's generated kernels by kind, the
-# optimizer, the warp's resampling, layout conversions, aten's own elementwise and reduction kernels.
-KERNEL_FAMILIES = (
-    ("conv forward", ("fprop",)),
-    ("conv input grad", ("dgrad",)),
-    ("conv weight grad", ("wgrad",)),
-    ("conv generic engine", ("convolve", "conv2d_grouped_direct", "conv_depthwise")),
-    ("matmul", ("gemm", "nvjet", "cutlass")),
-    ("inductor pointwise", ("triton_poi",)),
-    ("inductor reduction", ("triton_red", "triton_per")),
-    ("inductor other", ("triton_",)),
-    ("optimizer", ("multi_tensor_apply", "fused_adam", "adam")),
-    ("warp resampling", ("grid_sampler", "upsample_bicubic")),
-    ("layout conversion", ("nchwtonhwc", "nhwctonchw", "transpose")),
-    ("aten elementwise/reduce", ("elementwise_kernel", "reduce_kernel")),
-)
-
-
-def kernel_family(name: str) -> str:
-    low = name.lower()
-    for family, needles in KERNEL_FAMILIES:
-        if any(n in low for n in needles):
-            return family
-    return "other"
-
-
-def _per_family(kernels: list[tuple[str, float]], steps: int) -> dict[str, dict[str, list[float]]]:
-    """(kernel name, device microseconds) pairs -> {family: {name[:240]: [ms per step, calls per step]}}."""
-    per: dict[str, dict[str, list[float]]] = {}
-    for name, us in kernels:
-        entry = per.setdefault(kernel_family(name), {}).setdefault(name[:240], [0.0, 0.0])
-        entry[0] += us / steps / 1e3
-        entry[1] += 1 / steps
-    return per
-
-
-def kernel_breakdown(kernels: list[tuple[str, float]], steps: int) -> dict[str, float]:
-    """(kernel name, device microseconds) pairs -> ms per step per family, largest first."""
-    totals = {f: sum(v[0] for v in names.values()) for f, names in _per_family(kernels, steps).items()}
-    return {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
-
-
-def top_kernels_by_family(kernels: list[tuple[str, float]], steps: int, top: int = 4) -> dict[str, dict]:
-    """(kernel name, device microseconds) pairs -> per family (largest first), its `top` kernels by time:
-    {family: {name (240 characters at most: aten's elementwise kernels name their functor late):
-    [ms per step, calls per step]}}. Says which kernels make a family's time."""
-    per = _per_family(kernels, steps)
-    order = sorted(per, key=lambda f: -sum(v[0] for v in per[f].values()))
-    return {f: {k: [round(v[0], 3), round(v[1], 1)] for k, v in sorted(per[f].items(), key=lambda kv: -kv[1][0])[:top]}
-            for f in order}
-
-
-def top_ops_by_shape(events, steps: int, key: str, top: int = 15) -> list[list]:
-    """The aten operators (not the convolutions, whose time the families give) that take the most self
-    time, grouped by input shapes: [[name, shapes, ms per step, calls per step], ...]. Says which
-    tensors the elementwise and copy kernels outside the compiled graphs work on."""
-    rows = []
-    for e in events:
-        if not e.key.startswith("aten::") or "conv" in e.key:
-            continue
-        rows.append([e.key, str(e.input_shapes)[:160], round(getattr(e, key) / steps / 1e3, 3), round(e.count / steps, 1)])
-    return sorted(rows, key=lambda r: -r[2])[:top]
-
-
-def profile_steps(fn, device: torch.device, case: str, n: int = 5) -> None:
-    """Where a step's time goes: torch.profiler over n steps, the top kernels by device time, and the
-    launches per step (a launch-bound step shows many short kernels and host time above device time)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    sync(device)
-    with profile(activities=acts, record_shapes=True) as prof:
-        for i in range(n):
-            fn(i)
-        sync(device)
-    events = prof.key_averages()
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"profile of {case}, {n} steps:", flush=True)
-    print(events.table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
-    by_shape = top_ops_by_shape(prof.key_averages(group_by_input_shape=True), n, key)
-    print(json.dumps({"profile": case, "top_aten_ops_by_shape": by_shape}), flush=True)
-    if device.type == "cuda":
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        busy_us = sum(e.device_time for e in kernels) if kernels and hasattr(kernels[0], "device_time") else float("nan")
-        print(json.dumps({"profile": case, "kernels_per_step": round(len(kernels) / n, 1),
-                          "kernel_ms_per_step": round(busy_us / n / 1e3, 3)}), flush=True)
-        if kernels and hasattr(kernels[0], "device_time"):
-            # Where the kernel time goes, by family, and each family's top kernels ("other" included).
-            pairs = [(e.name, e.device_time) for e in kernels]
-            print(json.dumps({"profile": case, "ms_per_step_by_family": kernel_breakdown(pairs, n)}), flush=True)
-            print(json.dumps({"profile": case, "top_kernels_by_family": top_kernels_by_family(pairs, n)}), flush=True)
 
 
 def case_config(case: str, device: torch.device) -> tuple[TrainConfig, str]:
@@ -497,27 +192,6 @@ def run_case(case: str, device: torch.device, args, faceset_a: Path, faceset_b: 
     out.update(refs[key])
     out["ratio_to_ref"] = sig(refs[key]["ref_step_ms"] / 1e3 / step_s, 3)
     return out
-
-
-def measure_reference(cfg: TrainConfig, device: torch.device, amp, compiled: bool, batch: int, args, peak: float) -> dict:
-    reset_peak(device)
-    ref_eager, ref_step, sets, ref_mods = build_reference(cfg, device, amp, compiled, batch)
-    ref_flops = count_flops(lambda: ref_eager(*sets[0]))
-    for i in range(args.warmup):
-        ref_step(*sets[i % 2])
-    ref_s = timed(lambda i: ref_step(*sets[i % 2]), args.steps, device)
-    return dict(
-        # The reference runs as ANCHORS.md measured it: eager, or torch.compile in its default mode, also
-        # beside a cudagraphs case (there the ratio is CUDA-graph replay against the anchors' best setting).
-        ref_mode="compile" if compiled else "eager",
-        ref_params_M=round(sum(p.numel() for m in ref_mods for p in m.parameters()) / 1e6, 2),
-        ref_step_ms=round(ref_s * 1e3, 3),
-        ref_gflop_per_step=sig(ref_flops / 1e9),
-        ref_faces_per_s=round(2 * batch / ref_s, 1),
-        ref_tflops=sig(ref_flops / ref_s / 1e12),
-        ref_mfu_pct=sig(100 * ref_flops / ref_s / 1e12 / peak, 3),
-        ref_peak_gib=round(peak_memory_gib(device), 2),
-    )
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -78,3 +78,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def pool_facesets(tmp_path_factory):
+    """Faceset folders of three people who are neither A nor B (woman C, man D, woman E: d3, d18, s18),
+    first 60 frames each, 128 px: a pretraining pool."""
+    return [_extract_fixture(tmp_path_factory, f"{clip}.mp4", f"pool_{clip}") for clip in ("d3", "d18", "s18")]

@@ -74,3 +74,43 @@ def test_unknown_mode_is_a_clear_error(faces):
     source, target, mask = faces
     with pytest.raises(ValueError, match="unknown colour mode"):
         match_color("sepia", source, target, mask)
+
+
+def _composed(faces, **options) -> np.ndarray:
+    """The warm source face composed into the cool target (an identity placement) with `options`."""
+    from deepfake.config import SwapConfig
+    from deepfake.swap.compose import compose_face
+
+    source, target, mask = faces
+    frame = np.rint(target * 255).astype(np.uint8)
+    hull = np.rint(mask * 255).astype(np.uint8)
+    cfg = SwapConfig(mask="hull", blur=-1, **options)
+    return compose_face(frame.copy(), frame, hull, np.eye(2, 3), source, None, cfg).astype(np.float32) / 255.0
+
+
+def test_color_strength_scales_the_match(faces):
+    _, target, mask = faces
+    gap = {s: np.linalg.norm(_mean(_composed(faces, color="rct", color_strength=s), mask) - _mean(target, mask))
+           for s in (0.0, 0.5, 1.0)}
+    assert gap[1.0] < gap[0.5] < gap[0.0]
+    # 0 keeps the model's colours: the same pixels as no matching at all.
+    np.testing.assert_array_equal(_composed(faces, color="rct", color_strength=0.0), _composed(faces, color="none"))
+    # Halfway in colour is halfway in mean colour (up to the uint8 frame's rounding).
+    half = _mean(_composed(faces, color="rct", color_strength=0.5), mask)
+    ends = (_mean(_composed(faces, color="rct", color_strength=0.0), mask)
+            + _mean(_composed(faces, color="rct", color_strength=1.0), mask)) / 2
+    assert np.abs(half - ends).max() < 2 / 255
+
+
+def test_color_strength_on_the_command_line_and_the_dashboard():
+    from deepfake.cli import build_parser, main
+    from deepfake.config import SwapConfig
+    from deepfake.config.options import config_from_args
+    from deepfake.ui import specs
+
+    args = build_parser(only="swap").parse_args(["swap", "x.mp4", "-m", "m", "-o", "y.mp4", "--color-strength", "0.4"])
+    assert config_from_args(SwapConfig, args).color_strength == 0.4
+    assert main(["swap", "x.mp4", "-m", "m", "-o", "y.mp4", "--color-strength", "1.5"]) == 2
+    assert specs.parse({"kind": "swap", "model": "m", "input": "x.mp4", "color_strength": 0.4}).color_strength == 0.4
+    with pytest.raises(specs.SpecError, match="color_strength"):
+        specs.parse({"kind": "swap", "model": "m", "input": "x.mp4", "color_strength": -1})

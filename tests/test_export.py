@@ -18,7 +18,6 @@ from deepfake.cli import main
 from deepfake.config import ExportConfig
 from deepfake.export.crop import DFL_WHOLE_FACE, dfl_to_ours, five_points, our_five_fractions, ours_to_dfl
 from deepfake.export.graph import INPUT, OUTPUTS, ContractGraph
-from deepfake.export.runtime import load_face_graph
 from deepfake.export.write import export_model
 from deepfake.io.video import VideoReader
 from trained_pair import trained_model
@@ -146,6 +145,19 @@ def test_fp16_halves_the_file_and_stays_close(exported, model_dir, analyzer, b_f
     half = ort.InferenceSession(str(tmp_path / "ab16.dfm"), providers=["CPUExecutionProvider"]).run(None, {INPUT: dfl})
     assert half[1].dtype == np.float32
     assert max(float(np.abs(a - b).max()) for a, b in zip(full, half)) < 0.02
+
+
+def test_direction_picks_the_decoder(exported, model_dir, analyzer, b_frames, tmp_path):
+    """b2a swaps with B's decoder: on B's own faces it reconstructs her, so it stays closer to the input
+    than the a2b swap does, and the file says which direction it is."""
+    export_model(model_dir, tmp_path / "ba.onnx", ExportConfig(direction="b2a"))
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "ba.onnx")).metadata_props}
+    assert meta["direction"] == "b2a"
+    ours, _ = _real_faces(analyzer, b_frames)
+    run = lambda name: ort.InferenceSession(str(name), providers=["CPUExecutionProvider"]).run(None, {INPUT: ours})[1]  # noqa: E731
+    err_ab = float(np.abs(run(exported / "ab.onnx") - ours).mean())
+    err_ba = float(np.abs(run(tmp_path / "ba.onnx") - ours).mean())
+    assert err_ba < err_ab, (err_ba, err_ab)
 
 
 def test_bad_exports_fail_in_one_line(model_dir, tmp_path, capsys):

@@ -61,14 +61,14 @@ def test_newest_item_wins_and_drops_are_counted():
         box.take(0.1)
 
 
-@pytest.mark.parametrize("kind", ["folder", "torch", "dfm"])
+@pytest.mark.parametrize("kind", ["folder", "torch", "dfm", "onnx"])
 def test_live_swaps_a_clip_played_as_live(kind, model_dir, clip, tmp_path, capsys):
     model = str(model_dir)
     extra = []
     if kind == "torch":
         extra = ["--runtime", "torch"]
-    elif kind == "dfm":
-        model = str(tmp_path / "ab.dfm")
+    elif kind in ("dfm", "onnx"):  # exported files: DFL's crop and BGR, or ours and RGB
+        model = str(tmp_path / f"ab.{kind}")
         assert main(["export", "-m", str(model_dir), "-o", model]) == 0
     out, stats_file = tmp_path / "live.mp4", tmp_path / "stats.json"
     assert main(["live", str(clip), "-m", model, "-o", str(out), "--stats", str(stats_file), "-q", *extra]) == 0

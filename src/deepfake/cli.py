@@ -21,18 +21,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepfake {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(
-            name, help=help_text, description=help_text, formatter_class=Help
-        )
-        # Import a command's module only when it is the one asked for (or for full help listing).
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"deepfake.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"deepfake.commands.{name}":
+                raise
+            continue  # command not built yet
+        help_text = getattr(module, "HELP", "")
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=Help)
+        # Only the command asked for builds its options (or all of them, for the full help).
         if only is None or only == name:
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as e:
-                if e.name != module_name:
-                    raise
-                continue  # command not built yet
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
     return parser

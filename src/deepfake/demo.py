@@ -141,12 +141,13 @@ def cut_clip(src: Path, dst: Path, start: int, stop: int) -> int:
 
 
 def train_for(cfg: TrainConfig, faceset_a: Path, faceset_b: Path, model_dir: Path, minutes: float,
-              progress: bool) -> Any:
-    """Train for about `minutes` of wall clock (train()'s own time budget; the step count is open)."""
+              progress: bool, start_from: str | Path | None = None) -> Any:
+    """Train for about `minutes` of wall clock (train()'s own time budget; the step count is open),
+    from `start_from`'s weights when given (train --from)."""
     from deepfake.train import train
 
     return train(dataclasses.replace(cfg, steps=10**9), faceset_a, faceset_b, model_dir,
-                 minutes=max(minutes, 1 / 60), progress=progress)
+                 minutes=max(minutes, 1 / 60), progress=progress, start_from=start_from or None)
 
 
 def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
@@ -209,6 +210,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig, a: str | Path | None = None, 
              media_dirs: list[Path] | None = None) -> DemoResult:
     from deepfake.extract import extract
     from deepfake.models.presets import preset_config
+    from deepfake.train.reuse import source_config
     from deepfake.swap.run import swap
 
     t_all = time.perf_counter()
@@ -248,12 +250,15 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig, a: str | Path | None = None, 
     model_dir = work / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
+    # From a pretrained model, its preset and network (train --from's default); else the demo's preset.
+    base = source_config(cfg.start_from) if cfg.start_from else preset_config(cfg.preset)
     tcfg = dataclasses.replace(
-        preset_config(cfg.preset), device=cfg.device, batch=cfg.batch, seed=cfg.seed, steps=10**9,
+        base, device=cfg.device, batch=cfg.batch, seed=cfg.seed, steps=10**9,
         val_every=25, save_every=10**9, preview_every=10**9, log_every=5,
     )
-    say(f"demo: training the '{cfg.preset}' preset for {cfg.minutes:g} min on {cfg.device}")
-    result = train_for(tcfg, facesets["a"], facesets["b"], model_dir, cfg.minutes, progress)
+    start = f", starting from {cfg.start_from}" if cfg.start_from else ""
+    say(f"demo: training the '{tcfg.preset}' preset for {cfg.minutes:g} min on {cfg.device}{start}")
+    result = train_for(tcfg, facesets["a"], facesets["b"], model_dir, cfg.minutes, progress, cfg.start_from)
     numbers["steps"] = int(result.step)
     timings["train"] = time.perf_counter() - t
 
@@ -299,7 +304,7 @@ def report_markdown(sources: Sources, cfg: DemoConfig, n: dict[str, Any], tcfg: 
 - media: {sources.note}
 - A: `{sources.a}` frames {sources.a_range[0]}..{sources.a_range[1] - 1}; B: `{sources.b}` frames {sources.b_range[0]}..{sources.b_range[1] - 1}
 - extract: {cfg.face_size} px aligned faces (dlib HOG + 68 landmarks, Umeyama alignment)
-- train: preset `{cfg.preset}` ({tcfg.model.arch.upper()}, {tcfg.model.resolution} px), batch {cfg.batch}, {cfg.minutes:g} min on `{cfg.device}`
+- train: preset `{tcfg.preset}` ({tcfg.model.arch.upper()}, {tcfg.model.resolution} px), batch {cfg.batch}, {cfg.minutes:g} min on `{cfg.device}`{f", from the weights of `{cfg.start_from}` (`--reset inter`)" if cfg.start_from else ""}
 - swap: A's face onto B's clip (direction a2b), mask `learned*hull`, colour `rct`, feather blend
 
 ## Numbers measured

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "zero-setup end-to-end demo: extract, train, swap, report"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deepfake.config import DemoConfig

@@ -8,6 +8,8 @@ import json
 from deepfake.config import DetectConfig
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "score images or video as real or synthesized; read the provenance tag"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")

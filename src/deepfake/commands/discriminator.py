@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from deepfake.config import DiscriminatorRun
+from deepfake.config.options import add_options, config_from_args
+
+HELP = "train the discriminator alone as a real/fake classifier"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR", help="a trained model folder")
     p.add_argument("--a", required=True, metavar="FACESET_A", help="real faces of identity A")
     p.add_argument("--b", required=True, metavar="FACESET_B", help="real faces of identity B")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch", type=int, default=16, help="real faces per step (plus as many fakes)")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--kind", choices=["patch", "unet"], default=None, help="default: the model's own setting")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="faces held out per identity for the scores")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, DiscriminatorRun)
     p.add_argument("--no-save", action="store_true", help="report only; leave the model folder untouched")
     p.add_argument("--no-progress", action="store_true")
 
@@ -26,12 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.model_dir import read_config
     from deepfake.train.discriminator import train_discriminator
 
+    run_cfg = config_from_args(DiscriminatorRun, args)
     cfg = None
-    if args.kind:
-        cfg = replace(read_config(args.model).discriminator, kind=args.kind)
+    if run_cfg.kind:
+        cfg = replace(read_config(args.model).discriminator, kind=run_cfg.kind)
     r = train_discriminator(
-        args.model, args.a, args.b, cfg=cfg, steps=args.steps, batch=args.batch, lr=args.lr,
-        val_fraction=args.val_fraction, device=args.device, seed=args.seed, save=not args.no_save,
+        args.model, args.a, args.b, cfg=cfg, steps=run_cfg.steps, batch=run_cfg.batch, lr=run_cfg.lr,
+        val_fraction=run_cfg.val_fraction, device=run_cfg.device, seed=run_cfg.seed, save=not args.no_save,
         progress=not args.no_progress,
     )
     print(

@@ -10,6 +10,8 @@ from deepfake.config.options import add_options, config_from_args
 
 from deepfake.config_io import load_json
 
+HELP = "measure a model's quality: SSIM, identity, expression, pose, flicker"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR", help="model folder from `deepfake train`")

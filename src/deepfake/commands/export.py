@@ -7,6 +7,8 @@ import argparse
 from deepfake.config import ExportConfig
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "export a model as one ONNX file: .dfm for DeepFaceLive/FaceFusion, .onnx for live"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="MODEL_DIR", help="model folder made by `deepfake train`")

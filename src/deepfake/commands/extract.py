@@ -9,6 +9,8 @@ from pathlib import Path
 from deepfake.config import ExtractConfig
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "detect, align and mask faces from images and videos into a faceset"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")

@@ -8,6 +8,8 @@ from deepfake.commands import Help
 from deepfake.config import CleanThresholds
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "inspect (info) or clean a faceset"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -9,6 +9,8 @@ import sys
 from deepfake.config import LiveConfig
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "swap live from a camera or a video played as live (file, virtual camera)"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", nargs="?", default=None, metavar="SOURCE",

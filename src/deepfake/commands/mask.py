@@ -9,6 +9,9 @@ from pathlib import Path
 from deepfake.commands import Help
 from deepfake.errors import DeepfakeError
 
+HELP = "occlusion-aware masks: train a segmenter on your faces, label, apply"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deepfake.config import MaskTrainConfig, SegmentApplyConfig, SegmentRun
     from deepfake.config.options import add_options

@@ -7,6 +7,8 @@ import argparse
 from deepfake.config import SwapConfig
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "put the trained face into images or video"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="INPUT", help="an image, a folder of images, or a video")

@@ -7,6 +7,8 @@ import argparse
 from deepfake.config import SweepConfig
 from deepfake.config.options import add_options, config_from_args
 
+HELP = "train and evaluate a grid of config variants against a baseline"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", required=True, metavar="FACESET_A")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from deepfake.errors import DeepfakeError
 
+HELP = "train the autoencoder and discriminator adversarially"
+
 
 def _batch_arg(text: str) -> int | str:
     if text == "auto" or text.startswith("auto:"):
@@ -52,27 +54,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "config.json); `--dry-run` prints the resolved config.")
 
 
-def resolve_config(args: argparse.Namespace):
-    """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
-    from deepfake.model_dir import read_config
+def starting_config(args: argparse.Namespace):
+    """The config a run starts from, before its flags: --config, else --preset, else (--from into a new
+    folder) the source's, else the folder's own config.json, else original64. `pretrain` starts the same way."""
     from deepfake.config import TrainConfig
-    from deepfake.config.options import given_values
     from deepfake.config_io import load_json
+    from deepfake.model_dir import read_config
     from deepfake.models import preset_config
 
+    start_from = getattr(args, "start_from", None)
     if args.config and args.preset:
         raise DeepfakeError("give --config or --preset, not both")
     if args.config:
-        cfg = load_json(TrainConfig, args.config)
-    elif args.preset:
-        cfg = preset_config(args.preset)
-    elif (Path(args.out) / "config.json").is_file():
-        cfg = read_config(args.out)
-    else:
-        cfg = preset_config("original64")
+        return load_json(TrainConfig, args.config)
+    if args.preset:
+        return preset_config(args.preset)
+    if start_from and not (Path(args.out) / "config.json").is_file():
+        from deepfake.train.reuse import source_config
+
+        return source_config(start_from)
+    if (Path(args.out) / "config.json").is_file():
+        return read_config(args.out)
+    return preset_config("original64")
+
+
+def resolve_config(args: argparse.Namespace):
+    """The starting config, then the flags given, then each --set."""
+    from deepfake.config import TrainConfig
+    from deepfake.config.options import given_values
+
     flags = given_values(TrainConfig, args)
     flags["batch"] = args.batch if isinstance(args.batch, int) else None
-    return apply_overrides(cfg, flags, args.set)
+    return apply_overrides(starting_config(args), flags, args.set)
 
 
 def apply_overrides(cfg, flags: dict, sets: list[str]):
@@ -101,18 +114,27 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.config import TrainRun
     from deepfake.config.options import config_from_args
     from deepfake.config_io import to_dict
-    from deepfake.faceset import split_train_val
     from deepfake.model_dir import write_config
-    from deepfake.models.autoencoder import validate
-    from deepfake.train.loss_masks import check_mask_config
+    from deepfake.train.checks import validate
 
     config_from_args(TrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
-    validate(cfg.model)
-    check_mask_config(cfg)
-    split_train_val(2, cfg.val_fraction, how=cfg.val_split)  # a bad val_split fails now, not after the cache is built
+    validate(cfg)
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
+    given_reset = getattr(args, "reset", "")  # left out of the namespace when not given
+    if given_reset and args.start_from is None:
+        raise DeepfakeError("--reset needs --from MODEL_DIR")
+    reset = given_reset or "inter"
+    if args.start_from is not None and args.dry_run:
+        from dataclasses import replace
+
+        from deepfake.train.reuse import read_start
+
+        cfg = replace(cfg, start=read_start(args.start_from, cfg, reset).record)
+        print(json.dumps(to_dict(cfg), indent=2))
+        print(f"dry run: nothing trained or saved ({args.out} must not hold a run for --from)")
+        return 0
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
@@ -127,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.train import train
 
     result = train(cfg, args.a, args.b, args.out, progress=not args.no_progress, minutes=args.minutes,
-                   step_limit=step_limit(args))
+                   step_limit=step_limit(args), start_from=args.start_from, reset=reset)
     if not result.main:
         return 130 if result.stopped_by == "SIGINT" else 0  # rank 0 reports for the whole DDP job
     print(summary(result, cfg.steps, args.minutes))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+HELP = "a local web dashboard to run and watch every stage"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", default=".", metavar="DIR",

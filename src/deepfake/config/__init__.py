@@ -10,10 +10,11 @@ from deepfake.config.live import LiveConfig
 from deepfake.config.segment import (MaskAugmentConfig, MaskTrainConfig, SegmentApplyConfig, SegmenterConfig,
                                      SegmentRun)
 from deepfake.config.swap import SwapConfig
-from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfig, LossConfig, ModelConfig,
-                                   TrainConfig, TrainRun)
+from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfig, DiscriminatorRun, LossConfig,
+                                   ModelConfig, PretrainRun, StartConfig, TrainConfig, TrainRun)
 
 __all__ = ["AugmentConfig", "CleanThresholds", "DataConfig", "DemoConfig", "DetectConfig", "DiscriminatorConfig",
-           "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LiveConfig", "LossConfig", "MaskAugmentConfig", "MaskTrainConfig",
-           "ModelConfig", "SegmentApplyConfig", "SegmentRun", "SegmenterConfig", "SweepConfig", "SwapConfig",
-           "TrainConfig", "TrainRun", "UiConfig"]
+           "DiscriminatorRun", "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LiveConfig",
+           "LossConfig", "MaskAugmentConfig", "MaskTrainConfig", "ModelConfig", "PretrainRun", "SegmentApplyConfig",
+           "SegmentRun", "SegmenterConfig", "StartConfig", "SwapConfig", "SweepConfig", "TrainConfig", "TrainRun",
+           "UiConfig"]

@@ -18,6 +18,8 @@ class DemoConfig:
     batch: int = option(8, "faces per identity per step", lo=1)
     device: str = option("cpu", "cpu | cuda | cuda:N")
     seed: int = 0
+    start_from: str = option("", "start training from this model (e.g. made by `deepfake pretrain`, with --reset "
+                             "inter); its preset is used", flag="from", metavar="MODEL_DIR")
 
 
 @dataclass

@@ -12,6 +12,9 @@ ARCHS = ("df", "liae")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune")
 AMP_MODES = ("auto", "bf16", "off")
 VAL_SPLITS = ("random", "tail")
+# What `train --from` re-initialises (train/reuse.py's RESET_MODULES names the modules per architecture).
+RESETS = ("inter", "decoders", "none")
+DISCRIMINATOR_KINDS = ("patch", "unet")
 
 DETECTORS = ("hog", "cnn")
 IMAGE_FORMATS = ("png", "jpg")

@@ -24,6 +24,8 @@ class SwapConfig:
     blur: int = option(0, "feather the mask edge over N px (0 = automatic, proportional to the face size; "
                        "-1 = none)", lo=-1, hi=512)
     color: str = option("rct", "colour matching", choices=COLOR_MODES)
+    color_strength: float = option(1.0, "how much of the colour match to apply: 0 keeps the model's colours, 1 "
+                                   "the full match (less when the match over-corrects a coloured light)", lo=0, hi=1)
     blend: str = option("feather", "how the face meets the frame", choices=BLEND_MODES)
     sharpen: float = option(0.0, "unsharp-mask amount (0 = off)", lo=0, hi=10)
     all_faces: bool = option(False, "swap every face, not only those matching the model's identity")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from deepfake.config.choices import ARCHS, COMPILE_MODES, DEVICE_HELP, PRESET_NAMES, VAL_SPLITS
+from deepfake.config.choices import (ARCHS, COMPILE_MODES, DEVICE_HELP, DISCRIMINATOR_KINDS, PRESET_NAMES, RESETS,
+                                     VAL_SPLITS)
 from deepfake.config.options import DEVICE_PATTERN, option
 
 
@@ -85,6 +86,19 @@ class DataConfig:
     mining_every: int = 0  # hard-sample mining: every N steps, one more step on the highest-loss faces (0 = off)
     mining_pool: int = 4  # a mined batch is the hardest 1/pool of pool x batch freshly drawn faces
     mask: str = "hull"  # the masks the losses use: hull (extract's) | segmenter (written by `deepfake mask apply`)
+    # Pretraining (`deepfake pretrain`): the facesets, of any number of people, that both sides draw from.
+    # Empty for a model of a pair.
+    pool: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StartConfig:
+    """Where a model's weights began (`deepfake train --from`): random, or another model folder's."""
+
+    source: str = ""  # the model folder the weights were taken from; "" = random initialisation
+    source_config_hash: str = ""  # sha256 of the source's config (train/reuse.py config_hash)
+    source_step: int = 0  # the source's step whose weights were taken
+    reset: str = ""  # what was re-initialised: inter | decoders | none (train/reuse.py RESET_MODULES)
 
 
 @dataclass
@@ -94,8 +108,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    start: StartConfig = field(default_factory=StartConfig)
     preset: str = "original64"
-    steps: int = option(10000, "train until this step (unless --minutes is given alone)", lo=1)
+    steps: int = option(10000, "train until this step (unless --minutes is given alone)", lo=0)
     # Faces per identity per step (global, over all GPUs); the command line also takes auto and auto:N.
     batch: int = option(16, "faces per identity per step", lo=1, hi=4096)
     lr: float = option(5e-5, "generator learning rate", above=0, hi=1)
@@ -117,9 +132,9 @@ class TrainConfig:
     val_split: str = option("random", "which faces are held out: random, or tail (each faceset's last faces in frame "
                             "order: for a faceset from one video, the end of the clip, so validation never sees "
                             "neighbours of training frames: what shows over-training)", choices=VAL_SPLITS)
-    val_every: int = option(100, "validation every N steps", lo=1)
+    val_every: int = option(100, "validation every N steps (0 = none)", lo=0)
     save_every: int = option(500, "checkpoint every N steps", lo=1)
-    preview_every: int = option(500, "preview grid every N steps", lo=1)
+    preview_every: int = option(500, "preview grid every N steps (0 = none)", lo=0)
     keep_backups: int = 3
     keep_every: int = option(0, "also keep the weights every N steps in MODEL_DIR/timeline (for evaluate --timeline)", lo=0)
     log_every: int = 10  # a metrics row (the loss sums read from the device) every N steps
@@ -143,10 +158,44 @@ class TrainConfig:
 
 
 @dataclass
-class TrainRun:
+class RunBudget:
+    """The wall-clock budget every training command takes (train, pretrain, mask train)."""
+
+    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
+                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
+
+
+@dataclass
+class TrainRun(RunBudget):
     """What one `deepfake train` run takes besides its TrainConfig; not saved in the model folder."""
 
     preset: str | None = option(None, "the starting config (default: the folder's own config when resuming, "
                                 "else original64)", choices=PRESET_NAMES)
-    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
-                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
+    start_from: str | None = option(None, "start from this model's weights (a `deepfake pretrain` model, or one of "
+                                    "another pair with the same network); the step counter starts at 0. Without "
+                                    "--preset/--config the source's preset and network are used",
+                                    flag="from", metavar="MODEL_DIR", ui=False)
+    # "" = not given (inter with --from); a str, not `str | None`, so that the choice "none" stays a word.
+    reset: str = option("", "with --from, what is re-initialised: inter (the bottleneck; the default), "
+                        "decoders, or none (A<->B reused for A<->C)", choices=RESETS)
+
+
+@dataclass
+class PretrainRun(RunBudget):
+    """What one `deepfake pretrain` run takes besides its TrainConfig; not saved in the model folder."""
+
+    preset: str | None = option(None, "the network the pairs trained from it will use (default: the folder's own "
+                                "config when resuming, else original64)", choices=PRESET_NAMES)
+
+
+@dataclass
+class DiscriminatorRun:
+    """`deepfake discriminator`: D trained alone on a trained model's real faces and its swaps."""
+
+    steps: int = option(500, "training steps", lo=1)
+    batch: int = option(16, "real faces per step (plus as many fakes)", lo=1, hi=4096)
+    lr: float = option(2e-4, "Adam learning rate", above=0, hi=1)
+    kind: str | None = option(None, "the discriminator (default: the model's own setting)", choices=DISCRIMINATOR_KINDS)
+    val_fraction: float = option(0.2, "faces held out per identity for the scores", above=0, hi=0.9)
+    device: str = option("auto", DEVICE_HELP, pattern=DEVICE_PATTERN)
+    seed: int = option(0, "batch order and initialisation (the split follows the model's own seed)", lo=0)

@@ -1,68 +1,48 @@
-"""The training run's own log (MODEL_DIR/metrics.csv): loss curves and what the training cost."""
+"""The training run's own log (MODEL_DIR/metrics.csv): loss curves and what the training cost. The file is
+read by run_folder's one reader; its columns are the ones train/metrics.py writes (METRIC_FIELDS)."""
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepfake.run_folder import read_metrics
+
 
 def read_training_log(model_dir: Path) -> dict[str, Any]:
-    """Loss curves and cost from MODEL_DIR/metrics.csv. Columns are matched by name, tolerantly:
-    step, loss/train loss, val_loss, time/elapsed, faces_per_s, gpu_busy, peak_mem_gib."""
-    path = model_dir / "metrics.csv"
+    """Loss curves and cost from MODEL_DIR/metrics.csv: the G loss (`loss`) and `val_loss` per step, the
+    run's `wall_s`, and the median `faces_per_s` and `gpu_busy`, the largest `peak_mem_gib`."""
     out: dict[str, Any] = {"train": ([], []), "val": ([], []), "steps": None, "wall_seconds": None, "faces_per_s": None,
                            "gpu_busy": None, "peak_mem_gib": None, "throughput": ([], [], [])}
-    if not path.is_file():
-        return out
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = [r for r in read_metrics(Path(model_dir) / "metrics.csv") if isinstance(r.get("step"), int)]
     if not rows:
         return out
-    cols = rows[0].keys()
 
-    def pick(*names: str) -> str | None:
-        return next((c for n in names for c in cols if c == n), None)
+    def num(row: dict[str, Any], col: str) -> float | None:
+        v = row.get(col)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
-    c_step = pick("step")
-    c_loss = pick("loss_g", "g_loss", "loss", "train_loss", "loss_total", "total")
-    c_val = pick("val_loss", "loss_val", "val_total", "val")
-    c_time = pick("elapsed_s", "elapsed", "wall_s", "time_s", "seconds", "time")
-    c_fps = pick("faces_per_s", "faces_s", "faces/s")
-    c_busy = pick("gpu_busy", "busy")
-    c_mem = pick("peak_mem_gib")
+    def column(col: str) -> list[float]:
+        return [v for r in rows if (v := num(r, col)) is not None]
 
-    def num(row: dict[str, str], col: str | None) -> float | None:
-        try:
-            v = float(row[col]) if col and row.get(col) not in (None, "") else None
-        except ValueError:
-            return None
-        return v if v is None or np.isfinite(v) else None
-
-    for row in rows:
-        step = num(row, c_step)
-        if step is None:
-            continue
-        for name, col in (("train", c_loss), ("val", c_val)):
+    for name, col in (("train", "loss"), ("val", "val_loss")):
+        for row in rows:
             v = num(row, col)
             if v is not None:
-                out[name][0].append(step)
+                out[name][0].append(float(row["step"]))
                 out[name][1].append(v)
-    steps = [num(r, c_step) for r in rows if num(r, c_step) is not None]
-    out["steps"] = int(max(steps)) if steps else None
-    times = [num(r, c_time) for r in rows if num(r, c_time) is not None]
-    out["wall_seconds"] = max(times) if times else None
-    fps = [num(r, c_fps) for r in rows if num(r, c_fps) is not None]
+    out["steps"] = max(r["step"] for r in rows)
+    wall, fps, busy, mem = column("wall_s"), column("faces_per_s"), column("gpu_busy"), column("peak_mem_gib")
+    out["wall_seconds"] = max(wall) if wall else None
     out["faces_per_s"] = float(np.median(fps)) if fps else None
-    busy = [num(r, c_busy) for r in rows if num(r, c_busy) is not None]
     out["gpu_busy"] = float(np.median(busy)) if busy else None
-    mem = [num(r, c_mem) for r in rows if num(r, c_mem) is not None]
     out["peak_mem_gib"] = max(mem) if mem else None
     for row in rows:  # (steps, faces/s, busy) where the row has both
-        step, f, b = num(row, c_step), num(row, c_fps), num(row, c_busy)
-        if step is not None and f is not None and b is not None:
-            for column, value in zip(out["throughput"], (step, f, b)):
-                column.append(value)
+        f, b = num(row, "faces_per_s"), num(row, "gpu_busy")
+        if f is not None and b is not None:
+            for values, value in zip(out["throughput"], (float(row["step"]), f, b)):
+                values.append(value)
     return out

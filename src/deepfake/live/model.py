@@ -20,7 +20,7 @@ FOREIGN_COVERAGE = 0.55
 
 def load_live_model(path: str | Path, cfg: LiveConfig) -> SwapModel:
     """One-line errors: a missing path, a folder that is not a model, a file that is not the DFM contract."""
-    from deepfake.export.runtime import GraphFaceModel, load_face_graph, open_face_graph
+    from deepfake.export.runtime import GraphFaceModel, load_face_graph
 
     path = Path(path)
     if cfg.runtime not in RUNTIMES:

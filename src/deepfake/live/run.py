@@ -123,7 +123,13 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
                 outputs.append(lambda i, rgb, face: encode.put((i, rgb.copy(), face)))  # marked in place
             if on_frame is not None:
                 outputs.append(lambda i, rgb, face: on_frame(rgb))
-            stopped = _loop(src, engine, cfg, stats, outputs, progress)
+            # Numpy's BLAS on one thread per caller: with capture, landmarks, model and encoder already on
+            # their own threads, BLAS's worker threads only spin against them (measured on the 2-core box
+            # under load: the invisible mark's two small products took 32 ms a face, 1.5 ms on one thread).
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="blas"):
+                stopped = _loop(src, engine, cfg, stats, outputs, progress)
         stats.end = stats.end or time.perf_counter()
     finally:
         src.close()

@@ -30,7 +30,7 @@ from deepfake.config import MaskTrainConfig
 from deepfake.segment.checks import validate
 from deepfake.model_dir import AUTOENCODER, SNAPSHOTS, list_snapshots, load_tensors, save_tensors, step_of
 from deepfake.models.segmenter import Segmenter, build_segmenter
-from deepfake.train.checkpoint import load_optimizer, newest_readable, rotate_snapshots, save_optimizer, snapshot_folder
+from deepfake.run_folder import load_optimizer, newest_readable, rotate_snapshots, save_optimizer, snapshot_folder
 
 CONFIG = "config.json"
 SEGMENTER = "segmenter.safetensors"
@@ -56,6 +56,19 @@ class LoadedSegmenter:
 
 def write_config(folder: str | Path, cfg: MaskTrainConfig) -> None:
     save_json(cfg, Path(folder) / CONFIG)
+
+
+def is_mask_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a mask model: its weights, or a config.json with the segmenter's own
+    pretrain_steps (written before the first weights). A face-swap model's config has no such key."""
+    folder = Path(folder)
+    if (folder / SEGMENTER).is_file():
+        return True
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "pretrain_steps" in config
 
 
 def read_config(folder: str | Path) -> MaskTrainConfig:

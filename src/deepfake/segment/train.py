@@ -10,8 +10,6 @@ Adam step on sigmoid cross-entropy plus DSSIM. Resumes exactly from the folder's
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ import torch.nn.functional as F
 from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
-from deepfake.io.atomic import atomic_write_text
 from deepfake.segment import checkpoint as ckpt
 from deepfake.segment.augment import augment
 from deepfake.config import MaskTrainConfig
@@ -33,7 +30,7 @@ from deepfake.segment.data import MaskData, load_mask_data
 from deepfake.segment.preview import write_preview
 from deepfake.models.segmenter import Segmenter, build_segmenter
 from deepfake.train.losses import dssim
-from deepfake.train.signals import stop_signals
+from deepfake.run_folder import RunBar, read_metrics, stop_signals, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +83,6 @@ def train_segmenter(
     progress: bool = True,  # tqdm bar
 ) -> MaskTrainResult:
     """Train (or resume) a segmenter and return a summary. Saves every save_every steps and at the end."""
-    from tqdm import tqdm
-
     validate(cfg)
     if not step_limit and not minutes:
         raise DeepfakeError("a run without a step limit needs a time budget (--minutes)")
@@ -130,7 +125,7 @@ def train_segmenter(
     end = cfg.steps if step_limit else None
 
     # Section: the loop.
-    bar = tqdm(total=end, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
+    bar = RunBar(start, end, minutes, progress)
     t_start = t_log = time.perf_counter()
     deadline = t_start + 60.0 * minutes if minutes else None
     sums, count, step, stopped_by, phase = torch.zeros(3, device=device), 0, start, None, "pretrain"
@@ -146,7 +141,7 @@ def train_segmenter(
             opt.step()
             sums += torch.stack([loss.detach(), bce.detach(), ds.detach()])
             step, count = step + 1, count + 1
-            bar.update(1)
+            bar.advance(step)
 
             # Section: logging, the time budget and signals. The clock is read every step: CPU steps
             # can take seconds, and reading it syncs nothing.
@@ -223,38 +218,8 @@ def _validate(net: Segmenter, val_batch, cfg: MaskTrainConfig) -> tuple[float | 
 
 def _save(folder: Path, cfg: MaskTrainConfig, step: int, net: Segmenter, opt: torch.optim.Optimizer,
           sample_gen: torch.Generator, aug_gen: torch.Generator, rows: list[dict], phase: str, wall_s: float) -> None:
-    write_metrics(folder / "metrics.csv", rows)
+    write_metrics(folder / "metrics.csv", rows, METRIC_FIELDS)
     ckpt.save_snapshot(folder, ckpt.MaskSnapshot(
         step=step, weights=net.state_dict(), optimizer=opt.state_dict(),
         rng={"sample_gen": sample_gen.get_state(), "aug_gen": aug_gen.get_state()},
         state={"wall_s": wall_s, "phase": phase}), keep=cfg.keep_backups)
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.csv rows with numbers parsed ([] when missing or unreadable: it is a log, not state)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    out = []
-    for row in csv.DictReader(io.StringIO(text)):
-        parsed: dict[str, Any] = {}
-        for k, v in row.items():
-            if k == "phase" or v in ("", None):
-                parsed[k] = v or None
-            else:
-                try:
-                    parsed[k] = int(v) if k == "step" else float(v)
-                except ValueError:
-                    return []
-        out.append(parsed)
-    return out

@@ -39,5 +39,7 @@ def compose_face(
     mask = build_mask(cfg.mask, learned, hull, erode=cfg.erode, blur=cfg.blur, segmenter=segmented)
     target = aligned.astype(np.float32) / 255.0
     face = match_color(cfg.color, rgb, target, mask)
+    if cfg.color_strength != 1.0:  # 0: the model's own colours, 1: the full match (as it is)
+        face = rgb + cfg.color_strength * (face - rgb)
     face = sharpen(face, cfg.sharpen)
     return paste_back(frame, face, mask, matrix, cfg.blend)

@@ -49,12 +49,19 @@ def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator
     with dist.main_first():  # rank 0 builds the on-disk cache, the others then map it
         cache = FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main(), masks=masks)
     train_idx, val_idx = side_split(len(cache), cfg.val_fraction, cfg.seed, side, cfg.val_split)
+    return fs, make_side(cache, train_idx, val_idx, cfg, device, generator)
+
+
+def make_side(cache: FaceCache, train_idx, val_idx, cfg: TrainConfig, device: torch.device,
+              generator: torch.Generator) -> Side:
+    """One side's data from a decoded cache and its train/validation rows: the cache on the device (or
+    pinned beside it), the fixed validation and preview faces, and the sampler over the training rows."""
     on_device = cache.pin()
     nbytes = on_device.images.numel() + on_device.masks.numel()
     if device.type != "cuda" or nbytes < 0.25 * torch.cuda.get_device_properties(device).total_memory:
         on_device = on_device.to(device)  # the usual case: the whole set lives on the device
     else:
-        log.info("%s: %.1f GiB of faces stay in pinned host memory; batches are streamed", fs.root, nbytes / 2**30)
+        log.info("%s: %.1f GiB of faces stay in pinned host memory; batches are streamed", cache.cache_path, nbytes / 2**30)
     val = None
     if len(val_idx):
         v = on_device.subset(val_idx[: cfg.val_faces]).to(device)
@@ -62,7 +69,7 @@ def load_side(path, cfg: TrainConfig, device: torch.device, side: str, generator
     # Preview columns: the validation faces first, topped up with training faces on small sets.
     shown_rows = torch.as_tensor(list(val_idx[: cfg.preview_faces]) + list(train_idx[: max(0, cfg.preview_faces - len(val_idx))]))
     shown = on_device.subset(shown_rows).to(device).images.float() / 255  # (P, 3, R, R)
-    return fs, Side(
+    return Side(
         device=device,
         cache=on_device,
         train_rows=torch.as_tensor(train_idx, dtype=torch.int64).to(on_device.device),  # (N_train,) beside the cache

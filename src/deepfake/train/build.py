@@ -17,7 +17,6 @@ import torch.nn as nn
 
 from deepfake.config import DiscriminatorConfig, TrainConfig
 from deepfake.devices import configure_cuda, resolve_amp, resolve_device
-from deepfake.errors import DeepfakeError
 from deepfake.models import build_autoencoder, build_discriminator
 from deepfake.train.likeness import Likeness, build_likeness
 from deepfake.train.step import AdversarialStep
@@ -51,8 +50,6 @@ class Built:
 def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """cfg.optimizer over `params`, fused where the device has the kernel: one kernel for all
     parameters, and it skips a non-finite step on the device without a host sync."""
-    if cfg.optimizer not in OPTIMIZERS:
-        raise DeepfakeError(f"optimizer '{cfg.optimizer}': choose {' or '.join(OPTIMIZERS)}")
     params = list(params)
     kwargs = dict(lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     try:
@@ -80,8 +77,6 @@ def build(cfg: TrainConfig, device: torch.device | None = None, *, move: bool = 
     embeddings the identity loss pulls towards. Weights are freshly initialised from the current torch
     seed; the loop loads a checkpoint into them when it resumes."""
     device = resolve_device(cfg.device) if device is None else torch.device(device)
-    if cfg.grad_accum < 1:
-        raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
     configure_cuda(device)
     amp_dtype = resolve_amp(cfg.amp, device)
     autoencoder = place(build_autoencoder(cfg.model), cfg, device, move)

@@ -9,22 +9,25 @@ snapshot (and the previous top-level weights) intact.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any
 
 import torch
 
-from deepfake.errors import ModelDirError
-from deepfake.io.atomic import atomic_path, atomic_write_json, fsync_path
-from deepfake.model_dir import AUTOENCODER, DISCRIMINATOR, SNAPSHOTS, list_snapshots, load_tensors, save_tensors
-
-T = TypeVar("T")
+from deepfake.io.atomic import atomic_write_json
+from deepfake.model_dir import AUTOENCODER, DISCRIMINATOR, SNAPSHOTS, load_tensors, save_tensors
+from deepfake.run_folder import (  # noqa: F401  (flatten/unflatten: this folder's format, tested from here)
+    flatten_optimizer,
+    load_optimizer,
+    newest_readable,
+    publish,
+    rotate_snapshots,
+    save_optimizer,
+    snapshot_folder,
+    unflatten_optimizer,
+)
 
 CODE_DISCRIMINATOR = "code_discriminator.safetensors"  # in snapshots only: swap never needs it
 
@@ -42,50 +45,6 @@ class Snapshot:
     state: dict[str, Any]  # JSON-able trainer bookkeeping
     code_discriminator: dict[str, torch.Tensor] | None = None  # true face's latent-code discriminator
     optimizer_code: dict[str, Any] | None = None
-
-
-def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into tensors (for safetensors) and the JSON-able rest."""
-    tensors: dict[str, torch.Tensor] = {}
-    plain: dict[str, dict[str, Any]] = {}
-    for pid, slots in state_dict["state"].items():
-        plain[str(pid)] = {}
-        for name, value in slots.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{pid}.{name}"] = value
-            else:
-                plain[str(pid)][name] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "plain": plain}
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {int(pid): dict(slots) for pid, slots in meta["plain"].items()}
-    for key, value in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-@contextlib.contextmanager
-def snapshot_folder(model_dir: str | Path, step: int) -> Iterator[Path]:
-    """A hidden temp folder to write the snapshot of `step` into. On a clean exit it is fsynced and
-    renamed to checkpoints/step_XXXXXX in one step (replacing a snapshot of the same step), so a
-    `step_*` folder is always complete; on an error it is removed. Used by `train` and `mask train`."""
-    root = Path(model_dir) / SNAPSHOTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:06d}"
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        fsync_path(tmp)
-        if final.exists():  # the same step saved again (e.g. Ctrl-C right after a resume)
-            _discard(final)
-        os.rename(tmp, final)
-        fsync_path(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_snapshot(model_dir: str | Path, snap: Snapshot, keep: int = 3) -> Path:
@@ -108,47 +67,9 @@ def save_snapshot(model_dir: str | Path, snap: Snapshot, keep: int = 3) -> Path:
     # Publish: the top-level files are hard links into the snapshot, swapped in atomically.
     for name in (AUTOENCODER, DISCRIMINATOR):
         if (final / name).exists():
-            _publish(final / name, model_dir / name)
+            publish(final / name, model_dir / name)
     rotate_snapshots(model_dir, keep)
     return final
-
-
-def save_optimizer(folder: Path, name: str, state_dict: dict[str, Any]) -> None:
-    """An optimizer's state_dict as NAME.safetensors (its tensors) and NAME.json (the rest)."""
-    tensors, plain = flatten_optimizer(state_dict)
-    save_tensors(folder / f"{name}.safetensors", tensors)
-    atomic_write_json(folder / f"{name}.json", plain)
-
-
-def load_optimizer(folder: Path, name: str, device: str = "cpu") -> dict[str, Any]:
-    meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-    return unflatten_optimizer(load_tensors(folder / f"{name}.safetensors", device), meta)
-
-
-def _publish(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:  # file systems without hard links
-            shutil.copyfile(src, tmp)
-
-
-def _discard(folder: Path) -> None:
-    # Rename first (atomic), so a kill during the slow delete leaves no half-deleted step_* folder.
-    trash = folder.with_name(f".trash-{folder.name}-{uuid.uuid4().hex[:8]}")
-    os.rename(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def rotate_snapshots(model_dir: str | Path, keep: int) -> None:
-    """Drop leftovers of killed saves, then all but the newest `keep` (at least one) snapshots."""
-    root = Path(model_dir) / SNAPSHOTS
-    for stale in list(root.glob(".tmp-*")) + list(root.glob(".trash-*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    snaps = list_snapshots(model_dir)
-    for old in snaps[: max(0, len(snaps) - max(1, keep))]:
-        _discard(old)
 
 
 def load_snapshot(folder: Path, device: str = "cpu") -> Snapshot:
@@ -172,13 +93,3 @@ def load_snapshot(folder: Path, device: str = "cpu") -> Snapshot:
 def latest_snapshot(model_dir: str | Path, device: str = "cpu") -> Snapshot | None:
     """The newest readable snapshot, or None for a fresh folder."""
     return newest_readable(model_dir, lambda folder: load_snapshot(folder, device))
-
-
-def newest_readable(model_dir: str | Path, load: Callable[[Path], T]) -> T | None:
-    """`load` of the newest snapshot folder it can read, or None when there is none."""
-    for folder in reversed(list_snapshots(model_dir)):
-        try:
-            return load(folder)
-        except (ModelDirError, OSError, ValueError, KeyError):
-            continue  # damaged by something other than us (the rename makes ours complete); try older
-    return None

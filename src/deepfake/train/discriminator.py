@@ -25,6 +25,7 @@ from deepfake.faceset import read_faceset, side_split
 from deepfake.faceset.cache import FaceCache
 from deepfake.io.atomic import atomic_write_json
 from deepfake.model_dir import DISCRIMINATOR, load_model_dir, save_tensors
+from deepfake.run_folder import RunBar
 from deepfake.train.augment import augment
 from deepfake.train.build import build_discriminator_alone
 from deepfake.train.losses import gan_d_loss
@@ -97,8 +98,6 @@ def train_discriminator(
     save: bool = True,  # write discriminator.safetensors and the report into model_dir
     progress: bool = True,
 ) -> DiscriminatorReport:
-    from tqdm import tqdm
-
     dev = resolve_device(device)
     loaded = load_model_dir(model_dir, device=str(dev))
     tcfg = loaded.config
@@ -133,8 +132,8 @@ def train_discriminator(
     # so the detector cannot key on augmentation artefacts that only one class has.
     aug_cfg = replace(AugmentConfig(), warp=False, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
     disc, opt = build_discriminator_alone(tcfg, dcfg, dev, lr)
-    bar = tqdm(range(steps), desc="discriminator", disable=not progress, dynamic_ncols=True)
-    for step in bar:
+    bar = RunBar(0, steps, None, progress)
+    for step in range(steps):
         ri = torch.randint(n_real, (batch,), generator=gen).to(dev)
         fi = torch.randint(n_fake, (batch,), generator=gen).to(dev)
         real = augment(real_images[ri], real_masks[ri], real_landmarks[ri], aug_cfg, gen).target
@@ -145,6 +144,7 @@ def train_discriminator(
         opt.step()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        bar.advance(step + 1)
     bar.close()
 
     # Held-out scores.

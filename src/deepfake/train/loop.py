@@ -28,17 +28,20 @@ from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset
 from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
+from deepfake.train import checks
 from deepfake.train import distributed as dist
 from deepfake.train.augment import augment_kernel
 from deepfake.train.batches import Side, draw_step, load_side, mine_step, validate
 from deepfake.train.build import Built, build
+from deepfake.run_folder import RunBar, stop_signals
 from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
+from deepfake.train import reuse
 from deepfake.train.loss_masks import training_masks
+from deepfake.train.pretrain import load_pool
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview
-from deepfake.train.signals import stop_signals
 from deepfake.train.step_timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -89,15 +92,20 @@ def train(
     minutes: float | None = None,  # wall-clock budget: stop (and save) at the first log boundary past it
     step_limit: bool = True,  # False: only `minutes` limits the run, cfg.steps does not
     stop_at: int | None = None,  # stop (and save) after this step even if cfg.steps is larger
+    pool: list[str] | None = None,  # pretraining: both sides draw from these facesets (faceset_a/_b unused; pretrain.py)
+    start_from=None,  # a model folder whose weights a new run starts from (reuse.py); refused on a folder with a run
+    reset: str = "inter",  # with start_from: what is re-initialised: inter | decoders | none
 ) -> TrainResult:
     """Train and return a summary. Saves every save_every steps, at the end, and on SIGINT or SIGTERM."""
+    checks.validate(cfg)  # the library's boundary: sweep and the demo enter here
     if not step_limit and not minutes:
         raise DeepfakeError("a run without a step limit needs a time budget (--minutes)")
     model_dir = Path(out_dir)
     ctx = dist.init_from_env(cfg.device) if dist.env_world_size() > 1 and not torch.distributed.is_initialized() else None
     try:
         device = ctx.device if ctx is not None and ctx.distributed else resolve_device(cfg.device)
-        result = _train(cfg, faceset_a, faceset_b, model_dir, device, resume, progress, minutes, step_limit, stop_at)
+        result = _train(cfg, faceset_a, faceset_b, model_dir, device, resume, progress, minutes, step_limit, stop_at,
+                        pool, start_from, reset)
         # Rank 0 may still be writing the last checkpoint: every rank waits for it before the group
         # is torn down (DistContext.close).
         dist.barrier()
@@ -108,9 +116,8 @@ def train(
 
 
 def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torch.device, resume: bool,
-           progress: bool, minutes: float | None, step_limit: bool, stop_at: int | None) -> TrainResult:
-    from tqdm import tqdm
-
+           progress: bool, minutes: float | None, step_limit: bool, stop_at: int | None, pool: list[str] | None,
+           start_from, reset: str) -> TrainResult:
     main = dist.is_main()
     per_rank_batch = dist.shard_batch(cfg.batch)
 
@@ -119,24 +126,42 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
     if (model_dir / "config.json").is_file():
         if not resume:
             raise DeepfakeError(f"{model_dir}: already holds a model (resume it, or pick a new folder)")
-        _check_resumable(read_config(model_dir), cfg, model_dir)
+        if start_from is not None:
+            raise DeepfakeError(f"{model_dir}: already holds a run; resume it without --from, or start into a new folder")
+        saved = read_config(model_dir)
+        _check_resumable(saved, cfg, model_dir)
+        cfg = replace(cfg, start=saved.start)  # where the weights began stays recorded, whatever the flags
         snap = latest_snapshot(model_dir)
+    start = reuse.read_start(start_from, cfg, reset) if start_from is not None else None
 
     # Section: data, decoded once, split per identity, on the device.
     gens = Generators(sample=torch.Generator().manual_seed(cfg.seed),
                       aug=torch.Generator().manual_seed(dist.rank_seed(cfg.seed + 1)))
-    fs_a, fs_b = read_faceset(faceset_a), read_faceset(faceset_b)
-    cfg, masks_a, masks_b = training_masks(cfg, fs_a, fs_b)  # mask_region filled in, each side's masks
-    fs_a, side_a = load_side(fs_a, cfg, device, "a", gens.sample, progress, masks_a)
-    fs_b, side_b = load_side(fs_b, cfg, device, "b", gens.sample, progress, masks_b)
-    if abs(fs_a.coverage - fs_b.coverage) > 1e-6:
-        log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's", fs_a.coverage, fs_b.coverage)
-    cfg = replace(cfg, face_size=fs_a.size, coverage=fs_a.coverage)
-    identities = {k: fs.mean_embedding() for k, fs in (("a", fs_a), ("b", fs_b)) if len(fs) and fs.records[0].embedding}
+    if pool is not None:
+        cfg, side_a, side_b = load_pool(cfg, pool, device, gens.sample, progress)
+        identities = {}  # a pool is many people: no identity per side
+    else:
+        fs_a, fs_b = read_faceset(faceset_a), read_faceset(faceset_b)
+        cfg, masks_a, masks_b = training_masks(cfg, fs_a, fs_b)  # mask_region filled in, each side's masks
+        fs_a, side_a = load_side(fs_a, cfg, device, "a", gens.sample, progress, masks_a)
+        fs_b, side_b = load_side(fs_b, cfg, device, "b", gens.sample, progress, masks_b)
+        if abs(fs_a.coverage - fs_b.coverage) > 1e-6:
+            log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's", fs_a.coverage, fs_b.coverage)
+        cfg = replace(cfg, face_size=fs_a.size, coverage=fs_a.coverage)
+        identities = {k: fs.mean_embedding() for k, fs in (("a", fs_a), ("b", fs_b)) if len(fs) and fs.records[0].embedding}
 
     # Section: networks, optimizers and the step.
     torch.manual_seed(cfg.seed)  # model initialisation
     built = build(cfg, device, identities=identities if cfg.loss.identity_weight > 0 else None)
+    if snap is None and start is None and cfg.start.source:
+        # The run recorded its start but stopped before its first save: start from the same weights again.
+        start = reuse.read_start(cfg.start.source, cfg, cfg.start.reset)
+        reuse.check_source_unchanged(start, cfg.start)
+    if snap is None and start is not None:
+        reinit = reuse.apply_start(start, dist.unwrap(built.autoencoder), built.discriminator)
+        cfg = built.cfg = replace(cfg, start=start.record)
+        log.info("starting from %s (step %d); re-initialised: %s", start.record.source, start.record.source_step,
+                 ", ".join(reinit) or "nothing")
 
     # Section: restore.
     start, rows, wall_before, sums, count, watch = 0, [], 0.0, None, 0, OverfitWatch(cfg.overfit_patience)
@@ -159,7 +184,7 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
 
     # Section: the loop.
     faces_per_step = 2 * per_rank_batch * cfg.grad_accum * dist.world_size()
-    bar = tqdm(total=end, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
+    bar = RunBar(start, end, minutes, progress and main)
     timer = StepTimer(device)
     metrics = MetricsLog(model_dir, rows, watch, timer, bar, main=main, gan=built.discriminator is not None,
                          cuda=device.type == "cuda", tensorboard=cfg.tensorboard)
@@ -194,7 +219,7 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
                 _, g_skip, _, d_skip = built.step.step(hard_a, hard_b, step)
                 skipped_total += (g_skip + d_skip).clamp(max=1)
             step, count, steps_since_log = step + 1, count + 1, steps_since_log + 1
-            bar.update(1)
+            bar.advance(step)
             if cfg.compile and compile_s is None and step == start + 1:
                 compile_s = time.perf_counter() - t_step  # the first step pays for compilation
                 log.info("torch.compile (mode %s): first step took %.1f s", built.step.compile_mode, compile_s)

@@ -9,8 +9,6 @@ evaluate marks the same point on its loss plot.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from dataclasses import dataclass
@@ -19,7 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from deepfake.io.atomic import atomic_write_text
+from deepfake import run_folder
+from deepfake.run_folder import read_metrics  # noqa: F401  (metrics.csv's one reader, for this folder's users)
 from deepfake.train.step import D_TERMS, G_TERMS
 from deepfake.train.step_timer import StepTimer
 
@@ -95,27 +94,7 @@ class OverfitWatch:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """metrics.csv as dicts of floats (empty cells -> None); `step` as int."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for raw in csv.DictReader(f):
-            row: dict[str, Any] = {}
-            for k, v in raw.items():
-                row[k] = int(v) if k == "step" else (float(v) if v not in ("", None) else None)
-            rows.append(row)
-    return rows
+    run_folder.write_metrics(path, rows, METRIC_FIELDS)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from deepfake.config.choices import COMPILE_MODES
 from deepfake.config import TrainConfig
 from deepfake.errors import DeepfakeError
 from deepfake.train import distributed as dist
@@ -71,7 +72,6 @@ def set_requires_grad(module: nn.Module | None, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune")
 
 
 def resolve_compile_mode(cfg: TrainConfig, device: torch.device) -> str:

@@ -17,5 +17,7 @@ inputs/ and the label editor's FACESET/labels.json.
     charts.py     server-drawn SVG line charts; markdown.py renders report.md / results.md
     media.py      uploads (size and type checked, never left partial) and video frames
     guard.py      token, Host and cross-site checks (WebSockets too), body types, one-line JSON errors
-    app.py        the FastAPI app: routes only; server.py binds and serves it
+    app.py        the FastAPI app, assembled; server.py binds and serves it
+    context.py    the one Context per app (config, workspace, jobs, devices) and the request helpers
+    routes_files.py, routes_views.py, routes_jobs.py   the routes: files, what pages show, jobs
 """

@@ -111,11 +111,16 @@ class TrainJob(Spec):
     b: str
     model: str
     set: list[SetItem] = Field(default_factory=list, max_length=50)
+    start_from: str | None = None  # a model in models/ whose weights a new run starts from (train --from)
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
         out = _model_folder(ws, self.model, "swap", must_exist=False)
-        opts = self.model_dump(exclude={"kind", "a", "b", "model", "set"})
+        opts = self.model_dump(exclude={"kind", "a", "b", "model", "set", "start_from"})
+        if self.start_from is not None:
+            opts["from"] = str(_model_folder(ws, self.start_from, "swap"))
+        elif opts.get("reset") is not None:
+            raise SpecError("reset: needs start_from (the model to start from)")
         argv = ["train", f"--a={a}", f"--b={b}", f"--out={out}", *_opts(opts), *(f"--set={s}" for s in self.set)]
         resumed = (out / "config.json").is_file()
         chosen = self.device

@@ -41,24 +41,21 @@ def media_kind(path: Path) -> str:
 
 
 def model_kind(path: Path) -> str | None:
-    """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise; read
-    through each folder's own reader (model_dir.py, segment/checkpoint.py), whose configs differ in keys."""
+    """'swap' for a `deepfake train` folder, 'mask' for a `deepfake mask train` one, None otherwise; each
+    folder's own module says (segment/checkpoint.py, model_dir.py)."""
     from deepfake.errors import DeepfakeError
     from deepfake.model_dir import CONFIG, read_config
-    from deepfake.segment.checkpoint import SEGMENTER
-    from deepfake.segment.checkpoint import read_config as read_mask_config
+    from deepfake.segment.checkpoint import is_mask_model
 
     if not (path / CONFIG).is_file():
         return None
-    if (path / SEGMENTER).is_file():
+    if is_mask_model(path):
         return "mask"
-    for kind, read in (("mask", read_mask_config), ("swap", read_config)):
-        try:
-            read(path)
-            return kind
-        except DeepfakeError:
-            continue
-    return None
+    try:
+        read_config(path)
+    except DeepfakeError:
+        return None
+    return "swap"
 
 
 def report_kind(folder: Path) -> str | None:

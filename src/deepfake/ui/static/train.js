@@ -149,6 +149,7 @@
     show: load,
     refresh() {
       UI.fillSelect($("#train-models"), UI.workspace.models.map((m) => m.name));
+      UI.fillSelect($("#train-from"), UI.workspace.models.map((m) => m.name), { empty: "(random weights)" });
       const sel = $("#train-preset");
       if (!sel.options.length) {
         UI.fillSelect(sel, Object.keys(UI.options.presets), { empty: "(folder's own / original64)" });
