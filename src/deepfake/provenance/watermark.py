@@ -298,8 +298,8 @@ class MarkReader:
         r.found, r.marker_errors = found, errors
         r.confidence = float(np.mean(np.abs(mean)))
         r.bits = [int(b) for b in hard]
-        if found:
-            value = _value(hard)
+        if found:  # the marker is known: a bit of it read wrong (MARKER_ERRORS) is reported, not kept
+            value = (MARKER << 16) | (_value(hard) & 0xFFFF)
             r.payload = payload_hex(value)
             r.model_hash = f"{value & 0xFFFF:04x}"
         return r
