@@ -62,7 +62,7 @@ def test_newest_item_wins_and_drops_are_counted():
 
 
 @pytest.mark.parametrize("kind", ["folder", "torch", "dfm", "onnx"])
-def test_live_swaps_a_clip_played_as_live(kind, model_dir, clip, tmp_path):
+def test_live_swaps_a_clip_played_as_live(kind, model_dir, clip, tmp_path, capsys):
     model = str(model_dir)
     extra = []
     if kind == "torch":
@@ -90,6 +90,12 @@ def test_live_swaps_a_clip_played_as_live(kind, model_dir, clip, tmp_path):
 
         assert record["invisible_mark"] == payload_hex(payload_for(model_identity(model_dir)["sha256"]))
         assert stats["stages_ms"]["invisible_mark"] > 0
+        # ... and signed Content Credentials; `detect` finds both.
+        capsys.readouterr()
+        assert main(["detect", str(out), "--json"]) == 0
+        (report,) = json.loads(capsys.readouterr().out)["files"]
+        assert report["credentials"]["valid"] and report["credentials"]["actions"][0] == "c2pa.opened"
+        assert report["mark"]["found"] and report["mark"]["payload"] == record["invisible_mark"]
     got, src = _frames(out), _frames(clip)
     assert len(src) - 5 <= len(got) <= len(src)
     # The face region changed, the background did not, and the mark is in the corner.

@@ -16,20 +16,21 @@ import numpy as np
 import pytest
 
 from conftest import media_path
+from trained_pair import trained_model
 from deepfake.cli import main
 from deepfake.io.video import VideoReader
 from deepfake.io.video_writer import VideoWriter
 from deepfake.provenance import credentials, watermark
 from deepfake.provenance.credentials import Credential, read_credentials, signed_output
 
-CLIP_FRAMES = 24
+CLIP_FRAMES = 30
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """The first CLIP_FRAMES frames of d18.mp4 (man D, 480x480)."""
-    src = media_path("d18.mp4")
-    out = tmp_path_factory.mktemp("clip") / "d18_cut.mp4"
+    """The first CLIP_FRAMES frames of d14.mp4 (woman B, 512x512)."""
+    src = media_path("d14.mp4")
+    out = tmp_path_factory.mktemp("clip") / "d14_cut.mp4"
     with VideoReader(src) as r, VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast") as w:
         for i, _, rgb in r:
             if i == CLIP_FRAMES:
@@ -39,22 +40,10 @@ def clip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny model folder (untrained weights: the marks do not depend on what the model learned)."""
-    from safetensors.torch import save_file
-
-    from deepfake.model_dir import write_config
-    from deepfake.models import build_autoencoder
-    from deepfake.models.presets import preset_config
-
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    folder.mkdir()
-    cfg = dataclasses.replace(preset_config("tiny"), face_size=128, coverage=0.75)
-    ae = build_autoencoder(cfg.model)
-    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(folder / "autoencoder.safetensors"),
-              metadata={"step": "0"})
-    write_config(folder, cfg, {})
-    return folder
+def model_dir(tmp_path_factory, faceset_a, faceset_b):
+    """The small model trained on A = d6 and B = d14 that the export and live tests share: its swapped
+    faces look like faces, as a reader needs to find them."""
+    return trained_model(tmp_path_factory, faceset_a, faceset_b)
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +175,32 @@ def test_bad_inputs_get_one_line_each(tmp_path, swapped, capsys):
     text = capsys.readouterr().out
     assert sum(1 for line in text.splitlines() if line.startswith(str(truncated))) == 1
     assert "too small to carry a mark" in text and "corrupt manifest" in text
+
+
+def test_mark_on_a_still_survives_brightness_and_is_absent_unmarked():
+    from PIL import Image
+
+    from deepfake.provenance.reading import mark_analyzer, read_still
+
+    analyzer = mark_analyzer()
+    rgb = np.asarray(Image.open(media_path("d9.jpg")).convert("RGB")).copy()
+    assert read_still(rgb, analyzer).found is False
+    payload = watermark.payload_for("beef")
+    marked = rgb.copy()
+    assert watermark.embed_still(marked, analyzer, payload) == 1
+    psnr = 10 * np.log10(255.0**2 / np.mean((marked.astype(float) - rgb) ** 2))
+    assert psnr >= 40
+    brighter = np.clip(marked.astype(np.int16) + 8, 0, 255).astype(np.uint8)  # a flat change moves no pattern
+    for picture in (marked, brighter):
+        reading = read_still(picture, analyzer)
+        assert reading.found and reading.payload == watermark.payload_hex(payload) and reading.model_hash == "beef"
+
+
+def test_formats_without_credentials_say_why(tmp_path, clip, model_dir, caplog):
+    frame = tmp_path / "frame.png"
+    with VideoReader(clip) as r:
+        cv2.imwrite(str(frame), cv2.cvtColor(next(iter(r))[2], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out.webp"
+    assert main(["swap", str(frame), "-m", str(model_dir), "-o", str(out), "--all-faces"]) == 0
+    assert "out.webp: no Content Credentials: .webp is not one of the formats" in caplog.text
+    assert read_credentials(out).present is False

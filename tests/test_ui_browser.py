@@ -292,6 +292,8 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         page.wait_for_selector("#detect-result [data-tag]")
         assert page.get_attribute("#detect-result [data-tag]", "data-tag") == "yes"
         assert "labelled synthetic" in page.inner_text("#detect-result")
+        assert page.get_attribute("#detect-result [data-credentials]", "data-credentials") == "valid"
+        assert page.get_attribute("#detect-result [data-mark]", "data-mark") == "yes"
         shot(page, shots / "detect.png")
 
         assert not errors, errors

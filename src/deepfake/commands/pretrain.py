@@ -32,26 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    """--config / --preset / the folder's own config / original64, then DFL's pretrain rules, then flags."""
-    from deepfake.commands.train import apply_overrides
+    """Train's starting config (--config / --preset / the folder's own / original64), then DFL's pretrain
+    rules, then the flags given, then each --set."""
+    from deepfake.commands.train import apply_overrides, starting_config
     from deepfake.config import TrainConfig
     from deepfake.config.options import given_values
-    from deepfake.config_io import load_json
-    from deepfake.model_dir import read_config
-    from deepfake.models import preset_config
     from deepfake.train.pretrain import pretrain_config
 
-    if args.config and args.preset:
-        raise DeepfakeError("give --config or --preset, not both")
-    if args.config:
-        cfg = load_json(TrainConfig, args.config)
-    elif args.preset:
-        cfg = preset_config(args.preset)
-    elif (Path(args.out) / "config.json").is_file():
-        cfg = read_config(args.out)
-    else:
-        cfg = preset_config("original64")
-    return apply_overrides(pretrain_config(cfg), given_values(TrainConfig, args), args.set)
+    return apply_overrides(pretrain_config(starting_config(args)), given_values(TrainConfig, args), args.set)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,31 +54,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "config.json); `--dry-run` prints the resolved config.")
 
 
-def resolve_config(args: argparse.Namespace):
-    """The config from (in order) --config / --preset / the folder's own config / original64, then flags."""
-    from deepfake.model_dir import read_config
+def starting_config(args: argparse.Namespace):
+    """The config a run starts from, before its flags: --config, else --preset, else (--from into a new
+    folder) the source's, else the folder's own config.json, else original64. `pretrain` starts the same way."""
     from deepfake.config import TrainConfig
-    from deepfake.config.options import given_values
     from deepfake.config_io import load_json
+    from deepfake.model_dir import read_config
     from deepfake.models import preset_config
 
+    start_from = getattr(args, "start_from", None)
     if args.config and args.preset:
         raise DeepfakeError("give --config or --preset, not both")
     if args.config:
-        cfg = load_json(TrainConfig, args.config)
-    elif args.preset:
-        cfg = preset_config(args.preset)
-    elif args.start_from and not (Path(args.out) / "config.json").is_file():
+        return load_json(TrainConfig, args.config)
+    if args.preset:
+        return preset_config(args.preset)
+    if start_from and not (Path(args.out) / "config.json").is_file():
         from deepfake.train.reuse import source_config
 
-        cfg = source_config(args.start_from)
-    elif (Path(args.out) / "config.json").is_file():
-        cfg = read_config(args.out)
-    else:
-        cfg = preset_config("original64")
+        return source_config(start_from)
+    if (Path(args.out) / "config.json").is_file():
+        return read_config(args.out)
+    return preset_config("original64")
+
+
+def resolve_config(args: argparse.Namespace):
+    """The starting config, then the flags given, then each --set."""
+    from deepfake.config import TrainConfig
+    from deepfake.config.options import given_values
+
     flags = given_values(TrainConfig, args)
     flags["batch"] = args.batch if isinstance(args.batch, int) else None
-    return apply_overrides(cfg, flags, args.set)
+    return apply_overrides(starting_config(args), flags, args.set)
 
 
 def apply_overrides(cfg, flags: dict, sets: list[str]):

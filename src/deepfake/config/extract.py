@@ -29,7 +29,7 @@ class ExtractConfig:
     smooth_beta: float = 5.0  # One-Euro filter: how fast the cutoff rises with speed (no lag on fast motion)
     image_format: str = option("png", "aligned face image format", choices=IMAGE_FORMATS, flag="format")
     embed_every: int = 25  # video: refresh a tracked face's identity embedding every N frames (it costs ~80 ms)
-    workers: int = option(2, "worker processes", lo=1, hi=64)
+    workers: int = option(2, "worker processes", lo=1)
     device: str = option("auto", "identity embeddings on " + DEVICE_HELP, pattern=DEVICE_PATTERN)
     mask_region: str = option("whole", "the hull mask: whole (with the forehead) or full (stops at the brows, "
                               "keeps fringes and hats out)", choices=MASK_REGIONS)

@@ -23,6 +23,10 @@ class LiveConfig:
                              flag="no-watermark")
     invisible_mark: bool = option(True, "leave out the invisible mark (tool marker + model hash) in the -o file's "
                                   "faces", flag="no-invisible-mark")
+    sign_cert: str = option("", "certificate chain (signing certificate first) for the -o file's Content "
+                            "Credentials; default: a local chain made on first use in the config folder",
+                            metavar="PEM", ui=False)
+    sign_key: str = option("", "the private key of --sign-cert", metavar="PEM", ui=False)
     virtual_camera: bool = option(False, "also send the frames to a virtual camera (v4l2loopback)")
     frames: int = option(0, "stop after N source frames (0 = at the end of the source, or Ctrl-C)", lo=0)
     seconds: float = option(0.0, "stop after S seconds (0 = no limit)", lo=0)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from deepfake.config.choices import DEVICE_HELP, MASK_REGIONS
 from deepfake.config.options import DEVICE_PATTERN, option
+from deepfake.config.train import RunBudget
 
 
 @dataclass
@@ -48,7 +49,7 @@ class MaskTrainConfig:
     augment: MaskAugmentConfig = field(default_factory=MaskAugmentConfig)
     region: str = option("whole", "hull the pretraining targets: full (stops at the brows) or whole (with the "
                          "forehead)", choices=MASK_REGIONS, flag="mask-region")
-    steps: int = option(20000, "train until this step, pretraining included (unless --minutes is given alone)", lo=1)
+    steps: int = option(20000, "train until this step, pretraining included (unless --minutes is given alone)", lo=0)
     pretrain_steps: int = option(4000, "steps on hull masks before the labels take over", lo=0)
     label_share: float = 0.5  # faces of a label-phase batch drawn from labelled faces (the rest: hulls)
     batch: int = option(16, "faces per step", lo=1, hi=4096)
@@ -66,11 +67,8 @@ class MaskTrainConfig:
 
 
 @dataclass
-class SegmentRun:
-    """What one `deepfake mask train` run takes besides its MaskTrainConfig."""
-
-    minutes: float | None = option(None, "wall-clock budget for this run; alone it is the only limit, with "
-                                   "--steps the first reached stops", above=0, hi=100_000)
+class SegmentRun(RunBudget):
+    """What one `deepfake mask train` run takes besides its MaskTrainConfig: its time budget."""
 
 
 @dataclass

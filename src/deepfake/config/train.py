@@ -110,7 +110,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     start: StartConfig = field(default_factory=StartConfig)
     preset: str = "original64"
-    steps: int = option(10000, "train until this step (unless --minutes is given alone)", lo=1)
+    steps: int = option(10000, "train until this step (unless --minutes is given alone)", lo=0)
     # Faces per identity per step (global, over all GPUs); the command line also takes auto and auto:N.
     batch: int = option(16, "faces per identity per step", lo=1, hi=4096)
     lr: float = option(5e-5, "generator learning rate", above=0, hi=1)
@@ -132,9 +132,9 @@ class TrainConfig:
     val_split: str = option("random", "which faces are held out: random, or tail (each faceset's last faces in frame "
                             "order: for a faceset from one video, the end of the clip, so validation never sees "
                             "neighbours of training frames: what shows over-training)", choices=VAL_SPLITS)
-    val_every: int = option(100, "validation every N steps", lo=1)
+    val_every: int = option(100, "validation every N steps (0 = none)", lo=0)
     save_every: int = option(500, "checkpoint every N steps", lo=1)
-    preview_every: int = option(500, "preview grid every N steps", lo=1)
+    preview_every: int = option(500, "preview grid every N steps (0 = none)", lo=0)
     keep_backups: int = 3
     keep_every: int = option(0, "also keep the weights every N steps in MODEL_DIR/timeline (for evaluate --timeline)", lo=0)
     log_every: int = 10  # a metrics row (the loss sums read from the device) every N steps
@@ -158,13 +158,19 @@ class TrainConfig:
 
 
 @dataclass
-class TrainRun:
+class RunBudget:
+    """The wall-clock budget every training command takes (train, pretrain, mask train)."""
+
+    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
+                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
+
+
+@dataclass
+class TrainRun(RunBudget):
     """What one `deepfake train` run takes besides its TrainConfig; not saved in the model folder."""
 
     preset: str | None = option(None, "the starting config (default: the folder's own config when resuming, "
                                 "else original64)", choices=PRESET_NAMES)
-    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
-                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
     start_from: str | None = option(None, "start from this model's weights (a `deepfake pretrain` model, or one of "
                                     "another pair with the same network); the step counter starts at 0. Without "
                                     "--preset/--config the source's preset and network are used",
@@ -175,13 +181,11 @@ class TrainRun:
 
 
 @dataclass
-class PretrainRun:
+class PretrainRun(RunBudget):
     """What one `deepfake pretrain` run takes besides its TrainConfig; not saved in the model folder."""
 
     preset: str | None = option(None, "the network the pairs trained from it will use (default: the folder's own "
                                 "config when resuming, else original64)", choices=PRESET_NAMES)
-    minutes: float | None = option(None, "wall-clock budget for this run: stop and save when it is spent. Alone "
-                                   "it is the only limit; with --steps the first reached stops", above=0, hi=100_000)
 
 
 @dataclass

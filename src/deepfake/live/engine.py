@@ -79,7 +79,14 @@ class LiveEngine:
             from deepfake.provenance import watermark
 
             with self.stages.stage("invisible_mark"):
-                watermark.embed(out, [face.landmarks], self.payload)
+                # The landmarks of the swapped face, which a reader sees (not the source face's), fitted from
+                # the tracked face's box. dlib's shape predictor may be called from several threads at once.
+                from deepfake.faces.landmarks import box_from_landmarks
+
+                found = face.landmarks
+                for _ in range(2):  # to the fit's fixed point, as provenance/watermark.py's refit and a reader
+                    found = self.tracker.predictor(out, box_from_landmarks(found))
+                watermark.embed(out, [found], self.payload)
         return out
 
     def swap(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -58,6 +58,21 @@ def check_outputs(output: Path | None, stats_path: Path | None) -> None:
         check_writable(stats_path.parent)
 
 
+def _credential(source, model, cfg: LiveConfig, mark, output: Path):
+    """The -o file's Content Credentials: a swap into the source file (its ingredient) or a camera."""
+    from deepfake.provenance.credentials import Credential, why_unsigned
+
+    reason = why_unsigned(output)
+    if reason:
+        log.warning("%s", reason)
+        return None
+    path = Path(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
+    return Credential(source=path, source_type="composite", model=model.fingerprint,
+                      invisible_mark=mark or None, description="live face swap",
+                      sign_cert=Path(cfg.sign_cert) if cfg.sign_cert else None,
+                      sign_key=Path(cfg.sign_key) if cfg.sign_key else None)
+
+
 def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig,
              output: str | Path | None = None, stats_path: str | Path | None = None, progress: bool = True,
              on_frame: Callable[[np.ndarray], None] | None = None) -> LiveResult:
@@ -66,6 +81,7 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
     from deepfake.live.model import load_live_model
     from deepfake.live.sinks import FileSink, VirtualCamera
     from deepfake.live.sources import open_source
+    from deepfake.provenance.credentials import signed_output
     from deepfake.provenance.label import make_record
     from deepfake.swap.checks import validate_config
 
@@ -92,7 +108,10 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
                 mark = payload_hex(engine.payload) if engine.payload is not None else False
                 record = make_record(model.name, model_step=model.step, direction=cfg.direction, source=info.name,
                                      live=True, invisible_mark=mark)
-                sink = stack.enter_context(FileSink(output, info.fps, info.width, info.height, record, cfg.crf,
+                # Signed Content Credentials: the file is written under a staging name and signed onto
+                # `output` in one rename when the sink closes (entered first, so it exits last).
+                target = stack.enter_context(signed_output(output, _credential(source, model, cfg, mark, output)))
+                sink = stack.enter_context(FileSink(target, info.fps, info.width, info.height, record, cfg.crf,
                                                     cfg.preset))
                 from deepfake.io.background import BackgroundWriter
 

@@ -2,11 +2,13 @@
 
 Each face is found and aligned exactly as the model's training faces were (same size and coverage),
 resized to the model's resolution, and scored by the discriminator: P(real) = sigmoid(mean patch
-logit). A file's summary is the mean over its faces. Independently, the file is checked for the
-provenance tag that `deepfake swap` writes into everything it makes.
+logit). A file's summary is the mean over its faces. Independently, every file's provenance is read:
+the metadata tag `deepfake swap` writes into everything it makes, its C2PA Content Credentials (valid,
+or tampered) and the invisible mark in its faces.
 
 A discriminator learns the artefacts of the generator it was trained against; on faces from other
-models it can be close to chance. The provenance tag is the reliable label for our own outputs.
+models it can be close to chance. The marks are the reliable label for our own outputs: the tag and the
+credentials while the file is untouched, the invisible mark after re-encoding, scaling and cropping.
 """
 
 from __future__ import annotations

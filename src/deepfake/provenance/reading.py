@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from deepfake.errors import BadInputError
 from deepfake.provenance import watermark
 
@@ -24,6 +26,31 @@ def mark_analyzer(detector: str = "hog"):
     return FaceAnalyzer(cfg, with_embedding=False)
 
 
+def read_still(rgb: np.ndarray, analyzer) -> watermark.Reading:
+    """The mark of one picture. HOG misses some faces the CNN detector finds (glasses, hair, turned
+    heads), and the two fit a face's landmarks a little differently; a still can afford both, so when
+    HOG's faces carry no mark the CNN's are read too. Two tries double the false-alarm rate (to
+    2 x 17 / 65536 = 0.052 % per picture)."""
+    if min(rgb.shape[:2]) < watermark.MIN_FACE_PX:
+        return watermark.Reading(frames_checked=1, too_small=1)
+    reading = None
+    for a in [analyzer] + ([mark_analyzer("cnn")] if analyzer.cfg.detector == "hog" else []):
+        faces = watermark.locate(a, rgb, variants=True)
+        if not faces:
+            continue
+        reader = watermark.MarkReader()
+        reader.add_frame(rgb, faces)
+        reading = reader.result()
+        if reading.found:
+            break
+    if reading is None:
+        # No face. The detectors' smallest face is about 2 x MIN_FACE_PX: a picture smaller than that
+        # cannot hold a face that carries the mark.
+        reading = watermark.Reading(frames_checked=1, too_small=int(min(rgb.shape[:2]) < 2 * watermark.MIN_FACE_PX))
+    reading.false_alarm = 2 * watermark.FALSE_ALARM
+    return reading
+
+
 def read_mark_file(path: str | Path, analyzer, max_frames: int = 0, every: int = 1) -> watermark.Reading:
     """The mark of one image or video (`max_frames` > 0 reads only that many frames, every `every`-th).
 
@@ -35,17 +62,7 @@ def read_mark_file(path: str | Path, analyzer, max_frames: int = 0, every: int =
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         from deepfake.io.images import read_image
 
-        rgb = read_image(path)
-        if min(rgb.shape[:2]) < watermark.MIN_FACE_PX:
-            reader.reading.frames_checked, reader.reading.too_small = 1, 1
-            return reader.result()
-        faces = watermark.locate(analyzer, rgb, variants=True)
-        if not faces and min(rgb.shape[:2]) < 2 * watermark.MIN_FACE_PX:
-            # The detector's smallest face is about this size: a picture this small cannot hold one.
-            reader.reading.frames_checked, reader.reading.too_small = 1, 1
-            return reader.result()
-        reader.add_frame(rgb, faces)
-        return reader.result()
+        return read_still(read_image(path), analyzer)
     from deepfake.io.video import VideoReader
 
     smoother = analyzer.new_smoother()

@@ -95,6 +95,7 @@ class Swapper:
             raise ValueError(f"mask mode '{cfg.mask}' needs a segmenter")
         self.segmenter = segmenter if uses_segmenter else None  # not run when the mode leaves it out
         self.mark = mark
+        self._mark_smoother = None  # video: the landmarks the mark is placed by, smoothed as a reader's
 
     # -- stages ----------------------------------------------------------------------------------------
 
@@ -121,15 +122,25 @@ class Swapper:
                 compose_face(frame, f.aligned, f.mask, f.matrix, rgb[k], m, self.cfg, seg)
                 k += 1
             if self.mark is not None and w.faces:
-                self._embed_mark(frame, w.faces)
+                self._embed_mark(frame, w.faces, w.time)
             out.append(FrameResult(w.index, w.time, frame, w.found, len(w.faces), w.frame if keep_original else None))
         return out
 
-    def _embed_mark(self, frame: np.ndarray, faces: list) -> None:
+    def _embed_mark(self, frame: np.ndarray, faces: list, time: float) -> None:
         from deepfake.provenance import watermark
 
-        if self.smoother is not None:  # video: from the tracked, smoothed landmarks the faces were swapped at
-            watermark.embed(frame, [f.landmarks for f in faces], self.mark)
+        if self.smoother is not None:
+            # Video: where a reader will put the face: the landmarks of the swapped face (not the original
+            # one), fitted from the box of the tracked landmarks the swap used and smoothed over the frames
+            # by a smoother of their own, as a reader's tracker does.
+            from deepfake.faces.landmarks import box_from_landmarks
+
+            found = [watermark.refit(self.analyzer, frame, watermark.refit(self.analyzer, frame, f.landmarks))
+                     for f in faces]
+            boxes = [box_from_landmarks(lm) for lm in found]
+            if self._mark_smoother is None:
+                self._mark_smoother = self.analyzer.new_smoother()
+            watermark.embed(frame, self._mark_smoother(found, time, boxes), self.mark)
         else:  # a still: from the landmarks a reader finds on the swapped picture
             watermark.embed_still(frame, self.analyzer, self.mark)
 

@@ -1,8 +1,26 @@
-// Detect: drop a file (or pick one) and see `deepfake detect --json`'s answer: whether it carries
-// our provenance tag, and with a discriminator the per-face real/fake scores.
+// Detect: drop a file (or pick one) and see `deepfake detect --json`'s answer: its Content Credentials
+// (C2PA), the invisible mark, our provenance tag, and with a discriminator the per-face real/fake scores.
 "use strict";
 (function () {
   const { el, $, api, q } = UI;
+
+  function credentialsText(c) {
+    if (!c) return "content credentials: not read";
+    if (c.error) return `content credentials: ${c.error}${c.tampered ? " (reported as tampered)" : ""}`;
+    if (!c.present) return "content credentials: none";
+    const bad = (c.status || []).filter((s) => s !== "signingCredential.untrusted");
+    const state = c.tampered ? `TAMPERED (${bad.join(", ")})` : "signature valid";
+    const trust = c.trusted ? "trusted signer" : "signer not in any trust list";
+    const source = (c.digital_source_type || "").split("/").pop();
+    return `content credentials: ${state}; signed by ${c.signer} (${c.issuer}, ${trust}); actions ${(c.actions || []).join(", ")}; digital source type ${source}`;
+  }
+
+  function markText(m) {
+    if (!m) return "invisible mark: not read";
+    if (m.found) return `invisible mark: found, payload ${m.payload} (deepfake, model hash ${m.model_hash}), confidence ${m.confidence.toFixed(2)}, ${m.faces_checked} face(s) in ${m.frames_checked} frame(s)`;
+    if (m.note) return `invisible mark: ${m.note}`;
+    return `invisible mark: not found (${m.faces_checked} face(s) in ${m.frames_checked} frame(s) checked)`;
+  }
 
   function render(result) {
     const blocks = result.files.map((f) => {
@@ -17,6 +35,11 @@
         : null;
       return el("div", { class: "detect-file", "data-file": name },
         el("h3", { text: name }),
+        el("div", { class: `status ${f.credentials && f.credentials.tampered ? "error" : ""}`, "data-credentials":
+          f.credentials && f.credentials.present ? (f.credentials.tampered ? "tampered" : "valid") : "none",
+          text: credentialsText(f.credentials) }),
+        el("div", { class: `status ${f.mark && f.mark.found ? "tagged" : ""}`, "data-mark": f.mark && f.mark.found ? "yes" : "no",
+          text: markText(f.mark) }),
         el("div", { class: `status ${tag ? "tagged" : ""}`, "data-tag": tag ? "yes" : "no",
           text: tag ? `provenance tag: yes, labelled synthetic by ${tag.tool} ${tag.version} (model ${tag.model}, step ${tag.model_step})`
             : "provenance tag: none (not made by this tool, or the tag was stripped)" }),
