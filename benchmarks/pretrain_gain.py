@@ -167,16 +167,46 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def start_label(r: dict) -> str:
+    if r["arm"] == "pretrained":
+        return f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
+    return r["arm"]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Masked SSIM and sharpness against the budget, one line per pair and start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[dict]] = {}
+    for r in rows:
+        lines.setdefault(f"{r['pair']}: {start_label(r)}", []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (key, label) in zip(axes, (("ssim", "masked SSIM (held-out faces)"),
+                                       ("sharpness_ratio", "sharpness ratio (swap / real face)"))):
+        for name, rs in sorted(lines.items()):
+            rs = sorted(rs, key=lambda r: r["minutes"])
+            ax.plot([r["minutes"] for r in rs], [r[key] for r in rs], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        budgets = sorted({r["minutes"] for r in rows})
+        ax.set_xticks(budgets, [f"{m:g}" for m in budgets])
+        ax.set_xlabel("budget: minutes of quick on 2 unshared CPU cores")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def table(rows: list[dict]) -> str:
     """The rows as a markdown table, pair by pair, scratch first."""
     head = ["pair", "start", "budget (min)", "steps"] + [label for _, label, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def start(r: dict) -> str:
-        if r["arm"] == "pretrained":
-            return f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
-        return r["arm"]
-
+    start = start_label
     order = sorted(rows, key=lambda r: (r["pair"], r["arm"] != "scratch", start(r), r["minutes"]))
     for r in order:
         cells = [r["pair"], start(r), f"{r['minutes']:g}", str(r["steps"])]
@@ -207,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="turns each minute budget into steps (default: quick on 2 unshared CPU cores)")
     p.add_argument("--wall", action="store_true", help="true wall-clock budgets (--minutes), for an unshared machine")
     p.add_argument("--table", action="store_true", help="print WORK/results.jsonl as a markdown table and exit")
+    p.add_argument("--plot", metavar="PNG", help="also draw WORK/results.jsonl: SSIM and sharpness against the budget")
     args = p.parse_args(argv)
     study = Study(args)
+    if args.plot:
+        plot(read_rows(study.results), Path(args.plot))
     if args.table:
         print(table(read_rows(study.results)))
         return 0
