@@ -368,11 +368,16 @@ def test_a_second_signal_exits_at_once_and_keeps_the_last_complete_checkpoint(fa
     proc.send_signal(signal.SIGTERM)
     t0 = time.time()
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr.decode()[-2000:]  # aborted: not the clean exit of one signal
     assert time.time() - t0 < 30
-    assert b"exiting without saving" in stderr
     snap = latest_snapshot(out)
-    assert snap is not None and snap.step % 3 == 0  # a whole checkpoint of the save schedule
+    if b"SIGTERM: saved" in stderr and proc.returncode == -signal.SIGTERM:
+        # A tiny model's stop-save can finish within the 0.1 s gap: the second signal then met the
+        # interpreter's teardown, where Python has put the default handler back. Nothing was left to abort.
+        assert snap is not None and f"at step {snap.step}".encode() in stderr  # the stop-save, complete
+    else:
+        assert proc.returncode == 130, stderr.decode()[-2000:]  # aborted: not the clean exit of one signal
+        assert b"exiting without saving" in stderr
+        assert snap is not None and snap.step % 3 == 0  # a whole checkpoint of the save schedule
     assert load_model_dir(out).step > 0
 
 
