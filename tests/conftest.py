@@ -30,6 +30,24 @@ def media():
     return media_path
 
 
+def cut_clip(name: str, out: Path, start: int = 0, stop: int | None = None, audio: bool = False) -> Path:
+    """Frames [start, stop) of a shared clip re-encoded near-losslessly at 30 fps into `out` (with the
+    clip's audio of those frames when `audio`, which needs start 0 and a stop)."""
+    from fractions import Fraction
+
+    from deepfake.io.video import VideoReader
+    from deepfake.io.video_writer import VideoWriter
+
+    src = media_path(name)
+    assert not audio or (start == 0 and stop is not None)
+    sound = dict(audio_from=src, audio_until=stop / 30) if audio else {}
+    with VideoReader(src, start=start, stop=stop) as r, \
+            VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast", **sound) as w:
+        for _, _, rgb in r:
+            w.write(rgb)
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def config_home(tmp_path_factory):
     """The user's config folder (where the local signing chain is made) points into the test's temp

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-from fractions import Fraction
 
 import cv2
 import numpy as np
 import onnx
 import pytest
 
-from conftest import media_path
+from conftest import cut_clip
 from deepfake.cli import main
 from deepfake.io.video import VideoReader
-from deepfake.io.video_writer import VideoWriter
 from deepfake.config import LiveConfig
 from deepfake.live.mailbox import Closed, Latest
 from deepfake.live.run import run_live
@@ -34,12 +32,7 @@ def model_dir(tmp_path_factory, faceset_a, faceset_b):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """Two seconds of B's clip past the frames her faceset was made of, 30 fps."""
-    out = tmp_path_factory.mktemp("clip") / "b.mp4"
-    with VideoReader(media_path("d14.mp4"), start=200, stop=260) as r, \
-            VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast") as w:
-        for _, _, rgb in r:
-            w.write(rgb)
-    return out
+    return cut_clip("d14.mp4", tmp_path_factory.mktemp("clip") / "b.mp4", start=200, stop=260)
 
 
 def _frames(path):

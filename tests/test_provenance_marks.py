@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
-import os
 import stat
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -15,11 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import media_path
+from conftest import cut_clip, media_path
 from trained_pair import trained_model
 from deepfake.cli import main
 from deepfake.io.video import VideoReader
-from deepfake.io.video_writer import VideoWriter
 from deepfake.provenance import credentials, watermark
 from deepfake.provenance.credentials import Credential, read_credentials, signed_output
 
@@ -29,14 +24,7 @@ CLIP_FRAMES = 30
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The first CLIP_FRAMES frames of d14.mp4 (woman B, 512x512)."""
-    src = media_path("d14.mp4")
-    out = tmp_path_factory.mktemp("clip") / "d14_cut.mp4"
-    with VideoReader(src) as r, VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast") as w:
-        for i, _, rgb in r:
-            if i == CLIP_FRAMES:
-                break
-            w.write(rgb)
-    return out
+    return cut_clip("d14.mp4", tmp_path_factory.mktemp("clip") / "d14_cut.mp4", stop=CLIP_FRAMES)
 
 
 @pytest.fixture(scope="module")

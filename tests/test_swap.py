@@ -4,7 +4,6 @@ through the CLI (frame count, fps, audio, provenance), images, previews, and eve
 from __future__ import annotations
 
 import dataclasses
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import media_path
+from conftest import cut_clip, media_path
 from deepfake.cli import main
 from deepfake.config import SwapConfig
 from deepfake.io.video import VideoReader
@@ -73,15 +72,7 @@ def identities(analyzer):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The first CLIP_FRAMES frames of d6.mp4 with their audio (AAC copied)."""
-    src = media_path("d6.mp4")
-    out = tmp_path_factory.mktemp("clip") / "d6_cut.mp4"
-    with VideoReader(src) as r, VideoWriter(out, Fraction(30), r.width, r.height, crf=12, preset="ultrafast",
-                                            audio_from=src, audio_until=CLIP_FRAMES / 30) as w:
-        for i, _, rgb in r:
-            if i == CLIP_FRAMES:
-                break
-            w.write(rgb)
-    return out
+    return cut_clip("d6.mp4", tmp_path_factory.mktemp("clip") / "d6_cut.mp4", stop=CLIP_FRAMES, audio=True)
 
 
 @pytest.fixture(scope="module")
