@@ -1,3 +1,3 @@
-from deepfake.cli import main
+from deepfake.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from deepfake import __version__
@@ -71,5 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The process entry (the `deepfake` script, `python -m deepfake`). An interrupted run ends the
+    process at once: a worker thread may be inside native code (a snapshot write, a decode), and the
+    interpreter's teardown stops such threads in a way glibc answers with abort ("exception not
+    rethrown"). Every write that matters is atomic, so skipping the teardown loses nothing."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
