@@ -71,7 +71,7 @@ def server(tmp_path_factory):
     (ws / "inputs" / "escape.mp4").symlink_to(outside / "clip.mp4")
     (ws / "outputs").mkdir()
     (ws / "outputs" / "note.txt").write_text("inside")
-    with running(UiConfig(ws, port=0, max_upload_bytes=200_000, stream_seconds=5, poll_s=0.1)) as (url, app):
+    with running(UiConfig(ws, port=0, max_upload_mb=0.2, stream_seconds=5, poll_s=0.1)) as (url, app):
         yield url, ws, outside, app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepfake.commands import Help
-from deepfake.config import CleanThresholds
+from deepfake.config import CleanThresholds, FacesetInfoConfig
 from deepfake.config.options import add_options, config_from_args
 
 HELP = "inspect (info) or clean a faceset"
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     info.add_argument("faceset", metavar="FACESET")
     info.add_argument("-o", "--output", default=None, metavar="DIR", help="where to save the PNGs (default: FACESET/info)")
-    info.add_argument("--sheet-faces", type=int, default=64, help="faces on the contact sheet")
+    add_options(info, FacesetInfoConfig)
 
     clean = sub.add_parser(
         "clean",
@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.faceset import tools as faceset_tools
 
     if args.action == "info":
-        info = faceset_tools.faceset_info(args.faceset, args.output, args.sheet_faces)
+        opts = config_from_args(FacesetInfoConfig, args)
+        info = faceset_tools.faceset_info(args.faceset, args.output, opts.sheet_faces)
         for line in info.lines():
             print(line)
         return 0

@@ -13,7 +13,7 @@ HELP = "occlusion-aware masks: train a segmenter on your faces, label, apply"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from deepfake.config import MaskTrainConfig, SegmentApplyConfig, SegmentRun
+    from deepfake.config import MaskLabelConfig, MaskTrainConfig, SegmentApplyConfig, SegmentRun
     from deepfake.config.options import add_options
 
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -44,12 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lab.add_argument("--export", action="store_true",
                      help="write a sheet of the most varied poses (and, with -m, the faces the model is least sure "
                           "of) and copy them to FACESET/label_queue/")
-    lab.add_argument("-n", "--faces", type=int, default=24, help="faces on the exported sheet")
+    add_options(lab, MaskLabelConfig)
     lab.add_argument("-m", "--model", default=None, metavar="MASK_MODEL", help="mask model for the unsure faces")
     lab.add_argument("-o", "--output", default=None, metavar="PNG", help="the sheet (default FACESET/labels_todo.png)")
     lab.add_argument("--import", dest="import_dir", default=None, metavar="DIR",
                      help="merge LabelMe JSON files (shapes named include / exclude) into labels.json")
-    lab.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,9 +86,9 @@ def _train(args: argparse.Namespace) -> int:
     from deepfake.segment.checks import validate
 
     cfg = resolve_config(args)
-    validate(cfg)
     config_from_args(SegmentRun, args)  # --minutes in its range
     if args.dry_run:
+        validate(cfg)  # a real run is checked where train_segmenter enters
         print(json.dumps(to_dict(cfg), indent=2))
         write_config(args.out, cfg)
         print(f"saved {Path(args.out) / 'config.json'} (dry run: nothing trained)")
@@ -132,6 +131,8 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
+    from deepfake.config import MaskLabelConfig
+    from deepfake.config.options import config_from_args
     from deepfake.faceset import read_faceset
     from deepfake.segment.labels import labels_path, read_labels
 
@@ -151,11 +152,10 @@ def _label(args: argparse.Namespace) -> int:
         from deepfake.segment.checkpoint import load_mask_model
         from deepfake.segment.export import QUEUE, export_label_sheet
 
-        if args.faces < 1:
-            raise DeepfakeError(f"--faces {args.faces}: must be >= 1")
-        device = resolve_device(args.device)
+        opts = config_from_args(MaskLabelConfig, args)
+        device = resolve_device(opts.device)
         loaded = load_mask_model(args.model, device) if args.model else None
-        path, picks = export_label_sheet(fs.root, args.faces, loaded, args.output, device)
+        path, picks = export_label_sheet(fs.root, opts.faces, loaded, args.output, device)
         kinds = ", ".join(f"{sum(p.reason == r for p in picks)} {r}" for r in ("pose", "unsure") if any(p.reason == r for p in picks))
         print(f"wrote {path}: {len(picks)} faces worth labelling ({kinds}); copies in {fs.root / QUEUE}")
         for p in picks:

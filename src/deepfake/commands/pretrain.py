@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     config_from_args(PretrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
-    validate(cfg)
     for folder in args.facesets:
         if not (Path(folder) / "faces.jsonl").is_file():
             raise DeepfakeError(f"{folder}: not a faceset (no faces.jsonl; make one with deepfake extract)")
     if args.dry_run:
+        validate(cfg)  # a real run is checked where train() enters
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
     result = pretrain(cfg, args.facesets, args.out, progress=not args.no_progress, minutes=args.minutes,

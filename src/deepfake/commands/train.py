@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
     config_from_args(TrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
-    validate(cfg)
+    if args.dry_run or isinstance(args.batch, str):
+        validate(cfg)  # these use the config before train(), which checks it where every caller enters
     if isinstance(args.batch, str) and not args.dry_run:
         cfg = _auto_batch(cfg, int(args.batch.partition(":")[2]))
     given_reset = getattr(args, "reset", "")  # left out of the namespace when not given

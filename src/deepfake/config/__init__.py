@@ -5,16 +5,16 @@ from it. config_io.py reads and writes them (JSON, `--set KEY=VALUE`, sweep grid
 from deepfake.config.app import DemoConfig, UiConfig
 from deepfake.config.evaluate import DetectConfig, EvaluateConfig, EvaluateRun, SweepConfig
 from deepfake.config.export import ExportConfig
-from deepfake.config.extract import CleanThresholds, ExtractConfig
+from deepfake.config.extract import CleanThresholds, ExtractConfig, FacesetInfoConfig
 from deepfake.config.live import LiveConfig
-from deepfake.config.segment import (MaskAugmentConfig, MaskTrainConfig, SegmentApplyConfig, SegmenterConfig,
+from deepfake.config.segment import (MaskAugmentConfig, MaskLabelConfig, MaskTrainConfig, SegmentApplyConfig, SegmenterConfig,
                                      SegmentRun)
 from deepfake.config.swap import SwapConfig
 from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfig, DiscriminatorRun, LossConfig,
                                    ModelConfig, PretrainRun, StartConfig, TrainConfig, TrainRun)
 
 __all__ = ["AugmentConfig", "CleanThresholds", "DataConfig", "DemoConfig", "DetectConfig", "DiscriminatorConfig",
-           "DiscriminatorRun", "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "LiveConfig",
-           "LossConfig", "MaskAugmentConfig", "MaskTrainConfig", "ModelConfig", "PretrainRun", "SegmentApplyConfig",
+           "DiscriminatorRun", "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "FacesetInfoConfig", "LiveConfig",
+           "LossConfig", "MaskAugmentConfig", "MaskLabelConfig", "MaskTrainConfig", "ModelConfig", "PretrainRun", "SegmentApplyConfig",
            "SegmentRun", "SegmenterConfig", "StartConfig", "SwapConfig", "SweepConfig", "TrainConfig", "TrainRun",
            "UiConfig"]

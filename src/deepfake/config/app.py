@@ -8,6 +8,9 @@ from pathlib import Path
 from deepfake.config.choices import PRESET_NAMES
 from deepfake.config.options import option
 
+# The server's options are the command line's only: the dashboard does not start dashboards.
+SERVER = {"ui": False}
+
 
 @dataclass
 class DemoConfig:
@@ -24,11 +27,20 @@ class DemoConfig:
 
 @dataclass
 class UiConfig:
-    workspace: Path
-    host: str = "127.0.0.1"
-    port: int = 7860
-    token: str | None = None  # required (given or generated) for any host but loopback
-    max_upload_bytes: int = 4 << 30
+    workspace: Path = option(Path("."), "folder holding facesets/, models/, inputs/, outputs/ (created when missing)",
+                             metavar="DIR", **SERVER)
+    host: str = option("127.0.0.1", "address to listen on; any but loopback needs a token", **SERVER)
+    port: int = option(7860, "port (0 = any free one)", lo=0, hi=65535, **SERVER)
+    token: str | None = option(None, "required on every request; generated and printed when --host is not loopback",
+                               **SERVER)
+    max_upload_mb: float = option(4096.0, "largest accepted upload, in MiB", above=0, **SERVER)
     job_env: dict[str, str] = field(default_factory=dict)  # extra environment for job processes
     stream_seconds: float = 30.0  # an event stream ends after this; EventSource reconnects by itself
     poll_s: float = 0.3  # job scheduler and event stream polling
+
+    def __post_init__(self):
+        self.workspace = Path(self.workspace)  # the command line gives text
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * (1 << 20))

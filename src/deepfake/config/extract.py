@@ -36,6 +36,13 @@ class ExtractConfig:
 
 
 @dataclass
+class FacesetInfoConfig:
+    """`deepfake faceset info`."""
+
+    sheet_faces: int = option(64, "faces on the contact sheet", lo=1, hi=4096)
+
+
+@dataclass
 class CleanThresholds:
     """`deepfake faceset clean`: each threshold 'none' (null) turns it off."""
 

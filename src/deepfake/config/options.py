@@ -33,15 +33,16 @@ class Option:
     metavar: str | None = None
     pattern: str | None = None  # what the dashboard accepts for a free-text value (default WORD_PATTERN)
     ui: bool = True  # offered in the dashboard's job request
+    short: str | None = None  # a one-letter alias on the command line ("-n")
 
 
 def option(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
            choices: tuple | list | None = None, lo: float | None = None, hi: float | None = None,
            above: float | None = None, flag: str | None = None, metavar: str | None = None,
-           pattern: str | None = None, ui: bool = True) -> Any:
+           pattern: str | None = None, ui: bool = True, short: str | None = None) -> Any:
     """A dataclass field that is also a command-line option and a dashboard field."""
     meta = {"option": Option(help, flag, tuple(choices) if choices is not None else None, lo, hi, above, metavar,
-                             pattern, ui)}
+                             pattern, ui, short)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -185,7 +186,8 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, overrides: 
                 kw["choices"] = d.opt.choices
             if not d.opt.choices:
                 kw["metavar"] = d.opt.metavar or d.flag.upper().replace("-", "_")
-        action = parser.add_argument("--" + d.flag, **kw)
+        names = (d.opt.short, "--" + d.flag) if d.opt.short else ("--" + d.flag,)
+        action = parser.add_argument(*names, **kw)
         action.declared = d  # what the agreement test (tests/test_options.py) compares the dashboard with
 
 

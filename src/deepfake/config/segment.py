@@ -72,6 +72,14 @@ class SegmentRun(RunBudget):
 
 
 @dataclass
+class MaskLabelConfig:
+    """`deepfake mask label --export`: the sheet of faces worth labelling."""
+
+    faces: int = option(24, "faces on the exported sheet", lo=1, hi=1024, short="-n")
+    device: str = option("auto", DEVICE_HELP, pattern=DEVICE_PATTERN)
+
+
+@dataclass
 class SegmentApplyConfig:
     """`deepfake mask apply`."""
 

@@ -26,7 +26,6 @@ from deepfake.config import TrainConfig
 from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
-from deepfake.faceset import read_faceset
 from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
 from deepfake.train import checks
 from deepfake.train import distributed as dist
@@ -38,7 +37,6 @@ from deepfake.train.checkpoint import Snapshot, latest_snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
 from deepfake.train import reuse
-from deepfake.train.loss_masks import training_masks
 from deepfake.train.pretrain import load_pool
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview
@@ -82,7 +80,7 @@ def lr_at(step: int, base: float, warmup: int) -> float:
 
 
 def train(
-    cfg: TrainConfig,  # the resolved config; face_size/coverage are filled in from the facesets
+    cfg: TrainConfig,  # the resolved config; checks.finish fills in what the facesets decide
     faceset_a,  # faceset folder of identity A (path or str)
     faceset_b,  # faceset folder of identity B
     out_dir,  # MODEL_DIR; an existing one is resumed exactly where it stopped
@@ -97,15 +95,14 @@ def train(
     reset: str = "inter",  # with start_from: what is re-initialised: inter | decoders | none
 ) -> TrainResult:
     """Train and return a summary. Saves every save_every steps, at the end, and on SIGINT or SIGTERM."""
-    checks.validate(cfg)  # the library's boundary: sweep and the demo enter here
+    inputs = checks.finish(cfg, faceset_a, faceset_b, pool)  # the library's boundary: sweep and the demo enter here
     if not step_limit and not minutes:
         raise DeepfakeError("a run without a step limit needs a time budget (--minutes)")
     model_dir = Path(out_dir)
     ctx = dist.init_from_env(cfg.device) if dist.env_world_size() > 1 and not torch.distributed.is_initialized() else None
     try:
         device = ctx.device if ctx is not None and ctx.distributed else resolve_device(cfg.device)
-        result = _train(cfg, faceset_a, faceset_b, model_dir, device, resume, progress, minutes, step_limit, stop_at,
-                        pool, start_from, reset)
+        result = _train(inputs, model_dir, device, resume, progress, minutes, step_limit, stop_at, start_from, reset)
         # Rank 0 may still be writing the last checkpoint: every rank waits for it before the group
         # is torn down (DistContext.close).
         dist.barrier()
@@ -115,9 +112,9 @@ def train(
             ctx.close()
 
 
-def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torch.device, resume: bool,
-           progress: bool, minutes: float | None, step_limit: bool, stop_at: int | None, pool: list[str] | None,
-           start_from, reset: str) -> TrainResult:
+def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resume: bool, progress: bool,
+           minutes: float | None, step_limit: bool, stop_at: int | None, start_from, reset: str) -> TrainResult:
+    cfg = inputs.cfg
     main = dist.is_main()
     per_rank_batch = dist.shard_batch(cfg.batch)
 
@@ -137,17 +134,13 @@ def _train(cfg: TrainConfig, faceset_a, faceset_b, model_dir: Path, device: torc
     # Section: data, decoded once, split per identity, on the device.
     gens = Generators(sample=torch.Generator().manual_seed(cfg.seed),
                       aug=torch.Generator().manual_seed(dist.rank_seed(cfg.seed + 1)))
-    if pool is not None:
-        cfg, side_a, side_b = load_pool(cfg, pool, device, gens.sample, progress)
+    if inputs.pooled:
+        side_a, side_b = load_pool(inputs, device, gens.sample, progress)
         identities = {}  # a pool is many people: no identity per side
     else:
-        fs_a, fs_b = read_faceset(faceset_a), read_faceset(faceset_b)
-        cfg, masks_a, masks_b = training_masks(cfg, fs_a, fs_b)  # mask_region filled in, each side's masks
-        fs_a, side_a = load_side(fs_a, cfg, device, "a", gens.sample, progress, masks_a)
-        fs_b, side_b = load_side(fs_b, cfg, device, "b", gens.sample, progress, masks_b)
-        if abs(fs_a.coverage - fs_b.coverage) > 1e-6:
-            log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's", fs_a.coverage, fs_b.coverage)
-        cfg = replace(cfg, face_size=fs_a.size, coverage=fs_a.coverage)
+        (fs_a, fs_b), (masks_a, masks_b) = inputs.facesets, inputs.masks
+        _, side_a = load_side(fs_a, cfg, device, "a", gens.sample, progress, masks_a)
+        _, side_b = load_side(fs_b, cfg, device, "b", gens.sample, progress, masks_b)
         identities = {k: fs.mean_embedding() for k, fs in (("a", fs_a), ("b", fs_b)) if len(fs) and fs.records[0].embedding}
 
     # Section: networks, optimizers and the step.

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from deepfake.config import TrainConfig
-from deepfake.errors import DeepfakeError
-from deepfake.faceset import read_faceset, split_train_val
+from deepfake.faceset import split_train_val
 from deepfake.faceset.cache import EpochSampler, FaceCache
 from deepfake.train import distributed as dist
 from deepfake.train.batches import Side, make_side
-from deepfake.train.loss_masks import training_masks
+from deepfake.train.checks import RunInputs
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +50,7 @@ def pretrain(cfg: TrainConfig, facesets, out_dir, **kwargs):
     arguments (minutes, stop_at, progress, ...) pass through. An existing folder is resumed."""
     from deepfake.train.loop import train
 
-    if not facesets:
-        raise DeepfakeError("pretrain: give at least one faceset")
-    return train(cfg, None, None, out_dir, pool=[str(f) for f in facesets], **kwargs)
+    return train(cfg, None, None, out_dir, pool=[str(f) for f in facesets], **kwargs)  # an empty pool: one line
 
 
 def interleave(groups: list[np.ndarray]) -> np.ndarray:
@@ -64,26 +60,18 @@ def interleave(groups: list[np.ndarray]) -> np.ndarray:
     return np.asarray([g[i] for i in range(longest) for g in groups if i < len(g)], dtype=np.int64)
 
 
-def load_pool(cfg: TrainConfig, paths: list[str], device: torch.device, generator: torch.Generator,
-              progress: bool) -> tuple[TrainConfig, Side, Side]:
-    """Both sides of a pretraining run. The pool's faces are decoded once into one cache and split once
-    (each faceset as `train` splits a side, so held-out faces stay held out for both decoders); the two
-    sides share the cache, the training rows and the validation faces, each with its own sampler.
-    Returns the config with the mask region, face size, coverage and pool filled in."""
-    sets = [read_faceset(p) for p in paths]
-    for fs in sets:
-        if len(fs) == 0:
-            raise DeepfakeError(f"{fs.root}: faceset has no faces")
+def load_pool(inputs: RunInputs, device: torch.device, generator: torch.Generator,
+              progress: bool) -> tuple[Side, Side]:
+    """Both sides of a pretraining run (`inputs`: the pool, read and finished by checks.finish). The pool's
+    faces are decoded once into one cache and split once (each faceset as `train` splits a side, so
+    held-out faces stay held out for both decoders); the two sides share the cache, the training rows and
+    the validation faces, each with its own sampler."""
+    cfg = inputs.cfg
     caches = []
-    for fs in sets:
-        cfg, _, masks = training_masks(cfg, sets[0], fs)  # one hull region for the whole pool: the first set's
+    for fs, masks in zip(inputs.facesets, inputs.masks):
         with dist.main_first():
             caches.append(FaceCache.from_faceset(fs, cfg.model.resolution, progress=progress and dist.is_main(),
                                                  masks=masks))
-    coverages = {round(fs.coverage, 6) for fs in sets}
-    if len(coverages) > 1:
-        log.warning("the pool's facesets were extracted with different coverage (%s); swap uses the first's",
-                    ", ".join(f"{c:.3f}" for c in sorted(coverages)))
     pool = FaceCache(torch.cat([c.images for c in caches]), torch.cat([c.masks for c in caches]),
                      torch.cat([c.landmarks for c in caches]), [r for c in caches for r in c.records])
     trains, vals, offset = [], [], 0
@@ -95,7 +83,5 @@ def load_pool(cfg: TrainConfig, paths: list[str], device: torch.device, generato
     train_idx, val_idx = np.concatenate(trains), interleave(vals)
     side_a = make_side(pool, train_idx, val_idx, cfg, device, generator)
     side_b = replace(side_a, sampler=EpochSampler(len(train_idx), generator, side_a.cache.device, side_a.sampler.weights))
-    log.info("pretraining on %d faces of %d facesets (%d held out)", len(train_idx), len(sets), len(val_idx))
-    cfg = replace(cfg, face_size=sets[0].size, coverage=sets[0].coverage,
-                  data=replace(cfg.data, pool=[str(Path(p).resolve()) for p in paths]))
-    return cfg, side_a, side_b
+    log.info("pretraining on %d faces of %d facesets (%d held out)", len(train_idx), len(caches), len(val_idx))
+    return side_a, side_b

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from deepfake.config import (CleanThresholds, DetectConfig, EvaluateConfig, EvaluateRun, ExtractConfig,
-                             MaskTrainConfig, SegmentApplyConfig, SegmentRun, SweepConfig, SwapConfig, TrainConfig,
-                             TrainRun)
+                             FacesetInfoConfig, MaskTrainConfig, SegmentApplyConfig, SegmentRun, SweepConfig,
+                             SwapConfig, TrainConfig, TrainRun)
 from deepfake.config.options import spec_fields
 from deepfake.errors import DeepfakeError
 from deepfake.ui.workspace import Workspace, model_kind
@@ -79,14 +79,17 @@ class ExtractJob(Spec):
 Extract = create_model("Extract", __base__=ExtractJob, **spec_fields(ExtractConfig))
 
 
-class FacesetInfo(Spec):
+class FacesetInfoJob(Spec):
     kind: Literal["faceset_info"]
     faceset: str
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         path = ws.child("facesets", self.faceset)
-        return Plan(["faceset", "info", str(path)], f"faceset info {self.faceset}", None,
-                    {"faceset": self.faceset}, dedupe=f"info:{self.faceset}")
+        argv = ["faceset", "info", str(path), *_opts(self.model_dump(exclude={"kind", "faceset"}))]
+        return Plan(argv, f"faceset info {self.faceset}", None, {"faceset": self.faceset}, dedupe=f"info:{self.faceset}")
+
+
+FacesetInfo = create_model("FacesetInfo", __base__=FacesetInfoJob, **spec_fields(FacesetInfoConfig))
 
 
 # deepfake faceset clean's thresholds; null turns one off ('none' on the command line).
