@@ -39,7 +39,7 @@ def read_still(rgb: np.ndarray, analyzer) -> watermark.Reading:
         if not faces:
             continue
         reader = watermark.MarkReader()
-        reader.add_frame(rgb, faces)
+        reader.add_frame(rgb, faces, still=True)
         reading = reader.result()
         if reading.found:
             break

@@ -47,7 +47,7 @@ BITS = 32
 MARKER = 0xDF5A  # the tool's 16-bit marker, the payload's high half
 MARKER_ERRORS = 1  # marker bits allowed to differ for a face to count as marked
 FALSE_ALARM = 17 / 65536  # per face (and per file), with MARKER_ERRORS = 1: sum_{k<=1} C(16,k) / 2^16
-DELTA = 80.0  # lattice step of the projections (luma units along a unit-norm pattern)
+DELTA = 120.0  # lattice step of the projections (luma units along a unit-norm pattern)
 BAND = (1.5, 9.0)  # DCT radius (cycles per two crop widths) of the patterns: the lowest frequencies
 KEY = 31  # seeds the patterns and the dither
 MIN_FACE_PX = 40  # a face narrower than this in the picture is too small to carry a mark
@@ -173,19 +173,28 @@ def embed(frame: np.ndarray, landmarks: list[np.ndarray], payload: int) -> int:
     return done
 
 
-# Where a reader looks for the crop, around the one its landmarks give: shifts in crop pixels. A face's
-# landmarks are found again on a re-encoded or rescaled copy a few tenths of a crop pixel away from where
-# they were when it was marked, and at the patterns' frequencies that moves the projections by about
-# DELTA / 4. The reader keeps the shift whose soft values are surest (mean |soft|), which does not
-# depend on their signs: the marker bits of a face without the mark stay fair coins.
-SEARCH = [(dx, dy) for dy in (-0.5, -0.25, 0.0, 0.25, 0.5) for dx in (-0.5, -0.25, 0.0, 0.25, 0.5)]
-_MARGIN = 2  # crop pixels around the crop, so every shift reads inside the warped picture
+# Where a reader looks for the crop, around the one its landmarks give: (scale, degrees, dx, dy), the
+# shifts in crop pixels. A face's landmarks are found again on a re-encoded or rescaled copy a few tenths
+# of a crop pixel away from where they were when it was marked, and at the patterns' frequencies that
+# moves the projections by about DELTA / 6. The reader keeps the transform whose soft values are surest
+# (mean |soft|), which does not depend on their signs: the marker bits of a face without the mark stay
+# fair coins. A video averages its frames' errors away; a still has one read, and the CNN detector's
+# landmarks (the faces HOG misses) move further between scales and compressions, so a still is searched
+# wider: shifts of up to a crop pixel, 2 % of scale and 1.5 degrees.
+def _grid(reach: float, scales=(1.0,), degrees=(0.0,)) -> list[tuple[float, float, float, float]]:
+    steps = np.arange(-reach, reach + 1e-9, 0.25)
+    return [(s, a, float(dx), float(dy)) for s in scales for a in degrees for dy in steps for dx in steps]
 
 
-def soft_bits(frame: np.ndarray, landmarks: np.ndarray, search: bool = True) -> np.ndarray:
+SEARCH = _grid(0.5)  # 25 reads per face
+STILL_SEARCH = _grid(1.0, (0.98, 1.0, 1.02), (-1.5, 0.0, 1.5))  # 729 reads per face, once per picture
+_MARGIN = 4  # crop pixels around the crop, so every transform reads inside the warped picture
+
+
+def soft_bits(frame: np.ndarray, landmarks: np.ndarray, search: bool = True, still: bool = False) -> np.ndarray:
     """Soft values in [-1, 1] of the 32 bits carried by one face (+1 = bit 0), read at the mean of the
     landmark variants when `landmarks` is (K, 68, 2), as embed_still marks, and at the best of the
-    SEARCH shifts around it. (BITS,)"""
+    SEARCH (`still`: STILL_SEARCH) transforms around it. (BITS,)"""
     p, dither, _ = patterns()
     lm = np.asarray(landmarks).reshape(-1, 68, 2).mean(axis=0)
     m = mark_matrix(lm)
@@ -194,10 +203,14 @@ def soft_bits(frame: np.ndarray, landmarks: np.ndarray, search: bool = True) -> 
         return np.cos(2 * np.pi * (y @ p - dither) / DELTA).astype(np.float32)
     m[:, 2] += _MARGIN
     big = _luma(warp_face(frame, m, SIZE + 2 * _MARGIN))  # (SIZE + 2 MARGIN, SIZE + 2 MARGIN)
+    centre = np.full(2, SIZE / 2)
     best, best_conf = None, -1.0
-    for dx, dy in SEARCH:
-        shift = np.array([[1, 0, -(_MARGIN + dx)], [0, 1, -(_MARGIN + dy)]], np.float64)
-        y = cv2.warpAffine(big, shift, (SIZE, SIZE), flags=cv2.INTER_LINEAR).ravel()  # (SIZE*SIZE,)
+    for scale, degrees, dx, dy in STILL_SEARCH if still else SEARCH:
+        a = np.deg2rad(degrees)
+        rot = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        # big crop -> crop: about the crop's centre, then shifted.
+        move = np.hstack([rot, (centre + [dx, dy] - rot @ (centre + _MARGIN))[:, None]])
+        y = cv2.warpAffine(big, move, (SIZE, SIZE), flags=cv2.INTER_LINEAR).ravel()  # (SIZE*SIZE,)
         soft = np.cos(2 * np.pi * (y @ p - dither) / DELTA)
         conf = float(np.mean(np.abs(soft)))
         if conf > best_conf:
@@ -274,7 +287,7 @@ class MarkReader:
         self.total = np.zeros(BITS, np.float64)
         self.reading = Reading()
 
-    def add_frame(self, frame: np.ndarray, faces_landmarks: list[np.ndarray]) -> None:
+    def add_frame(self, frame: np.ndarray, faces_landmarks: list[np.ndarray], still: bool = False) -> None:
         r = self.reading
         r.frames_checked += 1
         frame_soft = []
@@ -282,7 +295,7 @@ class MarkReader:
             if face_too_small(mark_matrix(np.asarray(lm).reshape(-1, 68, 2)[0])):
                 r.too_small += 1
                 continue
-            frame_soft.append(soft_bits(frame, lm))
+            frame_soft.append(soft_bits(frame, lm, still=still))
         for s in frame_soft:
             self.total += s
             r.faces_checked += 1
