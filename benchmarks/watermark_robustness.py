@@ -102,6 +102,28 @@ def blur(frames, sigma=4.0):
     return [cv2.GaussianBlur(f, (0, 0), sigma) for f in frames]
 
 
+def reshoot(frames, video: bool):
+    """A camera filming the screen, simulated (no camera was available): the picture seen at an angle (a
+    perspective of up to 2 % of its size at each corner), the screen's gamma and contrast, a slightly
+    defocused lens (Gaussian sigma 1.2 px), the screen's pixel grid as a faint moire, sensor noise
+    (sigma 3), the camera's resolution (80 %), then the phone's encoder (x264 CRF 23; stills JPEG q85)."""
+    rng = np.random.default_rng(0)
+    h, w = frames[0].shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = (src + rng.uniform(-0.02, 0.02, (4, 2)) * [w, h]).astype(np.float32)
+    warp = cv2.getPerspectiveTransform(src, dst)
+    yy, xx = np.mgrid[0:h, 0:w]
+    moire = 3.0 * np.sin(2 * np.pi * (xx * np.cos(0.3) + yy * np.sin(0.3)) / 3.1)[..., None]
+    out = []
+    for f in frames:
+        g = cv2.warpPerspective(f, warp, (w, h), borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        g = 255 * (g / 255) ** 1.1 * 0.92 + 10
+        g = cv2.GaussianBlur(g, (0, 0), 1.2) + moire + rng.normal(0, 3, g.shape)
+        out.append(np.clip(g, 0, 255).astype(np.uint8))
+    out = scale(out, 0.8)
+    return x264(out, 23) if video else jpeg(out, 85)
+
+
 ATTACKS = {
     "none": lambda fr, v: fr,
     "x264 CRF 23": lambda fr, v: x264(fr, 23) if v else None,
@@ -112,6 +134,7 @@ ATTACKS = {
     "PNG screenshot": lambda fr, v: png(fr),
     "50 % + CRF 30": lambda fr, v: x264(scale(fr), 30) if v else jpeg(scale(fr)),
     "Gaussian blur sigma 4 (not a goal)": lambda fr, v: blur(fr),
+    "screen re-shoot, simulated (not a goal)": reshoot,
 }
 
 
