@@ -3,7 +3,8 @@ on the pair, against the same pair trained from scratch, measured by `deepfake e
 
     python benchmarks/pretrain_gain.py --work DIR [--arms scratch,pretrain,reuse,identities]
         [--pair d6 d14] [--pool d3 d18 s18] [--reuse-c d3] [--preset quick]
-        [--pretrain-minutes 10 30] [--finetune-minutes 1 2 4] [--scratch-minutes 1 2 4 8]
+        [--pretrain-minutes 10 30] [--finetune-minutes 1 2 4] [--finetune-resets inter none]
+        [--scratch-minutes 1 2 4 8]
         [--reuse-minutes 1 2 4] [--reuse-starts none inter scratch] [--identity-counts 1 2 3] [--identity-minutes 10]
         [--steps-per-minute 820 | --wall] [--table]
 
@@ -19,7 +20,8 @@ rows already there), and --table prints them as docs/TUNING.md's table.
 
 Arms:
 - scratch: the pair from random weights.
-- pretrain: pretrain on --pool, then fine-tune the pair from it (--reset inter) at each --finetune-minutes.
+- pretrain: pretrain on --pool, then fine-tune the pair from it (--reset inter, or each of
+  --finetune-resets) at each --finetune-minutes.
 - reuse: A<->B (the scratch arm's last rung), then A<->C with --reset none and --reset inter, against
   A<->C from scratch, at each --reuse-minutes.
 - identities: pretrain on the first 1, 2, 3... people of --pool for --identity-minutes, then fine-tune
@@ -134,10 +136,12 @@ class Study:
     def pretrain(self) -> None:
         a, b = (self.faceset(n) for n in self.args.pair)
         for pre_min, model in self.pretrained(self.args.pool, self.args.pretrain_minutes).items():
-            self.ladder(f"ft_{a.name}_{b.name}_from_{model.name}", a, b, self.args.finetune_minutes,
-                        ["--from", str(model), "--reset", "inter"],
-                        {"arm": "pretrained", "pair": f"{a.name}/{b.name}", "pool": "+".join(self.args.pool),
-                         "pretrain_minutes": pre_min, "reset": "inter"})
+            for reset in self.args.finetune_resets:
+                suffix = "" if reset == "inter" else f"_reset_{reset}"
+                self.ladder(f"ft_{a.name}_{b.name}_from_{model.name}{suffix}", a, b, self.args.finetune_minutes,
+                            ["--from", str(model), "--reset", reset],
+                            {"arm": "pretrained", "pair": f"{a.name}/{b.name}", "pool": "+".join(self.args.pool),
+                             "pretrain_minutes": pre_min, "reset": reset})
 
     def identities(self) -> None:
         a, b = (self.faceset(n) for n in self.args.pair)
@@ -227,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=128, help="aligned face size of the extracted facesets")
     p.add_argument("--pretrain-minutes", type=float, nargs="+", default=[10, 30])
     p.add_argument("--finetune-minutes", type=float, nargs="+", default=[1, 2, 4])
+    p.add_argument("--finetune-resets", nargs="+", default=["inter"], choices=["inter", "decoders", "none"],
+                   help="the pretrained arm's --reset for the fine-tune (DFL's rule for DF: inter)")
     p.add_argument("--scratch-minutes", type=float, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--reuse-minutes", type=float, nargs="+", default=[1, 2, 4])
     p.add_argument("--reuse-starts", nargs="+", default=["none", "inter", "scratch"], choices=["none", "inter", "scratch"],
