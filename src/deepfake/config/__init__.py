@@ -7,14 +7,14 @@ from deepfake.config.evaluate import DetectConfig, EvaluateConfig, EvaluateRun, 
 from deepfake.config.export import ExportConfig
 from deepfake.config.extract import CleanThresholds, ExtractConfig, FacesetInfoConfig
 from deepfake.config.live import LiveConfig
-from deepfake.config.segment import (MaskAugmentConfig, MaskLabelConfig, MaskTrainConfig, SegmentApplyConfig, SegmenterConfig,
-                                     SegmentRun)
+from deepfake.config.segment import (MaskAugmentConfig, MaskLabelConfig, MaskTrainConfig, SegmentApplyConfig,
+                                     SegmenterConfig, SegmentRun)
 from deepfake.config.swap import SwapConfig
 from deepfake.config.train import (AugmentConfig, DataConfig, DiscriminatorConfig, DiscriminatorRun, LossConfig,
                                    ModelConfig, PretrainRun, StartConfig, TrainConfig, TrainRun)
 
 __all__ = ["AugmentConfig", "CleanThresholds", "DataConfig", "DemoConfig", "DetectConfig", "DiscriminatorConfig",
-           "DiscriminatorRun", "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "FacesetInfoConfig", "LiveConfig",
-           "LossConfig", "MaskAugmentConfig", "MaskLabelConfig", "MaskTrainConfig", "ModelConfig", "PretrainRun", "SegmentApplyConfig",
-           "SegmentRun", "SegmenterConfig", "StartConfig", "SwapConfig", "SweepConfig", "TrainConfig", "TrainRun",
-           "UiConfig"]
+           "DiscriminatorRun", "EvaluateConfig", "EvaluateRun", "ExportConfig", "ExtractConfig", "FacesetInfoConfig",
+           "LiveConfig", "LossConfig", "MaskAugmentConfig", "MaskLabelConfig", "MaskTrainConfig", "ModelConfig",
+           "PretrainRun", "SegmentApplyConfig", "SegmentRun", "SegmenterConfig", "StartConfig", "SwapConfig",
+           "SweepConfig", "TrainConfig", "TrainRun", "UiConfig"]
