@@ -50,7 +50,8 @@ def pretrain(cfg: TrainConfig, facesets, out_dir, **kwargs):
     arguments (minutes, stop_at, progress, ...) pass through. An existing folder is resumed."""
     from deepfake.train.loop import train
 
-    return train(cfg, None, None, out_dir, pool=[str(f) for f in facesets], **kwargs)  # an empty pool: one line
+    # An empty pool is refused in one line where train() enters (checks.finish).
+    return train(cfg, None, None, out_dir, pool=[str(f) for f in facesets], **kwargs)
 
 
 def interleave(groups: list[np.ndarray]) -> np.ndarray:
