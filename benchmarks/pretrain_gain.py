@@ -6,7 +6,7 @@ on the pair, against the same pair trained from scratch, measured by `deepfake e
         [--pretrain-minutes 10 30] [--finetune-minutes 1 2 4] [--finetune-resets inter none]
         [--scratch-minutes 1 2 4 8]
         [--reuse-minutes 1 2 4] [--reuse-starts none inter scratch] [--identity-counts 1 2 3] [--identity-minutes 10]
-        [--steps-per-minute 820 | --wall] [--table]
+        [--seed 0] [--pretrain-seed S] [--steps-per-minute 820 | --wall] [--table]
 
 Budgets are minutes of `quick` on 2 CPU cores. By default each is turned into steps at
 --steps-per-minute (820: `quick` on an unshared 2-core box, benchmarks/RESULTS.md's quality run), so a
@@ -15,7 +15,9 @@ budgets instead (`--minutes`), for an unshared machine.
 
 A budget ladder (1, 2, 4, 8 minutes) is one model folder trained further at each rung: a resumed run is
 exactly the uninterrupted one, and the presets' schedules count steps, so a rung equals a separate run of
-that length. Every command is printed before it runs; the rows go to WORK/results.jsonl (a rerun skips
+that length. A --seed other than 0 trains folders of their own (`_seed1`), and --pretrain-seed picks
+the pretrained model they start from (default: --seed), so fine-tunes of several seeds can share one
+pretrain: run-to-run noise, measured. Every command is printed before it runs; the rows go to WORK/results.jsonl (a rerun skips
 rows already there), and --table prints them as docs/TUNING.md's table.
 
 Arms:
@@ -54,6 +56,7 @@ class Study:
         self.work = Path(args.work)
         self.results = self.work / "results.jsonl"
         self.done = {row["key"] for row in read_rows(self.results)}
+        self.pretrain_seed = args.seed if args.pretrain_seed is None else args.pretrain_seed
 
     # ------------------------------------------------------------------------------------------------
     # Commands.
@@ -91,6 +94,8 @@ class Study:
     def ladder(self, name: str, a: Path, b: Path, rungs: list[float], extra: list[str], info: dict,
                train_cmd: str = "train") -> Path:
         """Train model `name` on a/b up each rung of `rungs` (minutes), evaluating at each."""
+        name += seed_suffix(self.args.seed)
+        info = {**info, "seed": self.args.seed}
         model = self.work / "models" / name
         before = 0.0
         for minutes in sorted(rungs):
@@ -109,12 +114,12 @@ class Study:
         previous one trained further (copied, then resumed)."""
         out, before, prev = {}, 0.0, None
         for minutes in sorted(rungs):
-            model = self.work / "models" / f"pre_{'+'.join(people)}_{minutes:g}min"
+            model = self.work / "models" / f"pre_{'+'.join(people)}_{minutes:g}min{seed_suffix(self.pretrain_seed)}"
             if not (model / "autoencoder.safetensors").is_file() or not self._reached(model, minutes):
                 if prev is not None and not (model / "config.json").is_file():
                     subprocess.run(["cp", "-a", str(prev), str(model)], check=True)
                 self.run("pretrain", *(str(self.faceset(p)) for p in people), "-o", str(model), "--preset",
-                         self.args.preset, "--seed", str(self.args.seed), "--no-progress",
+                         self.args.preset, "--seed", str(self.pretrain_seed), "--no-progress",
                          *self.budget(minutes, before))
             out[minutes], before, prev = model, minutes, model
         return out
@@ -171,10 +176,16 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def seed_suffix(seed: int) -> str:
+    return f"_seed{seed}" if seed else ""
+
+
 def start_label(r: dict) -> str:
+    label = r["arm"]
     if r["arm"] == "pretrained":
-        return f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
-    return r["arm"]
+        label = f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
+    # "note": set by hand on rows merged from another results.jsonl (a rerun on another box, say).
+    return label + (f", seed {r['seed']}" if r.get("seed") else "") + (f", {r['note']}" if r.get("note") else "")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -227,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", nargs="+", default=["d3", "d18", "s18"], help="people to pretrain on")
     p.add_argument("--reuse-c", default="d3", help="C of the reuse arm (A<->B, then A<->C)")
     p.add_argument("--preset", default="quick")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the seed of every run (not 0: folders of their own)")
+    p.add_argument("--pretrain-seed", type=int, help="the pretrained models' seed (default: --seed)")
     p.add_argument("--size", type=int, default=128, help="aligned face size of the extracted facesets")
     p.add_argument("--pretrain-minutes", type=float, nargs="+", default=[10, 30])
     p.add_argument("--finetune-minutes", type=float, nargs="+", default=[1, 2, 4])
