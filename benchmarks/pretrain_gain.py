@@ -189,30 +189,40 @@ def start_label(r: dict) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Masked SSIM and sharpness against the budget, one line per pair and start."""
+    """Masked SSIM and sharpness against the budget: one row of panels per pair, one line per start
+    (scratch in black); a run of another seed is drawn hollow."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines: dict[str, list[dict]] = {}
-    for r in rows:
-        lines.setdefault(f"{r['pair']}: {start_label(r)}", []).append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (key, label) in zip(axes, (("ssim", "masked SSIM (held-out faces)"),
-                                       ("sharpness_ratio", "sharpness ratio (swap / real face)"))):
-        for name, rs in sorted(lines.items()):
-            rs = sorted(rs, key=lambda r: r["minutes"])
-            ax.plot([r["minutes"] for r in rs], [r[key] for r in rs], marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        budgets = sorted({r["minutes"] for r in rows})
-        ax.set_xticks(budgets, [f"{m:g}" for m in budgets])
-        ax.set_xlabel("budget: minutes of quick on 2 unshared CPU cores")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    pairs = sorted({r["pair"] for r in rows})
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(13, 4.2 * len(pairs)), squeeze=False)
+    budgets = sorted({r["minutes"] for r in rows})
+    for row_axes, pair in zip(axes, pairs):
+        lines: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["pair"] == pair:
+                lines.setdefault(start_label({**r, "seed": 0}), []).append(r)
+        colours = iter(plt.cm.tab10.colors)
+        styles = {name: ("black" if name == "scratch" else next(colours)) for name in sorted(lines)}
+        for ax, (key, label) in zip(row_axes, (("ssim", "masked SSIM (held-out faces)"),
+                                               ("sharpness_ratio", "sharpness ratio (swap / real face)"))):
+            for name, rs in sorted(lines.items()):
+                for seed in sorted({r.get("seed", 0) for r in rs}):
+                    pts = sorted((r for r in rs if r.get("seed", 0) == seed), key=lambda r: r["minutes"])
+                    ax.plot([r["minutes"] for r in pts], [r[key] for r in pts], marker="o", color=styles[name],
+                            markerfacecolor=styles[name] if seed == 0 else "none", linestyle="-" if seed == 0 else "",
+                            label=name if seed == 0 else f"{name}, seed {seed}")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(budgets, [f"{m:g}" for m in budgets])
+            ax.set_xlabel("budget: minutes of quick on 2 unshared CPU cores")
+            ax.set_ylabel(label)
+            ax.set_title(pair)
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
