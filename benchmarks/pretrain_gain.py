@@ -15,10 +15,10 @@ budgets instead (`--minutes`), for an unshared machine.
 
 A budget ladder (1, 2, 4, 8 minutes) is one model folder trained further at each rung: a resumed run is
 exactly the uninterrupted one, and the presets' schedules count steps, so a rung equals a separate run of
-that length. A --seed other than 0 trains folders of their own (`_seed1`), and --pretrain-seed picks
-the pretrained model they start from (default: --seed), so fine-tunes of several seeds can share one
-pretrain: run-to-run noise, measured. Every command is printed before it runs; the rows go to WORK/results.jsonl (a rerun skips
-rows already there), and --table prints them as docs/TUNING.md's table.
+that length. A --seed other than 0 trains folders of its own (`_seed1`), and --pretrain-seed picks the
+pretrained model they start from (default: --seed), so fine-tunes of several seeds can share one
+pretrain: the seed's noise, measured. Every command is printed before it runs; the rows go to
+WORK/results.jsonl (a rerun skips rows already there), and --table prints them as docs/TUNING.md's table.
 
 Arms:
 - scratch: the pair from random weights.
@@ -184,8 +184,7 @@ def start_label(r: dict) -> str:
     label = r["arm"]
     if r["arm"] == "pretrained":
         label = f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
-    # "note": set by hand on rows merged from another results.jsonl (a rerun on another box, say).
-    return label + (f", seed {r['seed']}" if r.get("seed") else "") + (f", {r['note']}" if r.get("note") else "")
+    return label + (f", seed {r['seed']}" if r.get("seed") else "")
 
 
 def plot(rows: list[dict], path: Path) -> None:
