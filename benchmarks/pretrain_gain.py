@@ -181,10 +181,14 @@ def seed_suffix(seed: int) -> str:
 
 
 def start_label(r: dict) -> str:
-    label = r["arm"]
     if r["arm"] == "pretrained":
-        label = f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
-    return label + (f", seed {r['seed']}" if r.get("seed") else "")
+        return f"pretrained {r['pretrain_minutes']:g} min on {r['pool']} (--reset {r['reset']})"
+    return r["arm"]
+
+
+def run_label(r: dict) -> str:
+    """The start, and the seed where it is not 0."""
+    return start_label(r) + (f", seed {r['seed']}" if r.get("seed") else "")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -202,7 +206,7 @@ def plot(rows: list[dict], path: Path) -> None:
         lines: dict[str, list[dict]] = {}
         for r in rows:
             if r["pair"] == pair:
-                lines.setdefault(start_label({**r, "seed": 0}), []).append(r)
+                lines.setdefault(start_label(r), []).append(r)
         colours = iter(plt.cm.tab10.colors)
         styles = {name: ("black" if name == "scratch" else next(colours)) for name in sorted(lines)}
         for ax, (key, label) in zip(row_axes, (("ssim", "masked SSIM (held-out faces)"),
@@ -230,10 +234,9 @@ def table(rows: list[dict]) -> str:
     head = ["pair", "start", "budget (min)", "steps"] + [label for _, label, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    start = start_label
-    order = sorted(rows, key=lambda r: (r["pair"], r["arm"] != "scratch", start(r), r["minutes"]))
+    order = sorted(rows, key=lambda r: (r["pair"], r["arm"] != "scratch", run_label(r), r["minutes"]))
     for r in order:
-        cells = [r["pair"], start(r), f"{r['minutes']:g}", str(r["steps"])]
+        cells = [r["pair"], run_label(r), f"{r['minutes']:g}", str(r["steps"])]
         cells += ["" if r.get(k) is None else f"{r[k]:.{d}f}" for k, _, d in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
