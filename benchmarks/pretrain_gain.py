@@ -19,6 +19,10 @@ that length. A --seed other than 0 trains folders of its own (`_seed1`), and --p
 pretrained model they start from (default: --seed), so fine-tunes of several seeds can share one
 pretrain: the seed's noise, measured. Every command is printed before it runs; the rows go to
 WORK/results.jsonl (a rerun skips rows already there), and --table prints them as docs/TUNING.md's table.
+Where the identities arm ran, --table also fits each pair's growth with the pool's people (a line in
+log2(people), its standard error from the seed's noise) and says how many people would reach the goal,
+the longest scratch run, at the fitted slope and at the most the noise allows; --plot adds that growth as
+its last row of panels.
 
 Arms:
 - scratch: the pair from random weights.
@@ -40,6 +44,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("DEEPFAKE_MEDIA", ROOT.parent / "shared" / "media"))
@@ -200,8 +206,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pairs = sorted({r["pair"] for r in rows})
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(13, 4.2 * len(pairs)), squeeze=False)
+    growth = pool_growth(rows)
+    fig, axes = plt.subplots(len(pairs) + bool(growth), 2, figsize=(13, 4.2 * (len(pairs) + bool(growth))),
+                             squeeze=False)
     budgets = sorted({r["minutes"] for r in rows})
+    if growth:
+        plot_growth(axes[-1], growth)
     for row_axes, pair in zip(axes, pairs):
         lines: dict[str, list[dict]] = {}
         for r in rows:
@@ -227,6 +237,92 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def pool_growth(rows: list[dict]) -> dict[str, dict]:
+    """Per pair, the pretrained runs of one pretrain length and one fine-tune budget whose pools differ
+    only in size (the identities arm), with the pair's scratch runs at that budget and at the longest:
+    pair -> {"runs": [(people, row)], "scratch": row, "goal": row}. Pairs with fewer than two sizes are left out."""
+    out = {}
+    for pair in sorted({r["pair"] for r in rows}):
+        seed0 = [r for r in rows if r["pair"] == pair and not r.get("seed")]
+        tried = [r for r in seed0 if r["arm"] == "pretrained" and r["reset"] == "inter"]
+        cells: dict[tuple, list[dict]] = {}
+        for r in tried:
+            cells.setdefault((r["pretrain_minutes"], r["minutes"]), []).append(r)
+        best = max(cells.values(), key=lambda rs: len({r["pool"] for r in rs}), default=[])
+        scratch = sorted((r for r in seed0 if r["arm"] == "scratch"), key=lambda r: r["minutes"])
+        if len({r["pool"] for r in best}) < 2 or not scratch:
+            continue
+        at = [r for r in scratch if r["minutes"] == best[0]["minutes"]]
+        out[pair] = {"runs": sorted((len(r["pool"].split("+")), r) for r in best),
+                     "scratch": at[0] if at else None, "goal": scratch[-1]}
+    return out
+
+
+def plot_growth(row_axes, growth: dict[str, dict]) -> None:
+    """Masked SSIM and sharpness against the number of people pretrained on, one line per pair, with
+    that pair's scratch run at the same budget (dotted) and its longest scratch run, the goal (dashed)."""
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip(growth, plt.cm.Dark2.colors))
+    for ax, (key, label) in zip(row_axes, (("ssim", "masked SSIM"), ("sharpness_ratio", "sharpness ratio"))):
+        for pair, g in growth.items():
+            people = [n for n, _ in g["runs"]]
+            first = g["runs"][0][1]
+            ax.plot(people, [r[key] for _, r in g["runs"]], marker="o", color=colours[pair],
+                    label=f"{pair}: pretrained {first['pretrain_minutes']:g} min, then {first['minutes']:g} min")
+            ax.axhline(g["goal"][key], color=colours[pair], linestyle="--", linewidth=1,
+                       label=f"{pair}: scratch at {g['goal']['minutes']:g} min (the goal)")
+            if g["scratch"]:
+                ax.axhline(g["scratch"][key], color=colours[pair], linestyle=":", linewidth=1,
+                           label=f"{pair}: scratch at {g['scratch']['minutes']:g} min")
+        ax.set_xticks(sorted({n for g in growth.values() for n, _ in g["runs"]}))
+        ax.set_xlabel("people in the pretraining pool")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} against the pool's size")
+        ax.grid(alpha=0.3)
+    row_axes[0].legend(fontsize=7)
+
+
+def seed_noise(rows: list[dict], key: str) -> tuple[float, int]:
+    """One run's standard deviation in `key` from the seed alone: runs that differ only in their seed,
+    RMS of their differences over sqrt 2. Returns (sigma, number of pairs)."""
+    cells: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        cells.setdefault((r["pair"], start_label(r), r["minutes"]), {})[r.get("seed", 0)] = r[key]
+    diffs = [v[0] - v[1] for v in cells.values() if set(v) == {0, 1}]
+    return (float(np.sqrt(np.mean(np.square(diffs)) / 2)) if diffs else float("nan")), len(diffs)
+
+
+def doublings(gap: float, slope: float, start: float) -> str:
+    if gap <= 0:
+        return "already met"
+    if slope <= 0:
+        return "never"
+    return f"{gap / slope:.1f} doublings ({2 ** (start + gap / slope):.0f} people)"
+
+
+def growth_fit(rows: list[dict]) -> list[str]:
+    """The extrapolation: per pair and metric, a least-squares line in log2(people), its standard error
+    from the seed noise, and how many doublings of the pool would reach the goal if the true slope were
+    the fitted one plus two standard errors (the most the noise allows)."""
+    lines = []
+    for key, label, digits in (("ssim", "masked SSIM", 3), ("sharpness_ratio", "sharpness", 3)):
+        sigma, n = seed_noise(rows, key)
+        for pair, g in pool_growth(rows).items():
+            x = np.log2([people for people, _ in g["runs"]])
+            y = np.array([r[key] for _, r in g["runs"]])
+            sxx = float(np.sum((x - x.mean()) ** 2))
+            slope = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
+            se = sigma / np.sqrt(sxx)
+            gap = g["goal"][key] - (y.mean() + slope * (x[-1] - x.mean()))
+            reach = "; ".join(doublings(gap, rate, x[-1]) + f" at {name}"
+                              for rate, name in ((slope, "the fitted slope"), (slope + 2 * se, "slope + 2 SE")))
+            lines.append(f"{pair} {label}: {slope:+.{digits}f} ± {se:.{digits}f} per doubling of the pool's people "
+                         f"(seed sigma {sigma:.{digits}f} from {n} pairs of runs); the goal is {gap:+.{digits}f} "
+                         f"above the line at {2 ** x[-1]:.0f} people: {reach}")
+    return lines
 
 
 def table(rows: list[dict]) -> str:
@@ -273,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(read_rows(study.results), Path(args.plot))
     if args.table:
-        print(table(read_rows(study.results)))
+        rows = read_rows(study.results)
+        print(table(rows))
+        if pool_growth(rows):
+            print("\n" + "\n".join(growth_fit(rows)))
         return 0
     if not MEDIA.exists():
         print(f"pretrain_gain: shared media not found at {MEDIA} (set DEEPFAKE_MEDIA)", file=sys.stderr)
