@@ -242,7 +242,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def pool_growth(rows: list[dict]) -> dict[str, dict]:
     """Per pair, the pretrained runs of one pretrain length and one fine-tune budget whose pools differ
     only in size (the identities arm), with the pair's scratch runs at that budget and at the longest:
-    pair -> {"runs": [(people, row)], "scratch": row, "goal": row}. Pairs with fewer than two sizes are left out."""
+    pair -> {"runs": [(people, row)], "scratch": row, "goal": row}. A pair with one size is left out."""
     out = {}
     for pair in sorted({r["pair"] for r in rows}):
         seed0 = [r for r in rows if r["pair"] == pair and not r.get("seed")]
@@ -255,7 +255,7 @@ def pool_growth(rows: list[dict]) -> dict[str, dict]:
         if len({r["pool"] for r in best}) < 2 or not scratch:
             continue
         at = [r for r in scratch if r["minutes"] == best[0]["minutes"]]
-        out[pair] = {"runs": sorted((len(r["pool"].split("+")), r) for r in best),
+        out[pair] = {"runs": sorted(((len(r["pool"].split("+")), r) for r in best), key=lambda t: t[0]),
                      "scratch": at[0] if at else None, "goal": scratch[-1]}
     return out
 
@@ -296,6 +296,7 @@ def seed_noise(rows: list[dict], key: str) -> tuple[float, int]:
 
 
 def doublings(gap: float, slope: float, start: float) -> str:
+    """How many doublings of the people, from log2(people) = `start`, a line of `slope` needs to rise `gap`."""
     if gap <= 0:
         return "already met"
     if slope <= 0:
