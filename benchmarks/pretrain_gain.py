@@ -306,12 +306,12 @@ def doublings(gap: float, slope: float, start: float) -> str:
 
 def growth_fit(rows: list[dict]) -> list[str]:
     """The extrapolation: per pair and metric, a least-squares line in log2(people), its standard error
-    from the seed noise, and how many doublings of the pool would reach the goal if the true slope were
-    the fitted one plus two standard errors (the most the noise allows)."""
-    lines = []
+    from the seed noise, and how many doublings of the pool would reach the goal at the fitted slope and
+    at the fitted slope plus two standard errors (the most the noise allows). Empty without a growth."""
+    lines, growth = [], pool_growth(rows)
     for key, label, digits in (("ssim", "masked SSIM", 3), ("sharpness_ratio", "sharpness", 3)):
         sigma, n = seed_noise(rows, key)
-        for pair, g in pool_growth(rows).items():
+        for pair, g in growth.items():
             x = np.log2([people for people, _ in g["runs"]])
             y = np.array([r[key] for _, r in g["runs"]])
             sxx = float(np.sum((x - x.mean()) ** 2))
@@ -372,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         rows = read_rows(study.results)
         print(table(rows))
-        if pool_growth(rows):
-            print("\n" + "\n".join(growth_fit(rows)))
+        fit = growth_fit(rows)
+        if fit:
+            print("\n" + "\n".join(fit))
         return 0
     if not MEDIA.exists():
         print(f"pretrain_gain: shared media not found at {MEDIA} (set DEEPFAKE_MEDIA)", file=sys.stderr)
