@@ -104,7 +104,8 @@ class VideoReader:
                     return
                 if i % self.every:
                     continue
-                yield i, i / self.fps, frame.to_ndarray(format="rgb24")
+                # A plain contiguous copy: PyAV may hand out a view with padded rows, which dlib refuses.
+                yield i, i / self.fps, np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
         except (av.FFmpegError, OSError, ValueError) as e:
             self.error = f"decoding stopped after {self.frames_decoded} frames ({_short(e)})"
             self.decode_failed = True
