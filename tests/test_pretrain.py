@@ -105,6 +105,41 @@ def test_from_resets_exactly_the_named_modules(arch, reset, pretrained, pool_fac
     assert start.source_config_hash == config_hash(src_cfg)
 
 
+def test_from_keeps_the_kept_modules_optimizer_state(pretrained, faceset_a, faceset_b, tmp_path):
+    """As DFL keeps its optimizer's state when pretraining ends: the kept tensors start with the source's
+    Adam moments and step count, bitwise; the re-initialised bottleneck with none."""
+    pair = dataclasses.replace(tiny(steps=0), model=read_config(pretrained).model)
+    train(pair, faceset_a, faceset_b, tmp_path / "from", progress=False, start_from=pretrained)
+    theirs, ours = latest_snapshot(pretrained).optimizer_g["state"], latest_snapshot(tmp_path / "from").optimizer_g["state"]
+    names = [n for n, _ in load_model_dir(pretrained).autoencoder.named_parameters()]  # the optimizer's order
+    assert len(theirs) == len(names)
+    for i, name in enumerate(names):
+        if name.split(".")[0] in RESET_MODULES["df"]["inter"]:
+            assert i not in ours, name
+        else:
+            assert set(ours[i]) == set(theirs[i]) and all(torch.equal(ours[i][k], theirs[i][k]) for k in theirs[i]), name
+    assert any(n.startswith("inter.") for n in names)
+
+
+def test_carried_moments_keep_the_first_updates_from_shaking_what_the_source_learned(
+        pretrained, faceset_a, faceset_b, tmp_path):
+    """A fresh Adam moves every weight by the full learning rate on its first step, whatever its
+    gradient; with the source's moments a step is the size pretraining's last ones were (0.70 learning
+    rates here, after 300 steps). A source without its snapshots (weights copied alone) starts fresh."""
+    cfg = tiny(steps=1, val_every=0)
+    bare = tmp_path / "weights_only"
+    shutil.copytree(pretrained, bare, ignore=shutil.ignore_patterns("checkpoints"))
+    moved = {}
+    for name, source in (("carried", pretrained), ("fresh", bare)):
+        train(cfg, faceset_a, faceset_b, tmp_path / name, progress=False, start_from=source)
+        before, after = weights(source), weights(tmp_path / name)
+        moved[name] = torch.cat([(after[k] - before[k]).abs().flatten() for k in before
+                                 if k.startswith("encoder.") and k.endswith("weight")]).mean().item() / cfg.lr
+    print(f"first step, mean |change| of the encoder's weights in learning rates: {moved}")
+    assert moved["fresh"] > 0.9  # Adam's first step: lr * g / |g|
+    assert moved["carried"] < 0.85 * moved["fresh"]
+
+
 def test_from_then_training_counts_from_zero_and_resume_keeps_the_record(pretrained, faceset_a, faceset_b, tmp_path):
     out = tmp_path / "ft"
     cfg = tiny(steps=6, log_every=3, val_every=3, save_every=3)
@@ -154,6 +189,13 @@ def test_from_refuses_bad_sources_in_one_line(pretrained, faceset_a, faceset_b, 
     (corrupt / "config.json").write_text("{")
     err = _one_line_error(capsys, base + ["-o", str(tmp_path / "x"), "--from", str(corrupt)])
     assert str(corrupt / "config.json") in err
+    bad_state = tmp_path / "bad_state"
+    shutil.copytree(pretrained, bad_state)
+    state_file = bad_state / "checkpoints" / f"step_{PRETRAIN_STEPS:06d}" / "optimizer_g.json"
+    state_file.unlink()
+    state_file.write_text("{")
+    err = _one_line_error(capsys, base + ["-o", str(tmp_path / "x"), "--from", str(bad_state)])
+    assert str(state_file) in err and "optimizer state" in err
     assert not (tmp_path / "x").exists()  # nothing was started
     # A folder that already holds a run is resumed, never restarted from another model.
     assert cli_main(base + ["-o", str(tmp_path / "run"), "--preset", "tiny"]) == 0

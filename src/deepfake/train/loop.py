@@ -151,7 +151,8 @@ def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resu
         start = reuse.read_start(cfg.start.source, cfg, cfg.start.reset)
         reuse.check_source_unchanged(start, cfg.start)
     if snap is None and start is not None:
-        reinit = reuse.apply_start(start, dist.unwrap(built.autoencoder), built.discriminator)
+        reinit = reuse.apply_start(start, dist.unwrap(built.autoencoder), built.discriminator, built.opt_g,
+                                   built.opt_d)
         cfg = built.cfg = replace(cfg, start=start.record)
         log.info("starting from %s (step %d); re-initialised: %s", start.record.source, start.record.source_step,
                  ", ".join(reinit) or "nothing")

@@ -8,9 +8,16 @@ What `--reset` re-initialises, as DeepFaceLab does when pretraining ends:
   bottleneck keep theirs: for a source whose decoders learned people unlike the new pair's.
 - none: nothing. A<->B reused for A<->C, where A is the same person: A's decoder is already trained.
 A re-initialised module gets exactly the weights a fresh run of the same seed would give it; every other
-tensor is the source's, bitwise. The step counter starts at 0 and the optimizer state is fresh (the
-schedules of the preset, warp then GAN, run again from their start). The discriminator is the source's
-when it has one of the same shape, else fresh.
+tensor is the source's, bitwise. The step counter starts at 0 (the preset's schedules, warp then GAN,
+run again from their start). The discriminator is the source's when it has one of the same shape, else
+fresh.
+
+Every kept tensor also keeps its optimizer state (Adam's moments and step count) from the source's
+snapshot of the same step, as DFL keeps its optimizer's when pretraining ends: a fresh Adam's first
+update moves every weight by the full learning rate whatever its gradient, where the source's state
+scales it by what the source's gradients were. A re-initialised tensor starts with none. A source
+without that snapshot (weights copied without checkpoints/) or with another optimizer starts the
+optimizer fresh, and says so. (What it changed in quality, within noise: docs/TUNING.md.)
 
 The new folder's config.json records the start (`start`: the source folder, its config hash and step,
 the reset), so a resumed run, and anyone reading the folder, knows where its weights came from.
@@ -30,7 +37,9 @@ from deepfake.config import StartConfig, TrainConfig
 from deepfake.config.choices import RESETS
 from deepfake.config_io import to_dict
 from deepfake.errors import DeepfakeError, ModelDirError
-from deepfake.model_dir import (CONFIG, DISCRIMINATOR, checkpoint_weights, load_tensors, read_config, step_of)
+from deepfake.model_dir import (CONFIG, DISCRIMINATOR, SNAPSHOTS, checkpoint_weights, load_tensors, read_config,
+                                step_of)
+from deepfake.run_folder import load_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,8 @@ class Start:
     weights: Path  # the source's autoencoder weight file
     autoencoder: dict[str, torch.Tensor]
     discriminator: dict[str, torch.Tensor] | None
+    optimizer_g: dict | None = None  # the source's optimizer states at the same step, where it kept them
+    optimizer_d: dict | None = None
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -94,7 +105,25 @@ def read_start(source, cfg: TrainConfig, reset: str) -> Start:
     discriminator = load_tensors(d_path) if d_path.is_file() else None
     record = StartConfig(source=str(source.resolve()), source_config_hash=config_hash(src_cfg),
                          source_step=step_of(weights) or 0, reset=reset)
-    return Start(record, weights, autoencoder, discriminator)
+    opt_g = opt_d = None
+    snapshot = source / SNAPSHOTS / f"step_{record.source_step:06d}"
+    if src_cfg.optimizer != cfg.optimizer:
+        log.info("%s: trained with %s, this run uses %s: the optimizer starts fresh", source, src_cfg.optimizer,
+                 cfg.optimizer)
+    elif not (snapshot / "optimizer_g.json").is_file():
+        log.info("%s: no snapshot of step %d: the optimizer starts fresh", source, record.source_step)
+    else:
+        opt_g, opt_d = (_read_optimizer(snapshot, name) for name in ("optimizer_g", "optimizer_d"))
+    return Start(record, weights, autoencoder, discriminator, opt_g, opt_d)
+
+
+def _read_optimizer(folder: Path, name: str) -> dict | None:
+    if not (folder / f"{name}.json").is_file():
+        return None
+    try:
+        return load_optimizer(folder, name)
+    except (OSError, ValueError, KeyError) as exc:  # JSON or layout; load_tensors names a bad tensor file itself
+        raise ModelDirError(f"{folder / (name + '.json')}: unreadable optimizer state ({exc})") from None
 
 
 def source_config(source) -> TrainConfig:
@@ -114,9 +143,11 @@ def reset_modules(arch: str, reset: str) -> tuple[str, ...]:
     return RESET_MODULES[arch][reset]
 
 
-def apply_start(start: Start, autoencoder: torch.nn.Module, discriminator: torch.nn.Module | None) -> list[str]:
+def apply_start(start: Start, autoencoder: torch.nn.Module, discriminator: torch.nn.Module | None,
+                opt_g: torch.optim.Optimizer | None = None, opt_d: torch.optim.Optimizer | None = None) -> list[str]:
     """Copy the source's weights into freshly built nets, except the modules `start.record.reset`
-    names, which keep their fresh initialisation. Returns what was re-initialised, for the log."""
+    names, which keep their fresh initialisation; the kept weights' optimizer states with them, where
+    the source kept them and optimizers are given. Returns what was re-initialised, for the log."""
     fresh = reset_modules(autoencoder.config.arch, start.record.reset)
     own = autoencoder.state_dict()
     if set(own) != set(start.autoencoder) or any(own[k].shape != v.shape for k, v in start.autoencoder.items()):
@@ -134,9 +165,35 @@ def apply_start(start: Start, autoencoder: torch.nn.Module, discriminator: torch
             with torch.no_grad():
                 for name, tensor in start.discriminator.items():
                     d_own[name].copy_(tensor)
+            if opt_d is not None and start.optimizer_d is not None:
+                carry_state(start.optimizer_d, opt_d, discriminator, ())
         else:
             reinit.append("discriminator")
+    if opt_g is not None and start.optimizer_g is not None:
+        carried = carry_state(start.optimizer_g, opt_g, autoencoder, fresh)
+        log.info("optimizer state of %d of %d tensors taken from %s", carried,
+                 sum(len(g["params"]) for g in opt_g.param_groups), start.record.source)
     return reinit
+
+
+def carry_state(theirs: dict, optimizer: torch.optim.Optimizer, net: torch.nn.Module, fresh: tuple[str, ...]) -> int:
+    """Give `optimizer`'s parameters of `net` the source's per-parameter state `theirs` (an optimizer
+    state_dict of a net of the same layout, so the same parameter order), except those of the modules
+    `fresh` names, which start with none. The hyperparameters stay this run's. Returns how many got it."""
+    names = {id(p): n for n, p in net.named_parameters()}
+    ours = optimizer.state_dict()
+    carried, index = 0, 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = theirs["state"].get(index)
+            name = names.get(id(param))
+            if slots and name is not None and name.split(".", 1)[0] not in fresh and all(
+                    v.shape == param.shape for v in slots.values() if torch.is_tensor(v) and v.dim() > 0):
+                ours["state"][index] = {k: v.clone() if torch.is_tensor(v) else v for k, v in slots.items()}
+                carried += 1
+            index += 1
+    optimizer.load_state_dict(ours)
+    return carried
 
 
 def check_source_unchanged(start: Start, recorded: StartConfig) -> None:
