@@ -1,9 +1,10 @@
-"""The pretraining study's extrapolation (benchmarks/pretrain_gain.py): the growth with the pool's people,
+"""The pretraining study's extrapolation (benchmarks/pretrain_gain_report.py): the growth with the pool's people,
 fitted in log2(people) with the seed's noise, is the arithmetic docs/TUNING.md quotes, so it is checked on
 rows whose answer is known. The training itself is tests/test_pretrain.py's."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 
@@ -13,7 +14,7 @@ from conftest import ROOT
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pretrain_gain", ROOT / "benchmarks" / "pretrain_gain.py")
+    spec = importlib.util.spec_from_file_location("pretrain_gain_report", ROOT / "benchmarks" / "pretrain_gain_report.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -75,3 +76,30 @@ def test_table_and_plot_show_every_run(bench, tmp_path):
     png = tmp_path / "gain.png"
     bench.plot(rows, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rows_with_the_optimizer_kept_are_labelled_and_stay_out_of_the_growth(bench):
+    rows = study_rows()
+    kept = dict(row("a/b", "pretrained", 2, 0.99, 0.99, pool="c+d"), optimizer="source", key="kept")
+    text = bench.table(rows + [kept])
+    assert "pretrained 10 min on c+d (--reset inter, optimizer kept)" in text
+    assert bench.growth_fit(rows + [kept]) == bench.growth_fit(rows)  # a fresh-optimizer cell, unchanged
+
+
+def test_a_fresh_optimizer_start_is_the_weights_and_config_without_checkpoints(tmp_path):
+    """--optimizer fresh starts `train --from` from a copy without checkpoints/, which train/reuse.py
+    starts with a fresh optimizer (tests/test_pretrain.py checks that side)."""
+    spec = importlib.util.spec_from_file_location("pretrain_gain", ROOT / "benchmarks" / "pretrain_gain.py")
+    study_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_module)
+    model = tmp_path / "models" / "pre_c_10min"
+    (model / "checkpoints" / "step_000010").mkdir(parents=True)
+    for name in ("config.json", "autoencoder.safetensors", "checkpoints/step_000010/optimizer_g.json"):
+        (model / name).write_text(name)
+    args = argparse.Namespace(work=str(tmp_path), optimizer="fresh", seed=0, pretrain_seed=None)
+    source, suffix, info = study_module.Study(args).source(model)
+    assert (suffix, info) == ("", {}) and source != model
+    assert sorted(p.name for p in source.iterdir()) == ["autoencoder.safetensors", "config.json"]
+    assert (source / "config.json").read_text() == "config.json"
+    args.optimizer = "source"
+    assert study_module.Study(args).source(model) == (model, "_carried", {"optimizer": "source"})
