@@ -121,8 +121,8 @@ def test_from_keeps_the_kept_modules_optimizer_state(pretrained, faceset_a, face
     assert any(n.startswith("inter.") for n in names)
 
 
-def test_carried_moments_keep_the_first_updates_from_shaking_what_the_source_learned(
-        pretrained, faceset_a, faceset_b, tmp_path):
+def test_the_first_update_from_carried_moments_is_smaller_than_a_fresh_adams(pretrained, faceset_a, faceset_b,
+                                                                             tmp_path):
     """A fresh Adam moves every weight by the full learning rate on its first step, whatever its
     gradient; with the source's moments a step is the size pretraining's last ones were (0.70 learning
     rates here, after 300 steps). A source without its snapshots (weights copied alone) starts fresh."""
