@@ -152,11 +152,12 @@ class Study:
         if self.args.optimizer == "source":
             return model, "_carried", {"optimizer": "source"}
         bare = self.work / "models" / f"{model.name}_weights_only"
-        if not (bare / "config.json").is_file():
-            bare.mkdir(parents=True, exist_ok=True)
-            for name in ("autoencoder.safetensors", "discriminator.safetensors", "config.json"):
+        weights = "autoencoder.safetensors"
+        if not (bare / weights).is_file() or (bare / weights).stat().st_mtime < (model / weights).stat().st_mtime:
+            bare.mkdir(parents=True, exist_ok=True)  # new, or the source trained further since (scratch's ladder)
+            for name in ("discriminator.safetensors", "config.json", weights):
                 if (model / name).is_file():
-                    subprocess.run(["cp", str(model / name), str(bare / name)], check=True)
+                    subprocess.run(["cp", "-p", str(model / name), str(bare / name)], check=True)
         return bare, "", {}
 
     def pretrain(self) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
+import time
 
 import pytest
 from conftest import ROOT
@@ -101,5 +103,9 @@ def test_a_fresh_optimizer_start_is_the_weights_and_config_without_checkpoints(t
     assert (suffix, info) == ("", {}) and source != model
     assert sorted(p.name for p in source.iterdir()) == ["autoencoder.safetensors", "config.json"]
     assert (source / "config.json").read_text() == "config.json"
+    (model / "autoencoder.safetensors").write_text("trained further")  # scratch's ladder, a rung later
+    os.utime(model / "autoencoder.safetensors", (time.time() + 5, time.time() + 5))
+    assert study_module.Study(args).source(model)[0] == source
+    assert (source / "autoencoder.safetensors").read_text() == "trained further"
     args.optimizer = "source"
     assert study_module.Study(args).source(model) == (model, "_carried", {"optimizer": "source"})
