@@ -162,6 +162,9 @@ def test_discriminator_starts_fresh_unless_the_source_has_one(pretrained, facese
     train(gan0, faceset_a, faceset_b, tmp_path / "again", progress=False, start_from=tmp_path / "gan", reset="none")
     d_again = load_model_dir(tmp_path / "again").discriminator.state_dict()
     assert all(torch.equal(d_again[k], d_first[k]) for k in d_first)  # the source's D, of the same shape
+    theirs, ours = (latest_snapshot(tmp_path / n).optimizer_d["state"] for n in ("gan", "again"))
+    assert theirs and set(ours) == set(theirs)  # and its optimizer state with it
+    assert all(torch.equal(ours[i][k], theirs[i][k]) for i in theirs for k in theirs[i])
 
 
 def _one_line_error(capsys, argv) -> str:
