@@ -187,10 +187,11 @@ class Study:
         ab = self.scratch()
         a, c = self.faceset(self.args.pair[0]), self.faceset(self.args.reuse_c)
         source, opt_suffix, opt_info = self.source(ab)
+        ab_name = ab.name.removesuffix(seed_suffix(self.args.seed))  # the seed has its own field: runs of two seeds pair up
         for reset in [r for r in ("none", "inter") if r in self.args.reuse_starts]:
             self.ladder(f"reuse_{a.name}_{c.name}_{reset}{opt_suffix}", a, c, self.args.reuse_minutes,
                         ["--from", str(source), "--reset", reset],
-                        {"arm": f"reuse ({ab.name}, --reset {reset})", "pair": f"{a.name}/{c.name}", "reset": reset,
+                        {"arm": f"reuse ({ab_name}, --reset {reset})", "pair": f"{a.name}/{c.name}", "reset": reset,
                          **opt_info})
         if "scratch" in self.args.reuse_starts:
             self.ladder(f"scratch_{a.name}_{c.name}", a, c, self.args.reuse_minutes,

@@ -109,3 +109,23 @@ def test_a_fresh_optimizer_start_is_the_weights_and_config_without_checkpoints(t
     assert (source / "autoencoder.safetensors").read_text() == "trained further"
     args.optimizer = "source"
     assert study_module.Study(args).source(model) == (model, "_carried", {"optimizer": "source"})
+
+
+def test_reuse_rows_of_two_seeds_share_their_start_and_pair_up_as_seed_noise(tmp_path, bench):
+    """The reuse arm's source is a folder of its own per seed (`scratch_a_b_seed1`); its rows name the
+    start without the seed, so the two seeds' runs are one line of the plot and one pair of the noise."""
+    spec = importlib.util.spec_from_file_location("pretrain_gain", ROOT / "benchmarks" / "pretrain_gain.py")
+    study_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_module)
+    rows = []
+    for seed in (0, 1):
+        args = argparse.Namespace(work=str(tmp_path), optimizer="source", seed=seed, pretrain_seed=None,
+                                  pair=["a", "b"], reuse_c="c", reuse_minutes=[2], reuse_starts=["inter"])
+        study = study_module.Study(args)
+        study.faceset = lambda name: tmp_path / "facesets" / name
+        study.scratch = lambda seed=seed: tmp_path / "models" / ("scratch_a_b" + study_module.seed_suffix(seed))
+        study.ladder = lambda name, a, c, rungs, extra, info, seed=seed: rows.append(
+            row("a/c", info["arm"], rungs[0], 0.9 + 0.002 * seed, 0.4, seed=seed) | {"optimizer": info["optimizer"]})
+        study.reuse()
+    assert rows[0]["arm"] == rows[1]["arm"] == "reuse (scratch_a_b, --reset inter)"
+    assert bench.seed_noise(rows, "ssim") == (pytest.approx(0.002 / 2 ** 0.5), 1)
