@@ -14,12 +14,21 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("pretrain_gain_report", ROOT / "benchmarks" / "pretrain_gain_report.py")
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load("pretrain_gain_report")
+
+
+@pytest.fixture(scope="module")
+def study_module():
+    return load("pretrain_gain")
 
 
 def row(pair, arm, minutes, ssim, sharp, seed=0, pool=None, pretrain_minutes=10.0):
@@ -88,12 +97,9 @@ def test_rows_with_the_optimizer_kept_are_labelled_and_stay_out_of_the_growth(be
     assert bench.growth_fit(rows + [kept]) == bench.growth_fit(rows)  # a fresh-optimizer cell, unchanged
 
 
-def test_a_fresh_optimizer_start_is_the_weights_and_config_without_checkpoints(tmp_path):
+def test_a_fresh_optimizer_start_is_the_weights_and_config_without_checkpoints(tmp_path, study_module):
     """--optimizer fresh starts `train --from` from a copy without checkpoints/, which train/reuse.py
     starts with a fresh optimizer (tests/test_pretrain.py checks that side)."""
-    spec = importlib.util.spec_from_file_location("pretrain_gain", ROOT / "benchmarks" / "pretrain_gain.py")
-    study_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study_module)
     model = tmp_path / "models" / "pre_c_10min"
     (model / "checkpoints" / "step_000010").mkdir(parents=True)
     for name in ("config.json", "autoencoder.safetensors", "checkpoints/step_000010/optimizer_g.json"):
@@ -111,12 +117,9 @@ def test_a_fresh_optimizer_start_is_the_weights_and_config_without_checkpoints(t
     assert study_module.Study(args).source(model) == (model, "_carried", {"optimizer": "source"})
 
 
-def test_reuse_rows_of_two_seeds_share_their_start_and_pair_up_as_seed_noise(tmp_path, bench):
+def test_reuse_rows_of_two_seeds_share_their_start_and_pair_up_as_seed_noise(tmp_path, bench, study_module):
     """The reuse arm's source is a folder of its own per seed (`scratch_a_b_seed1`); its rows name the
     start without the seed, so the two seeds' runs are one line of the plot and one pair of the noise."""
-    spec = importlib.util.spec_from_file_location("pretrain_gain", ROOT / "benchmarks" / "pretrain_gain.py")
-    study_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study_module)
     rows = []
     for seed in (0, 1):
         args = argparse.Namespace(work=str(tmp_path), optimizer="source", seed=seed, pretrain_seed=None,
