@@ -142,12 +142,12 @@ def cut_clip(src: Path, dst: Path, start: int, stop: int) -> int:
 
 def train_for(cfg: TrainConfig, faceset_a: Path, faceset_b: Path, model_dir: Path, minutes: float,
               progress: bool, start_from: str | Path | None = None) -> Any:
-    """Train for about `minutes` of wall clock (train()'s own time budget; the step count is open),
-    from `start_from`'s weights when given (train --from)."""
+    """Train for about `minutes` of wall clock (train()'s own time budget; the step count is open, so the
+    bar counts the budget), from `start_from`'s weights when given (train --from)."""
     from deepfake.train import train
 
-    return train(dataclasses.replace(cfg, steps=10**9), faceset_a, faceset_b, model_dir,
-                 minutes=max(minutes, 1 / 60), progress=progress, start_from=start_from or None)
+    return train(cfg, faceset_a, faceset_b, model_dir, minutes=max(minutes, 1 / 60), step_limit=False,
+                 progress=progress, start_from=start_from or None)
 
 
 def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
@@ -253,7 +253,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig, a: str | Path | None = None, 
     # From a pretrained model, its preset and network (train --from's default); else the demo's preset.
     base = source_config(cfg.start_from) if cfg.start_from else preset_config(cfg.preset)
     tcfg = dataclasses.replace(
-        base, device=cfg.device, batch=cfg.batch, seed=cfg.seed, steps=10**9,
+        base, device=cfg.device, batch=cfg.batch, seed=cfg.seed,
         val_every=25, save_every=10**9, preview_every=10**9, log_every=5,
     )
     start = f", starting from {cfg.start_from}" if cfg.start_from else ""
