@@ -209,6 +209,25 @@ def test_from_refuses_bad_sources_in_one_line(pretrained, faceset_a, faceset_b, 
     assert "--reset needs --from" in err
 
 
+def test_a_folder_resumes_only_as_its_own_kind(pretrained, pool_facesets, faceset_a, faceset_b, tmp_path, capsys):
+    """`train` on a pretraining folder, or `pretrain` on a pair's, is refused in one line and changes nothing:
+    either would have turned the folder into the other kind of run."""
+    pair_args = ["--a", str(faceset_a), "--b", str(faceset_b), "--no-progress"]
+    pre = tmp_path / "pre"
+    shutil.copytree(pretrained, pre)
+    err = _one_line_error(capsys, ["train", *pair_args, "-o", str(pre), "--steps", str(PRETRAIN_STEPS + 2)])
+    assert "holds a pretraining run" in err and f"--from {pre}" in err
+    pair = tmp_path / "pair"
+    assert cli_main(["train", *pair_args, "-o", str(pair), "--preset", "tiny", "--steps", "2"]) == 0
+    capsys.readouterr()
+    saved = (pair / "config.json").read_bytes()
+    assert not read_config(pair).data.pool
+    err = _one_line_error(capsys, ["pretrain", *map(str, pool_facesets), "-o", str(pair), "--steps", "4", "--no-progress"])
+    assert "holds a pair's run" in err
+    assert (pair / "config.json").read_bytes() == saved and load_model_dir(pair).step == 2
+    assert load_model_dir(pre).step == PRETRAIN_STEPS
+
+
 def test_pretrain_cli(pool_facesets, tmp_path, capsys):
     out = tmp_path / "pre"
     argv = ["pretrain", *map(str, pool_facesets), "-o", str(out), "--preset", "tiny", "--steps", "4", "--no-progress",

@@ -445,8 +445,8 @@ def test_resume_may_switch_decoder_checkpointing_but_not_the_architecture(tmp_pa
     different architecture is refused with a one-line error."""
     saved = tiny()
     switched = dataclasses.replace(saved, model=dataclasses.replace(saved.model, checkpoint_decoder=True))
-    loop_module._check_resumable(saved, switched, tmp_path)
+    loop_module._check_resumable(saved, switched, tmp_path, pooled=False)
     other = dataclasses.replace(saved, model=dataclasses.replace(saved.model, latent_dims=saved.model.latent_dims * 2))
     with pytest.raises(DeepfakeError, match="different model config") as e:
-        loop_module._check_resumable(saved, other, tmp_path)
+        loop_module._check_resumable(saved, other, tmp_path, pooled=False)
     assert "\n" not in str(e.value)

@@ -50,6 +50,7 @@ def finish(cfg: TrainConfig, faceset_a, faceset_b, pool: list[str] | None = None
     validate(cfg)
     if pool is None:
         sets = [read_faceset(faceset_a), read_faceset(faceset_b)]
+        cfg = replace(cfg, data=replace(cfg.data, pool=[]))  # a pair draws from A and B, whatever a copied config said
         cfg, mask_a, mask_b = training_masks(cfg, *sets)
         masks = [mask_a, mask_b]
         if abs(sets[0].coverage - sets[1].coverage) > 1e-6:

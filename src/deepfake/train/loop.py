@@ -126,7 +126,7 @@ def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resu
         if start_from is not None:
             raise DeepfakeError(f"{model_dir}: already holds a run; resume it without --from, or start into a new folder")
         saved = read_config(model_dir)
-        _check_resumable(saved, cfg, model_dir)
+        _check_resumable(saved, cfg, model_dir, inputs.pooled)
         cfg = replace(cfg, start=saved.start)  # where the weights began stays recorded, whatever the flags
         snap = latest_snapshot(model_dir)
     start = reuse.read_start(start_from, cfg, reset) if start_from is not None else None
@@ -349,7 +349,14 @@ def _restore(snap: Snapshot, built: Built, gens: Generators, side_a: Side, side_
     side_b.sampler.load(snap.rng["sampler_b"])
 
 
-def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path) -> None:
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path, pooled: bool) -> None:
+    # A pair's folder resumed as a pretraining run (or the reverse) would silently turn into the other kind.
+    if bool(saved.data.pool) != pooled:
+        if pooled:
+            raise DeepfakeError(f"{model_dir}: holds a pair's run (deepfake train), not a pretraining one; "
+                                "resume it with deepfake train, or pretrain into a new folder")
+        raise DeepfakeError(f"{model_dir}: holds a pretraining run (deepfake pretrain); resume it with deepfake "
+                            f"pretrain, or start a pair from it in a new folder with --from {model_dir}")
     # Activation checkpointing changes memory and speed, not weights: it may be switched on a resume.
     saved = replace(saved, model=replace(saved.model, checkpoint_decoder=cfg.model.checkpoint_decoder))
     for part in ("model", "discriminator"):
