@@ -18,7 +18,7 @@ from deepfake.ui import specs  # noqa: E402
 # Job kind -> the command it runs.
 COMMAND = {
     "extract": ("extract",), "faceset_info": ("faceset", "info"), "faceset_clean": ("faceset", "clean"),
-    "train": ("train",), "swap": ("swap",), "evaluate": ("evaluate",), "sweep": ("sweep",), "detect": ("detect",),
+    "train": ("train",), "pretrain": ("pretrain",), "swap": ("swap",), "evaluate": ("evaluate",), "sweep": ("sweep",), "detect": ("detect",),
     "mask_train": ("mask", "train"), "mask_apply": ("mask", "apply"),
 }
 # Fields that name the workspace's own things (resolved to paths by the plan) -> the command's argument
@@ -28,6 +28,7 @@ WORKSPACE = {
     "faceset_info": {"faceset": "faceset"},
     "faceset_clean": {"faceset": "faceset", "thresholds": None},
     "train": {"a": "--a", "b": "--b", "model": "--out", "set": "--set", "start_from": "--from"},
+    "pretrain": {"facesets": "facesets", "model": "--out", "set": "--set"},
     "swap": {"model": "--model", "input": "input", "output": "--output", "mask_model": "--mask-model"},
     "evaluate": {"model": "--model", "a": "--a", "b": "--b", "output": "--output", "frames": "--frames"},
     "sweep": {"a": "--a", "b": "--b", "output": "--output", "grid": "--grid"},

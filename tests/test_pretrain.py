@@ -271,6 +271,38 @@ def test_the_ui_train_job_starts_from_a_workspace_model(tmp_path):
             parse(spec | bad).plan(ws, lambda d: "cpu")
 
 
+def test_the_ui_pretrain_job_and_the_workspace_show_a_pretraining_run(pretrained, pool_facesets, tmp_path):
+    """The dashboard's pretrain job is the CLI's command on the workspace's facesets; the workspace lists a
+    pretrained model with its pool (the Train page's "start from" labels it), and its view names the pool."""
+    from deepfake.errors import DeepfakeError
+    from deepfake.ui.specs import parse
+    from deepfake.ui.views import training_view
+    from deepfake.ui.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    for fs in pool_facesets:
+        shutil.copytree(fs, ws.root / "facesets" / fs.name)
+    names = [fs.name for fs in pool_facesets]
+    spec = {"kind": "pretrain", "facesets": names, "model": "pre", "preset": "tiny", "steps": 4, "set": ["data.uniform_yaw=false"]}
+    plan = parse(spec).plan(ws, lambda d: "cpu")
+    assert plan.argv == ["pretrain", *(str(ws.root / "facesets" / n) for n in names), f"--out={ws.root / 'models' / 'pre'}",
+                         "--preset=tiny", "--steps=4", "--set=data.uniform_yaw=false"]
+    assert plan.title.startswith("pretrain pre") and plan.targets == {"model": "pre"}
+    for bad in ({"facesets": ["absent"]}, {"facesets": []}, {"gan_weight": -1}):
+        with pytest.raises(DeepfakeError):
+            parse(spec | bad).plan(ws, lambda d: "cpu")
+    shutil.copytree(pretrained, ws.root / "models" / "pre")
+    shutil.copytree(pretrained, ws.root / "models" / "pair")
+    cfg = read_config(ws.root / "models" / "pair")
+    (ws.root / "models" / "pair" / "config.json").write_text(
+        json.dumps(json.loads((ws.root / "models" / "pair" / "config.json").read_text()) | {
+            "data": dataclasses.asdict(cfg.data) | {"pool": []}}))
+    listed = {m["name"]: m["pool"] for m in ws.models()}
+    assert listed == {"pre": len(pool_facesets), "pair": 0}
+    assert training_view(ws, "pre")["pool"] == names and training_view(ws, "pair")["pool"] == []
+    assert parse(spec).plan(ws, lambda d: "cpu").title.startswith("resume pretraining pre")
+
+
 def test_demo_from_a_pretrained_model(pretrained, tmp_path, capsys):
     out = tmp_path / "demo"
     rc = cli_main(["demo", "--minutes", "0.05", "--frames", "24", "-o", str(out), "-q", "--from", str(pretrained)])

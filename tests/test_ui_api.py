@@ -132,6 +132,10 @@ JOB_ESCAPES = [
     {"kind": "sweep", "a": "a", "b": "a", "output": "../s", "grid": ["model.activation=relu,gelu"]},
     {"kind": "detect", "inputs": ["inputs/escape/secret.txt"]},
     {"kind": "detect", "inputs": ["../secret.txt"]},
+    {"kind": "pretrain", "facesets": ["../a"], "model": "p"},
+    {"kind": "pretrain", "facesets": ["a", "/etc"], "model": "p"},
+    {"kind": "pretrain", "facesets": ["a"], "model": "../../p"},
+    {"kind": "pretrain", "facesets": [], "model": "p"},
 ]
 
 

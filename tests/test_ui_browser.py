@@ -1,14 +1,15 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright, nothing downloaded), on the
 shared sample clips: upload two clips, extract two small facesets (the second queues behind the first),
 look at a faceset and preview a clean; draw an include and an exclude polygon on a face, save them,
-train a mask model on them and see its prediction under the polygons, fix and save again; train a tiny
-model and watch its loss curve and preview update, stop it (saved) and resume it, see its kept steps
+train a mask model on them and see its prediction under the polygons, fix and save again; pretrain a
+model on both facesets, then train a tiny model from it and watch its loss curve and preview update, stop it (saved) and resume it, see its kept steps
 and best checkpoint, evaluate its timeline; swap a short clip and scrub the before/after; evaluate,
 sweep two variants and read the ranked table; detect the output's provenance tag. Screenshots of every
 page go to $UI_SCREENSHOTS (or pytest's tmp dir)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -192,10 +193,33 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         label_faces(page, ws, shots)
         shot(page, shots / "facesets.png")
 
-        # Train: a tiny run, long enough to be stopped; its curve and previews update while it runs.
+        # Pretrain a few steps on both facesets (the Pretrain card); the live card follows it.
         page.click("#nav [data-page=train]")
+        page.click("#pretrain-card summary")
+        pf = "#pretrain-form"
+        page.fill(f"{pf} [name=model]", "pre")
+        page.select_option("#pretrain-preset", "tiny")
+        for field, value in (("steps", "4"), ("batch", "4"), ("save_every", "2"), ("device", "cpu")):
+            page.fill(f"{pf} [name={field}]", value)
+        page.click("#pretrain-start")
+        assert "tick at least one faceset" in page.inner_text("#pretrain-watch")
+        for name in ("a", "b"):
+            page.check(f"#pretrain-facesets input[value={name}]")
+        page.click("#pretrain-start")
+        page.wait_for_selector("#pretrain-watch .job-title:has-text('pretrain pre (a, b)')")
+        wait_job(page, "#pretrain-watch")
+        page.wait_for_selector("#train-live-title:has-text('pre: pretraining on a, b')")
+        page.wait_for_selector("#pretrain-start:has-text('Resume')")
+        # Train: a tiny run from it, long enough to be stopped; its curve and previews update while it runs.
         tf = "#train-form"
+        page.fill(f"{tf} [name=model]", "pre")
+        page.dispatch_event(f"{tf} [name=model]", "change")
+        page.wait_for_selector("#train-kind:has-text('pre is a pretraining run')")
+        assert page.is_disabled("#train-start") and page.is_disabled("#train-from")
         page.fill(f"{tf} [name=model]", "ab")
+        page.dispatch_event(f"{tf} [name=model]", "change")
+        page.select_option("#train-from", "pre")
+        assert "pretrained on 2 facesets" in page.inner_text("#train-from option[value=pre]")
         page.select_option(f"{tf} [name=a]", "a")
         page.select_option(f"{tf} [name=b]", "b")
         page.select_option("#train-preset", "tiny")
@@ -216,6 +240,7 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         other.close()
         page.click("#train-stop")
         state = wait_job(page, "#train-watch", ("stopped",))
+        assert json.loads((ws / "models" / "ab" / "config.json").read_text())["start"]["source"] == str(ws / "models" / "pre")
         message = page.inner_text("#train-watch")
         saved = int(re.search(r"SIGTERM: saved at step (\d+)", message)[1])
         page.wait_for_selector("#train-start:has-text('Resume')")

@@ -56,7 +56,7 @@ def model(ctx: Ctx, name: str, skip: str | None = None, smooth: str | None = Non
     if model_kind(ws.child("models", name)) == "mask":
         raise PathError(f"models/{name}: a mask model (its labels and predictions are on the Facesets page)")
     every = jobs.list()
-    runs = [r for r in every if r["kind"] == "train" and r["targets"].get("model") == name]
+    runs = [r for r in every if r["kind"] in ("train", "pretrain") and r["targets"].get("model") == name]
     target = next((r["spec"].get("steps") for r in runs if r["state"] in ("running", "queued")), None)
     view = views.training_view(ws, name, integer(skip, "skip", 0), number(smooth, "smooth", 0.6, 0.0, 0.999), target)
     live = next((r for r in runs if r["state"] == "running"), None)

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from deepfake.config import (CleanThresholds, DetectConfig, EvaluateConfig, EvaluateRun, ExtractConfig,
-                             FacesetInfoConfig, MaskTrainConfig, SegmentApplyConfig, SegmentRun, SweepConfig,
-                             SwapConfig, TrainConfig, TrainRun)
+                             FacesetInfoConfig, MaskTrainConfig, PretrainRun, SegmentApplyConfig, SegmentRun,
+                             SweepConfig, SwapConfig, TrainConfig, TrainRun)
 from deepfake.config.options import spec_fields
 from deepfake.errors import DeepfakeError
 from deepfake.ui.workspace import Workspace, model_kind
@@ -126,21 +126,49 @@ class TrainJob(Spec):
             raise SpecError("reset: needs start_from (the model to start from)")
         argv = ["train", f"--a={a}", f"--b={b}", f"--out={out}", *_opts(opts), *(f"--set={s}" for s in self.set)]
         resumed = (out / "config.json").is_file()
-        chosen = self.device
-        if chosen is None and resumed:
-            from deepfake.model_dir import read_config
-
-            try:  # a resumed run keeps its folder's device unless told otherwise
-                chosen = read_config(out).device
-            except DeepfakeError:
-                chosen = None
         verb = "resume" if resumed else "train"
-        return Plan(argv, f"{verb} {self.model} ({self.a} + {self.b})", device(chosen), {"model": self.model})
+        return Plan(argv, f"{verb} {self.model} ({self.a} + {self.b})", device(_run_device(out, self.device)),
+                    {"model": self.model})
+
+
+def _run_device(out: Path, given: str | None) -> str | None:
+    """The device a training job asks for: the one given, else a resumed folder's own."""
+    if given is not None or not (out / "config.json").is_file():
+        return given
+    from deepfake.model_dir import read_config
+
+    try:
+        return read_config(out).device
+    except DeepfakeError:
+        return None
 
 
 # A run's options, then the TrainConfig's: those given override the preset's (or the resumed folder's).
 Train = create_model("Train", __base__=TrainJob, **spec_fields(TrainRun),
                      **spec_fields(TrainConfig, overrides=True))
+
+
+class PretrainJob(Spec):
+    """`deepfake pretrain`: one autoencoder on the faces of many people (DeepFaceLab's pretrain rules),
+    for a Train run's "start from". A folder that exists is resumed, with the same facesets."""
+
+    kind: Literal["pretrain"]
+    facesets: list[str] = Field(min_length=1, max_length=50)
+    model: str  # a folder in models/
+    set: list[SetItem] = Field(default_factory=list, max_length=50)
+
+    def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
+        folders = [str(ws.child("facesets", f)) for f in self.facesets]
+        out = _model_folder(ws, self.model, "swap", must_exist=False)
+        opts = self.model_dump(exclude={"kind", "facesets", "model", "set"})
+        argv = ["pretrain", *folders, f"--out={out}", *_opts(opts), *(f"--set={s}" for s in self.set)]
+        verb = "resume pretraining" if (out / "config.json").is_file() else "pretrain"
+        return Plan(argv, f"{verb} {self.model} ({', '.join(self.facesets)})", device(_run_device(out, self.device)),
+                    {"model": self.model})
+
+
+Pretrain = create_model("Pretrain", __base__=PretrainJob, **spec_fields(PretrainRun),
+                        **spec_fields(TrainConfig, overrides=True))
 
 
 def _model_folder(ws: Workspace, name: str, kind: str, must_exist: bool = True) -> Path:
@@ -287,7 +315,8 @@ class MaskApplyJob(Spec):
 MaskApply = create_model("MaskApply", __base__=MaskApplyJob, **spec_fields(SegmentApplyConfig))
 
 
-JobSpec = Annotated[Union[Extract, FacesetInfo, FacesetClean, Train, Swap, Evaluate, Sweep, Detect, MaskTrain, MaskApply],
+JobSpec = Annotated[Union[Extract, FacesetInfo, FacesetClean, Train, Pretrain, Swap, Evaluate, Sweep, Detect, MaskTrain,
+                          MaskApply],
                     Field(discriminator="kind")]
 _ADAPTER = TypeAdapter(JobSpec)
 
@@ -299,8 +328,8 @@ def one_line(e: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-KINDS = ("extract", "faceset_info", "faceset_clean", "train", "swap", "evaluate", "sweep", "detect", "mask_train",
-         "mask_apply")
+KINDS = ("extract", "faceset_info", "faceset_clean", "train", "pretrain", "swap", "evaluate", "sweep", "detect",
+         "mask_train", "mask_apply")
 
 
 def parse(data: Any) -> Spec:

@@ -167,6 +167,7 @@ def training_view(ws: Workspace, name: str, skip: int = 0, smooth: float = 0.6,
     last = rows[-1] if rows else {}
     return {
         "name": name, "path": ws.rel(model_dir), "preset": config.get("preset"), "config_steps": config.get("steps"),
+        "pool": [Path(f).name for f in config.get("data", {}).get("pool", [])],  # a pretraining run's facesets
         "batch": config.get("batch"), "device": config.get("device"), "target": target,
         "step": last.get("step", 0), "loss": last.get("loss"), "val_loss": val[-1]["val_loss"] if val else None,
         "faces_per_s": last.get("faces_per_s"), "gpu_busy": last.get("gpu_busy"), "wall_s": last.get("wall_s"),

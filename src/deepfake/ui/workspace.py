@@ -58,6 +58,17 @@ def model_kind(path: Path) -> str | None:
     return "swap"
 
 
+def _pool(path: Path) -> list[str]:
+    """A pretraining run's facesets (config.json's data.pool); [] for a pair's model."""
+    from deepfake.errors import DeepfakeError
+    from deepfake.model_dir import read_config
+
+    try:
+        return list(read_config(path).data.pool)
+    except DeepfakeError:
+        return []
+
+
 def report_kind(folder: Path) -> str | None:
     """report (evaluate), sweep, timeline (evaluate --timeline) or None, by the files the CLI leaves."""
     for name, kind in (("report.md", "report"), ("results.md", "sweep"), ("timeline.png", "timeline")):
@@ -153,7 +164,7 @@ class Workspace:
                 continue
             out.append({
                 "name": p.name, "path": self.rel(p), "step": (step_of(p / weights) or 0) if (p / weights).is_file() else 0,
-                "discriminator": (p / DISCRIMINATOR).is_file(),
+                "discriminator": (p / DISCRIMINATOR).is_file(), "pool": len(_pool(p)) if kind == "swap" else 0,
                 "previews": len(list((p / "previews").glob("step_*.png"))),
                 "modified": (p / CONFIG).stat().st_mtime,
             })

@@ -1,27 +1,49 @@
-// Train: start, resume and stop a run; live loss curves (server-drawn SVG), throughput, device busy,
-// ETA, the preview grids as they are written (with their history on a slider) and the checkpoints.
+// Train: start, resume and stop a pair's run or a pretraining run (the Pretrain card); live loss curves
+// (server-drawn SVG), throughput, device busy, ETA, the preview grids as they are written (with their
+// history on a slider) and the checkpoints, of the model named in the form used last.
 "use strict";
 (function () {
   const { el, $, api, q } = UI;
+  const FORMS = { train: "train", pretrain: "pretrain" }; // form prefix -> the job kind it starts
   let view = null;
   let followLatest = true;
-  let watching = null;
+  const watching = { train: null, pretrain: null };
+  let shown = "train"; // whose model the live card follows
   let loading = false;
 
-  const modelName = () => $("#train-form [name=model]").value.trim();
-  const modelExists = (name) => UI.workspace.models.some((m) => m.name === name);
-  const activeJob = (name) => UI.jobs.find((j) => j.kind === "train" && j.targets.model === name && ["running", "queued"].includes(j.state));
+  const nameIn = (form) => $(`#${form}-form [name=model]`).value.trim();
+  const modelName = () => nameIn(shown);
+  const modelOf = (name) => UI.workspace.models.find((m) => m.name === name);
+  const modelExists = (name) => !!modelOf(name);
+  // Either kind of run writes the folder: a run of one blocks both forms on that name.
+  const activeJob = (name) => UI.jobs.find((j) => Object.values(FORMS).includes(j.kind) && j.targets.model === name
+    && ["running", "queued"].includes(j.state));
+
+  // A folder resumes only as its own kind (the CLI refuses the other): say so before a click fails.
+  function kindProblem(form, m) {
+    if (!m) return "";
+    if (form === "train" && m.pool) return `${m.name} is a pretraining run: resume it on the Pretrain card, or pick it under "start from" for a new model`;
+    if (form === "pretrain" && !m.pool) return `${m.name} is a pair's model: pretrain into a new name`;
+    return "";
+  }
 
   function updateButtons() {
-    const name = modelName();
-    const job = activeJob(name);
-    $("#train-start").textContent = modelExists(name) ? "Resume" : "Start";
-    $("#train-start").disabled = !!job;
-    $("#train-stop").disabled = !(job && job.state === "running");
-    $("#train-stop").textContent = job && job.stops ? "Abort (second signal)" : "Stop (save)";
-    if (job && watching !== job.id) {
-      watching = job.id;
-      UI.watch(job.id, $("#train-watch"), () => { watching = null; load(); });
+    for (const form of Object.keys(FORMS)) {
+      const name = nameIn(form);
+      const job = activeJob(name);
+      const problem = kindProblem(form, modelOf(name));
+      $(`#${form}-start`).textContent = modelExists(name) ? "Resume" : "Start";
+      $(`#${form}-start`).disabled = !!job || !!problem;
+      $(`#${form}-kind`).textContent = problem;
+      $(`#${form}-stop`).disabled = !(job && job.state === "running");
+      $(`#${form}-stop`).textContent = job && job.stops ? "Abort (second signal)" : "Stop (save)";
+      if (form === "train") { // a resumed run keeps the start it was made from
+        for (const sel of [$("#train-from"), $("#train-form [name=reset]")]) sel.disabled = modelExists(name);
+      }
+      if (job && job.kind === FORMS[form] && watching[form] !== job.id) {
+        watching[form] = job.id;
+        UI.watch(job.id, $(`#${form}-watch`), () => { watching[form] = null; load(); });
+      }
     }
   }
 
@@ -34,6 +56,7 @@
   }
 
   function renderStats(v) {
+    $("#train-live-title").textContent = v.pool.length ? `${v.name}: pretraining on ${v.pool.join(", ")}` : v.name;
     const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 100)} %`);
     const items = [
       ["step", `${v.step}${v.target ? " / " + v.target : ""}`], ["loss", UI.fmt(v.loss)], ["validation", UI.fmt(v.val_loss)],
@@ -122,50 +145,81 @@
     $("#train-busy").innerHTML = view.charts.busy;
     renderPreviews(view);
     renderCheckpoints(view);
-    const last = view.jobs.find((j) => j.spec && j.spec.a);
+    // A folder resumes with the facesets it was started on: offer those again.
     const form = $("#train-form");
-    if (last && !activeJob(name)) {
+    const last = view.jobs.find((j) => j.spec && j.spec.a);
+    if (shown === "train" && last && !activeJob(name)) {
       if (!form.a.dataset.touched) form.a.value = last.spec.a;
       if (!form.b.dataset.touched) form.b.value = last.spec.b;
     }
+    const pool = $("#pretrain-facesets");
+    if (shown === "pretrain" && view.pool.length && !activeJob(name) && !pool.dataset.touched) {
+      for (const box of pool.querySelectorAll("input")) box.checked = view.pool.includes(box.value);
+    }
   }
 
-  async function start(ev) {
+  function renderPool() {
+    const box = $("#pretrain-facesets");
+    const checked = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+    const rows = UI.workspace.facesets.map((f) => el("label", { class: "check" },
+      el("input", { type: "checkbox", value: f.name, checked: checked.has(f.name) }), ` ${f.name} `,
+      el("span", { class: "hint", text: `${f.faces} faces` })));
+    box.replaceChildren(...(rows.length ? rows : [el("div", { class: "hint", text: "no facesets yet: extract some on the Facesets page" })]));
+  }
+
+  async function start(form, ev) {
     ev.preventDefault();
-    const values = UI.formValues($("#train-form"));
-    const spec = { kind: "train", ...values, set: (values.set || "").split("\n").map((s) => s.trim()).filter(Boolean) };
+    const values = UI.formValues($(`#${form}-form`));
+    const spec = { kind: FORMS[form], ...values, set: (values.set || "").split("\n").map((s) => s.trim()).filter(Boolean) };
+    if (form === "train" && modelExists(values.model)) { delete spec.start_from; delete spec.reset; } // a resume keeps its start
+    if (form === "pretrain") {
+      spec.facesets = [...$("#pretrain-facesets").querySelectorAll("input:checked")].map((i) => i.value);
+      if (!spec.facesets.length) {
+        $("#pretrain-watch").replaceChildren(el("div", { class: "status error", text: "tick at least one faceset for the pool" }));
+        return;
+      }
+    }
+    shown = form;
     followLatest = true;
-    const job = await UI.submit(spec, $("#train-watch"), () => { watching = null; load(); });
-    if (job) watching = job.id;
+    const job = await UI.submit(spec, $(`#${form}-watch`), () => { watching[form] = null; load(); });
+    if (job) watching[form] = job.id;
     updateButtons();
+    load();
   }
 
-  async function stop() {
-    const job = activeJob(modelName());
+  async function stop(form) {
+    const job = activeJob(nameIn(form));
     if (job) await UI.stop(job.id);
+  }
+
+  function fillPresets(sel) {
+    if (sel.options.length) return;
+    UI.fillSelect(sel, Object.keys(UI.options.presets), { empty: "(folder's own / original64)" });
+    sel.value = "tiny";
   }
 
   UI.page("train", {
     show: load,
     refresh() {
       UI.fillSelect($("#train-models"), UI.workspace.models.map((m) => m.name));
-      UI.fillSelect($("#train-from"), UI.workspace.models.map((m) => m.name), { empty: "(random weights)" });
-      const sel = $("#train-preset");
-      if (!sel.options.length) {
-        UI.fillSelect(sel, Object.keys(UI.options.presets), { empty: "(folder's own / original64)" });
-        sel.value = "tiny";
-        presetInfo();
-      }
+      UI.fillSelect($("#train-from"), UI.workspace.models, { value: (m) => m.name,
+        label: (m) => (m.pool ? `${m.name} (pretrained on ${m.pool} faceset${m.pool > 1 ? "s" : ""})` : m.name), empty: "(random weights)" });
+      if (!$("#train-preset").options.length) { fillPresets($("#train-preset")); presetInfo(); }
+      fillPresets($("#pretrain-preset"));
+      renderPool();
       updateButtons();
     },
   });
 
   window.addEventListener("DOMContentLoaded", () => {
-    $("#train-form").addEventListener("submit", start);
-    $("#train-stop").addEventListener("click", stop);
+    for (const form of Object.keys(FORMS)) {
+      $(`#${form}-form`).addEventListener("submit", (ev) => start(form, ev));
+      $(`#${form}-stop`).addEventListener("click", () => stop(form));
+      $(`#${form}-form [name=model]`).addEventListener("change", () => { shown = form; followLatest = true; load(); });
+    }
+    $("#pretrain-facesets").addEventListener("change", (e) => { e.currentTarget.dataset.touched = "1"; });
     $("#train-timeline-run").addEventListener("click", timeline);
     $("#train-preset").addEventListener("change", presetInfo);
-    $("#train-form [name=model]").addEventListener("change", () => { followLatest = true; load(); });
     for (const s of ["a", "b"]) $(`#train-form [name=${s}]`).addEventListener("change", (e) => { e.target.dataset.touched = "1"; });
     $("#train-skip").addEventListener("change", load);
     $("#train-smooth").addEventListener("input", () => { $("#train-smooth-v").textContent = $("#train-smooth").value; });
