@@ -70,6 +70,9 @@
       box.replaceChildren(el("div", { class: "status error", text: e.message }));
       return;
     }
+    // A redraw of the same faceset (its info job ended) keeps the clean preview shown (the thresholds
+    // typed are kept by thresholdsForm).
+    const shownResult = box.dataset.name === v.name ? $("#clean-result") : null;
     const watch = el("div", { class: "watch", id: "faceset-watch" });
     const listed = UI.workspace.facesets.find((f) => f.name === v.name);
     const key = `${v.name}@${listed ? listed.modified : ""}`;
@@ -91,7 +94,9 @@
       el("h3", { text: `Flagged with the default thresholds: ${flagged.faces.length} of ${v.faces}` }),
       facesGrid(flagged.faces, "nothing flagged: no blurry faces, extreme poses or other people"),
       el("h3", { text: "Clean" }), thresholdsForm(UI.options.clean),
-      el("div", { id: "clean-result" }));
+      shownResult || el("div", { id: "clean-result" }));
+    box.dataset.name = v.name;
+    if (shownResult) $("#clean-apply").disabled = !shownResult.querySelector(".face");
     $("#clean-preview").onclick = preview;
     $("#clean-apply").onclick = apply;
     UI.labels.open(v.name);
