@@ -228,6 +228,19 @@ def test_a_folder_resumes_only_as_its_own_kind(pretrained, pool_facesets, facese
     assert load_model_dir(pre).step == PRETRAIN_STEPS
 
 
+def test_a_pretrained_model_is_refused_for_a_swap_or_an_export(pretrained, tmp_path, capsys):
+    """Both decoders of a pretrained model draw the pool's faces in general: a swap or a .dfm from it would
+    show nobody, so both say to train a pair from it first, and write nothing."""
+    from conftest import media_path
+
+    out = tmp_path / "out.png"
+    err = _one_line_error(capsys, ["swap", str(media_path("d9.jpg")), "-m", str(pretrained), "-o", str(out)])
+    assert str(pretrained) in err and "a pretrained model" in err and f"--from {pretrained}" in err
+    err = _one_line_error(capsys, ["export", "-m", str(pretrained), "-o", str(tmp_path / "m.dfm")])
+    assert "a pretrained model" in err and "exported" in err
+    assert not out.exists() and not (tmp_path / "m.dfm").exists()
+
+
 def test_pretrain_cli(pool_facesets, tmp_path, capsys):
     out = tmp_path / "pre"
     argv = ["pretrain", *map(str, pool_facesets), "-o", str(out), "--preset", "tiny", "--steps", "4", "--no-progress",

@@ -270,6 +270,8 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         # Swap 8 frames of B's clip; scrub the before/after; the output is tagged synthetic.
         page.click("#nav [data-page=swap]")
         sf = "#swap-form"
+        # A pretrained model draws no one person: only "start from" offers it.
+        assert page.eval_on_selector_all(f"{sf} [name=model] option", "os => os.map(o => o.value)") == ["ab"]
         page.select_option(f"{sf} [name=model]", "ab")
         page.select_option("#swap-input", "inputs/d14.mp4")
         page.fill(f"{sf} [name=frames]", "8")

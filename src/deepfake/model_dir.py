@@ -194,6 +194,15 @@ def checkpoint_weights(model_dir: Path, checkpoint: str | int = "last") -> Path:
     return kept[step] / AUTOENCODER
 
 
+def refuse_pretrained(model_dir: str | Path, cfg: TrainConfig, what: str) -> None:
+    """ModelDirError when `model_dir` is a pretraining run: both its decoders draw the pool's faces in
+    general, not one person, so a swap (or an export, for what) from it would show nobody."""
+    if cfg.data.pool:
+        raise ModelDirError(f"{model_dir}: a pretrained model (deepfake pretrain on {len(cfg.data.pool)} facesets) "
+                            f"draws no one person, so it cannot {what}; train a pair from it first: deepfake train "
+                            f"--a A --b B -o MODEL_DIR --from {model_dir}")
+
+
 def load_model_dir(path: str | Path, device: str = "cpu", checkpoint: str | int = "last") -> LoadedModel:
     """Rebuild the trained networks from a model folder alone, with the weights of `checkpoint` (best,
     last or a step). Raises ModelDirError with a one-line reason."""

@@ -61,12 +61,13 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
     import onnx
     import torch
 
-    from deepfake.model_dir import checkpoint_weights, load_model_dir
+    from deepfake.model_dir import checkpoint_weights, load_model_dir, refuse_pretrained
     from deepfake.provenance.credentials import model_identity
 
     model_dir = Path(model_dir)
     loaded = load_model_dir(model_dir, device="cpu", checkpoint=cfg.checkpoint)
     tcfg = loaded.config
+    refuse_pretrained(model_dir, tcfg, "be exported for a swap")
     if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
         raise ModelDirError(f"{model_dir / 'config.json'}: no face size/coverage recorded; the export cannot know its crop")
     in_side, out_side = DIRECTIONS[cfg.direction]

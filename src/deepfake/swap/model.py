@@ -88,12 +88,13 @@ class SwapModel:
 
 def load_swap_model(model_dir: str | Path, cfg: SwapConfig) -> SwapModel:
     """Load a model folder for swapping; ModelDirError (one line) when it is missing or incompatible."""
-    from deepfake.model_dir import load_model_dir
+    from deepfake.model_dir import load_model_dir, refuse_pretrained
 
     model_dir = Path(model_dir)
     device = str(resolve_device(cfg.device))
     loaded = load_model_dir(model_dir, device=device, checkpoint=cfg.checkpoint)
     tcfg = loaded.config
+    refuse_pretrained(model_dir, tcfg, "swap")
     config_json = model_dir / "config.json"
     if tcfg.face_size <= 0 or not 0.0 < tcfg.coverage <= 1.5:
         raise ModelDirError(

@@ -101,7 +101,9 @@ UI.refresh = async function () {
     // B starts on the second faceset: training A against itself is never what is meant.
     if (fresh && s.name === "b" && s.options.length > 1) s.selectedIndex = 1;
   }
-  for (const s of document.querySelectorAll(".sel-models")) UI.fillSelect(s, names(UI.workspace.models));
+  // A pretrained model (a pool, no pair) draws no one person: only "start from" on the Train page offers it.
+  UI.pairModels = UI.workspace.models.filter((m) => !m.pool);
+  for (const s of document.querySelectorAll(".sel-models")) UI.fillSelect(s, names(UI.pairModels));
   for (const s of document.querySelectorAll(".sel-mask-models")) UI.fillSelect(s, names(UI.workspace.mask_models), { empty: "(none)" });
   const videos = UI.workspace.inputs.filter((f) => f.kind === "video");
   for (const s of document.querySelectorAll(".sel-videos")) UI.fillSelect(s, videos.map((f) => f.path), { empty: "(none)" });

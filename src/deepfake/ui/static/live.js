@@ -89,7 +89,7 @@
 
   UI.page("live", {
     refresh() {
-      UI.fillSelect($("#live-model"), UI.workspace.models.map((m) => m.name), { empty: "(pick a model)" });
+      UI.fillSelect($("#live-model"), UI.pairModels.map((m) => m.name), { empty: "(pick a model)" });
     },
   });
 
