@@ -227,7 +227,8 @@ UI.fillChoices = () => {
   }
   for (const form of document.querySelectorAll("form[data-job]")) {
     const skip = (form.dataset.skip || "").split(" ");
-    const before = form.querySelector("button[type=submit]");
+    // Generated inputs go in the grid before the first full-width row or the buttons.
+    const before = [...form.children].find((c) => c.matches(".wide, button[type=submit], .buttons")) || null;
     for (const [name, f] of Object.entries((UI.options.fields || {})[form.dataset.job] || {})) {
       if (skip.includes(name) || form.querySelector(`[name="${name}"]`)) continue;
       const label = name.replaceAll("_", " ");
