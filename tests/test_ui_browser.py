@@ -220,6 +220,8 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         page.dispatch_event(f"{tf} [name=model]", "change")
         page.select_option("#train-from", "pre")
         assert "pretrained on 2 facesets" in page.inner_text("#train-from option[value=pre]")
+        # The source's preset and network are the default of a run started from it.
+        assert page.input_value("#train-preset") == "" and "pre's preset and network" in page.inner_text("#train-preset-info")
         page.select_option(f"{tf} [name=a]", "a")
         page.select_option(f"{tf} [name=b]", "b")
         page.select_option("#train-preset", "tiny")

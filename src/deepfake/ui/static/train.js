@@ -52,7 +52,15 @@
     const p = name && UI.options.presets[name];
     $("#train-preset-info").textContent = p
       ? `${name}: ${p.resolution} px ${p.arch}, ${p.steps} steps, batch ${p.batch}, lr ${p.lr}, preview every ${p.preview_every}, validate every ${p.val_every}, save every ${p.save_every}, GAN weight ${p.gan_weight}`
-      : "no preset: a resumed folder keeps its own config; a new one starts from original64";
+      : $("#train-from").value && !modelExists(nameIn("train"))
+        ? `no preset: the run takes ${$("#train-from").value}'s preset and network (train --from's default)`
+        : "no preset: a resumed folder keeps its own config; a new one starts from original64";
+  }
+
+  // Starting from a model, its own preset and network are the default: another preset must match them.
+  function startFrom() {
+    if ($("#train-from").value) $("#train-preset").value = "";
+    presetInfo();
   }
 
   function renderStats(v) {
@@ -220,6 +228,7 @@
     $("#pretrain-facesets").addEventListener("change", (e) => { e.currentTarget.dataset.touched = "1"; });
     $("#train-timeline-run").addEventListener("click", timeline);
     $("#train-preset").addEventListener("change", presetInfo);
+    $("#train-from").addEventListener("change", startFrom);
     for (const s of ["a", "b"]) $(`#train-form [name=${s}]`).addEventListener("change", (e) => { e.target.dataset.touched = "1"; });
     $("#train-skip").addEventListener("change", load);
     $("#train-smooth").addEventListener("input", () => { $("#train-smooth-v").textContent = $("#train-smooth").value; });
