@@ -2,8 +2,8 @@
 shared sample clips: upload two clips, extract two small facesets (the second queues behind the first),
 look at a faceset and preview a clean; draw an include and an exclude polygon on a face, save them,
 train a mask model on them and see its prediction under the polygons, fix and save again; pretrain a
-model on both facesets, then train a tiny model from it and watch its loss curve and preview update, stop it (saved) and resume it, see its kept steps
-and best checkpoint, evaluate its timeline; swap a short clip and scrub the before/after; evaluate,
+model on both facesets, then train a tiny model from it and watch its loss curve and preview update,
+stop it (saved) and resume it, see its kept steps and best checkpoint, evaluate its timeline; swap a short clip and scrub the before/after; evaluate,
 sweep two variants and read the ranked table; detect the output's provenance tag. Screenshots of every
 page go to $UI_SCREENSHOTS (or pytest's tmp dir)."""
 
