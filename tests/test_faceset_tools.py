@@ -93,3 +93,22 @@ def test_help(action, capsys):
     with pytest.raises(SystemExit):
         main(["faceset", action, "--help"])
     assert "FACESET" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["../../victim.png", "/tmp/victim.png", "faces/../../victim.png", ""])
+def test_a_manifest_naming_a_file_outside_its_faceset_is_refused(faceset_a, tmp_path, capsys, bad):
+    """`clean` moves and deletes the files a manifest names: one outside the faceset is refused in one
+    line before anything moves."""
+    root = tmp_path / "sets" / "fs"
+    shutil.copytree(faceset_a, root)
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"not the faceset's")
+    fs = read_faceset(root)
+    fs.records[3].file = bad if bad != "/tmp/victim.png" else str(victim)
+    fs.records[3].pose["yaw"] = 89.0  # the face clean would drop
+    write_manifest(root, fs.header, fs.records)
+    assert main(["faceset", "clean", str(root), "--max-yaw", "45"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "faces.jsonl:5" in err and "not a path inside the faceset" in err
+    assert "\n" not in err and victim.read_bytes() == b"not the faceset's"
+    assert not (root / REMOVED).exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 import numpy as np
@@ -112,10 +112,22 @@ def read_faceset(root: str | Path) -> Faceset:
         if not line.strip():
             continue
         try:
-            records.append(FaceRecord.from_dict(json.loads(line)))
+            record = FaceRecord.from_dict(json.loads(line))
         except (json.JSONDecodeError, TypeError) as e:
             raise DeepfakeError(f"{manifest}:{n}: bad face record ({e})") from None
+        for rel in (record.file, record.mask):
+            if not _inside_faceset(rel):  # tools move and delete these files: never one outside the faceset
+                raise DeepfakeError(f"{manifest}:{n}: face file {rel!r} is not a path inside the faceset")
+        records.append(record)
     return Faceset(root=root, header=header, records=records)
+
+
+def _inside_faceset(rel: Any) -> bool:
+    """Whether a record's file names a file under the faceset root: relative, no '..', no backslash."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    pure = PurePosixPath(rel)
+    return not pure.is_absolute() and ".." not in pure.parts and pure.parts not in ((), (".",))
 
 
 def write_manifest(root: str | Path, header: dict[str, Any], records: Iterable[FaceRecord]) -> None:
