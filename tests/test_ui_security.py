@@ -68,6 +68,23 @@ def test_without_a_token_only_loopback_hosts_are_served(open_server):
     assert call(url, "GET", "/api/workspace", headers={"Host": "localhost"})[0] == 200
 
 
+def test_no_other_site_may_frame_the_page_or_sniff_an_answer(open_server):
+    for path in ("/", "/api/workspace", "/static/app.js", "/api/nothing"):
+        _, _, headers = call(open_server, "GET", path)
+        assert headers["x-frame-options"] == "DENY", path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer", path
+
+
+def test_a_server_bound_to_another_loopback_address_answers_to_it(tmp_path):
+    """127.0.0.2 is loopback (no token is made), so its own address must pass the Host check."""
+    with running(UiConfig(tmp_path, host="127.0.0.2", port=0, stream_seconds=3, poll_s=0.1)) as (url, app):
+        assert url.startswith("http://127.0.0.2:")
+        assert call(url, "GET", "/api/workspace")[0] == 200
+        status, body, _ = call(url, "GET", "/api/workspace", headers={"Host": "127.0.0.3"})
+        assert_refused(status, body, 400)
+
+
 def test_any_host_but_loopback_gets_a_token():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.1.2.3")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")

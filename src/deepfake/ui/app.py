@@ -18,7 +18,7 @@ from deepfake.config import UiConfig
 from deepfake.errors import DeepfakeError
 from deepfake.ui import labels, live, routes_files, routes_jobs, routes_views
 from deepfake.ui.context import Context, Devices, json_body
-from deepfake.ui.guard import LOOPBACK_NAMES, Guard, install_errors
+from deepfake.ui.guard import Guard, allowed_hosts, install_errors
 from deepfake.ui.jobs import JobManager
 from deepfake.ui.workspace import Workspace
 
@@ -48,7 +48,7 @@ def create_app(config: UiConfig) -> FastAPI:
     app.state.ctx = ctx
     install_errors(app)
     loopback_only = config.token is None
-    app.add_middleware(Guard, token=config.token, allowed_hosts=LOOPBACK_NAMES if loopback_only else None)
+    app.add_middleware(Guard, token=config.token, allowed_hosts=allowed_hosts(config.host) if loopback_only else None)
     app.mount("/static", StaticFiles(directory=routes_files.STATIC), name="static")
     for router in (routes_files.router, routes_views.router, routes_jobs.router):
         app.include_router(router)

@@ -13,6 +13,8 @@
 - A body is read only under its own type (`check_type`): JSON as `application/json`, uploads as a file
   type. The types a cross-site form can send unasked (`text/plain`, forms) are thereby refused twice.
 - No CORS header is ever sent, so no other origin can read an answer.
+- No other site may frame the page (a framed dashboard is clicked through by the page around it), and
+  no answer is sniffed into another type or leaks its address (it may carry `?token=`) as a referrer.
 - Every refusal and every error is one line of JSON, `{"error": "..."}`, never a traceback.
 """
 
@@ -39,6 +41,15 @@ COOKIE = "deepfake_ui_token"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # they change nothing here, so any page may send them
 DEFAULT_PORTS = {"http": 80, "https": 443}
+SECURITY_HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+def allowed_hosts(host: str) -> set[str]:
+    """The Host names a loopback-only server answers to: loopback's usual names and the address it is
+    bound to (127.0.0.2 is loopback too), bracketed when IPv6."""
+    bare = host.strip("[]").lower()
+    return LOOPBACK_NAMES | {bare, f"[{bare}]" if ":" in bare else bare}
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -165,10 +176,22 @@ class Guard:
         reason = cross_site(scope, headers, in_header, open_loopback=self.token is None)
         if reason is not None:
             return await _send_json(scope, send, 403, reason)
+        if scope["type"] == "http":
+            send = _with_headers(send, SECURITY_HEADERS)
         return await self.app(scope, receive, send)
 
     def _matches(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _with_headers(send, extra: list[tuple[bytes, bytes]]):
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            have = {k.lower() for k, _ in message.get("headers", [])}
+            message = {**message, "headers": [*message.get("headers", []), *(h for h in extra if h[0] not in have)]}
+        await send(message)
+
+    return wrapped
 
 
 def _with_cookie(send, token: str):
