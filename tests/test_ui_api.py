@@ -69,8 +69,13 @@ def server(tmp_path_factory):
     (ws / "inputs").mkdir()
     (ws / "inputs" / "escape").symlink_to(outside, target_is_directory=True)
     (ws / "inputs" / "escape.mp4").symlink_to(outside / "clip.mp4")
+    (ws / "inputs" / "escape_album").mkdir()  # a folder of the workspace holding a link out of it
+    (ws / "inputs" / "escape_album" / "clip.mp4").symlink_to(outside / "clip.mp4")
+    (ws / "inputs" / "escape_dangling.mp4").symlink_to(outside / "gone.mp4")
     (ws / "outputs").mkdir()
     (ws / "outputs" / "note.txt").write_text("inside")
+    (ws / "outputs" / "page.html").write_text("<script>fetch('/api/jobs', {method: 'POST'})</script>")
+    (ws / "outputs" / "page.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><script>1</script></svg>")
     with running(UiConfig(ws, port=0, max_upload_mb=0.2, stream_seconds=5, poll_s=0.1)) as (url, app):
         yield url, ws, outside, app
 
@@ -100,10 +105,40 @@ def test_absolute_path_to_the_outside_folder_is_refused(server):
 
 def test_a_file_inside_is_served(server):
     url, ws, _, _ = server
-    status, body, _ = call(url, "GET", "/api/file?path=outputs/note.txt")
-    assert status == 200 and body == b"inside"
+    status, body, headers = call(url, "GET", "/api/file?path=outputs/note.txt")
+    assert status == 200 and body == b"inside" and "attachment" not in headers.get("content-disposition", "")
+    assert "sandbox" in headers["content-security-policy"]
     status, body, _ = call(url, "GET", f"/api/file?path={quote(str(ws / 'outputs' / 'note.txt'))}")
     assert status == 200 and body == b"inside"
+
+
+@pytest.mark.parametrize("name", ["page.html", "page.svg"])
+def test_a_page_in_the_workspace_downloads_instead_of_running_on_this_origin(server, name):
+    """Script in a workspace file served inline would run here, where its requests pass every
+    cross-site check."""
+    url, *_ = server
+    status, _, headers = call(url, "GET", f"/api/file?path=outputs/{name}")
+    assert status == 200 and headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_listing_leaves_out_links_that_lead_outside_or_nowhere(server):
+    url, ws, *_ = server
+    status, listed, _ = call(url, "GET", "/api/workspace")
+    assert status == 200
+    names = {f["name"] for f in listed["inputs"]}
+    assert "escape_album" in names and not names & {"escape", "escape.mp4", "escape_dangling.mp4"}
+
+
+def test_a_report_folder_reads_no_file_through_a_link_out_of_the_workspace(server):
+    url, ws, outside, _ = server
+    d = ws / "outputs" / "linked_report"
+    d.mkdir()
+    (d / "report.md").symlink_to(outside / "secret.txt")
+    (d / "results.csv").symlink_to(outside / "secret.txt")
+    (d / "timeline.png").write_bytes(b"png")  # a report folder by its picture
+    status, r, _ = call(url, "GET", "/api/reports?path=outputs/linked_report")
+    assert status == 200 and "not for the API" not in json.dumps(r) and "ranked" not in r
 
 
 @pytest.mark.parametrize("name", ["..", "...", "a/../..", "-rf", ".hidden", "a b"])
@@ -136,6 +171,8 @@ JOB_ESCAPES = [
     {"kind": "pretrain", "facesets": ["a", "/etc"], "model": "p"},
     {"kind": "pretrain", "facesets": ["a"], "model": "../../p"},
     {"kind": "pretrain", "facesets": [], "model": "p"},
+    {"kind": "extract", "inputs": ["inputs/escape_album"], "faceset": "x"},  # the link inside the folder
+    {"kind": "detect", "inputs": ["inputs/escape_album"]},
 ]
 
 
@@ -250,6 +287,46 @@ def test_bad_requests_get_a_4xx_with_one_line(server, method, path, body):
     url, *_ = server
     status, out, _ = call(url, method, path, body)
     assert_refused(status, out)
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/api/jobs"), ("PUT", "/api/facesets/a/labels"),
+                                          ("POST", "/api/facesets/a/clean-preview")])
+def test_json_nested_past_the_recursion_limit_is_a_bad_body(server, method, path):
+    url, *_ = server
+    status, body, _ = call(url, method, path, b"[" * 100_000, headers={"Content-Type": "application/json"})
+    assert "not valid JSON" in assert_refused(status, body, 400)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
+    import socket
+
+    url, *_ = server
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {400 << 20}\r\n\r\n".encode())  # the 400 MB never follow
+        head = s.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413") and "over 1 MiB" in head
+
+
+def test_an_upload_onto_a_folder_is_refused(server):
+    url, ws, *_ = server
+    (ws / "inputs" / "folder.png").mkdir()
+    try:
+        status, body, _ = call(url, "PUT", "/api/upload?name=folder.png&overwrite=true", b"x")
+        assert "folder" in assert_refused(status, body, 409)
+    finally:
+        (ws / "inputs" / "folder.png").rmdir()
+
+
+def test_a_results_table_saved_in_another_encoding_still_shows(server):
+    url, ws, *_ = server
+    d = ws / "outputs" / "latin1"
+    d.mkdir()
+    (d / "results.md").write_text("# Sweep results\n")
+    (d / "results.csv").write_bytes("rank,variant\n1,r\xe9lu\n".encode("latin-1"))
+    status, r, _ = call(url, "GET", "/api/reports?path=outputs/latin1")
+    assert status == 200 and r["ranked"][0]["rank"] == "1"
 
 
 def test_finished_jobs_cannot_be_stopped_and_list_with_their_state(server):

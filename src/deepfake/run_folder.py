@@ -118,7 +118,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     [] when the file is missing or unreadable (it is a log, not state)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return []
     rows = []
     for raw in csv.DictReader(io.StringIO(text)):

@@ -15,6 +15,11 @@ from deepfake.ui.jobs import JobManager
 from deepfake.ui.workspace import PathError, Workspace
 
 JSON = ("application/json",)
+MAX_JSON_BYTES = 1 << 20
+
+
+class BodyTooLarge(PathError):
+    status = 413
 
 
 class Devices:
@@ -71,10 +76,15 @@ def integer(value: str | None, name: str, default: int, lo: int = 0, hi: int = 1
 
 async def json_body(request: Request) -> Any:
     check_type(request.headers.get("content-type"), JSON, "body")
-    raw = await request.body()
-    if len(raw) > 1 << 20:
-        raise PathError("body: over 1 MiB")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:  # refused before a byte is read
+        raise BodyTooLarge(f"body: {declared} bytes, over 1 MiB")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_JSON_BYTES:
+            raise BodyTooLarge("body: over 1 MiB")
     try:
-        return json.loads(raw or b"null")
-    except ValueError:
+        return json.loads(bytes(raw) or b"null")
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise PathError("body: not valid JSON") from None

@@ -42,7 +42,10 @@ def swap_jpeg(engine, data: bytes) -> tuple[bytes, bool]:
     """One JPEG frame through the engine; DeepfakeError (one line) for what is not a usable image."""
     if len(data) > MAX_FRAME_BYTES:
         raise DeepfakeError(f"frame of {len(data)} bytes: at most {MAX_FRAME_BYTES} (send JPEG)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise DeepfakeError("frame is not a decodable image (send JPEG)")
     if max(bgr.shape[:2]) > MAX_SIDE:

@@ -59,6 +59,8 @@ async def receive(ws: Workspace, name: str, chunks: AsyncIterator[bytes], declar
     if suffix not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
         # extract's own words for a file it would skip
         raise UploadError(f"{name}: unsupported file type '{suffix or '(none)'}'", 415)
+    if target.is_dir() or target.is_symlink():
+        raise UploadError(f"{name}: inputs/ holds a folder or a link of that name (upload under another name)", 409)
     if target.exists() and not overwrite:
         raise UploadError(f"{name}: already in inputs/ (delete it or upload under another name)", 409)
     if declared is not None and declared > limit:

@@ -18,6 +18,12 @@ from deepfake.ui.workspace import PathError
 
 STATIC = Path(__file__).with_name("static")
 UPLOAD_TYPES = ("application/octet-stream", "image/*", "video/*")  # the raw file, as the page sends it
+# Served inline: what the page shows (pictures, video, text). Anything else, HTML and SVG above all, would
+# run its script on this origin, where every fetch passes the cross-site checks: it downloads instead.
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "video/", "audio/",
+                "text/plain", "text/csv", "text/markdown", "application/json", "application/pdf")
+FILE_CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; "
+            "frame-ancestors 'none'; sandbox")
 
 router = APIRouter()
 
@@ -74,8 +80,10 @@ def file(ctx: Ctx, path: str, download: bool = False):
     if not p.is_file():
         raise PathError(f"{path}: is a folder, not a file")
     kind = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
-    return FileResponse(p, media_type=kind, filename=p.name if download else None,
-                        content_disposition_type="attachment" if download else "inline")
+    inline = not download and kind.startswith(INLINE_TYPES)
+    return FileResponse(p, media_type=kind, filename=None if inline else p.name,
+                        content_disposition_type="inline" if inline else "attachment",
+                        headers={"Content-Security-Policy": FILE_CSP})
 
 
 @router.get("/api/media")

@@ -66,8 +66,8 @@ class ExtractJob(Spec):
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         out = ws.child("facesets", self.faceset, must_exist=False)
-        inputs = [str(ws.resolve(p, "inputs")) for p in self.inputs]
-        refs = [str(ws.resolve(p, "inputs")) for p in self.reference]
+        inputs = [str(ws.resolve_input(p, "inputs")) for p in self.inputs]
+        refs = [str(ws.resolve_input(p, "inputs")) for p in self.reference]
         opts = self.model_dump(exclude={"kind", "inputs", "faceset", "reference"})
         argv = ["extract", *inputs, f"--output={out}", *_opts(opts)]
         if refs:
@@ -190,7 +190,7 @@ class SwapJob(Spec):
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
         model = _model_folder(ws, self.model, "swap")
-        source = ws.resolve(self.input, "inputs")
+        source = ws.resolve_input(self.input, "inputs")
         suffix = ".png" if self.preview else ("" if source.is_dir() else source.suffix.lower())
         stem = re.sub(r"[^A-Za-z0-9._-]", "_", source.stem)
         name = self.output or f"{stem}_{'preview' if self.preview else 'swap'}_{self.model}{suffix}"
@@ -219,7 +219,7 @@ class EvaluateJob(Spec):
         a, b = ws.child("facesets", self.a), ws.child("facesets", self.b)
         name = self.output or f"{'timeline' if self.timeline else 'eval'}_{self.model}"
         out = ws.child("outputs", name, must_exist=False)
-        frames = str(ws.resolve(self.frames, "inputs")) if self.frames else None
+        frames = str(ws.resolve_input(self.frames, "inputs")) if self.frames else None
         opts = {**self.model_dump(exclude={"kind", "model", "a", "b", "output", "frames"}), "frames": frames}
         argv = ["evaluate", f"--model={model}", f"--a={a}", f"--b={b}", f"--output={out}", *_opts(opts)]
         verb = "timeline of" if self.timeline else "evaluate"
@@ -255,7 +255,7 @@ class DetectJob(Spec):
     model: str | None = None
 
     def plan(self, ws: Workspace, device: Callable[[str | None], str]) -> Plan:
-        files = [str(ws.resolve(p, ("inputs", "outputs"))) for p in self.inputs]
+        files = [str(ws.resolve_input(p, ("inputs", "outputs"))) for p in self.inputs]
         model = str(_model_folder(ws, self.model, "swap")) if self.model else None
         opts = {"model": model, **self.model_dump(exclude={"kind", "inputs", "model"})}
         names = ", ".join(Path(f).name for f in files)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import re
@@ -136,7 +137,8 @@ def training_view(ws: Workspace, name: str, skip: int = 0, smooth: float = 0.6,
         config = dataclasses.asdict(read_config(model_dir))
     except DeepfakeError:  # not written yet (a queued run), or a folder this version cannot read
         config = {}
-    rows = read_metrics(model_dir / "metrics.csv")
+    metrics = ws.file_in(model_dir, "metrics.csv")  # a link out of the workspace reads as no metrics
+    rows = read_metrics(metrics) if metrics is not None else []
     kept = checkpoints_view(model_dir, rows)
     best = (kept["best"] or {}).get("step")
     target = target or config.get("steps")
@@ -202,29 +204,35 @@ def report_view(ws: Workspace, rel: str) -> dict[str, Any]:
             return None
 
     out: dict[str, Any] = {"path": ws.rel(folder), "kind": kind, "html": ""}
-    md = next((folder / n for n in ("report.md", "results.md") if (folder / n).is_file()), None)
+
+    def text(name: str) -> str | None:  # every file through the workspace: a link out of it reads as missing
+        p = ws.file_in(folder, name)
+        return None if p is None else p.read_text(encoding="utf-8", errors="replace")
+
+    md = text("report.md") or text("results.md")
     if md is not None:
-        out["html"] = markdown.to_html(md.read_text(encoding="utf-8", errors="replace"), image_url)
-    summary = _json(folder / "metrics.json")
+        out["html"] = markdown.to_html(md, image_url)
+    summary = _json(text("metrics.json"))
     if isinstance(summary, dict):
         out["summary"] = summary.get("summary")
-    if (folder / "timeline.png").is_file():
-        info = _json(folder / "timeline.json")
+    picture = ws.file_in(folder, "timeline.png")
+    if picture is not None:
+        info = _json(text("timeline.json"))
         info = info if isinstance(info, dict) else {}
-        picture = folder / "timeline.png"
         out["timeline"] = {"url": file_url(ws, picture) + f"&v={int(picture.stat().st_mtime)}",
                            "steps": info.get("steps", []), "marks": info.get("marks", {})}
-        if not out["html"] and (folder / "timeline.md").is_file():  # the marks and rules; the page shows the picture
-            text = (folder / "timeline.md").read_text(encoding="utf-8", errors="replace")
-            out["html"] = markdown.to_html("\n".join(l for l in text.splitlines() if not l.startswith("![")), image_url)
-    if (folder / "results.csv").is_file():
-        with open(folder / "results.csv", newline="", encoding="utf-8") as f:
-            out["ranked"] = list(csv.DictReader(f))
+        timeline_md = text("timeline.md")
+        if not out["html"] and timeline_md:  # the marks and rules; the page shows the picture
+            lines = (l for l in timeline_md.splitlines() if not l.startswith("!["))
+            out["html"] = markdown.to_html("\n".join(lines), image_url)
+    ranked = text("results.csv")
+    if ranked is not None:
+        out["ranked"] = list(csv.DictReader(io.StringIO(ranked, newline="")))
     return out
 
 
-def _json(path: Path) -> Any:
+def _json(text: str | None) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return None if text is None else json.loads(text)
+    except (ValueError, RecursionError):
         return None

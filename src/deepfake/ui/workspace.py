@@ -124,6 +124,18 @@ class Workspace:
             raise NotFoundError(f"{rel}: not found")
         return real
 
+    def resolve_input(self, rel: Any, area: str | tuple[str, ...]) -> Path:
+        """`resolve`, and for a folder every entry below it too: a job given a folder reads the files
+        in it, so a link in there to outside the workspace is refused as if it had been named."""
+        real = self.resolve(rel, area)
+        if real.is_dir():
+            for top, dirs, files in os.walk(real):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in (*dirs, *files):
+                    if not name.startswith("."):
+                        self.resolve(self.rel(Path(top, name)), area)
+        return real
+
     def child(self, area: str, name: Any, must_exist: bool = True) -> Path:
         """AREA/NAME for a bare name (a faceset, a model, an output): NAME must match `NAME`."""
         if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
@@ -140,7 +152,25 @@ class Workspace:
         base = self.root / area
         if not base.is_dir():
             return []
-        return sorted((p for p in base.iterdir() if not p.name.startswith(".")), key=lambda p: p.name.lower())
+        real_base = Path(os.path.realpath(base))
+        return sorted((p for p in base.iterdir() if not p.name.startswith(".") and self._inside(p, real_base)),
+                      key=lambda p: p.name.lower())
+
+    @staticmethod
+    def _inside(path: Path, real_base: Path) -> bool:
+        """Whether `path` exists and really lies in `real_base`: what `resolve` serves, so the listing
+        never names a dangling link or one to outside the workspace."""
+        real = Path(os.path.realpath(path))
+        return real.parent == real_base and real.exists()
+
+    def file_in(self, folder: Path, name: str) -> Path | None:
+        """FOLDER/NAME when it is a file inside FOLDER's area, else None (missing, or a link that leads
+        out): how views read the files a folder is expected to hold."""
+        try:
+            p = self.resolve(f"{self.rel(folder)}/{name}", self.rel(folder).split("/", 1)[0])
+        except DeepfakeError:
+            return None
+        return p if p.is_file() else None
 
     def facesets(self) -> list[dict[str, Any]]:
         out = []
