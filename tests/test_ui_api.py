@@ -309,6 +309,12 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
     assert head.startswith("HTTP/1.1 413") and "over 1 MiB" in head
 
 
+def test_a_missing_query_parameter_is_named(server):
+    url, *_ = server
+    status, body, _ = call(url, "GET", "/api/file")
+    assert assert_refused(status, body, 400) == "path: Field required"
+
+
 def test_an_upload_onto_a_folder_is_refused(server):
     url, ws, *_ = server
     (ws / "inputs" / "folder.png").mkdir()

@@ -230,7 +230,10 @@ def install_errors(app: FastAPI) -> None:
         errs: list[dict[str, Any]] = list(e.errors())
         if not errs:
             return error(400, "bad request")
-        where = ".".join(str(x) for x in errs[0].get("loc", ()) if x not in ("body", "query", "path")) or "request"
+        loc = list(errs[0].get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header"):  # where it came from, not its name
+            loc = loc[1:]
+        where = ".".join(str(x) for x in loc) or "request"
         return error(400, f"{where}: {errs[0].get('msg', 'invalid')}")
 
     @app.exception_handler(DeepfakeError)
