@@ -75,6 +75,46 @@ def test_the_crops_map_onto_each_other_and_back():
     assert np.linalg.norm(ours[1] - ours[0]) / 128 > DFL_WHOLE_FACE[1, 0] - DFL_WHOLE_FACE[0, 0]
 
 
+class _IdentityModel(torch.nn.Module):
+    """An autoencoder that returns its input (and a full mask), keeping what it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def encode(self, x):
+        self.seen.append(x)
+        return x
+
+    def decode(self, z, side):
+        return z, torch.ones_like(z[:, :1])
+
+
+def _centroid(img):
+    ys, xs = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    return np.array([(img * xs).sum(), (img * ys).sum()]) / img.sum()
+
+
+@pytest.mark.parametrize("resolution", [64, 96, 128, 224])
+def test_the_dfm_resampling_moves_no_point_of_the_face(resolution):
+    """A blob in the DFL crop reaches the model where the crops' similarity puts it in ours, and an
+    identity model's output puts it back where it was: a sub-pixel shift would move every swapped face."""
+    ae = _IdentityModel()
+    graph = ContractGraph(ae, "b", "a", resolution, "dfl", 0.75).eval()
+    d = graph.size  # 256, 288, 256, 224: pooled 4x, 3x, 2x, not at all
+    c = np.array([0.47 * d + 0.3, 0.55 * d - 0.2])  # between pixel centres
+    ys, xs = np.mgrid[0:d, 0:d]
+    sigma = 2.0 * d / resolution  # 2 model px
+    blob = np.exp(-((xs - c[0]) ** 2 + (ys - c[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
+    with torch.no_grad():
+        _, face, _ = graph(torch.from_numpy(np.repeat(blob[None, ..., None], 3, -1)))
+    m = dfl_to_ours(d, resolution, 0.75)
+    seen = _centroid(ae.seen[0][0, 0].numpy()) - (m[:, :2] @ c + m[:, 2])  # model px
+    back = _centroid(face[0, ..., 0].numpy()) - c  # DFL-crop px
+    print(f"\nR {resolution}, D {d}: the model's input off by {seen.round(3)} px, the output by {back.round(3)} px")
+    assert np.abs(seen).max() < 0.02 and np.abs(back).max() < 0.02
+
+
 # ----------------------------------------------------------------------------------------------------
 # The file.
 
@@ -137,6 +177,35 @@ def test_onnxruntime_matches_pytorch_on_real_faces(exported, model_dir, analyzer
     assert float(np.abs(got[1] - dfl).mean()) > 0.02
 
 
+def test_the_dfm_swaps_a_real_face_as_pytorch_does_in_our_crop(exported, model_dir, analyzer, b_frames):
+    """The .dfm on a DFL crop against the autoencoder on our crop of the same face (the crop swap and live
+    feed it), mapped into that DFL crop: they differ by resampling only, not by a shift of the face."""
+    from deepfake.faces.align import align_matrix, warp_face
+    from deepfake.model_dir import load_model_dir
+
+    loaded = load_model_dir(model_dir)
+    ae, r, coverage = loaded.autoencoder.eval(), loaded.config.model.resolution, loaded.config.coverage
+    sess = ort.InferenceSession(str(exported / "ab.dfm"), providers=["CPUExecutionProvider"])
+    d = sess.get_inputs()[0].shape[1]
+    to_dfl = np.vstack([ours_to_dfl(r, d, coverage), [0, 0, 1]])
+    errs = []
+    for bgr in b_frames[:4]:
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        to_ours = align_matrix(analyzer.analyze(rgb)[0].landmarks, r, coverage)
+        with torch.no_grad():
+            x = torch.from_numpy(warp_face(rgb, to_ours, r)).permute(2, 0, 1)[None].float() / 255
+            want, _ = ae.swap(x, "a")  # (1, 3, R, R) RGB
+        want = cv2.warpAffine(np.ascontiguousarray(want[0].permute(1, 2, 0).numpy()[..., ::-1]), to_dfl[:2], (d, d),
+                              flags=cv2.INTER_LINEAR)  # (D, D, 3) BGR in the DFL crop
+        crop = cv2.warpAffine(bgr, (to_dfl @ np.vstack([to_ours, [0, 0, 1]]))[:2], (d, d), flags=cv2.INTER_AREA,
+                              borderMode=cv2.BORDER_REPLICATE)  # the same face, cut into the DFL crop
+        _, got, mask = sess.run(None, {INPUT: (crop[None] / 255).astype(np.float32)})
+        inside = mask[0, ..., 0] > 0.5
+        errs.append(float(np.abs(got[0] - want)[inside].mean() * 255))
+    print(f"\nmean |.dfm - pytorch| inside the mask on 4 real faces: {np.round(errs, 2)} /255")
+    assert max(errs) < 0.5, errs  # half a model pixel of shift gives 3-4 /255
+
+
 def test_fp16_halves_the_file_and_stays_close(exported, model_dir, analyzer, b_frames, tmp_path):
     summary = export_model(model_dir, tmp_path / "ab16.dfm", ExportConfig(fp16=True))
     assert summary.megabytes < 0.6 * (exported / "ab.dfm").stat().st_size / 2**20
@@ -172,6 +241,24 @@ def test_bad_exports_fail_in_one_line(model_dir, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert reason in err and len(err.splitlines()) == 1, err
     assert not list(tmp_path.glob("*.dfm")) and not list(tmp_path.glob(".*"))
+
+
+def test_an_export_checks_its_output_first_and_leaves_nothing_behind(tmp_path, capsys):
+    """A folder as the output, or --dfm-size for a .onnx, is refused before the model is read; an export
+    that fails removes the folders it made for its output."""
+    (tmp_path / "isdir.dfm").mkdir()
+    missing = str(tmp_path / "no-model")
+    cases = [
+        ([str(tmp_path / "isdir.dfm")], "isdir.dfm: is a folder"),
+        ([str(tmp_path / "x.onnx"), "--dfm-size", "256"], "--dfm-size 256 is for a .dfm"),
+        ([str(tmp_path / "new" / "a" / "y.dfm")], "no-model"),
+    ]
+    for args, reason in cases:
+        assert main(["export", "-m", missing, "-o", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert reason in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isdir.dfm"]
+    assert not list((tmp_path / "isdir.dfm").iterdir())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -52,9 +52,13 @@ class ContractGraph(nn.Module):
             raise ValueError(f"the .dfm size {self.size} must be a multiple of the model's resolution {r}")
         self.pool = self.size // r
         if crop == "dfl":
-            # Our crop is filled from the DFL one (each of our pixels looks up its DFL pixel) and back.
-            to_ours = torch.from_numpy(sampling_grid(ours_to_dfl(r, r, coverage), r, r))  # (1, R, R, 2)
-            to_dfl = torch.from_numpy(sampling_grid(dfl_to_ours(self.size, r, coverage), self.size, r))  # (1, D, D, 2)
+            # Our crop is filled from the DFL one (each of our pixels looks up its DFL pixel) and back. The
+            # lookup is in D-pixel units although it samples the pooled image: with align_corners=False a
+            # normalised coordinate names the same point of the crop at any side, so a pooled pixel counts
+            # at the centre of the k x k block it averages (k*i + (k-1)/2), not at its corner (k*i).
+            d = self.size
+            to_ours = torch.from_numpy(sampling_grid(ours_to_dfl(r, d, coverage), r, d))  # (1, R, R, 2)
+            to_dfl = torch.from_numpy(sampling_grid(dfl_to_ours(d, r, coverage), d, r))  # (1, D, D, 2)
             self.register_buffer("grid_to_ours", to_ours)
             self.register_buffer("grid_to_dfl", to_dfl)
 

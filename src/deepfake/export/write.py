@@ -8,6 +8,7 @@ from which model, and that what they output is synthetic. The file is written to
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -45,10 +46,16 @@ class ExportSummary:
 
 
 def check_export(output: Path, cfg: ExportConfig) -> str:
-    """The crop the suffix asks for; one-line errors for a bad suffix, direction or opset."""
+    """The crop the suffix asks for; one-line errors for a bad suffix, a folder as the output, an option
+    the format has no use for, a bad direction or opset."""
     crop = FLAVOURS.get(output.suffix.lower())
     if crop is None:
         raise OutputError(f"{output}: unknown export format '{output.suffix or '(none)'}' (use .dfm or .onnx)")
+    if output.is_dir():
+        raise OutputError(f"{output}: is a folder (give the file to write, FILE.dfm or FILE.onnx)")
+    if crop == "ours" and cfg.dfm_size:
+        raise DeepfakeError(f"{output}: --dfm-size {cfg.dfm_size} is for a .dfm; a .onnx takes our crop at the "
+                            "model's resolution")
     if cfg.direction not in DIRECTIONS:
         raise DeepfakeError(f"--direction {cfg.direction}: choose from {', '.join(DIRECTIONS)}")
     if cfg.opset < 16:
@@ -117,12 +124,20 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
 
 def export_model(model_dir: str | Path, output: str | Path, cfg: ExportConfig) -> ExportSummary:
     """Write `output` (.dfm or .onnx) from `model_dir`; see the module docstring."""
-    from deepfake.swap.checks import check_writable
+    from deepfake.swap.checks import check_writable, missing_parents
 
     start = time.perf_counter()
     output = Path(output)
     crop = check_export(output, cfg)
-    check_writable(output.parent)
-    data, meta, size = export_bytes(model_dir, crop, cfg)
-    atomic_write_bytes(output, data)
+    missing = missing_parents(output.parent)
+    try:
+        check_writable(output.parent)
+        data, meta, size = export_bytes(model_dir, crop, cfg)
+        atomic_write_bytes(output, data)
+    except BaseException:
+        # Nothing partial: not even the empty folders made for the output.
+        for d in missing:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     return ExportSummary(output, crop, size, int(meta["step"]), len(data) / 2**20, time.perf_counter() - start)
