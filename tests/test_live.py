@@ -159,6 +159,48 @@ def test_bad_inputs_fail_in_one_line(model_dir, clip, tmp_path, capsys):
     assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".out*"))
 
 
+def test_outputs_are_checked_before_the_run_and_a_failed_run_leaves_no_folder(clip, tmp_path, capsys):
+    """A folder where a file is to be written is refused before the model is read; a run that fails removes
+    the folders it made for its outputs."""
+    for name in ("dir.mp4", "dir.json", "ok.mp4.live.json"):
+        (tmp_path / name).mkdir()
+    missing = str(tmp_path / "no-model")
+    cases = [
+        (["-o", str(tmp_path / "dir.mp4")], "dir.mp4: is a folder"),
+        (["--stats", str(tmp_path / "dir.json")], "dir.json: is a folder"),
+        (["-o", str(tmp_path / "ok.mp4")], "ok.mp4.live.json: is a folder"),
+        (["-o", str(tmp_path / "new" / "a" / "out.mp4"), "--stats", str(tmp_path / "new" / "b" / "s.json")],
+         "no-model: not found"),
+    ]
+    for args, reason in cases:
+        assert main(["live", str(clip), "-m", missing, *args, "-q"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert reason in err and len(err.splitlines()) == 1, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.json", "dir.mp4", "ok.mp4.live.json"]
+
+
+def test_an_exported_file_swaps_and_records_its_own_direction(model_dir, clip, tmp_path, capsys):
+    """The file holds one decoder: live records the direction it was exported with, refuses a --direction
+    it was not, and records "unknown" for a file made elsewhere (our .dfm without our metadata)."""
+    ba, foreign = tmp_path / "ba.dfm", tmp_path / "foreign.dfm"
+    assert main(["export", "-m", str(model_dir), "-o", str(ba), "--direction", "b2a"]) == 0
+    proto = onnx.load(str(ba))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(foreign))
+    for model, direction in ((ba, "b2a"), (foreign, "unknown")):
+        out = tmp_path / f"{model.stem}.mp4"
+        assert main(["live", str(clip), "-m", str(model), "-o", str(out), "--frames", "10", "-q"]) == 0
+        assert read_provenance(out)["direction"] == direction
+        assert json.loads((tmp_path / f"{out.name}.live.json").read_text())["direction"] == direction
+    capsys.readouterr()
+    for model, reason in ((ba, "exported with --direction b2a"), (foreign, "a file made elsewhere")):
+        out = tmp_path / "refused.mp4"
+        assert main(["live", str(clip), "-m", str(model), "-o", str(out), "--direction", "a2b", "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{model.name}: {reason}" in err and "not --direction a2b" in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
 def test_a_camera_that_stops_leaves_no_file(model_dir, clip, tmp_path):
     """A capture device that stops after 60 frames (OpenCV's capture of the clip stands in for the camera)."""
     from deepfake.errors import BadInputError

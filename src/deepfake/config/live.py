@@ -11,8 +11,9 @@ from deepfake.config.swap import SwapConfig
 
 @dataclass
 class LiveConfig:
-    direction: str = option("a2b", "a2b puts A's face onto the person in the source; b2a the reverse (model folders)",
-                            choices=DIRECTIONS)
+    # Empty: not given, so an exported file's own direction stands (a model folder's is a2b).
+    direction: str = option("", "a2b puts A's face onto the person in the source; b2a the reverse; default: a2b "
+                            "for a model folder, the direction an exported file was made with", choices=DIRECTIONS)
     checkpoint: str = option("last", CHECKPOINT_HELP, metavar="best|last|STEP", pattern=CHECKPOINT_PATTERN)
     runtime: str = option("onnx", "a model folder runs as an ONNX graph exported on the fly (onnxruntime) or in "
                           "PyTorch (torch)", choices=LIVE_RUNTIMES)
@@ -44,6 +45,6 @@ class LiveConfig:
 
     def swap_config(self) -> SwapConfig:
         """The swap settings the shared compose code reads."""
-        return SwapConfig(direction=self.direction, mask=self.mask, color=self.color, blend=self.blend, erode=self.erode,
-                          blur=self.blur, sharpen=self.sharpen, all_faces=True, device="cpu",
+        return SwapConfig(direction=self.direction or "a2b", mask=self.mask, color=self.color, blend=self.blend,
+                          erode=self.erode, blur=self.blur, sharpen=self.sharpen, all_faces=True, device="cpu",
                           checkpoint=self.checkpoint, crf=self.crf, preset=self.preset)

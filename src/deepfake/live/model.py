@@ -3,6 +3,7 @@ or .dfm file (ours or DeepFaceLab's), as swap's SwapModel."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,14 @@ FOREIGN_COVERAGE = 0.55
 
 
 def load_live_model(path: str | Path, cfg: LiveConfig) -> SwapModel:
-    """One-line errors: a missing path, a folder that is not a model, a file that is not the DFM contract."""
+    """One-line errors: a missing path, a folder that is not a model, a file that is not the DFM contract,
+    a --direction or --checkpoint the file was not exported with."""
+    return open_live_model(path, cfg)[0]
+
+
+def open_live_model(path: str | Path, cfg: LiveConfig) -> tuple[SwapModel, LiveConfig]:
+    """The model and `cfg` as it runs: with the direction and checkpoint it swaps with, which for an
+    exported file are the ones it was exported with ("unknown" for a file made elsewhere)."""
     from deepfake.export.runtime import GraphFaceModel, load_face_graph
 
     path = Path(path)
@@ -28,7 +36,8 @@ def load_live_model(path: str | Path, cfg: LiveConfig) -> SwapModel:
     if not path.exists():
         raise BadInputError(path, "not found (a model folder, .onnx or .dfm)")
     if path.is_dir():
-        return _from_folder(path, cfg)
+        cfg = dataclasses.replace(cfg, direction=cfg.direction or "a2b")
+        return _from_folder(path, cfg), cfg
     if path.suffix.lower() not in (".onnx", ".dfm"):
         raise BadInputError(path, "not a model: give a model folder, a .onnx or a .dfm file")
     graph = load_face_graph(path, threads=cfg.threads)
@@ -42,8 +51,33 @@ def load_live_model(path: str | Path, cfg: LiveConfig) -> SwapModel:
         region = meta.get("mask_region", "whole")
     else:
         coverage, face_size, identity, step, region = FOREIGN_COVERAGE, graph.resolution, None, 0, "whole"
-    return SwapModel(GraphFaceModel(graph, coverage), face_size, coverage, identity, path.stem, step, region,
-                     fingerprint=fingerprint)
+    model = SwapModel(GraphFaceModel(graph, coverage), face_size, coverage, identity, path.stem, step, region,
+                      fingerprint=fingerprint)
+    return model, _as_exported(path, meta if graph.ours else None, step, cfg)
+
+
+def _as_exported(path: Path, meta: dict[str, str] | None, step: int, cfg: LiveConfig) -> LiveConfig:
+    """`cfg` with the file's direction and checkpoint (`meta`: our export's metadata; None: a file made
+    elsewhere). The file holds one decoder of one checkpoint, so an option asking for another is refused."""
+    hint = "leave the option out"
+    if meta is None:
+        direction = checkpoint = "unknown"
+        why = "a file made elsewhere swaps its own way"
+    else:
+        try:
+            exported = json.loads(meta.get("export_config", "{}"))
+        except ValueError:
+            exported = {}
+        direction = meta.get("direction", "unknown")
+        checkpoint = str(exported.get("checkpoint", "unknown")) if isinstance(exported, dict) else "unknown"
+        why = f"exported with --direction {direction} --checkpoint {checkpoint} (step {step})"
+        hint += ", or export the model folder again"
+    if cfg.direction and cfg.direction != direction:
+        raise BadInputError(path, f"{why}, not --direction {cfg.direction} ({hint})")
+    # "last", the default, cannot be told from not given; any other value must be what the file holds.
+    if cfg.checkpoint != "last" and cfg.checkpoint not in (checkpoint, str(step) if meta else None):
+        raise BadInputError(path, f"{why}, not --checkpoint {cfg.checkpoint} ({hint})")
+    return dataclasses.replace(cfg, direction=direction, checkpoint=checkpoint)
 
 
 def _file_sha256(path: Path) -> str:

@@ -6,6 +6,7 @@
 Every check that can fail does so before the first frame: options, the output file's container and folder,
 the model, the source, the virtual camera. A failure after that (a camera that stops) removes the
 partial file: only a run that ends normally (the source's end, a --frames/--seconds limit, Ctrl-C) keeps it.
+A run that fails also removes the empty folders it made for its outputs.
 """
 
 from __future__ import annotations
@@ -51,11 +52,21 @@ def check_outputs(output: Path | None, stats_path: Path | None) -> None:
 
     if output is not None:
         container_format(output)
+        for path in (output, settings_path(output)):
+            if path.is_dir():
+                raise OutputError(f"{path}: is a folder (give the file to write)")
         check_writable(output.parent)
     if stats_path is not None:
         if stats_path.suffix.lower() != ".json":
             raise OutputError(f"{stats_path}: --stats writes JSON (use a .json name)")
+        if stats_path.is_dir():
+            raise OutputError(f"{stats_path}: is a folder (give the file --stats writes)")
         check_writable(stats_path.parent)
+
+
+def settings_path(output: Path) -> Path:
+    """Where the settings of a run recorded to `output` are saved."""
+    return output.with_name(output.name + ".live.json")
 
 
 def _credential(source, model, cfg: LiveConfig, mark, output: Path):
@@ -78,18 +89,33 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
              on_frame: Callable[[np.ndarray], None] | None = None) -> LiveResult:
     """Swap `source` (a SOURCE string, None with `camera`, or an opened source of sources.py) until it ends,
     a limit is reached or Ctrl-C. `on_frame(rgb)` sees every output frame."""
-    from deepfake.live.model import load_live_model
-    from deepfake.live.sinks import FileSink, VirtualCamera
-    from deepfake.live.sources import open_source
-    from deepfake.provenance.credentials import signed_output
-    from deepfake.provenance.label import make_record
-    from deepfake.swap.checks import validate_config
+    from deepfake.swap.checks import missing_parents, validate_config
 
     output = None if output is None else Path(output)
     stats_path = None if stats_path is None else Path(stats_path)
     validate_config(cfg.swap_config())
+    missing = [d for p in (output, stats_path) if p is not None for d in missing_parents(p.parent)]
+    try:
+        return _run(source, camera, model_path, cfg, output, stats_path, progress, on_frame)
+    except BaseException:
+        # Nothing partial: not even the empty folders made for the outputs (deepest first, so each is empty).
+        for d in sorted(set(missing), key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _run(source, camera: int | None, model_path: str | Path, cfg: LiveConfig, output: Path | None,
+         stats_path: Path | None, progress: bool, on_frame: Callable[[np.ndarray], None] | None) -> LiveResult:
+    from deepfake.live.model import open_live_model
+    from deepfake.live.sinks import FileSink, VirtualCamera
+    from deepfake.live.sources import open_source
+    from deepfake.provenance.credentials import signed_output
+    from deepfake.provenance.label import make_record
+
     check_outputs(output, stats_path)
-    model = load_live_model(model_path, cfg)
+    # `cfg` as the model runs it: an exported file's own direction and checkpoint, recorded below.
+    model, cfg = open_live_model(model_path, cfg)
     src = source if hasattr(source, "frames") else open_source(source, camera)
     stats = LiveStats()
     try:
@@ -134,7 +160,7 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
     finally:
         src.close()
     if output is not None:
-        save_json(cfg, output.with_name(output.name + ".live.json"))
+        save_json(cfg, settings_path(output))
     if stats_path is not None:
         atomic_write_json(stats_path, stats.as_dict())
     return LiveResult(stats, output, stopped)
