@@ -8,13 +8,16 @@ The manifest says, in the open standard of the Coalition for Content Provenance 
 - `org.deepfake.provenance`: the tool and its version, the model's identity (a SHA-256 of its weights
   and config, never a path), the source's SHA-256 and title, and whether the invisible mark is on.
 
-Signing uses the user's own certificate and key when given; otherwise a local chain made on first use in
-the user's config folder ($XDG_CONFIG_HOME/deepfake or ~/.config/deepfake, 0700, the key 0600): a local
-root CA and a signing certificate with the profile C2PA asks for (digitalSignature key usage, the
-emailProtection extended key usage, subject and authority key identifiers). A bare self-signed
-certificate is refused by the library. A locally signed manifest validates with the single status
-`signingCredential.untrusted`: the file is unaltered since this tool signed it, but nobody vouches for
-who ran the tool.
+Signing (provenance/signing.py) uses the user's own certificate and key when given, otherwise a local
+chain made on first use in the user's config folder. A locally signed manifest validates with the
+single status `signingCredential.untrusted`: the file is unaltered since this tool signed it, but nobody
+vouches for who ran the tool. Whether a signer is trusted is only checked against trust anchors the
+reader is given (`read_credentials(..., trust_anchors=PEM)`); without them it is reported as not checked.
+
+No thumbnail is embedded: the ingredient's would be a picture of the real person before the swap, and
+the claim's is a second copy of the picture the file already is (alone it doubled a still's size). The
+ingredient is declared by its title and format, never read from the source: reading it would also copy
+in the source's own manifest, with that manifest's thumbnail. The source's SHA-256 is in our assertion.
 
 Writes stay atomic: the unsigned file is written under a hidden staging name, signed into a temp file and
 renamed onto the output in one step (`signed_output`); a failure leaves nothing under the output's name.
@@ -23,16 +26,21 @@ renamed onto the output in one step (`signed_output`); a failure leaves nothing 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from deepfake import __version__
 from deepfake.errors import BadInputError, OutputError
+from deepfake.provenance.signing import (  # noqa: F401  (re-exported: where the local chain lives)
+    LOCAL_CERT,
+    LOCAL_KEY,
+    LOCAL_ROOT,
+    config_dir,
+    make_signer,
+)
 
 # Output suffix -> MIME type the manifest can be embedded in.
 CREDENTIAL_FORMATS: dict[str, str] = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
@@ -41,12 +49,12 @@ IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 SOURCE_TYPES = {"composite": IPTC + "compositeWithTrainedAlgorithmicMedia",
                 "trained": IPTC + "trainedAlgorithmicMedia"}
 ASSERTION = "org.deepfake.provenance"
-CONFIG_ENV = "XDG_CONFIG_HOME"
-LOCAL_CERT = "c2pa-chain.pem"  # signing certificate, then the local root
-LOCAL_KEY = "c2pa-signer.key"
-LOCAL_ROOT = "c2pa-root.pem"
+# Builder settings: no claim or ingredient thumbnail (why: the module's docstring).
+NO_THUMBNAILS = {"builder": {"thumbnail": {"enabled": False}}}
 # The only status a locally signed, unaltered file reports; anything else means it no longer validates.
 UNTRUSTED = "signingCredential.untrusted"
+TRUSTED = "signingCredential.trusted"  # only ever reported when the reader is given trust anchors
+NOT_CHECKED = "trust not checked (no trust anchors given)"
 
 
 @dataclass
@@ -60,12 +68,6 @@ class Credential:
     description: str = "face swap"
     sign_cert: Path | None = None  # the user's PEM chain (signing cert first); None = the local chain
     sign_key: Path | None = None  # its PEM private key
-
-
-def config_dir() -> Path:
-    """The user's config folder for this tool ($XDG_CONFIG_HOME/deepfake, else ~/.config/deepfake)."""
-    base = os.environ.get(CONFIG_ENV) or str(Path.home() / ".config")
-    return Path(base) / "deepfake"
 
 
 def why_unsigned(path: str | Path) -> str | None:
@@ -101,109 +103,6 @@ def model_identity(model_dir: str | Path, weights: str | Path | None = None) -> 
 
 
 # ----------------------------------------------------------------------------------------------------
-# Signing identities.
-
-
-def _private(path: Path, data: bytes) -> None:
-    """Write `data` readable by the user alone (0600), atomically."""
-    from deepfake.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        os.chmod(tmp, 0o600)
-        tmp.write_bytes(data)
-    os.chmod(path, 0o600)
-
-
-def make_local_chain(folder: Path) -> None:
-    """A local root CA and a signing certificate issued by it (ECDSA P-256), written into `folder`."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "deepfake (local, unverified)")])
-
-    def usage(sign: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
-                             data_encipherment=False, key_agreement=False, key_cert_sign=not sign,
-                             crl_sign=not sign, encipher_only=False, decipher_only=False)
-
-    now = _dt.datetime.now(_dt.timezone.utc)
-    valid = dict(not_valid_before=now - _dt.timedelta(days=1), not_valid_after=now + _dt.timedelta(days=3650))
-    root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    root_name = name(f"deepfake local root ({os.environ.get('USER', 'user')})")
-    root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
-            .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(valid["not_valid_before"]).not_valid_after(valid["not_valid_after"])
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(usage(False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-            .sign(root_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder().subject_name(name("deepfake local signer")).issuer_name(root_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(valid["not_valid_before"]).not_valid_after(valid["not_valid_after"])
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
-            .sign(root_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    # The root's key is not kept: nothing else is ever issued from it.
-    _private(folder / LOCAL_ROOT, root.public_bytes(pem))
-    _private(folder / LOCAL_KEY, key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    _private(folder / LOCAL_CERT, leaf.public_bytes(pem) + root.public_bytes(pem))
-
-
-def signing_files(credential: Credential) -> tuple[Path, Path]:
-    """(chain PEM, key PEM): the user's own, or the local chain (made on first use)."""
-    if credential.sign_cert or credential.sign_key:
-        if not (credential.sign_cert and credential.sign_key):
-            raise OutputError("signing: give both --sign-cert and --sign-key")
-        for p in (credential.sign_cert, credential.sign_key):
-            if not Path(p).is_file():
-                raise BadInputError(p, "signing file not found")
-        return Path(credential.sign_cert), Path(credential.sign_key)
-    folder = config_dir()
-    if not (folder / LOCAL_CERT).is_file() or not (folder / LOCAL_KEY).is_file():
-        make_local_chain(folder)
-    return folder / LOCAL_CERT, folder / LOCAL_KEY
-
-
-def _algorithm(key_pem: bytes, key_path: Path) -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as e:
-        raise BadInputError(key_path, f"not an unencrypted PEM private key ({e})") from None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {256: "es256", 384: "es384", 521: "es512"}.get(key.curve.key_size, "es256")
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "ps256"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519"
-    raise BadInputError(key_path, "unsupported key type (use EC P-256/384/521, RSA or Ed25519)")
-
-
-def make_signer(credential: Credential):
-    import c2pa
-
-    cert_path, key_path = signing_files(credential)
-    cert, key = cert_path.read_bytes(), key_path.read_bytes()
-    try:
-        return c2pa.Signer.from_info(c2pa.C2paSignerInfo(_algorithm(key, key_path), cert, key, None))
-    except c2pa.C2paError as e:
-        raise OutputError(f"{cert_path}: cannot sign with this certificate ({e})") from None
-
-
-# ----------------------------------------------------------------------------------------------------
 # Writing.
 
 
@@ -224,7 +123,7 @@ def manifest_definition(title: str, fmt: str, credential: Credential) -> dict[st
         record["invisible_mark_payload"] = credential.invisible_mark
     if opened:
         record["source"] = {"title": credential.source.name, "sha256": file_sha256(credential.source)}
-    return {
+    definition: dict[str, Any] = {
         "claim_generator_info": [agent],
         "title": title,
         "format": fmt,
@@ -237,6 +136,11 @@ def manifest_definition(title: str, fmt: str, credential: Credential) -> dict[st
             {"label": ASSERTION, "data": record},
         ],
     }
+    if opened:
+        src = Path(credential.source)
+        definition["ingredients"] = [{"title": src.name, "relationship": "parentOf", "label": "source",
+                                      "format": CREDENTIAL_FORMATS.get(src.suffix.lower()) or _mime(src)}]
+    return definition
 
 
 def sign_file(unsigned: Path, signed: Path, title: str, credential: Credential) -> None:
@@ -244,15 +148,11 @@ def sign_file(unsigned: Path, signed: Path, title: str, credential: Credential) 
     import c2pa
 
     fmt = CREDENTIAL_FORMATS[Path(title).suffix.lower()]
-    signer = make_signer(credential)
+    signer = make_signer(credential.sign_cert, credential.sign_key)
     try:
-        builder = c2pa.Builder(manifest_definition(title, fmt, credential))
-        if credential.source is not None:
-            src = Path(credential.source)
-            src_fmt = CREDENTIAL_FORMATS.get(src.suffix.lower()) or _mime(src)
-            with open(src, "rb") as f:
-                builder.add_ingredient({"title": src.name, "relationship": "parentOf", "label": "source"}, src_fmt, f)
-        with open(unsigned, "rb") as s, open(signed, "w+b") as d:
+        with c2pa.Context.from_dict(NO_THUMBNAILS) as context, \
+                c2pa.Builder(manifest_definition(title, fmt, credential), context) as builder, \
+                open(unsigned, "rb") as s, open(signed, "w+b") as d:
             builder.sign(signer, fmt, s, d)
     except c2pa.C2paError as e:
         raise OutputError(f"{title}: signing the Content Credentials failed ({e})") from None
@@ -299,7 +199,8 @@ class CredentialReport:
     tampered: bool = False  # signed, but the content or the manifest no longer matches its signature
     signer: str | None = None
     issuer: str | None = None
-    trusted: bool | None = None  # signer chains to a trust anchor the reader knows
+    trusted: bool | None = None  # signer chains to one of the given trust anchors; None = none given
+    trust: str | None = None  # the line to show about `trusted`
     actions: list[str] | None = None
     digital_source_type: str | None = None
     ours: dict[str, Any] | None = None  # our org.deepfake.provenance assertion
@@ -307,15 +208,29 @@ class CredentialReport:
     error: str | None = None  # the manifest could not be read: the reason
 
 
-def read_credentials(path: str | Path) -> CredentialReport:
-    """What the file's C2PA manifest says, and whether it still validates."""
+def _trust_context(anchors: str | Path):
+    """A c2pa.Context that checks the signer against the PEM bundle of root certificates `anchors`."""
+    import c2pa
+    from cryptography import x509
+
+    anchors = Path(anchors)
+    try:
+        pem = anchors.read_bytes()
+        x509.load_pem_x509_certificates(pem)
+    except OSError as e:
+        raise BadInputError(anchors, f"cannot read the trust anchors ({e.strerror})") from None
+    except ValueError as e:
+        raise BadInputError(anchors, f"not a PEM bundle of certificates ({e})") from None
+    settings = {"verify": {"verify_trust": True}, "trust": {"user_anchors": pem.decode("utf-8", "replace")}}
+    return c2pa.Context.from_dict(settings)
+
+
+def _manifest_store(path: Path, context) -> dict[str, Any] | CredentialReport:
+    """The file's manifest store as c2pa reports it, or the report of a file without a readable one."""
     import c2pa
 
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "file not found")
     try:
-        reader = c2pa.Reader.try_create(str(path))
+        reader = c2pa.Reader.try_create(str(path), context=context)
     except c2pa.C2paError as e:
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "NotSupported" in type(e).__name__ or "not supported" in text.lower():
@@ -324,7 +239,26 @@ def read_credentials(path: str | Path) -> CredentialReport:
     if reader is None:
         return CredentialReport()
     with reader:
-        store = json.loads(reader.json())
+        return json.loads(reader.json())
+
+
+def read_credentials(path: str | Path, trust_anchors: str | Path | None = None) -> CredentialReport:
+    """What the file's C2PA manifest says, and whether it still validates.
+
+    `trust_anchors`: a PEM file of root certificates the signer is checked against (e.g. the C2PA trust
+    list, an organisation's root, or the local chain's c2pa-root.pem). Without it trust is not checked:
+    `trusted` is None, never False, since no anchor is configured by default."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "file not found")
+    context = _trust_context(trust_anchors) if trust_anchors is not None else None
+    try:
+        store = _manifest_store(path, context)
+    finally:
+        if context is not None:
+            context.close()
+    if isinstance(store, CredentialReport):
+        return store
     manifest = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
     codes = [s.get("code", "") for s in store.get("validation_status", []) or []]
     bad = [c for c in codes if c != UNTRUSTED]
@@ -337,7 +271,13 @@ def read_credentials(path: str | Path) -> CredentialReport:
         elif a.get("label") == ASSERTION:
             ours = a.get("data")
     sig = manifest.get("signature_info", {})
+    if context is None:
+        trusted, trust = None, NOT_CHECKED
+    else:
+        successes = store.get("validation_results", {}).get("activeManifest", {}).get("success", [])
+        trusted = any(s.get("code") == TRUSTED for s in successes)
+        trust = "trusted signer" if trusted else "signer not under the given trust anchors"
     return CredentialReport(
         present=True, valid=not bad, tampered=bool(bad), signer=sig.get("common_name"), issuer=sig.get("issuer"),
-        trusted=UNTRUSTED not in codes, actions=actions, digital_source_type=dst, ours=ours, status=codes,
+        trusted=trusted, trust=trust, actions=actions, digital_source_type=dst, ours=ours, status=codes,
     )
