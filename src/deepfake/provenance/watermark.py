@@ -127,14 +127,26 @@ def face_too_small(matrix: np.ndarray) -> bool:
     return SIZE * COVERAGE / matrix_scale(matrix) < MIN_FACE_PX
 
 
-def embed_still(frame: np.ndarray, analyzer, payload: int, rounds: int = 3) -> int:
+def embed_still(frame: np.ndarray, analyzer, payload: int, rounds: int = 3,
+                only: list[np.ndarray] | None = None) -> int:
     """Mark a still in place. The mark shifts the landmarks a reader finds a little, so embed again
-    from the landmarks found on the marked picture (averaged over box variants, as the reader does)."""
+    from the landmarks found on the marked picture (averaged over box variants, as the reader does).
+    `only`: the 68 landmarks of the faces to mark (the swapped ones); the reader finds every face, and
+    a face that was not swapped must not carry the mark. None marks every face."""
     done = 0
     for _ in range(rounds):
-        faces = locate(analyzer, frame, variants=True)
-        done = embed(frame, [f.mean(axis=0) for f in faces], payload)
+        faces = [f.mean(axis=0) for f in locate(analyzer, frame, variants=True)]
+        if only is not None:
+            faces = [f for f in faces if any(same_face(f, g) for g in only)]
+        done = embed(frame, faces, payload)
     return done
+
+
+def same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two 68-landmark fits are of the same face: centres within a quarter of its width."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    width = float(np.ptp(b[:, 0]))
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))) < 0.25 * width
 
 
 def embed(frame: np.ndarray, landmarks: list[np.ndarray], payload: int) -> int:

@@ -141,8 +141,8 @@ class Swapper:
             if self._mark_smoother is None:
                 self._mark_smoother = self.analyzer.new_smoother()
             watermark.embed(frame, self._mark_smoother(found, time, boxes), self.mark)
-        else:  # a still: from the landmarks a reader finds on the swapped picture
-            watermark.embed_still(frame, self.analyzer, self.mark)
+        else:  # a still: from the landmarks a reader finds on the swapped picture, on the swapped faces only
+            watermark.embed_still(frame, self.analyzer, self.mark, only=[f.landmarks for f in faces])
 
     # -- drivers ---------------------------------------------------------------------------------------
 
