@@ -57,6 +57,7 @@ class VideoReader:
         self.fps = float(rate) if float(rate) > 0 else 30.0
         self.has_audio = bool(self._container.streams.audio)
         frames = int(self._stream.frames or 0)
+        self.frame_count_exact = frames > 0  # the header counts the frames; else a count from a duration
         if frames <= 0 and self._stream.duration and self._stream.time_base:
             frames = int(round(float(self._stream.duration * self._stream.time_base) * self.fps))
         if frames <= 0 and self._container.duration:
@@ -109,8 +110,14 @@ class VideoReader:
         except (av.FFmpegError, OSError, ValueError) as e:
             self.error = f"decoding stopped after {self.frames_decoded} frames ({_short(e)})"
             self.decode_failed = True
-        if self.frame_count and self.stop is None and index is not None and index < self.frame_count * 0.98 and not self.error:
+        if self.stop is None and index is not None and index < self.frame_count - self._slack() and not self.error:
             self.error = f"stream ended at frame {index} of {self.frame_count} (truncated?)"
+
+    def _slack(self) -> float:
+        """Frames a complete stream may fall short of `frame_count`. A count estimated from a duration
+        (MKV and WebM keep no frame count) runs over: the container's duration spans the audio too, and
+        a stream's own ends a frame's length or a timestamp's rounding past its last frame."""
+        return 0.02 * self.frame_count + (0 if self.frame_count_exact else 3)
 
 
 def _short(e: BaseException) -> str:
