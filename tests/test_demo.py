@@ -11,6 +11,7 @@ from deepfake.demo import carphone_path, find_sources
 from deepfake.errors import DeepfakeError
 from deepfake.model_dir import read_config
 from deepfake.models import preset_config
+from deepfake.provenance.credentials import read_credentials
 from deepfake.provenance.label import read_provenance
 
 FRAMES = 16
@@ -30,6 +31,12 @@ def test_short_demo_end_to_end(tmp_path, capsys):
         assert c.streams.audio  # B's sound came along
     assert read_provenance(out / "swapped.mp4")["synthetic"] is True
     assert read_provenance(out / "before_after.png")["synthetic"] is True
+    # The sheet's right column is frames of the marked swap: its manifest says so, as the swap's own does.
+    sheet, video = read_credentials(out / "before_after.png"), read_credentials(out / "swapped.mp4")
+    assert sheet.valid and video.valid
+    assert sheet.ours["model"]["sha256"] and sheet.ours["model"] == video.ours["model"]
+    assert sheet.ours["invisible_mark"] is True
+    assert sheet.ours["invisible_mark_payload"] == video.ours["invisible_mark_payload"]
     report = (out / "report.md").read_text()
     assert "training steps:" in report and f"of {FRAMES} frames swapped" in report
     # The time budget alone limited the run, as with `train --minutes`: the saved config is the preset's,

@@ -163,10 +163,15 @@ def _frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> None:
+def before_after_sheet(before: Path, after: Path, path: Path, model_dir: Path, scfg: SwapConfig,
+                       rows: int = 3) -> None:
+    """Original and swapped frames side by side. `model_dir` and `scfg` made `after`: the sheet's
+    credentials name that model and the mark its swapped frames carry, as swap's own outputs do."""
     from deepfake.io.video import VideoReader
-    from deepfake.provenance.credentials import Credential, signed_output
+    from deepfake.model_dir import checkpoint_weights
+    from deepfake.provenance.credentials import Credential, model_identity, signed_output
     from deepfake.provenance.label import make_record, save_labelled_image
+    from deepfake.provenance.watermark import payload_for, payload_hex
     from deepfake.swap.preview import sheet
 
     with VideoReader(after) as r:
@@ -175,9 +180,13 @@ def before_after_sheet(before: Path, after: Path, path: Path, rows: int = 3) -> 
     a, b = _frames_at(before, idx), _frames_at(after, idx)
     pairs = [(a[i], b[i]) for i in idx if i in a and i in b]
     # The sheet's right column is frames of the marked swap; the sheet itself carries signed credentials.
-    credential = Credential(source=before, description="before/after sheet of a face swap")
+    fingerprint = model_identity(model_dir, checkpoint_weights(model_dir, scfg.checkpoint))
+    mark = payload_hex(payload_for(fingerprint["sha256"])) if scfg.invisible_mark else None
+    credential = Credential(source=before, source_type="composite", model=fingerprint, invisible_mark=mark,
+                            description="before/after sheet of a face swap")
     with signed_output(path, credential) as target:
-        save_labelled_image(target, sheet(pairs), make_record("demo", kind="before/after sheet"))
+        save_labelled_image(target, sheet(pairs), make_record("demo", kind="before/after sheet",
+                                                              invisible_mark=mark or False))
 
 
 def loss_plot(model_dir: Path, path: Path) -> dict[str, float]:
@@ -276,7 +285,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig, a: str | Path | None = None, 
 
     # 5. Pictures and the report.
     sheet_path, plot_path, report_path = out_dir / "before_after.png", out_dir / "loss_curve.png", out_dir / "report.md"
-    before_after_sheet(clip_b, video, sheet_path)
+    before_after_sheet(clip_b, video, sheet_path, model_dir, scfg)
     numbers.update(loss_plot(model_dir, plot_path))
     timings["total"] = time.perf_counter() - t_all
     numbers["seconds"] = {k: round(v, 1) for k, v in timings.items()}
