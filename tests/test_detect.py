@@ -123,7 +123,22 @@ def test_detect_reports_provenance_and_bad_files(tmp_path):
     assert reports[2].error and "not found" in reports[2].error
     text = format_reports(reports, 0.5)
     assert "provenance tag: yes" in text and "skipped" in text
+    assert reports[0].overall == "synthetic" and reports[0].labelled_by == ["provenance tag"]
     json.dumps([r.to_dict() for r in reports])  # machine-readable
+
+
+def test_an_unreadable_file_is_one_line(tmp_path, capsys, caplog):
+    from deepfake.cli import main as cli_main
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    missing = tmp_path / "missing.mp4"
+    assert cli_main(["detect", str(broken), str(missing)]) == 2  # nothing could be read
+    out, err = capsys.readouterr()
+    said = out.splitlines() + err.splitlines() + caplog.text.splitlines()
+    assert [line for line in said if "broken.png" in line] == [
+        f"{broken}: skipped (not an image (unrecognised format))"]
+    assert [line for line in said if "missing.mp4" in line] == [f"{missing}: skipped (file not found)"]
 
 
 def test_detect_without_a_model_reads_only_provenance_tags(tmp_path, capsys):
@@ -139,4 +154,25 @@ def test_detect_without_a_model_reads_only_provenance_tags(tmp_path, capsys):
     assert all(r.verdict == "not scored" and not r.faces for r in reports[:2])
     assert cli_main(["detect", str(tagged), str(plain)]) == 0
     out = capsys.readouterr().out
-    assert "tagged.png: provenance tag: yes" in out and "plain.png: provenance tag: no" in out
+    assert f"{tagged}: synthetic (labelled by its provenance tag)" in out
+    assert f"{plain}: no synthetic label found" in out
+    assert "  provenance tag: none" in out
+
+
+def test_detect_checks_the_signer_against_the_anchors_it_is_given(tmp_path, monkeypatch, capsys):
+    from test_provenance import _sign_still
+
+    from deepfake.cli import main
+    from deepfake.provenance import signing
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    out = _sign_still(tmp_path / "out.jpg", media_path("d9.jpg"))
+    assert main(["detect", str(out)]) == 0
+    assert "trust not checked (no trust anchors given)" in capsys.readouterr().out
+    root = tmp_path / "config" / "deepfake" / signing.LOCAL_ROOT
+    assert main(["detect", str(out), "--trust-anchors", str(root), "--json"]) == 0
+    credentials = json.loads(capsys.readouterr().out)["files"][0]["credentials"]
+    assert credentials["trusted"] is True and credentials["trust"] == "trusted signer"
+    assert main(["detect", str(out), "--trust-anchors", str(tmp_path / "none.pem")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none.pem: trust anchors not found" in err and "\n" not in err

@@ -10,6 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import cut_clip, media_path
 from trained_pair import trained_model
@@ -155,7 +156,9 @@ def test_bad_inputs_get_one_line_each(tmp_path, swapped, capsys):
     small = cv2.resize(cv2.imread(str(src)), (40, 40), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(tiny), small)
     t, c, s = _detect(capsys, truncated, corrupt, tiny)
-    assert "truncated" in t["error"] or "corrupt video" in t["error"]
+    # Its pixels stop a third of the way in, but its tag and its (now tampered) credentials are still read.
+    assert t["error"] is None and t["provenance_tag"] is True and t["credentials"]["tampered"] is True
+    assert "truncated" in t["decode_error"] or "corrupt video" in t["decode_error"]
     assert c["credentials"]["error"].startswith("corrupt manifest") and c["credentials"]["tampered"] is True
     assert s["mark"]["note"] == "too small to carry a mark" and s["mark"]["found"] is False
     capsys.readouterr()
@@ -192,3 +195,111 @@ def test_formats_without_credentials_say_why(tmp_path, clip, model_dir, caplog):
     assert main(["swap", str(frame), "-m", str(model_dir), "-o", str(out), "--all-faces"]) == 0
     assert "out.webp: no Content Credentials: .webp is not one of the formats" in caplog.text
     assert read_credentials(out).present is False
+
+
+# ----------------------------------------------------------------------------------------------------
+# Two people in one still: only the swapped one is marked; what detect says of it, whole and damaged.
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, model_dir):
+    """(input, swapped PNG): d14's woman (the model's B) beside d18's man, swapped without --all-faces,
+    so only she is replaced."""
+    with VideoReader(media_path("d14.mp4"), stop=1) as r:
+        left = next(iter(r))[2]
+    with VideoReader(media_path("d18.mp4"), stop=1) as r:
+        right = cv2.resize(next(iter(r))[2], (512, 512), interpolation=cv2.INTER_AREA)
+    folder = tmp_path_factory.mktemp("pair")
+    src = folder / "pair.png"
+    rgb = np.concatenate([left, right], axis=1)  # (512, 1024, 3)
+    cv2.imwrite(str(src), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = folder / "pair_swapped.png"
+    assert main(["swap", str(src), "-m", str(model_dir), "-o", str(out)]) == 0
+    return rgb, out
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_a_still_marks_only_the_swapped_face(tmp_path, pair, capsys):
+    rgb, out = pair
+    got = _rgb(out)
+    assert np.abs(got[:, :512].astype(int) - rgb[:, :512]).max() > 20  # she was swapped
+    np.testing.assert_array_equal(got[:, 512:], rgb[:, 512:])  # he was not touched at all (PNG: lossless)
+    swapped_crop, untouched_crop = tmp_path / "swapped_face.png", tmp_path / "untouched_face.png"
+    cv2.imwrite(str(swapped_crop), cv2.cvtColor(got[:, :512], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(untouched_crop), cv2.cvtColor(got[:, 512:], cv2.COLOR_RGB2BGR))
+    swapped_face, untouched_face = _detect(capsys, swapped_crop, untouched_crop)
+    assert swapped_face["mark"]["found"] is True, swapped_face["mark"]
+    assert untouched_face["mark"]["found"] is False and untouched_face["mark"]["faces_checked"] >= 1
+
+
+def _flip_in_idat(src: Path, dst: Path) -> None:
+    """One byte flipped in the middle of the PNG's first IDAT chunk (its compressed pixels)."""
+    data = bytearray(src.read_bytes())
+    at = data.find(b"IDAT")
+    length = int.from_bytes(data[at - 4 : at], "big")
+    data[at + 4 + length // 2] ^= 0xFF
+    dst.write_bytes(bytes(data))
+
+
+def test_a_changed_byte_in_the_pixels_is_tampering_not_a_skip(tmp_path, pair, capsys):
+    bad = tmp_path / "flipped.png"
+    _flip_in_idat(pair[1], bad)
+    (got,) = _detect(capsys, bad)
+    assert got["error"] is None  # read: not skipped
+    assert got["credentials"]["tampered"] is True and got["credentials"]["valid"] is False
+    assert "assertion.dataHash.mismatch" in got["credentials"]["status"]
+    assert got["provenance_tag"] is True and got["provenance"]["tool"] == "deepfake"
+    assert got["decode_error"] and got["mark"]["found"] is False and got["mark"]["error"] == got["decode_error"]
+    assert got["labelled_by"] == ["provenance tag"] and got["overall"] == "synthetic"
+    assert main(["detect", str(bad)]) == 0  # exit code as for a file that was read
+    text = capsys.readouterr().out
+    assert "content credentials: TAMPERED (assertion.dataHash.mismatch)" in text
+    assert "invisible mark: not read: the pixels do not decode" in text and "skipped" not in text.splitlines()[0]
+
+
+class _CallsEverythingReal(torch.nn.Module):
+    """A discriminator that scores every face real: what a discriminator trained against another
+    generator may well say of our swaps."""
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1, 4, 4), 6.0)
+
+
+def test_with_a_discriminator_the_headline_still_follows_the_marks(pair):
+    from deepfake.config import DetectConfig
+    from deepfake.provenance.inspect import Detector, detect_files, format_reports
+
+    rgb, out = pair
+    detector = Detector(_CallsEverythingReal(), 64, 128, 0.75, DetectConfig(), "cpu")
+    marked, = detect_files([out], detector, progress=False)
+    assert marked.verdict == "real" and marked.mean_p_real > 0.99  # the discriminator's own answer is kept
+    assert marked.labelled_by == ["content credentials", "provenance tag", "invisible mark"]
+    assert marked.overall == "synthetic"
+    lines = format_reports([marked], 0.5).splitlines()
+    assert lines[0] == f"{out}: synthetic (labelled by its content credentials, provenance tag and invisible mark)"
+    assert any(line.startswith("  discriminator: real (mean P(real) 0.998") for line in lines)
+    plain = out.parent / "plain_pair.png"
+    cv2.imwrite(str(plain), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    real, = detect_files([plain], detector, progress=False)
+    assert real.labelled_by == [] and real.overall == "real"
+
+
+def test_a_mark_after_a_long_intro_without_a_face_is_found(tmp_path, swapped, capsys):
+    """The frame budget (--max-frames) spreads over the whole clip: faceless frames first do not use it up."""
+    from deepfake.io.video_writer import VideoWriter
+
+    dog = cv2.resize(_rgb(media_path("s33.jpg")), (512, 512), interpolation=cv2.INTER_AREA)
+    late = tmp_path / "late.mp4"
+    with VideoWriter(late, 30, 512, 512, preset="ultrafast") as w, VideoReader(swapped) as r:
+        for _ in range(20):
+            w.write(dog)
+        for _, _, rgb in r:
+            w.write(rgb)
+    capsys.readouterr()
+    main(["detect", str(late), "--json", "--max-frames", "10"])
+    (got,) = json.loads(capsys.readouterr().out)["files"]
+    assert got["mark"]["found"] is True, got["mark"]
+    assert got["mark"]["frames_checked"] <= 10 + 1

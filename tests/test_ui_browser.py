@@ -323,6 +323,7 @@ def test_the_dashboard_end_to_end(browser, tmp_path, shots):
         assert "labelled synthetic" in page.inner_text("#detect-result")
         assert page.get_attribute("#detect-result [data-credentials]", "data-credentials") == "valid"
         assert page.get_attribute("#detect-result [data-mark]", "data-mark") == "yes"
+        assert page.get_attribute("#detect-result [data-overall]", "data-overall") == "synthetic"
         shot(page, shots / "detect.png")
 
         assert not errors, errors

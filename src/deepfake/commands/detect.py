@@ -8,13 +8,13 @@ import json
 from deepfake.config import DetectConfig
 from deepfake.config.options import add_options, config_from_args
 
-HELP = "score images or video as real or synthesized; read the provenance tag"
+HELP = "read the provenance (tag, Content Credentials, invisible mark) of images and video; score their faces"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos, or folders of them")
     p.add_argument("-m", "--model", default=None, metavar="MODEL_DIR",
-                   help="model folder with a trained discriminator; without it only provenance tags are read")
+                   help="model folder with a trained discriminator to score faces; without it only provenance is read")
     add_options(p, DetectConfig)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_reports(reports, cfg.threshold))
         skipped = [r for r in reports if r.error]
-        done = "scored" if detector is not None else "checked for a provenance tag"
+        done = "scored" if detector is not None else "checked for provenance"
         print(f"{len(reports) - len(skipped)} file(s) {done}, {len(skipped)} skipped")
     return 0 if any(r.error is None for r in reports) else 2

@@ -57,6 +57,9 @@ class DetectConfig:
     threshold: float = option(0.5, "P(real) below this is called synthetic", lo=0, hi=1)
     every: int = option(5, "video: score every Nth frame", lo=1)
     max_frames: int = option(200, "video: at most this many scored frames per file (0 = all)", lo=0)
+    trust_anchors: str = option("", "PEM file of root certificates the Content Credentials' signer is checked "
+                                "against (the C2PA trust list, an organisation's root); default: trust not checked",
+                                metavar="PEM", ui=False)
     detector: str = option("hog", "face detector", choices=DETECTORS, ui=False)
     batch: int = 32
     device: str = option("auto", DEVICE_HELP, pattern=DEVICE_PATTERN)

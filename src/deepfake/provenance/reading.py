@@ -52,7 +52,9 @@ def read_still(rgb: np.ndarray, analyzer) -> watermark.Reading:
 
 
 def read_mark_file(path: str | Path, analyzer, max_frames: int = 0, every: int = 1) -> watermark.Reading:
-    """The mark of one image or video (`max_frames` > 0 reads only that many frames, every `every`-th).
+    """The mark of one image or video. `max_frames` > 0 reads about that many frames of a video, spread
+    over the whole clip (every `every`-th frame, or sparser), so a swap after a long intro is still
+    read; frames without a face do not count against it.
 
     Raises BadInputError (one line) for a truncated or undecodable file."""
     import av
@@ -66,12 +68,17 @@ def read_mark_file(path: str | Path, analyzer, max_frames: int = 0, every: int =
     from deepfake.io.video import VideoReader
 
     smoother = analyzer.new_smoother()
+    with_face = 0
     try:
         with VideoReader(path, every=max(1, every)) as video:
-            for n, (_, t, rgb) in enumerate(video):
-                if max_frames and n >= max_frames:
+            if max_frames and video.frame_count:
+                video.every = max(video.every, -(-video.frame_count // max_frames))
+            for _, t, rgb in video:
+                faces = watermark.locate(analyzer, rgb, smoother, t)
+                reader.add_frame(rgb, faces)
+                with_face += bool(faces)
+                if max_frames and with_face >= max_frames:
                     break
-                reader.add_frame(rgb, watermark.locate(analyzer, rgb, smoother, t))
             error = getattr(video, "error", None)
     except (OSError, av.error.FFmpegError) as e:
         raise BadInputError(path, f"truncated or corrupt video ({e})") from None

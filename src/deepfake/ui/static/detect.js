@@ -10,7 +10,7 @@
     if (!c.present) return "content credentials: none";
     const bad = (c.status || []).filter((s) => s !== "signingCredential.untrusted");
     const state = c.tampered ? `TAMPERED (${bad.join(", ")})` : "signature valid";
-    const trust = c.trusted ? "trusted signer" : "signer not in any trust list";
+    const trust = c.trust || (c.trusted ? "trusted signer" : "trust not checked");
     const source = (c.digital_source_type || "").split("/").pop();
     return `content credentials: ${state}; signed by ${c.signer} (${c.issuer}, ${trust}); actions ${(c.actions || []).join(", ")}; digital source type ${source}`;
   }
@@ -20,6 +20,23 @@
     if (m.found) return `invisible mark: found, payload ${m.payload} (deepfake, model hash ${m.model_hash}), confidence ${m.confidence.toFixed(2)}, ${m.faces_checked} face(s) in ${m.frames_checked} frame(s)`;
     if (m.note) return `invisible mark: ${m.note}`;
     return `invisible mark: not found (${m.faces_checked} face(s) in ${m.frames_checked} frame(s) checked)`;
+  }
+
+  // What the file is, as the CLI's headline: a mark that labels it outranks the discriminator's score.
+  function overallText(f) {
+    const by = f.labelled_by || [];
+    if (by.length) return `synthetic (labelled by its ${by.length > 1 ? by.slice(0, -1).join(", ") + " and " + by[by.length - 1] : by[0]})`;
+    if (f.overall === "real" || f.overall === "synthetic") return `${f.overall} (by the discriminator; no synthetic label found)`;
+    return "no synthetic label found";
+  }
+
+  function scoreText(f, threshold) {
+    if (f.verdict === "not scored") {
+      return f.decode_error ? `discriminator: not scored: the pixels do not decode (${f.decode_error})`
+        : "faces not scored: pick a model with a discriminator to score them";
+    }
+    const cut = f.decode_error ? `; ${f.decode_error}` : "";
+    return `discriminator: ${f.verdict}; mean P(real) ${f.mean_p_real === null ? "–" : f.mean_p_real.toFixed(3)} over ${f.faces.length} face(s) in ${f.frames_scored} frame(s) (threshold ${threshold}${cut})`;
   }
 
   function render(result) {
@@ -35,6 +52,7 @@
         : null;
       return el("div", { class: "detect-file", "data-file": name },
         el("h3", { text: name }),
+        el("div", { class: `status ${f.overall === "synthetic" ? "tagged" : ""}`, "data-overall": f.overall, text: overallText(f) }),
         el("div", { class: `status ${f.credentials && f.credentials.tampered ? "error" : ""}`, "data-credentials":
           f.credentials && f.credentials.present ? (f.credentials.tampered ? "tampered" : "valid") : "none",
           text: credentialsText(f.credentials) }),
@@ -43,9 +61,7 @@
         el("div", { class: `status ${tag ? "tagged" : ""}`, "data-tag": tag ? "yes" : "no",
           text: tag ? `provenance tag: yes, labelled synthetic by ${tag.tool} ${tag.version} (model ${tag.model}, step ${tag.model_step})`
             : "provenance tag: none (not made by this tool, or the tag was stripped)" }),
-        el("div", { class: "status", text: f.verdict === "not scored"
-          ? "faces not scored: pick a model with a discriminator to score them"
-          : `verdict: ${f.verdict}; mean P(real) ${f.mean_p_real === null ? "–" : f.mean_p_real.toFixed(3)} over ${f.faces.length} face(s) in ${f.frames_scored} frame(s) (threshold ${result.threshold})` }),
+        el("div", { class: "status", "data-verdict": f.verdict, text: scoreText(f, result.threshold) }),
         faces);
     });
     $("#detect-result").replaceChildren(...blocks);
