@@ -265,3 +265,16 @@ def test_trust_is_reported_as_not_checked_without_anchors(tmp_path, monkeypatch)
     junk.write_text("not a certificate")
     with pytest.raises(BadInputError, match="junk.pem: not a PEM bundle of certificates"):
         read_credentials(out, trust_anchors=junk)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".m4v"])
+def test_every_container_the_writer_makes_in_the_mp4_family_is_signed(tmp_path, frame, suffix):
+    """MOV and M4V are MP4's own box format (the writer makes them), so they carry credentials too."""
+    out = tmp_path / f"clip{suffix}"
+    assert credentials.why_unsigned(out) is None
+    with signed_output(out, Credential(source=media_path("d18.mp4"))) as target:
+        with VideoWriter(target, 25, 96, 96, preset="ultrafast") as w:
+            for _ in range(3):
+                w.write(frame)
+    report = read_credentials(out)
+    assert report.present and report.valid and not report.tampered

@@ -44,7 +44,7 @@ from deepfake.provenance.signing import (  # noqa: F401  (re-exported: where the
 
 # Output suffix -> MIME type the manifest can be embedded in.
 CREDENTIAL_FORMATS: dict[str, str] = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-                                      ".mp4": "video/mp4"}
+                                      ".mp4": "video/mp4", ".m4v": "video/x-m4v", ".mov": "video/quicktime"}
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 SOURCE_TYPES = {"composite": IPTC + "compositeWithTrainedAlgorithmicMedia",
                 "trained": IPTC + "trainedAlgorithmicMedia"}
