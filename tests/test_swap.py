@@ -332,3 +332,43 @@ def test_unwritable_output_and_unsupported_containers(tmp_path, clip, model_dir,
     _fails(capsys, ["swap", str(weird), "-m", str(model_dir), "-o", str(out / "x.mp4")], out, "unsupported container")
     _fails(capsys, ["swap", str(tmp_path / "missing.mp4"), "-m", str(model_dir), "-o", str(out / "x.mp4")], out,
            "not found")
+
+
+def test_the_input_itself_or_a_folder_as_output_is_refused_first(tmp_path, clip, model_dir, capsys):
+    own = tmp_path / "own.mp4"
+    own.write_bytes(clip.read_bytes())
+    _fails(capsys, ["swap", str(own), "-m", str(model_dir), "-o", str(own)], tmp_path, "is the input itself")
+    assert own.read_bytes() == clip.read_bytes()
+    (tmp_path / "taken.mp4").mkdir()
+    _fails(capsys, ["swap", str(clip), "-m", str(model_dir), "-o", str(tmp_path / "taken.mp4")], tmp_path, "is a folder")
+
+
+@pytest.mark.parametrize("option", [["--erode", "64"], ["--blur", "64"]])
+def test_an_erode_or_blur_that_leaves_no_mask_is_refused(tmp_path, clip, model_dir, capsys, option):
+    _fails(capsys, ["swap", str(clip), "-m", str(model_dir), "-o", str(tmp_path / "out" / "x.mp4"), *option],
+           tmp_path, "leave no mask")
+
+
+def test_sigterm_stops_a_swap_like_ctrl_c_and_leaves_nothing(tmp_path, model_dir):
+    """The dashboard's Stop sends SIGTERM: the swap must remove its temp files as Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "deepfake", "swap", str(media_path("d6.mp4")), "-m", str(model_dir),
+                             "-o", str(out / "x.mp4"), "--all-faces", "-q"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(out.iterdir()):  # the staging file: frames are being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert rc == 130 and "interrupted" in proc.stderr.read()
+    assert list(out.iterdir()) == []

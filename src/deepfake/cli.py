@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from deepfake import __version__
@@ -72,11 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def entry() -> None:
     """The process entry (the `deepfake` script, `python -m deepfake`). An interrupted run ends the
     process at once: a worker thread may be inside native code (a snapshot write, a decode), and the
     interpreter's teardown stops such threads in a way glibc answers with abort ("exception not
-    rethrown"). Every write that matters is atomic, so skipping the teardown loses nothing."""
+    rethrown"). Every write that matters is atomic, so skipping the teardown loses nothing.
+
+    SIGTERM (`kill`, the dashboard's Stop, `docker stop`) stops a command as Ctrl-C does, so it removes its
+    temp files on the way out; `train` handles both itself, to save first (run_folder.stop_signals)."""
+    signal.signal(signal.SIGTERM, _terminate)
     code = main()
     if code == 130:
         sys.stdout.flush()

@@ -57,13 +57,18 @@ def input_kind(path: Path) -> str:
     )
 
 
-def check_output(kind: str, output: Path, cfg: SwapConfig) -> None:
-    """The output suits the input kind: a folder for a folder, a known container or image format else."""
+def check_output(kind: str, output: Path, cfg: SwapConfig, input_path: Path | None = None) -> None:
+    """The output suits the input kind: a folder for a folder, a known container or image format else;
+    and it is not the input (the rename at the end would replace the source with its swap)."""
     suffix = output.suffix.lower()
+    if input_path is not None and _same_path(output, input_path):
+        raise OutputError(f"{output}: is the input itself (write the swap under another name)")
     if kind == "folder":
         if output.exists() and not output.is_dir():
             raise OutputError(f"{output}: a folder of images needs an output folder, not a file")
         return
+    if output.is_dir():
+        raise OutputError(f"{output}: is a folder (give the {'image' if kind == 'image' else 'video'} file to write)")
     if kind == "video" and cfg.preview:
         if suffix != ".png":
             container_format(output)
@@ -72,6 +77,26 @@ def check_output(kind: str, output: Path, cfg: SwapConfig) -> None:
         container_format(output)
     else:
         image_format(output)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_mask_fits(cfg: SwapConfig, face_size: int, coverage: float, region: str) -> None:
+    """--erode and --blur shrink the mask inside the aligned face; past about its half-width nothing is
+    left and every face would be "swapped" into itself. Tried on the canonical frontal face's hull."""
+    from deepfake.faces.align import canonical_points
+    from deepfake.faces.hull import hull_mask
+    from deepfake.swap.blend_mask import build_mask
+
+    hull = hull_mask(canonical_points(face_size, coverage), face_size, region or "whole")
+    if build_mask("hull", None, hull, erode=cfg.erode, blur=cfg.blur).max() < 0.5:
+        raise DeepfakeError(f"--erode {cfg.erode} --blur {cfg.blur}: leave no mask on this model's {face_size} px "
+                            "aligned face, so nothing would be swapped (use smaller values)")
 
 
 def check_writable(folder: Path) -> None:

@@ -27,7 +27,15 @@ from deepfake.io.background import BackgroundWriter
 from deepfake.provenance.credentials import Credential, signed_output, why_unsigned
 from deepfake.provenance.label import IMAGE_FORMATS, add_watermark, make_record, save_labelled_image, video_tags
 from deepfake.io.video_writer import VideoWriter
-from deepfake.swap.checks import IMAGE_INPUTS, check_output, check_writable, input_kind, missing_parents, validate_config
+from deepfake.swap.checks import (
+    IMAGE_INPUTS,
+    check_mask_fits,
+    check_output,
+    check_writable,
+    input_kind,
+    missing_parents,
+    validate_config,
+)
 from deepfake.swap.blend_mask import mask_parts
 from deepfake.swap.model import SwapModel, load_segmenter, load_swap_model
 from deepfake.swap.pipeline import FrameResult, Swapper, analyzer_config
@@ -134,7 +142,7 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
     validate_config(cfg)
     input_path, output = Path(input_path), Path(output)
     kind = input_kind(input_path)
-    check_output(kind, output, cfg)
+    check_output(kind, output, cfg, input_path)
     folder = output if kind == "folder" else output.parent
     missing = missing_parents(folder)
     check_writable(folder)
@@ -142,6 +150,7 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
         if model is None:
             model = load_swap_model(model_dir, cfg)
         model, cfg = prepare_masks(model, cfg)
+        check_mask_fits(cfg, model.face_size, model.coverage, cfg.mask_region)
         if kind == "video":
             return preview_video(input_path, output, model, cfg) if cfg.preview else swap_video(
                 input_path, output, model, cfg, progress
