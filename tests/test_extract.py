@@ -4,6 +4,9 @@ appending without duplicates, and the manifest schema (the contract with train a
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 
 import cv2
 import numpy as np
@@ -259,3 +262,81 @@ def test_cnn_detector_finds_the_face_hog_misses():
     faces = FaceAnalyzer(ExtractConfig(size=64, detector="cnn", detect_max_side=360), with_embedding=False).analyze(rgb)
     assert len(faces) == 1
     _sane(faces[0], rgb.shape)
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_workers_end_when_extract_is_killed(tmp_path):
+    """SIGKILL (or the OOM killer) runs no cleanup: the worker processes must still not outlive extract."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "deepfake", "extract", str(media_path("d6.mp4")), "-o", str(tmp_path / "fs"),
+           "--size", "64", "--frames", "3000", "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            workers = [p for p in _children(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            assert proc.poll() is None, "extract ended before its workers started"
+        assert len(workers) == 2
+        time.sleep(3)  # into the work: past the workers' start-up
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        proc.kill()
+        for p in workers:  # the test's own strays, when the check fails
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_tail_split_holds_out_the_clip_end_after_an_append(tmp_path):
+    """`--val-split tail` holds out a video's last frames, also when an append added frames between
+    the ones a first pass took: extract keeps the manifest in frame order."""
+    from deepfake.faceset import side_split
+
+    out = tmp_path / "fs"
+    clip = media_path("d18.mp4")
+    extract([clip], out, ExtractConfig(size=64, frames=60, every=6), progress=False)  # frames 0, 6, ..., 54
+    one_pass = read_faceset(out).records
+    assert [r.frame for r in one_pass] == list(range(0, 60, 6))
+    assert side_split(len(one_pass), 0.3, 0, "a", "tail")[1].tolist() == [7, 8, 9]
+
+    extract([clip], out, ExtractConfig(size=64, frames=24, every=4), progress=False)  # adds 4, 8, 16, 20
+    fs = read_faceset(out)
+    frames = sorted(r.frame for r in fs.records)
+    assert len(frames) == 14 and [r.frame for r in fs.records] == frames
+    train, val = side_split(len(fs), 0.3, 0, "a", "tail")
+    assert [fs.records[i].frame for i in val] == frames[-4:]
+    assert sorted(fs.records[i].frame for i in train) == frames[:-4]

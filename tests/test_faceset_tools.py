@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import cv2
@@ -112,3 +113,92 @@ def test_a_manifest_naming_a_file_outside_its_faceset_is_refused(faceset_a, tmp_
     assert err.startswith("error:") and "faces.jsonl:5" in err and "not a path inside the faceset" in err
     assert "\n" not in err and victim.read_bytes() == b"not the faceset's"
     assert not (root / REMOVED).exists()
+
+
+def _turn_away(root, files) -> dict:
+    """Give the faces stored as `files` an extreme yaw, so clean drops them; their (face, mask) bytes by key."""
+    fs = read_faceset(root)
+    picked = {}
+    for r in fs.records:
+        if r.file in files:
+            r.pose["yaw"] = 80.0
+            picked[r.key] = ((root / r.file).read_bytes(), (root / r.mask).read_bytes())
+    write_manifest(root, fs.header, fs.records)
+    return picked
+
+
+def _assert_removed(root, expected: dict) -> None:
+    """removed/ lists exactly the faces dropped, each record naming its own images."""
+    removed = read_faceset(root / REMOVED).records
+    assert sorted(r.key for r in removed) == sorted(expected)
+    for r in removed:
+        assert ((root / REMOVED / r.file).read_bytes(), (root / REMOVED / r.mask).read_bytes()) == expected[r.key]
+
+
+NO_IDENTITY_OR_BLUR = CleanThresholds(blur_fraction=None, max_identity=None)
+
+
+def test_clean_after_an_append_keeps_every_removed_face(faceset_a, tmp_path):
+    """clean, extract more into the faceset, clean again: the second clean's faces never take the names,
+    or the place, of the first's."""
+    from conftest import media_path
+    from deepfake.config import ExtractConfig
+    from deepfake.extract import extract
+
+    root = tmp_path / "fs"
+    shutil.copytree(faceset_a, root)
+    last = sorted(r.file for r in read_faceset(root).records)[-3:]  # the numbers an append would take next
+    expected = _turn_away(root, set(last))
+    clean_faceset(root, NO_IDENTITY_OR_BLUR)
+    before = {r.file for r in read_faceset(root).records}
+    extract([media_path("d14.mp4")], root, ExtractConfig(size=128, frames=4), progress=False)
+    new = {r.file for r in read_faceset(root).records} - before
+    assert len(new) == 4 and not new & {r.file for r in read_faceset(root / REMOVED).records}
+    expected |= _turn_away(root, new)
+    clean_faceset(root, NO_IDENTITY_OR_BLUR)
+    _assert_removed(root, expected)
+
+
+def test_clean_never_overwrites_a_removed_face(faceset_a, tmp_path):
+    """A kept face stored under a removed face's name (an extract that numbered past removed/ only
+    counted faces/) is moved to a free name, recorded as such."""
+    root = tmp_path / "fs"
+    shutil.copytree(faceset_a, root)
+    target = read_faceset(root).records[-1]
+    expected = _turn_away(root, {target.file})
+    clean_faceset(root, NO_IDENTITY_OR_BLUR)
+    fs = read_faceset(root)
+    donor = fs.records[0]
+    twin = dataclasses.replace(donor, file=target.file, mask=target.mask, frame=1000, pose=dict(donor.pose))
+    shutil.copy(root / donor.file, root / twin.file)
+    shutil.copy(root / donor.mask, root / twin.mask)
+    write_manifest(root, fs.header, fs.records + [twin])
+    expected |= _turn_away(root, {twin.file})
+    clean_faceset(root, NO_IDENTITY_OR_BLUR)
+    _assert_removed(root, expected)
+    assert len(read_faceset(root)) == 59
+
+
+def test_a_rerun_after_a_killed_extract(faceset_a, tmp_path, capsys):
+    """A killed extract leaves images its manifest does not list yet (or no manifest) and a half-written
+    temp file: a re-run keeps clear of the images and removes the temp; `info` counts the orphans."""
+    from conftest import media_path
+    from deepfake.config import ExtractConfig
+    from deepfake.extract import extract
+
+    root = tmp_path / "fs"
+    orphans = {}
+    for r in read_faceset(faceset_a).records[:3]:
+        for rel in (r.file, r.mask):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(faceset_a / rel, root / rel)
+            orphans[rel] = (root / rel).read_bytes()
+    temp = root / "faces" / ".000003.x1y2z3ab.tmp.png"
+    temp.write_bytes(b"half a png")
+    assert extract([media_path("d9.jpg")], root, ExtractConfig(size=128), progress=False).faces_kept == 1
+    assert not temp.exists()
+    assert all((root / rel).read_bytes() == data for rel, data in orphans.items())
+    assert read_faceset(root).records[0].file not in orphans
+    assert main(["faceset", "info", str(root), "-o", str(tmp_path / "info")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("orphans:")]
+    assert len(lines) == 1 and lines[0].startswith("orphans: 6 images")

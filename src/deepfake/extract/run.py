@@ -22,6 +22,7 @@ from deepfake.extract.workers import run_tasks
 from deepfake.extract.writer import image_writer, next_number, prepare_output
 from deepfake.faces.hull import MASK_REGIONS
 from deepfake.faceset import MANIFEST, FaceRecord, file_fingerprint, write_manifest
+from deepfake.faceset.split import frame_order
 from deepfake.io.images import read_image_scaled
 
 
@@ -137,8 +138,10 @@ def extract(
     last_checkpoint = time.time()
 
     def checkpoint() -> None:
-        ordered = records + [r for _, r in sorted(new_records, key=lambda kr: kr[0])]
-        write_manifest(out, header, ordered)
+        # In (source, frame) order, an append's frames among the old ones: `--val-split tail` given only
+        # a count holds out the manifest's last faces, which must be the end of the clip.
+        merged = records + [r for _, r in sorted(new_records, key=lambda kr: kr[0])]
+        write_manifest(out, header, [merged[i] for i in frame_order(merged)])
 
     bar = _progress_bar(total, progress)
     try:

@@ -11,6 +11,7 @@ then. Every task ends in one "done" or "error" message: a bad file or a dead wor
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ WARMUP = 8  # frames a segment reads before its start, so smoothing and tracking
 INLINE_BELOW = 90  # frames of work: below this, starting worker processes costs more than it saves
 EMBED_QUEUE = 32  # faces whose identity embeddings run as one batch
 HOLD_MESSAGES = 64  # frames held back at most while their embeddings wait (their aligned faces stay in memory)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_CHECK_S = 1.0  # a worker blocked on a full result queue checks this often whether its parent lives
 
 
 @dataclass
@@ -179,7 +182,39 @@ def _release(analyzer, held: list[tuple], cfg: ExtractConfig) -> Iterator[tuple]
 # All tasks: inline or in worker processes.
 
 
-def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue") -> None:
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when the extract process that started it does, even by SIGKILL or the OOM
+    killer, which run no cleanup: orphaned, a worker would block forever on a full result queue.
+
+    Linux: the kernel sends SIGKILL when the parent thread that started the worker (the one iterating
+    `run_tasks`, alive as long as the pool) dies (PR_SET_PDEATHSIG): at once, even mid-frame, and a
+    worker writes no files, so a hard kill loses nothing. The parent may have died before the call,
+    hence the check after it. Elsewhere the worker notices at its next message (`_put`, the loop)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: `_put`'s check remains
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _put(results: "mp.Queue", msg: tuple, parent: int) -> None:
+    """Put a message, giving up (ending the process) once the parent is gone: nobody reads the queue."""
+    while True:
+        try:
+            results.put(msg, timeout=PARENT_CHECK_S)
+            return
+        except queue.Full:
+            if os.getppid() != parent:
+                os._exit(1)
+
+
+def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue", parent: int) -> None:
+    _die_with_parent(parent)
     from deepfake.config_io import from_dict
     from deepfake.faces.analyzer import FaceAnalyzer
 
@@ -197,11 +232,13 @@ def _worker_main(cfg_dict: dict, tasks: "mp.Queue", results: "mp.Queue") -> None
             task = tasks.get()
             if task is None:
                 return
-            results.put(("start", task.task_id, mp.current_process().pid))
+            _put(results, ("start", task.task_id, mp.current_process().pid), parent)
             yield from run_task(analyzer, task, cfg)
 
     for msg in embedded(analyzer, messages(), cfg):
-        results.put(msg)
+        if os.getppid() != parent:  # the parent died while this worker computed: its work is lost anyway
+            os._exit(1)
+        _put(results, msg, parent)
 
 
 def run_tasks(tasks: list[Task], cfg: ExtractConfig, analyzer=None) -> Iterator[tuple]:
@@ -228,7 +265,8 @@ def _run_pool(tasks: list[Task], cfg: ExtractConfig) -> Iterator[tuple]:
     n = max(1, min(cfg.workers, len(tasks)))
     for _ in range(n):
         task_q.put(None)
-    procs = [ctx.Process(target=_worker_main, args=(to_dict(cfg), task_q, result_q), daemon=True) for _ in range(n)]
+    args = (to_dict(cfg), task_q, result_q, os.getpid())
+    procs = [ctx.Process(target=_worker_main, args=args, daemon=True) for _ in range(n)]
     for p in procs:
         p.start()
     # pid -> its started, unfinished tasks: several, since a worker holds messages back for batching.
@@ -246,7 +284,7 @@ def _run_pool(tasks: list[Task], cfg: ExtractConfig) -> Iterator[tuple]:
                         pending.discard(task_id)
                         task = next(t for t in tasks if t.task_id == task_id)
                         yield ("error", task_id, str(task.item.path), f"worker process died (exit code {p.exitcode})")
-                    replacement = ctx.Process(target=_worker_main, args=(to_dict(cfg), task_q, result_q), daemon=True)
+                    replacement = ctx.Process(target=_worker_main, args=args, daemon=True)
                     replacement.start()
                     procs.append(replacement)  # it takes the sentinel the dead worker never read
                 if not any(p.is_alive() for p in procs) and pending:

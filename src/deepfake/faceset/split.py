@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from deepfake.config.choices import VAL_SPLITS
 from deepfake.errors import DeepfakeError
+from deepfake.faceset.manifest import FaceRecord
+
+
+def frame_order(records: Sequence[FaceRecord]) -> list[int]:
+    """Record indices in (source, frame) order: sources in the order they first appear, each one's
+    frames ascending, ties in manifest order. Extract writes a pass in this order; an
+    append's faces of a video already in the faceset belong among that video's frames, not after them."""
+    rank: dict[str, int] = {}
+    for r in records:
+        rank.setdefault(r.source_id or r.source, len(rank))
+    return sorted(range(len(records)), key=lambda i: (rank[records[i].source_id or records[i].source],
+                                                      -1 if records[i].frame is None else records[i].frame))
 
 
 def split_train_val(n: int, fraction: float, seed: int = 0, how: str = "random") -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train/validation index split. At least one validation face when n >= 2 and fraction > 0.
 
-    random: faces drawn by `seed`. tail: the last faces in manifest order, which extract writes in frame
-    order: the end of the clip. From a video a random split holds out neighbours of training frames,
-    nearly the same faces, so validation cannot see the model memorise; a tail split holds out a stretch
-    the model never saw. A larger fraction's held-out faces contain a smaller one's, either way."""
+    random: faces drawn by `seed`. tail: the last faces in manifest order, which extract writes in
+    (source, frame) order (`frame_order`), appends included: the end of the clip. From a video a random
+    split holds out neighbours of training frames, nearly the same faces, so validation cannot see the
+    model memorise; a tail split holds out a stretch the model never saw. A larger fraction's held-out
+    faces contain a smaller one's, either way."""
     if how not in VAL_SPLITS:
         raise DeepfakeError(f"val_split '{how}': choose {' or '.join(VAL_SPLITS)}")
     if n == 0:

@@ -7,11 +7,12 @@ strict threshold can be undone by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -39,6 +40,7 @@ class FacesetInfo:
     blur: dict[str, float]  # min, median, max
     pose: dict[str, dict[str, float]]  # yaw/pitch/roll -> min, median, max
     plots: list[str] = field(default_factory=list)
+    orphans: int = 0  # image files in faces/ and masks/ that no record names
 
     def lines(self) -> list[str]:
         out = [
@@ -51,8 +53,23 @@ class FacesetInfo:
             out.append("blur (higher = sharper): min {min:.0f}, median {median:.0f}, max {max:.0f}".format(**self.blur))
             for k, v in self.pose.items():
                 out.append(f"{k:>5}: min {v['min']:+.1f}, median {v['median']:+.1f}, max {v['max']:+.1f} degrees")
+        if self.orphans:
+            out.append(f"orphans: {self.orphans} images in faces/ and masks/ are not in {MANIFEST} (from an "
+                       "interrupted or running extract; unused, and never reused by a later extract)")
         out += [f"saved: {p}" for p in self.plots]
         return out
+
+
+def orphan_images(fs: Faceset) -> list[str]:
+    """Image files under faces/ and masks/ that no record names (a killed extract writes its images
+    before the manifest that lists them). Hidden temp files are left out."""
+    named = {rel for r in fs.records for rel in (r.file, r.mask)}
+    found = []
+    for sub in ("faces", "masks"):
+        folder = fs.root / sub
+        if folder.is_dir():
+            found += [f"{sub}/{p.name}" for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
+    return sorted(rel for rel in found if rel not in named)
 
 
 def _stats(values) -> dict[str, float]:
@@ -77,6 +94,7 @@ def faceset_info(root: str | Path, out_dir: str | Path | None = None, sheet_face
         video_frames=sum(r.frame is not None for r in recs),
         blur=_stats([r.blur for r in recs]),
         pose={k: _stats([r.pose.get(k, np.nan) for r in recs]) for k in ("yaw", "pitch", "roll")},
+        orphans=len(orphan_images(fs)),
     )
     out_dir = Path(out_dir) if out_dir is not None else fs.root / "info"
     if recs:
@@ -221,14 +239,38 @@ def clean_faceset(
     previous: list[FaceRecord] = []
     if (removed / MANIFEST).exists():
         previous = read_faceset(removed).records
+    # Where each dropped file goes: its own name, or a free one when removed/ already holds that name
+    # (a face extracted after an earlier clean can reuse a removed face's number).
+    taken = {rel for r in previous for rel in (r.file, r.mask)}
+    moves: list[tuple[str, str]] = []
+    moved: list[FaceRecord] = []
+    for r, _ in drop:
+        names = {}
+        for attr in ("file", "mask"):
+            rel = getattr(r, attr)
+            dst = _free_name(removed, rel, taken)
+            taken.add(dst)
+            moves.append((rel, dst))
+            names[attr] = dst
+        moved.append(dataclasses.replace(r, **names))
     # The main manifest is rewritten before any file moves, so it never names a missing file.
     header = json.loads(json.dumps(fs.header))
-    write_manifest(removed, header, previous + [r for r, _ in drop])
+    write_manifest(removed, header, previous + moved)
     write_manifest(fs.root, fs.header, keep)
-    for r, _ in drop:
-        for rel in (r.file, r.mask):
-            src = fs.root / rel
-            if src.exists():
-                (removed / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(src), str(removed / rel))
+    for rel, dst in moves:
+        src = fs.root / rel
+        if src.exists():
+            (removed / dst).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(removed / dst))
     return result
+
+
+def _free_name(folder: Path, rel: str, taken: set[str]) -> str:
+    """`rel`, or `rel` with a counter after its stem, whichever names no file in `folder` and no
+    record in `taken`."""
+    path = PurePosixPath(rel)
+    candidate, k = rel, 0
+    while candidate in taken or (folder / candidate).exists():
+        k += 1
+        candidate = str(path.with_name(f"{path.stem}_{k}{path.suffix}"))
+    return candidate
