@@ -372,3 +372,52 @@ def test_sigterm_stops_a_swap_like_ctrl_c_and_leaves_nothing(tmp_path, model_dir
         proc.kill()
     assert rc == 130 and "interrupted" in proc.stderr.read()
     assert list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# The source's timing and orientation, through `deepfake swap`.
+
+
+def _d6_frames(n: int) -> list[np.ndarray]:
+    with VideoReader(media_path("d6.mp4"), stop=n) as r:
+        return [rgb for _, _, rgb in r]
+
+
+def test_video_swap_keeps_the_sources_timing_and_audio_sync(tmp_path, model_dir, capsys):
+    """Variable-rate frames starting 0.5 s after the audio: each swapped frame is shown when its source
+    frame was, and the audio starts where it did, both counted from the earliest stream."""
+    from test_video_reader import stream_times, write_clip
+
+    times = [0.7, 0.733, 0.8, 1.2, 1.233, 1.5]
+    src = write_clip(tmp_path / "vfr.mp4", _d6_frames(len(times)), times, audio_start=0.2, audio_seconds=2.0)
+    out = tmp_path / "swapped.mp4"
+    rc = main(["swap", str(src), "-m", str(model_dir), "-o", str(out), "--preset", "ultrafast", "-q",
+               "--direction", "b2a"])
+    assert rc == 0, capsys.readouterr().err
+    src_times, src_audio = stream_times(src)
+    out_times, out_audio = stream_times(out)
+    origin = min(src_times[0], src_audio)
+    tick = 1e-3  # the source's clock
+    assert out_times == pytest.approx([t - origin for t in src_times], abs=tick)
+    assert out_audio == pytest.approx(src_audio - origin, abs=tick)
+
+
+def test_a_video_recorded_sideways_is_swapped_upright(tmp_path, model_dir, capsys):
+    """Stored on its side with a display rotation, as phones record: the face is found, and the output is
+    upright with no rotation left to apply."""
+    from test_video_reader import write_clip
+
+    upright = [np.pad(f, ((0, 0), (80, 0), (0, 0))) for f in _d6_frames(4)]  # 560 x 480, a black band left
+    src = write_clip(tmp_path / "phone.mp4", [np.rot90(f, -1) for f in upright], rotation=90)
+    out = tmp_path / "swapped.mp4"
+    rc = main(["swap", str(src), "-m", str(model_dir), "-o", str(out), "--preset", "ultrafast", "-q",
+               "--direction", "b2a"])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 4 and all(f.rotation == 0 for f in frames)
+    for frame, want in zip(frames, upright):
+        got = frame.to_ndarray(format="rgb24")
+        assert got.shape == want.shape
+        assert got[:, :70].max() < 40 and got[:, 100:].mean() > 60  # the band is on the left
+        assert np.abs(got.astype(int) - want).mean() < 12

@@ -267,22 +267,27 @@ def swap_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig, prog
         total = reader.frame_count or None
         if cfg.frames:
             total = min(total, cfg.frames) if total else cfg.frames
-        audio_until = float(cfg.frames / fps) if cfg.frames else None
+        # Frames keep the source's times and the audio the same origin, so variable-rate video and video
+        # that starts after its audio stay in sync.
         writer = lambda target: VideoWriter(  # noqa: E731  (opened on the signing stage's path)
             target, fps, reader.width, reader.height, crf=cfg.crf, preset=cfg.preset,
-            audio_from=path if reader.has_audio else None, audio_until=audio_until,
-            metadata=video_tags(_record(model, cfg, path)),
+            audio_from=path if reader.has_audio else None, audio_origin=reader.origin,
+            time_base=reader.time_base, metadata=video_tags(_record(model, cfg, path)),
         )
         with (signed_output(output, _credential(model, cfg, path, output)) as target, writer(target) as out,
               tqdm(total=total, desc="swap", unit="frame", disable=not progress) as bar):
-            encode = BackgroundWriter(out.write, depth=max(1, cfg.batch), name="swap-encode")
+            encode = BackgroundWriter(lambda item: out.write(*item), depth=max(1, cfg.batch), name="swap-encode")
+            end = None
             try:
                 for result in swapper.swap_frames(_frames(reader, path, cfg.frames)):
                     _count(summary, result)
-                    encode.put(add_watermark(result.frame) if cfg.watermark else result.frame)
+                    encode.put((add_watermark(result.frame) if cfg.watermark else result.frame, result.time))
+                    end = result.time + 1 / float(fps)
                     bar.update(1)
             finally:
                 encode.close()
+            if cfg.frames:
+                out.audio_until = end  # the audio stops with the last frame written
             if summary.frames == 0:
                 raise BadInputError(path, "no frames could be decoded")
             if summary.frames_with_face == 0:
@@ -336,13 +341,13 @@ def preview_video(path: Path, output: Path, model: SwapModel, cfg: SwapConfig) -
             w = reader.width * 2 + 4
             with signed_output(output, _credential(model, cfg, path, output)) as target, VideoWriter(
                     target, fps, w + (w % 2), reader.height + (reader.height % 2), crf=cfg.crf,
-                    preset=cfg.preset, metadata=video_tags(record)) as writer:
+                    preset=cfg.preset, metadata=video_tags(record), time_base=reader.time_base) as writer:
                 for result in swapper.swap_frames(_frames(reader, path, limit), keep_original=lambda i: True):
                     _count(summary, result)
                     before = result.original if result.original is not None else result.frame
                     row = side_by_side(before, result.frame)
                     row = np.pad(row, ((0, reader.height % 2), (0, w % 2), (0, 0)))
-                    writer.write(row)
+                    writer.write(row, result.time)
                 if summary.frames_swapped == 0:
                     raise BadInputError(path, f"no swappable face in its first {summary.frames} frames")
     summary.seconds = time.perf_counter() - start
