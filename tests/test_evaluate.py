@@ -165,3 +165,116 @@ def test_cli_evaluate_and_detect(model_dir, faceset_a, faceset_b, tmp_path, caps
     assert main(["detect", str(image), "-m", str(tmp_path / "no_model")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no_model" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the model folder records, held against what evaluate is given.
+
+
+def evaluate_cli(model, a, b, out, *more) -> list[str]:
+    return ["evaluate", "-m", str(model), "--a", str(a), "--b", str(b), "-o", str(out), "--device", "cpu",
+            "--no-plots", "--max-faces", "2", *more]
+
+
+def faceset_copy(faceset, dest, drop: int = 0, nudge: bool = False):
+    """A copy of a faceset with its last `drop` faces gone, or (`nudge`) one face's embedding re-extracted
+    a little differently: the same number of faces, another faceset."""
+    import shutil
+
+    from deepfake.faceset import read_faceset, write_manifest
+
+    shutil.copytree(faceset, dest, ignore=shutil.ignore_patterns(".cache"))
+    fs = read_faceset(dest)
+    records = fs.records[: len(fs.records) - drop]
+    if nudge:
+        records[0].embedding = [x + 1e-3 for x in records[0].embedding]
+    write_manifest(dest, fs.header, records)
+    return dest
+
+
+def test_evaluate_refuses_a_faceset_changed_since_training(model_dir, faceset_a, faceset_b, tmp_path, capsys):
+    """Its split recomputed on other faces would call training faces held out."""
+    from deepfake.cli import main
+
+    from deepfake.faceset import read_faceset
+
+    fewer = faceset_copy(faceset_a, tmp_path / "fewer", drop=10)
+    nudged = faceset_copy(faceset_b, tmp_path / "nudged", nudge=True)
+    now = len(read_faceset(fewer))
+    for a, b, bad, words in ((fewer, faceset_b, fewer, f"training faces of its {now} now, "),
+                             (faceset_a, nudged, nudged, "mean identity differs")):
+        assert main(evaluate_cli(model_dir, a, b, tmp_path / "r")) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {bad}: not the faceset side") and words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_refuses_swapped_facesets(model_dir, faceset_a, faceset_b, tmp_path, capsys):
+    from deepfake.cli import main
+
+    assert main(evaluate_cli(model_dir, faceset_b, faceset_a, tmp_path / "r")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --a and --b look swapped: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_discriminator_is_labelled_by_the_weights_loaded(model_dir, faceset_a, faceset_b, tmp_path):
+    """After `deepfake discriminator`, the latest weights are its; best/ still holds training's own."""
+    import shutil
+
+    from deepfake.evaluate.runner import evaluate_model
+    from deepfake.train.discriminator import train_discriminator
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    train_discriminator(model, faceset_a, faceset_b, steps=2, batch=4, device="cpu", progress=False)
+    for checkpoint, trainer in (("best", "adversarial training"), ("last", "deepfake discriminator")):
+        cfg = EvaluateConfig(max_faces=2, device="cpu", checkpoint=checkpoint)
+        result = evaluate_model(model, faceset_a, faceset_b, tmp_path / checkpoint, cfg, plots=False)
+        assert result["discriminator"]["trained_by"] == trainer, checkpoint
+
+
+def test_report_follows_the_models_patience_and_the_verify_threshold(model_dir, faceset_a, faceset_b, tmp_path):
+    """Three validations rising past the minimum over-fit a run with patience 3, not this one's 6."""
+    import shutil
+
+    from deepfake.evaluate.runner import evaluate_model
+    from deepfake.run_folder import write_metrics
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "overfit_patience": 6}))
+    val, train_loss = [5, 4, 3, 3.2, 3.5, 3.9], [9, 8, 7, 6, 5, 4]
+    rows = [{"step": 100 * (i + 1), "loss": float(t), "val_loss": float(v)} for i, (v, t) in enumerate(zip(val, train_loss))]
+    write_metrics(model / "metrics.csv", rows, ("step", "loss", "val_loss"))
+    cfg = EvaluateConfig(max_faces=2, device="cpu", verify_threshold=0.45)
+    evaluate_model(model, faceset_a, faceset_b, tmp_path / "r", cfg, plots=False)
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["overfit_step"] is None
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "mean embedding is < 0.45;" in report and "< 0.6" not in report
+
+
+def test_max_frames_0_measures_every_frame(model_dir, faceset_a, faceset_b, tmp_path):
+    from conftest import cut_clip
+    from deepfake.evaluate.runner import evaluate_model
+
+    clip = cut_clip("d14.mp4", tmp_path / "clip.mp4", 0, 4)
+    cfg = EvaluateConfig(max_faces=1, max_frames=0, device="cpu")
+    result = evaluate_model(model_dir, faceset_a, faceset_b, tmp_path / "r", cfg, frames=clip, plots=False)
+    assert result["temporal"]["frames"] + result["temporal"]["frames_without_face"] == 4
+
+
+def test_cli_prints_json_without_nan(model_dir, faceset_a, faceset_b, tmp_path, capsys):
+    """A model without a discriminator has no AUC: null, as in metrics.json, not NaN (not JSON)."""
+    import shutil
+
+    from deepfake.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    (model / "discriminator.safetensors").unlink()
+    assert main(evaluate_cli(model, faceset_a, faceset_b, tmp_path / "r")) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[: out.rindex("}") + 1], parse_constant=lambda c: pytest.fail(f"{c} in stdout"))
+    assert summary["disc_auc"] is None

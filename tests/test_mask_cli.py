@@ -55,6 +55,16 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
         assert w in err, err
 
 
+@pytest.mark.parametrize("more", [["--steps", "2"], ["--dry-run"]])
+def test_a_file_as_output_is_one_line(tmp_path, capsys, more):
+    """Refused before the facesets are read (this one does not exist) or anything is written."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["mask", "train", str(tmp_path / "fs"), "-o", str(afile), *TINY, *more]) == 2
+    assert capsys.readouterr().err == f"error: {afile}: mask model output exists and is not a folder\n"
+    assert afile.read_text() == "x"
+
+
 def test_missing_mask_model_is_one_line(tmp_path, capsys, faceset_a):
     assert main(["mask", "apply", str(faceset_a), "-m", str(tmp_path / "nope")]) == 2
     assert "mask model folder does not exist" in capsys.readouterr().err

@@ -85,6 +85,9 @@ def _train(args: argparse.Namespace) -> int:
     from deepfake.segment.checkpoint import write_config
     from deepfake.segment.checks import validate
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # before reading a config from it, or a dry run writing one
+        raise DeepfakeError(f"{out}: mask model output exists and is not a folder")
     cfg = resolve_config(args)
     config_from_args(SegmentRun, args)  # --minutes in its range
     if args.dry_run:

@@ -12,7 +12,7 @@ from deepfake.config.options import CHECKPOINT_PATTERN, DEVICE_PATTERN, option
 @dataclass
 class EvaluateConfig:
     max_faces: int = option(64, "held-out faces per side, the model's own validation split (0 = all)", lo=0)
-    max_frames: int = option(150, "video frames for the flicker measure (with --frames)", lo=0)
+    max_frames: int = option(150, "video frames for the flicker measure (with --frames; 0 = all)", lo=0)
     verify_threshold: float = 0.6  # dlib's same-person distance
     batch: int = 16
     grid_faces: int = 6  # held-out faces shown per side in the swap grid

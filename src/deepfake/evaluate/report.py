@@ -21,6 +21,7 @@ DFL_PAPER = [
     ("DeepFaceLab", 0.73, 0.39, 0.61, 0.73, 1.12),
 ]
 
+# "{verify_threshold}" is filled in per run (definitions()).
 DEFINITIONS = f"""\
 ## Metric definitions
 
@@ -50,7 +51,7 @@ face (the *target*: its expression and pose must survive), the output should loo
   target` large. dlib's own same-person threshold is {M.VERIFY_THRESHOLD}. Swaps are upscaled to 256 px
   before embedding.
 - **Verification** (a threshold verifier): a swap is verified when the Euclidean distance from its
-  embedding to the source identity's mean embedding is < {M.VERIFY_THRESHOLD}; the rate is the share of
+  embedding to the source identity's mean embedding is < {{verify_threshold}}; the rate is the share of
   swaps verified. **Closer to source**: the share whose distance to the source mean is below that to
   the target mean.
 - **Retrieval** (top-1 identity retrieval, the FaceShifter / SimSwap protocol): the gallery is the mean
@@ -83,6 +84,12 @@ face (the *target*: its expression and pose must survive), the output should loo
 - **Cost**: steps, wall time and training throughput (faces/s, both identities) from the run's
   `metrics.csv`; trainable parameters of the autoencoder and the discriminator.
 """
+
+
+def definitions(verify_threshold: float) -> str:
+    """The metric definitions, with the verification threshold the run used."""
+    return DEFINITIONS.replace("{verify_threshold}", f"{verify_threshold:g}")
+
 
 DETECTOR_CAVEAT = """\
 **How far the detector can be trusted.** These accuracy and AUC numbers are measured on swaps from
@@ -218,16 +225,17 @@ def report_markdown(result: dict[str, Any], overfit_step: int | None, plots: boo
         if result.get("throughput_plot"):
             lines += ["", "Training throughput and how busy the device was, per log window:", "",
                       "![throughput](throughput.png)"]
-    lines += ["", DEFINITIONS]
+    lines += ["", definitions(result.get("verify_threshold", M.VERIFY_THRESHOLD))]
     return "\n".join(lines) + "\n"
 
 
 def write_report(out_dir: Path, result: dict[str, Any], training: dict[str, Any],
-                 grid_rows: Sequence[tuple[str, Sequence[np.ndarray]]], plots: bool = True) -> Path:
+                 grid_rows: Sequence[tuple[str, Sequence[np.ndarray]]], patience: int, plots: bool = True) -> Path:
+    """report.md (and the plots); `patience` is the model's overfit_patience, so the over-fitting point
+    marked here is the one training warned about."""
     from deepfake.evaluate.plots import overfit_step
 
     curves = {"train": training["train"], "val": training["val"]}
-    patience = training.get("overfit_patience", 3)
     overfit = overfit_step(curves, patience)
     if plots:
         from deepfake.evaluate.plots import plot_loss_curves, plot_metric_bars, plot_throughput, save_swap_grid

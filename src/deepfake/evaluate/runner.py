@@ -1,7 +1,8 @@
 """Run a trained model over held-out faces (and optionally a video) and measure it.
 
 The held-out faces are the model's own validation split (`faceset.side_split` with the model's
-seed and fraction that training used), so nothing measured here was trained on.
+seed and fraction that training used), so nothing measured here was trained on; facesets that are not
+the ones the model trained on, or given the wrong way round, are refused (trained_on.py).
 
     metrics = evaluate_model("model", "faceset_a", "faceset_b", "report", EvaluateConfig())
 """
@@ -17,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 from deepfake.config import EvaluateConfig
 
@@ -25,6 +27,7 @@ from deepfake.devices import resolve_device
 from deepfake.errors import BadInputError, DeepfakeError
 from deepfake.evaluate import metrics as M
 from deepfake.evaluate.measure import FaceMeasurer, measure_swaps
+from deepfake.evaluate.trained_on import check_trained_on
 from deepfake.evaluate.training_log import read_training_log
 from deepfake.faceset import Faceset, read_faceset, side_split
 from deepfake.io.atomic import atomic_write_json
@@ -159,7 +162,7 @@ def evaluate_model(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Measure a model on held-out faces and write metrics.json and report.md. Returns the metrics."""
-    from deepfake.model_dir import load_model_dir
+    from deepfake.model_dir import DISCRIMINATOR, checkpoint_weights, load_model_dir
 
     cfg = cfg or EvaluateConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -179,6 +182,7 @@ def evaluate_model(
             log.warning("faceset %s: faces are %d px, smaller than the model's %d px", fs.root, fs.size, res)
         if tcfg.coverage and fs.coverage and abs(fs.coverage - tcfg.coverage) > 1e-6:
             raise DeepfakeError(f"{fs.root}: faceset coverage {fs.coverage} differs from the model's {tcfg.coverage}")
+    check_trained_on(model_dir, tcfg, loaded.identities, sets)
     held = {s: held_out_faces(sets[s], res, tcfg.val_fraction, tcfg.seed, s, cfg.max_faces, tcfg.val_split)
             for s in SIDES}
     identities = {s: held[s].train_mean_embedding for s in SIDES} | {
@@ -221,9 +225,9 @@ def evaluate_model(
         p_fake = discriminator_scores(disc, fake, cfg.batch, device)
         scores = np.concatenate([p_real, p_fake])
         labels = np.r_[np.ones(len(p_real)), np.zeros(len(p_fake))]
-        standalone = (model_dir / "discriminator_report.json").is_file()
+        d_weights = checkpoint_weights(model_dir, cfg.checkpoint).with_name(DISCRIMINATOR)  # the file loaded
         disc_metrics = {
-            "trained_by": "deepfake discriminator" if standalone else "adversarial training",
+            "trained_by": discriminator_trainer(d_weights),
             "n_real": len(p_real), "n_fake": len(p_fake), "threshold": cfg.detect_threshold,
             "accuracy": M.accuracy(scores, labels, cfg.detect_threshold),
             "auc": M.roc_auc(scores, labels),
@@ -250,6 +254,7 @@ def evaluate_model(
         "step": loaded.step,
         "preset": tcfg.preset,
         "resolution": res,
+        "verify_threshold": cfg.verify_threshold,
         "held_out": {s: int(len(held[s].indices)) for s in SIDES},
         "identities": {s: {"faceset": str(sets[s].root), "role": f"side {s.upper()}"} for s in SIDES} | {
             n: {"faceset": str(fs.root), "role": "distractor", "faces": len(fs)} for n, fs in distractors.items()},
@@ -290,9 +295,21 @@ def evaluate_model(
             grid_rows += [(f"{s.upper()} held-out", held[s].images[:n]), (f"{s.upper()} -> {s.upper()}", recon_images[s][:n])]
         for name, (src, tgt) in DIRECTIONS.items():
             grid_rows.append((f"{tgt.upper()} as {src.upper()} ({name})", swap_images[name][:n]))
-    write_report(out_dir, result, training, grid_rows, plots=plots)  # adds result["overfit_step"]
+    # adds result["overfit_step"], by the model's own over-fitting rule
+    write_report(out_dir, result, training, grid_rows, tcfg.overfit_patience, plots=plots)
     atomic_write_json(out_dir / "metrics.json", _json_safe(result))
     return result
+
+
+def discriminator_trainer(weights: Path) -> str:
+    """Who trained the discriminator weights in `weights`: `deepfake discriminator` marks its own in the
+    file's metadata; a checkpoint's (best/, a step) are always the adversarial run's."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError):
+        meta = {}
+    return "deepfake discriminator" if "standalone_steps" in meta else "adversarial training"
 
 
 def _json_safe(obj: Any) -> Any:
@@ -332,7 +349,7 @@ def measure_flicker(autoencoder: torch.nn.Module, video: Path, direction: str, t
     originals, masks, missing = [], [], 0
     with VideoReader(video) as reader:
         for _index, t, rgb in reader:
-            if len(originals) >= cfg.max_frames:
+            if cfg.max_frames and len(originals) >= cfg.max_frames:
                 break
             faces = analyzer.analyze(rgb, smoother=smoother, time=t)
             if not faces:

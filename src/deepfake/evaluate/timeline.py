@@ -26,18 +26,25 @@ import numpy as np
 from deepfake.config import EvaluateConfig
 from deepfake.errors import DeepfakeError
 from deepfake.evaluate.runner import DIRECTIONS, as_faceset, held_out_faces, run_autoencoder
+from deepfake.evaluate.trained_on import check_trained_on
 from deepfake.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from deepfake.model_dir import kept_steps, load_model_dir
 from deepfake.train.metrics import OVERFIT_MARGIN, overfit_start, read_metrics
 
 UNDER_FRACTION = 0.25  # under-trained: more than this share of the improvement to best still to come
+FACES = 4  # rows of the picture by default
+
+
+def validations(rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """(step, training loss, validation loss) of the rows the rules read."""
+    return [(r["step"], r["loss"], r["val_loss"]) for r in rows
+            if r.get("val_loss") is not None and np.isfinite(r["val_loss"]) and r.get("loss") is not None]
 
 
 def marks(steps: list[int], rows: list[dict[str, Any]], patience: int = 3) -> dict[str, int | None]:
     """The best, under-trained and over-trained kept steps (None when a rule finds none) from the
     metrics rows (`step`, `loss`, `val_loss`), by the rules in the module docstring."""
-    val = [(r["step"], r["loss"], r["val_loss"]) for r in rows
-           if r.get("val_loss") is not None and np.isfinite(r["val_loss"]) and r.get("loss") is not None]
+    val = validations(rows)
     if not steps or not val:
         return {"best": None, "under": None, "over": None}
     v_steps = np.array([s for s, _, _ in val], dtype=np.float64)
@@ -73,7 +80,7 @@ def timeline(
     cfg: EvaluateConfig,
     *,
     direction: str = "a2b",  # a2b: A's face onto B's held-out faces
-    faces: int = 4,  # rows
+    faces: int = FACES,  # rows: held-out faces of the target side (0: all of them)
     max_columns: int = 12,  # kept steps shown, spread evenly over the run (best and the marks always)
 ) -> dict[str, Any]:
     from deepfake.devices import resolve_device
@@ -81,6 +88,13 @@ def timeline(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if direction not in DIRECTIONS:
         raise DeepfakeError(f"direction '{direction}': choose {' or '.join(DIRECTIONS)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepfakeError(f"{out_dir}: timeline output exists and is not a folder")
+    # Every kept step is a column and only A and B are swapped: a checkpoint or a gallery would be ignored.
+    if str(cfg.checkpoint) != "last":
+        raise DeepfakeError(f"--timeline draws every kept step: leave out --checkpoint {cfg.checkpoint}")
+    if cfg.distractors:
+        raise DeepfakeError("--timeline measures no retrieval: leave out --distractors")
     kept = kept_steps(model_dir)
     if len(kept) < 2:
         raise DeepfakeError(f"{model_dir}: a timeline needs at least two kept steps (train with --keep-every N)")
@@ -91,8 +105,10 @@ def timeline(
     marked = marks(list(kept), rows, tcfg.overfit_patience)
     columns = _spread(list(kept), max_columns, [s for s in marked.values() if s is not None])
     source, target = DIRECTIONS[direction]
-    fs = as_faceset(faceset_b if target == "b" else faceset_a)
-    held = held_out_faces(fs, tcfg.model.resolution, tcfg.val_fraction, tcfg.seed, target, faces, tcfg.val_split)
+    sets = {"a": as_faceset(faceset_a), "b": as_faceset(faceset_b)}
+    check_trained_on(model_dir, tcfg, first.identities, sets)
+    held = held_out_faces(sets[target], tcfg.model.resolution, tcfg.val_fraction, tcfg.seed, target, faces,
+                          tcfg.val_split)
     swaps = {}
     for step in columns:
         model = load_model_dir(model_dir, str(device), checkpoint=step)
@@ -100,7 +116,8 @@ def timeline(
     out_dir.mkdir(parents=True, exist_ok=True)
     picture = out_dir / "timeline.png"
     _draw(picture, held.images, columns, swaps, rows, marked, direction)
-    result = {"direction": direction, "steps": columns, "kept_steps": list(kept), "marks": marked,
+    result = {"direction": direction, "faces": len(held.images), "steps": columns, "kept_steps": list(kept),
+              "marks": marked,
               "rules": {"under_fraction": UNDER_FRACTION, "patience": tcfg.overfit_patience, "margin": OVERFIT_MARGIN}, "picture": picture.name}
     atomic_write_json(out_dir / "timeline.json", result)
     atomic_write_text(out_dir / "timeline.md", timeline_markdown(result, model_dir, rows))
@@ -108,15 +125,20 @@ def timeline(
 
 
 def timeline_markdown(result: dict[str, Any], model_dir: Path, rows: list[dict[str, Any]]) -> str:
-    """The picture, what was marked with the losses there, and each rule in words."""
-    val = {r["step"]: r for r in rows if r.get("val_loss") is not None}
+    """The picture, what was marked with the losses there, and each rule in words. Each mark shows the
+    validation its rule judged: best the minimum itself, the others the validation nearest their step."""
+    val = validations(rows)
+    lowest = min(val, key=lambda v: v[2]) if val else None  # the first minimum, as marks() takes it
 
-    def losses(step: int | None) -> str:
+    def losses(step: int | None, at_minimum: bool = False) -> str:
         if step is None:
             return "none: no kept step meets the rule"
-        near = val[min(val, key=lambda s: abs(s - step))] if val else None
-        return f"step {step}" + (f" (training loss {near['loss']:.4g}, validation {near['val_loss']:.4g} at step "
-                                 f"{near['step']})" if near else "")
+        if at_minimum or not val:
+            near = lowest
+        else:
+            near = min(val, key=lambda v: abs(v[0] - step))  # a tie goes to the earlier, as in marks()
+        return f"step {step}" + (f" (training loss {near[1]:.4g}, validation {near[2]:.4g} at step {near[0]})"
+                                 if near else "")
 
     m, rules = result["marks"], result["rules"]
     return "\n".join([
@@ -125,7 +147,7 @@ def timeline_markdown(result: dict[str, Any], model_dir: Path, rows: list[dict[s
         f"{len(result['kept_steps'])} kept steps, with the training and validation losses under them.", "",
         f"![timeline]({result['picture']})", "",
         f"- **under-trained**: {losses(m['under'])}",
-        f"- **best**: {losses(m['best'])}",
+        f"- **best**: {losses(m['best'], at_minimum=True)}",
         f"- **over-trained**: {losses(m['over'])}", "",
         "The rules:", "",
         "- **best**: the kept step nearest the validation minimum.",

@@ -87,6 +87,8 @@ def train_segmenter(
     if not step_limit and not minutes:
         raise DeepfakeError("a run without a step limit needs a time budget (--minutes)")
     folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise DeepfakeError(f"{folder}: mask model output exists and is not a folder")
     device = resolve_device(cfg.device)
 
     # Section: resume. The folder's network config must match; its snapshot wins over initialisation.
