@@ -440,13 +440,21 @@ def test_compile_mode_auto_picks_cuda_graphs_for_small_models_on_cuda_only():
         resolve(dataclasses.replace(small, compile_mode="fast"), torch.device("cpu"))
 
 
-def test_resume_may_switch_decoder_checkpointing_but_not_the_architecture(tmp_path):
-    """Decoder checkpointing changes memory and speed, not the weights: a resume may switch it. A
-    different architecture is refused with a one-line error."""
-    saved = tiny()
-    switched = dataclasses.replace(saved, model=dataclasses.replace(saved.model, checkpoint_decoder=True))
-    loop_module._check_resumable(saved, switched, tmp_path, pooled=False)
-    other = dataclasses.replace(saved, model=dataclasses.replace(saved.model, latent_dims=saved.model.latent_dims * 2))
-    with pytest.raises(DeepfakeError, match="different model config") as e:
-        loop_module._check_resumable(saved, other, tmp_path, pooled=False)
-    assert "\n" not in str(e.value)
+def test_a_two_face_faceset_trains_and_a_failed_preview_keeps_the_checkpoint(faceset_a, faceset_b, tmp_path):
+    """The preview grid shows as many faces as both sides have (two here, six of B); and a preview that
+    cannot be written fails the run only after the step's checkpoint is saved."""
+    import shutil
+
+    from deepfake.faceset import read_faceset, write_manifest
+
+    two = shutil.copytree(faceset_a, tmp_path / "two", ignore=shutil.ignore_patterns(".cache"))
+    fs = read_faceset(two)
+    write_manifest(two, fs.header, fs.records[:2])
+    cfg = tiny(steps=4, batch=2, log_every=2, val_every=2, save_every=4, preview_every=4)
+    train(cfg, two, faceset_b, tmp_path / "m", progress=False)
+    assert cv2.imread(str(tmp_path / "m" / "previews" / "step_000004.png")).shape[:2] == (6 * 64, 56 + 2 * 64)
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "previews").write_text("a file where the previews folder goes")
+    with pytest.raises(OSError):
+        train(cfg, faceset_a, faceset_b, tmp_path / "blocked", progress=False)
+    assert latest_snapshot(tmp_path / "blocked").step == 4

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_options(p, TrainConfig, overrides=True, default_text="")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field after the pretrain rules, e.g. --set data.uniform_yaw=false")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config, then exit")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config, then exit (on a folder that "
+                   "holds a run, after checking the resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.epilog = ("DeepFaceLab's pretrain rules are applied to the preset: both sides draw from every faceset, random "
                 "warp off, flips on, no GAN, no learning-rate dropout, uniform yaw. An option without a default "
@@ -32,14 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    """Train's starting config (--config / --preset / the folder's own / original64), then DFL's pretrain
-    rules, then the flags given, then each --set."""
-    from deepfake.commands.train import apply_overrides, starting_config
-    from deepfake.config import TrainConfig
-    from deepfake.config.options import given_values
+    """Train's starting config (the resumed folder's own / --config / --preset / original64) with DFL's
+    pretrain rules (a resumed folder's has them), then the flags given, then each --set."""
+    from deepfake.commands.train import apply_overrides, command_flags, starting_config
     from deepfake.train.pretrain import pretrain_config
 
-    return apply_overrides(pretrain_config(starting_config(args)), given_values(TrainConfig, args), args.set)
+    return apply_overrides(starting_config(args, pretrain_config), command_flags(args), args.set)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.config_io import to_dict
     from deepfake.train.checks import validate
     from deepfake.train.pretrain import pretrain
+    from deepfake.train.resume import describe, holds_run
 
     config_from_args(PretrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
@@ -57,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
             raise DeepfakeError(f"{folder}: not a faceset (no faces.jsonl; make one with deepfake extract)")
     if args.dry_run:
         validate(cfg)  # a real run is checked where train() enters
+        would = describe(Path(args.out), cfg, pooled=True) if holds_run(args.out) else None
         print(json.dumps(to_dict(cfg), indent=2))
+        if would:
+            print(would)
         return 0
     result = pretrain(cfg, args.facesets, args.out, progress=not args.no_progress, minutes=args.minutes,
                       step_limit=step_limit(args))

@@ -48,23 +48,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    ).declared = batch
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set model.latent_dims=256 --set augment.flip=false")
-    p.add_argument("--dry-run", action="store_true", help="print and save the resolved config, then exit")
+    p.add_argument("--dry-run", action="store_true", help="print and save the resolved config, then exit; on a folder "
+                   "that holds a run, check the resume and say what it would do, saving nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.epilog = ("An option without a default above keeps the value of the preset (or of the resumed folder's "
-                "config.json); `--dry-run` prints the resolved config.")
+                "config.json: a resume keeps its own settings, and says which options given change them); "
+                "`--dry-run` prints the resolved config.")
 
 
-def starting_config(args: argparse.Namespace):
-    """The config a run starts from, before its flags: --config, else --preset, else (--from into a new
-    folder) the source's, else the folder's own config.json, else original64. `pretrain` starts the same way."""
+def starting_config(args: argparse.Namespace, rules=None):
+    """The config a run starts from, before its flags: a folder that holds a run, its own config.json;
+    else --config, else --preset, else (--from into a new folder) the source's, else the folder's own
+    config.json (a dry run's), else original64. `pretrain` starts the same way, with its `rules` applied
+    to a new run's start (a resumed folder's config has them already)."""
+    from deepfake.model_dir import read_config
+    from deepfake.train.resume import holds_run
+
+    if args.config and args.preset:
+        raise DeepfakeError("give --config or --preset, not both")
+    if holds_run(args.out):
+        if getattr(args, "start_from", None):
+            raise DeepfakeError(f"{args.out}: already holds a run; resume it without --from, or start into a new folder")
+        saved = read_config(args.out)
+        _same_start(args, saved, rules)
+        return saved
+    cfg = _new_start(args)
+    return rules(cfg) if rules else cfg
+
+
+def _new_start(args: argparse.Namespace):
     from deepfake.config import TrainConfig
     from deepfake.config_io import load_json
     from deepfake.model_dir import read_config
     from deepfake.models import preset_config
 
     start_from = getattr(args, "start_from", None)
-    if args.config and args.preset:
-        raise DeepfakeError("give --config or --preset, not both")
     if args.config:
         return load_json(TrainConfig, args.config)
     if args.preset:
@@ -78,14 +96,47 @@ def starting_config(args: argparse.Namespace):
     return preset_config("original64")
 
 
-def resolve_config(args: argparse.Namespace):
-    """The starting config, then the flags given, then each --set."""
+def _same_start(args: argparse.Namespace, saved, rules) -> None:
+    """A resumed folder keeps its own settings: a --preset or --config that would replace them is refused;
+    given again unchanged (the first command run again) it is fine."""
+    from dataclasses import replace
+
+    from deepfake.config import TrainConfig
+    from deepfake.config_io import load_json
+    from deepfake.train.reuse import first_difference
+
+    keep = f"{Path(args.out) / 'config.json'}: a resumed folder keeps its own settings"
+    todo = "leave it out (change single settings with their options or --set), or train into a new folder"
+    if args.preset and args.preset != saved.preset:
+        raise DeepfakeError(f"{keep} (preset {saved.preset}), not --preset {args.preset}'s; {todo}")
+    if args.config:
+        given = load_json(TrainConfig, args.config)
+        given = rules(given) if rules else given
+        # What train fills in (from the facesets, the start) the file may leave at its defaults.
+        given = replace(given, face_size=saved.face_size, coverage=saved.coverage, mask_region=saved.mask_region,
+                        start=saved.start, data=replace(given.data, pool=saved.data.pool))
+        # The options given apply to either: what they set is no disagreement.
+        flags = command_flags(args)
+        diff = first_difference(apply_overrides(saved, flags, args.set), apply_overrides(given, flags, args.set), "")
+        if diff is not None:
+            name, theirs, ours = diff
+            raise DeepfakeError(f"{keep} ({name} {theirs}), not --config {args.config}'s ({ours}); {todo}")
+
+
+def command_flags(args: argparse.Namespace) -> dict:
+    """{dotted path: value} of the TrainConfig options given (--batch only as a number: auto is probed later)."""
     from deepfake.config import TrainConfig
     from deepfake.config.options import given_values
 
     flags = given_values(TrainConfig, args)
-    flags["batch"] = args.batch if isinstance(args.batch, int) else None
-    return apply_overrides(starting_config(args), flags, args.set)
+    if not isinstance(getattr(args, "batch", None), int):
+        flags.pop("batch", None)
+    return flags
+
+
+def resolve_config(args: argparse.Namespace):
+    """The starting config, then the flags given, then each --set."""
+    return apply_overrides(starting_config(args), command_flags(args), args.set)
 
 
 def apply_overrides(cfg, flags: dict, sets: list[str]):
@@ -116,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.config_io import to_dict
     from deepfake.model_dir import write_config
     from deepfake.train.checks import validate
+    from deepfake.train.resume import describe, holds_run
 
     config_from_args(TrainRun, args)  # --minutes in its range
     cfg = resolve_config(args)
@@ -127,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
     if given_reset and args.start_from is None:
         raise DeepfakeError("--reset needs --from MODEL_DIR")
     reset = given_reset or "inter"
+    if args.dry_run and holds_run(args.out):
+        would = describe(Path(args.out), cfg, pooled=False)  # the resume's checks, before anything is printed
+        print(json.dumps(to_dict(cfg), indent=2))
+        print(would)
+        return 0
     if args.start_from is not None and args.dry_run:
         from dataclasses import replace
 

@@ -114,7 +114,7 @@ class TrainConfig:
     # Faces per identity per step (global, over all GPUs); the command line also takes auto and auto:N.
     batch: int = option(16, "faces per identity per step", lo=1, hi=4096)
     lr: float = option(5e-5, "generator learning rate", above=0, hi=1)
-    d_lr: float = 1e-4
+    d_lr: float = option(1e-4, "discriminator learning rate", above=0, hi=1, ui=False)
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | adamw
@@ -137,15 +137,15 @@ class TrainConfig:
     preview_every: int = option(500, "preview grid every N steps (0 = none)", lo=0)
     keep_backups: int = 3
     keep_every: int = option(0, "also keep the weights every N steps in MODEL_DIR/timeline (for evaluate --timeline)", lo=0)
-    log_every: int = 10  # a metrics row (the loss sums read from the device) every N steps
+    log_every: int = option(10, "a metrics row (the loss sums read from the device) every N steps", lo=1, ui=False)
     device: str = option("auto", DEVICE_HELP, pattern=DEVICE_PATTERN)
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
     compile: bool = option(False, "torch.compile G's and D's forward and losses (one graph each)", ui=False)
     compile_mode: str = option("auto", "torch.compile mode; reduce-overhead replays CUDA graphs (pays for small, fast "
                                "models); auto picks it on CUDA up to 128 px", choices=COMPILE_MODES, ui=False)
-    val_faces: int = 64  # per identity, at most: the fixed validation set
-    preview_faces: int = 6  # columns of the preview grid
+    val_faces: int = option(64, "held-out faces scored per identity, at most", lo=1, ui=False)
+    preview_faces: int = option(6, "columns of the preview grid, at most", lo=1, ui=False)
     overfit_patience: int = 3  # validations in a row with val up and train down before warning
     tensorboard: bool = True  # log to MODEL_DIR/tensorboard when the `tensorboard` package is installed
     # Filled in from the facesets at train time, so swap aligns faces the same way.

@@ -66,7 +66,9 @@ class EpochSampler:
 
     def load(self, state: torch.Tensor) -> None:
         if state.numel() != self.n + 1:
-            raise DeepfakeError("the faceset changed since this model was saved: cannot resume exactly")
+            raise DeepfakeError(f"the faceset changed since this model was saved ({state.numel() - 1} training faces "
+                                f"then, {self.n} now): cannot resume exactly; train a new folder from its weights "
+                                "(train --from MODEL_DIR --reset none)")
         self.pos = int(state[0])
         self._set_order(state[1:].clone())
 

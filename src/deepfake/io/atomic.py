@@ -40,9 +40,15 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; outputs should get the usual permissions (0666 minus the umask).
-    os.chmod(tmp_path, 0o666 & ~_umask())
+    mode = 0o666 & ~_umask()
+    os.chmod(tmp_path, mode)
+    inode = tmp_path.stat().st_ino
     try:
         yield tmp_path
+        # Some writers replace the file rather than write into it (safetensors' save_file does), and the
+        # replacement is 0600. One the writer kept is left as it set it (a private key stays 0600).
+        if tmp_path.stat().st_ino != inode:
+            os.chmod(tmp_path, mode)
         fsync_path(tmp_path)
         os.replace(tmp_path, path)
         fsync_path(path.parent)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deepfake.config import TrainConfig
-from deepfake.config.choices import COMPILE_MODES, VAL_SPLITS
+from deepfake.config.options import declared
 from deepfake.errors import DeepfakeError
 from deepfake.faceset import Faceset, read_faceset
 from deepfake.faceset.mask_files import MaskSource
@@ -22,16 +22,29 @@ log = logging.getLogger(__name__)
 
 
 def validate(cfg: TrainConfig) -> None:
+    check_declared(cfg)
     validate_model(cfg.model)
     check_mask_config(cfg)
-    if cfg.val_split not in VAL_SPLITS:
-        raise DeepfakeError(f"val_split '{cfg.val_split}': choose {' or '.join(VAL_SPLITS)}")
     if cfg.optimizer not in OPTIMIZERS:
         raise DeepfakeError(f"optimizer '{cfg.optimizer}': choose {' or '.join(OPTIMIZERS)}")
-    if cfg.grad_accum < 1:
-        raise DeepfakeError(f"grad_accum {cfg.grad_accum}: must be >= 1")
-    if cfg.compile_mode not in COMPILE_MODES:
-        raise DeepfakeError(f"compile_mode '{cfg.compile_mode}': choose one of {', '.join(COMPILE_MODES)}")
+
+
+def check_declared(cfg) -> None:
+    """Every declared option of `cfg` (a config dataclass) within its choices and range: a value from
+    --set, --config or a library caller passes the checks the command line's own flags pass. (A pattern
+    is the dashboard's guard on free text; the device it guards is checked where it is resolved.)"""
+    for d in declared(type(cfg)):
+        value = cfg
+        for part in d.path.split("."):
+            value = getattr(value, part)
+        if value is None:
+            continue
+        if d.opt.choices and value not in d.opt.choices:
+            *rest, last = map(str, d.opt.choices)
+            raise DeepfakeError(f"{d.path} '{value}': choose {', '.join(rest)} or {last}" if rest else
+                                f"{d.path} '{value}': must be {last}")
+        if d.check_range(value):
+            raise DeepfakeError(f"{d.path} {value:g}: must be {d.range_text()}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,12 @@ def finish(cfg: TrainConfig, faceset_a, faceset_b, pool: list[str] | None = None
         if abs(sets[0].coverage - sets[1].coverage) > 1e-6:
             log.warning("facesets were extracted with different coverage (%.3f vs %.3f); swap uses A's",
                         sets[0].coverage, sets[1].coverage)
+        if sets[0].size != sets[1].size:
+            log.warning("facesets were extracted at different sizes (%d vs %d px); both are resized to the model's "
+                        "%d px and swap aligns at A's", sets[0].size, sets[1].size, cfg.model.resolution)
+        if sets[0].root.resolve() == sets[1].root.resolve():
+            log.warning("%s is both A and B: the model learns to reconstruct one person, and a swap changes no one",
+                        sets[0].root)
     else:
         if not pool:
             raise DeepfakeError("pretrain: give at least one faceset")

@@ -23,7 +23,6 @@ import torch
 
 from deepfake.config import TrainConfig
 
-from deepfake.config_io import to_dict
 from deepfake.devices import resolve_device
 from deepfake.errors import DeepfakeError
 from deepfake.model_dir import BEST, TIMELINE, read_config, write_config
@@ -33,11 +32,12 @@ from deepfake.train.augment import augment_kernel
 from deepfake.train.batches import Side, draw_step, load_side, mine_step, validate
 from deepfake.train.build import Built, build
 from deepfake.run_folder import RunBar, stop_signals
-from deepfake.train.checkpoint import Snapshot, latest_snapshot
+from deepfake.train.checkpoint import Snapshot
 from deepfake.train.checkpoint_writer import SnapshotWriter
 from deepfake.train.data_stream import DataStream
+from deepfake.train import resume as resuming
 from deepfake.train import reuse
-from deepfake.train.pretrain import load_pool
+from deepfake.train.pretrain import load_pool, pool_train_counts
 from deepfake.train.metrics import TRAIN_KEYS, LogWindow, MetricsLog, OverfitWatch, read_metrics
 from deepfake.train.previews import write_preview
 from deepfake.train.step_timer import StepTimer
@@ -118,17 +118,21 @@ def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resu
     main = dist.is_main()
     per_rank_batch = dist.shard_batch(cfg.batch)
 
-    # Section: resume. The folder's own snapshot wins over fresh initialisation.
+    # Section: resume. The folder's own snapshot wins over fresh initialisation; a folder with weights
+    # but no readable snapshot is refused (resume.newest_snapshot), never trained over from scratch.
     snap: Snapshot | None = None
-    if (model_dir / "config.json").is_file():
+    changes: list[str] = []
+    if resuming.holds_run(model_dir):
         if not resume:
             raise DeepfakeError(f"{model_dir}: already holds a model (resume it, or pick a new folder)")
         if start_from is not None:
             raise DeepfakeError(f"{model_dir}: already holds a run; resume it without --from, or start into a new folder")
         saved = read_config(model_dir)
-        _check_resumable(saved, cfg, model_dir, inputs.pooled)
+        changes = resuming.check_resumable(saved, cfg, model_dir, inputs.pooled)
         cfg = replace(cfg, start=saved.start)  # where the weights began stays recorded, whatever the flags
-        snap = latest_snapshot(model_dir)
+        snap, snap_folder = resuming.newest_snapshot(model_dir)
+        counts = (pool_train_counts if inputs.pooled else resuming.pair_train_counts)(cfg, inputs.facesets)
+        resuming.check_faces(snap, counts, model_dir, inputs.pooled)
     start = reuse.read_start(start_from, cfg, reset) if start_from is not None else None
 
     # Section: data, decoded once, split per identity, on the device.
@@ -161,13 +165,13 @@ def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resu
     start, rows, wall_before, sums, count, watch = 0, [], 0.0, None, 0, OverfitWatch(cfg.overfit_patience)
     best_val = float("inf")  # the lowest validation loss so far, whose weights are in MODEL_DIR/best
     if snap is not None:
-        _restore(snap, built, gens, side_a, side_b)
+        resuming.restore(snap, snap_folder, built, gens, side_a, side_b, model_dir)
         sums, count = snap.rng.get("sums"), int(snap.state.get("sums_count", 0))
         start, wall_before = snap.step, float(snap.state.get("wall_s", 0.0))
         watch = OverfitWatch(cfg.overfit_patience, snap.state.get("overfit_history"), snap.state.get("overfit_warned"))
         best_val = float(snap.state.get("best_val") or float("inf"))
         rows = [r for r in read_metrics(model_dir / "metrics.csv") if r["step"] <= start]
-        log.info("resuming %s at step %d", model_dir, start)
+        log.info("resuming %s at step %d%s", model_dir, start, f"; changed: {', '.join(changes)}" if changes else "")
     if main:
         write_config(model_dir, cfg, identities or None)
     aug_kernel = augment_kernel(cfg.compile)
@@ -258,9 +262,7 @@ def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resu
                     sums.zero_()
                     count, steps_since_log, t_log = 0, 0, time.perf_counter()
 
-            # Section: previews and checkpoints.
-            if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or last):
-                write_preview(model_dir / "previews" / f"step_{step:06d}.png", built.autoencoder, side_a.preview, side_b.preview)
+            # Section: checkpoints, then previews (a preview that fails leaves the checkpoint queued).
             if main and cfg.keep_every > 0 and step % cfg.keep_every == 0:
                 saver.submit_weights(f"{TIMELINE}/step_{step:06d}", _weights(built), {"step": str(step)})
             if step % cfg.save_every == 0 or last:
@@ -269,6 +271,8 @@ def _train(inputs: checks.RunInputs, model_dir: Path, device: torch.device, resu
                          "overfit_history": watch.history, "overfit_warned": watch.warned,
                          "best_val": best_val if math.isfinite(best_val) else None}
                 _save(saver, step, built, gens, side_a, side_b, sums, state)
+            if main and cfg.preview_every > 0 and (step % cfg.preview_every == 0 or last):
+                write_preview(model_dir / "previews" / f"step_{step:06d}.png", built.autoencoder, side_a.preview, side_b.preview)
             if stopping:  # under DDP a rank may stop on another rank's signal: that reads as the budget
                 stopped_by = signals["stop"] or "minutes"
         if stopped_by is None:  # the loop reached `end`
@@ -318,50 +322,3 @@ def _weights(built: Built) -> dict[str, dict[str, torch.Tensor]]:
     if built.discriminator is not None:
         out["discriminator"] = built.discriminator.state_dict()
     return out
-
-
-def _restore(snap: Snapshot, built: Built, gens: Generators, side_a: Side, side_b: Side) -> None:
-    """Load a snapshot's weights, optimizer states, samplers and random streams into the run."""
-    built.autoencoder.load_state_dict(snap.autoencoder)
-    built.opt_g.load_state_dict(snap.optimizer_g)
-    if built.discriminator is not None and snap.discriminator is not None:
-        built.discriminator.load_state_dict(snap.discriminator)
-        if snap.optimizer_d is not None:
-            built.opt_d.load_state_dict(snap.optimizer_d)
-    elif built.discriminator is not None:
-        log.info("adding a discriminator to a model trained without one")
-    code_d = built.likeness.code_d if built.likeness is not None else None
-    if code_d is not None and snap.code_discriminator is not None:
-        code_d.load_state_dict(snap.code_discriminator)
-        built.likeness.opt_code.load_state_dict(snap.optimizer_code)
-    gens.sample.set_state(snap.rng["sample_gen"])
-    saved_aug = snap.rng.get("aug_gen_ranks")  # (world, state): every rank's augmentation stream
-    if saved_aug is not None and saved_aug.shape[0] == dist.world_size():
-        gens.aug.set_state(saved_aug[dist.rank()].clone())  # exactly where each rank stopped
-    elif dist.world_size() == 1:
-        gens.aug.set_state(snap.rng["aug_gen"])
-    else:
-        # Saved with another number of processes: each rank starts a fresh stream of its own, so the
-        # resumed run is correct but not bitwise the uninterrupted one.
-        log.info("resuming on %d processes a run saved on another number: fresh augmentation streams", dist.world_size())
-        gens.aug.manual_seed(dist.rank_seed(built.cfg.seed + 1 + snap.step))
-    side_a.sampler.load(snap.rng["sampler_a"])
-    side_b.sampler.load(snap.rng["sampler_b"])
-
-
-def _check_resumable(saved: TrainConfig, cfg: TrainConfig, model_dir: Path, pooled: bool) -> None:
-    # A pair's folder resumed as a pretraining run (or the reverse) would silently turn into the other kind.
-    if bool(saved.data.pool) != pooled:
-        if pooled:
-            raise DeepfakeError(f"{model_dir}: holds a pair's run (deepfake train), not a pretraining one; "
-                                "resume it with deepfake train, or pretrain into a new folder")
-        raise DeepfakeError(f"{model_dir}: holds a pretraining run (deepfake pretrain); resume it with deepfake "
-                            f"pretrain, or start a pair from it in a new folder with --from {model_dir}")
-    # Activation checkpointing changes memory and speed, not weights: it may be switched on a resume.
-    saved = replace(saved, model=replace(saved.model, checkpoint_decoder=cfg.model.checkpoint_decoder))
-    for part in ("model", "discriminator"):
-        if to_dict(getattr(saved, part)) != to_dict(getattr(cfg, part)):
-            raise DeepfakeError(
-                f"{model_dir}: holds a model with a different {part} config; resume with the same settings "
-                "(omit --preset/--arch/--config) or train into a new folder"
-            )

@@ -75,14 +75,27 @@ def load_pool(inputs: RunInputs, device: torch.device, generator: torch.Generato
                                                  masks=masks))
     pool = FaceCache(torch.cat([c.images for c in caches]), torch.cat([c.masks for c in caches]),
                      torch.cat([c.landmarks for c in caches]), [r for c in caches for r in c.records])
-    trains, vals, offset = [], [], 0
-    for i, cache in enumerate(caches):
-        t, v = split_train_val(len(cache), cfg.val_fraction, cfg.seed + i, cfg.val_split)
-        trains.append(t + offset)
-        vals.append(v + offset)
-        offset += len(cache)
-    train_idx, val_idx = np.concatenate(trains), interleave(vals)
+    train_idx, val_idx = pool_split([len(c) for c in caches], cfg)
     side_a = make_side(pool, train_idx, val_idx, cfg, device, generator)
     side_b = replace(side_a, sampler=EpochSampler(len(train_idx), generator, side_a.cache.device, side_a.sampler.weights))
     log.info("pretraining on %d faces of %d facesets (%d held out)", len(train_idx), len(caches), len(val_idx))
     return side_a, side_b
+
+
+def pool_split(sizes: list[int], cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pool's training and validation rows, for facesets of `sizes` faces stacked in that order: each
+    faceset split as `train` splits a side (its own seed), the held-out faces interleaved."""
+    trains, vals, offset = [], [], 0
+    for i, n in enumerate(sizes):
+        t, v = split_train_val(n, cfg.val_fraction, cfg.seed + i, cfg.val_split)
+        trains.append(t + offset)
+        vals.append(v + offset)
+        offset += n
+    return np.concatenate(trains), interleave(vals)
+
+
+def pool_train_counts(cfg: TrainConfig, facesets) -> list[tuple[str, int]]:
+    """What each side of a pretraining run draws from and its training faces (both sides: the pool's)."""
+    n = len(pool_split([len(fs) for fs in facesets], cfg)[0])
+    what = f"the pretraining pool ({', '.join(str(fs.root) for fs in facesets)})"
+    return [(what, n), (what, n)]

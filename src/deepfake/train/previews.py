@@ -1,6 +1,6 @@
 """The preview grid: what the user looks at to judge training.
 
-Rows (top to bottom), one column per fixed validation face:
+Rows (top to bottom), one column per fixed validation face (as many as both sides have):
     A        the real A faces
     A->A     A reconstructed by side a
     A->B     A rendered as B (the swap)
@@ -25,7 +25,10 @@ LABEL_WIDTH = 56
 
 @torch.no_grad()
 def preview_images(model: torch.nn.Module, faces_a: torch.Tensor, faces_b: torch.Tensor) -> list[torch.Tensor]:
-    """The six rows as float tensors (N, 3, R, R) in [0, 1]. faces_*: float (N, 3, R, R) on the model's device."""
+    """The six rows as float tensors (N, 3, R, R) in [0, 1]. faces_*: float (N_a or N_b, 3, R, R) on the
+    model's device; a row holds as many faces as the smaller side has (a faceset of two faces shows two)."""
+    n = min(len(faces_a), len(faces_b))
+    faces_a, faces_b = faces_a[:n], faces_b[:n]
     was_training = model.training
     model.eval()
     za, zb = model.encode(faces_a), model.encode(faces_b)

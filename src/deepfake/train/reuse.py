@@ -30,6 +30,7 @@ import json
 import logging
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -70,18 +71,18 @@ def config_hash(cfg: TrainConfig) -> str:
 
 
 def first_difference(a, b, prefix: str) -> tuple[str, object, object] | None:
-    """(dotted field, a's value, b's value) of the first field in which two dataclasses differ."""
+    """(dotted field, a's value, b's value) of the first field but FREE_FIELDS in which two dataclasses differ."""
+    return next((d for d in differences(a, b, prefix) if d[0].rpartition(".")[2] not in FREE_FIELDS), None)
+
+
+def differences(a, b, prefix: str = "") -> Iterator[tuple[str, object, object]]:
+    """(dotted field, a's value, b's value) for every field in which two dataclasses differ."""
     for f in fields(a):
-        if f.name in FREE_FIELDS:
-            continue
         va, vb = getattr(a, f.name), getattr(b, f.name)
         if is_dataclass(va):
-            found = first_difference(va, vb, f"{prefix}{f.name}.")
-            if found:
-                return found
+            yield from differences(va, vb, f"{prefix}{f.name}.")
         elif (list(va) if isinstance(va, (list, tuple)) else va) != (list(vb) if isinstance(vb, (list, tuple)) else vb):
-            return f"{prefix}{f.name}", va, vb
-    return None
+            yield f"{prefix}{f.name}", va, vb
 
 
 def read_start(source, cfg: TrainConfig, reset: str) -> Start:
