@@ -58,3 +58,35 @@ def test_cli_reports_held_out_scores(plain_model, faceset_a, faceset_b, capsys):
     assert "ROC-AUC" in out and "held-out" in out
     assert cli_main(["discriminator", "-m", str(plain_model.parent / "nope"), "--a", "x", "--b", "y"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+
+def test_another_kind_leaves_the_model_folder_training_and_swapping_as_before(faceset_a, faceset_b, tmp_path, capsys):
+    """A unet trained alone on a patch-GAN model: config.json stays byte for byte, so training resumes
+    and the best checkpoint (which holds the model's own patch D) still loads; the unet is what the
+    folder's latest weights score with, until training publishes its own D again."""
+    from deepfake.config import SwapConfig
+    from deepfake.model_dir import CONFIG
+    from deepfake.models.discriminator import PatchDiscriminator, UNetDiscriminator
+    from deepfake.swap.model import load_swap_model
+
+    model = tmp_path / "gan"
+    cfg = dataclasses.replace(preset_config("tiny"), steps=4, batch=4, save_every=2, val_every=2, preview_every=0)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, gan_weight=0.1))
+    train(cfg, faceset_a, faceset_b, model, progress=False)
+    config_before = (model / CONFIG).read_bytes()
+    rc = cli_main(["discriminator", "-m", str(model), "--a", str(faceset_a), "--b", str(faceset_b),
+                   "--steps", "2", "--batch", "4", "--kind", "unet", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    assert (model / CONFIG).read_bytes() == config_before
+    assert json.loads((model / REPORT).read_text())["discriminator"]["kind"] == "unet"
+    assert isinstance(load_model_dir(model).discriminator, UNetDiscriminator)
+    assert isinstance(load_model_dir(model, checkpoint="best").discriminator, PatchDiscriminator)
+    assert load_swap_model(model, SwapConfig(checkpoint="best", device="cpu")).step > 0
+    rc = cli_main(["evaluate", "-m", str(model), "--a", str(faceset_a), "--b", str(faceset_b), "-o",
+                   str(tmp_path / "report"), "--checkpoint", "best", "--max-faces", "2", "--device", "cpu",
+                   "--no-plots"])
+    assert rc == 0, capsys.readouterr().err
+    resumed = train(dataclasses.replace(cfg, steps=6), faceset_a, faceset_b, model, progress=False)
+    assert resumed.step == 6
+    assert isinstance(load_model_dir(model).discriminator, PatchDiscriminator)

@@ -266,3 +266,103 @@ def test_a_sweep_saved_before_a_config_field_existed_still_resumes(tmp_path):
     with pytest.raises(DeepfakeError, match="different base"):
         run_sweep("A", "B", grid, tmp_path, SweepConfig(steps=3), base=TrainConfig(), train_fn=fake2.train,
                   evaluate_fn=fake2.evaluate, plots=False)
+
+
+def test_ctrl_c_stops_the_sweep_and_the_variant_resumes_to_the_full_budget(faceset_a, faceset_b, tmp_path,
+                                                                           one_torch_thread):
+    """train() saves and returns on Ctrl-C; the sweep must stop there, not rank a half-trained variant."""
+    import os
+    import signal
+    import threading
+    import time
+    from dataclasses import replace
+
+    from deepfake.model_dir import AUTOENCODER, step_of
+    from deepfake.models.presets import preset_config
+    from deepfake.train.checkpoint import latest_snapshot
+
+    steps = 20
+    base = replace(preset_config("tiny"), batch=4, val_every=2, save_every=1000, preview_every=0, tensorboard=False)
+    cfg = SweepConfig(steps=steps, device="cpu")
+    grid = {"activation": ["relu"]}
+    first = tmp_path / "variants" / "baseline" / "model"
+
+    def evaluate(model_dir, a, b, report_dir):
+        return {"summary": {"steps": step_of(model_dir / AUTOENCODER), "ssim": 0.5}}
+
+    def ctrl_c_once_training():  # metrics.csv is first written at the step-2 validation, inside the loop
+        deadline = time.time() + 120
+        while not (first / "metrics.csv").is_file() and time.time() < deadline:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_training, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(faceset_a, faceset_b, grid, tmp_path, cfg, base=base, evaluate_fn=evaluate, plots=False)
+    assert 0 < latest_snapshot(first).step < steps  # train() saved on the signal
+    state = load_state(tmp_path)
+    assert state["variants"]["baseline"]["status"] != "done"
+    assert "activation=relu" not in state["variants"]  # the sweep stopped
+
+    res = run_sweep(faceset_a, faceset_b, grid, tmp_path, cfg, base=base, evaluate_fn=evaluate, plots=False)
+    assert res.ran == ["baseline", "activation=relu"] and not res.failed
+    assert [(r["status"], r["steps"]) for r in res.rows] == [("done", steps), ("done", steps)]
+
+
+def test_a_variant_trained_short_of_the_budget_is_not_done(tmp_path):
+    from deepfake.train import TrainResult
+
+    def short(cfg, a, b, model_dir):
+        return TrainResult(model_dir, step=3, stopped_by="stop_at", metrics=[], skipped_steps=0)
+
+    res = run_sweep("A", "B", {"activation": ["relu"]}, tmp_path, SweepConfig(steps=5), base=TrainConfig(),
+                    train_fn=short, evaluate_fn=lambda *a: {"summary": {"ssim": 0.5}}, plots=False)
+    assert res.failed == ["baseline", "activation=relu"] and not res.ran
+    assert "step 3, short of the sweep's 5 steps" in load_state(tmp_path)["variants"]["baseline"]["error"]
+
+
+def test_every_variant_is_checked_before_anything_trains(tmp_path, capsys):
+    from deepfake.cli import main as cli_main
+    from deepfake.models.presets import preset_config
+
+    base = preset_config("tiny")
+    bad = {"activation=gelu,foo": "unknown activation 'foo'", "norm=bogus": "unknown norm 'bogus'",
+           "val_split=head": "val_split 'head'", "batch=0": "batch 0: must be", "lr=-1": "lr -1: must be > 0",
+           "resolution=65": "resolution 65: must be"}
+    for spec, why in bad.items():
+        with pytest.raises(DeepfakeError, match=rf"^sweep variant {spec.partition('=')[0]}=\S+: .*{why}"):
+            expand_grid(parse_grid([spec], base), base)
+    fake = FakeTrainer()
+    with pytest.raises(DeepfakeError, match="sweep variant activation=foo: unknown activation 'foo'"):
+        run_sweep("A", "B", {"activation": ["gelu", "foo"]}, tmp_path / "sw", SweepConfig(steps=3),
+                  base=TrainConfig(), train_fn=fake.train, evaluate_fn=fake.evaluate, plots=False)
+    assert fake.calls == [] and not (tmp_path / "sw").exists()
+    assert cli_main(["sweep", "--a", "A", "--b", "B", "-o", str(tmp_path / "dry"), "--grid", "batch=4,0",
+                     "--dry-run"]) == 2
+    assert "sweep variant batch=0: batch 0: must be 1..4096" in capsys.readouterr().err
+
+    # A key with no values is an error in a grid file as it is inline, not a silently smaller sweep.
+    empty = tmp_path / "grid.yaml"
+    empty.write_text("lr: []\nactivation: [relu]\n")
+    with pytest.raises(DeepfakeError, match=r"grid.yaml: no values for lr"):
+        parse_grid(empty, base)
+    with pytest.raises(DeepfakeError, match="no values"):
+        parse_grid(["lr="], base)
+
+
+def test_sweep_state_is_strict_json_with_a_nan_metric(tmp_path):
+    def reject(token):
+        raise ValueError(f"bare {token} in the state file")
+
+    fake = FakeTrainer()
+    nan = lambda *a: {"summary": {"ssim": float("nan"), "psnr": 12.5}}  # noqa: E731
+    res = run_sweep("A", "B", {"activation": ["relu"]}, tmp_path, SweepConfig(steps=3), base=TrainConfig(),
+                    train_fn=fake.train, evaluate_fn=nan, plots=False)
+    state = json.loads((tmp_path / "sweep_state.json").read_text(), parse_constant=reject)
+    assert state["variants"]["baseline"]["summary"] == {"ssim": None, "psnr": 12.5}
+    assert all(r["rank"] == "" for r in res.rows)  # a NaN is not ranked
+    # Resumed from the state file, the null is n/a as the NaN was.
+    res = run_sweep("A", "B", {"activation": ["relu"]}, tmp_path, SweepConfig(steps=3), base=TrainConfig(),
+                    train_fn=fake.train, evaluate_fn=nan, plots=False)
+    assert sorted(res.skipped) == ["activation=relu", "baseline"]
+    assert "| baseline | done | n/a |" in (tmp_path / "results.md").read_text().replace("**", "")

@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from deepfake.config import TrainConfig
+from deepfake.config import DiscriminatorConfig, TrainConfig
 
 from deepfake.config_io import from_dict, to_dict
 from deepfake.errors import DeepfakeError, ModelDirError
@@ -44,6 +44,9 @@ CONFIG = "config.json"
 IDENTITIES = "identities.json"
 AUTOENCODER = "autoencoder.safetensors"
 DISCRIMINATOR = "discriminator.safetensors"
+# Metadata key of a discriminator weight file whose settings are not config.json's (`deepfake discriminator`
+# may train another kind): its DiscriminatorConfig as JSON.
+D_SETTINGS = "discriminator_config"
 SNAPSHOTS = "checkpoints"
 BEST = "best"
 TIMELINE = "timeline"
@@ -85,6 +88,24 @@ def step_of(path: Path) -> int | None:
         return int(meta["step"]) if "step" in meta else None
     except (SafetensorError, OSError, ValueError):
         return None
+
+
+def discriminator_config(path: Path, cfg: TrainConfig) -> DiscriminatorConfig:
+    """The settings of the discriminator in weight file `path`: its own when the file records them, else
+    the model's (config.json)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(D_SETTINGS)
+    except (SafetensorError, OSError) as e:
+        raise ModelDirError(f"{path}: unreadable weight file ({e})") from None
+    if text is None:
+        return cfg.discriminator
+    try:
+        return from_dict(DiscriminatorConfig, json.loads(text), where=f"{path} {D_SETTINGS}")
+    except ValueError as e:
+        raise ModelDirError(f"{path}: unreadable {D_SETTINGS} ({e})") from None
+    except DeepfakeError as e:
+        raise ModelDirError(str(e)) from None
 
 
 def write_config(model_dir: str | Path, cfg: TrainConfig, identities: dict[str, np.ndarray] | None = None) -> None:
@@ -221,7 +242,7 @@ def load_model_dir(path: str | Path, device: str = "cpu", checkpoint: str | int 
     discriminator = None
     d_weights = weights.with_name(DISCRIMINATOR)
     if d_weights.is_file():
-        discriminator = build_discriminator(cfg.discriminator, cfg.model.resolution)
+        discriminator = build_discriminator(discriminator_config(d_weights, cfg), cfg.model.resolution)
         _load_into(discriminator, load_tensors(d_weights, "cpu"), d_weights)
         discriminator.to(device).eval()
     autoencoder.to(device).eval()

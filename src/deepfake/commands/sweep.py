@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from deepfake.config import SweepConfig
 from deepfake.config.options import add_options, config_from_args
@@ -23,18 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepfake.config_io import replace_path
-    from deepfake.sweep.run import apply_overrides, expand_grid, parse_grid, resolve_base, run_sweep
+    from deepfake.sweep.run import expand_grid, parse_grid, resolve_base, run_sweep
 
     cfg = config_from_args(SweepConfig, args)
     cfg = replace_path(cfg, "evaluate.device", cfg.device)
     base = resolve_base(cfg)
     grid = parse_grid(args.grid, base)
     if args.dry_run:
-        for v in expand_grid(grid, base):
-            apply_overrides(base, v.overrides)
+        for v in expand_grid(grid, base):  # checks every variant's config
             print(f"{v.name}{'  (baseline)' if v.baseline else ''}: {v.overrides or 'base config'}")
         return 0
-    result = run_sweep(args.a, args.b, grid, args.output, cfg, base=base)
+    try:
+        result = run_sweep(args.a, args.b, grid, args.output, cfg, base=base)
+    except KeyboardInterrupt:
+        print(f"sweep stopped: run the same command again to resume it ({args.output} keeps every finished "
+              "variant and the last save of the one in training)", file=sys.stderr)
+        raise
     print(f"{len(result.ran)} trained, {len(result.skipped)} already done, {len(result.failed)} failed")
     for name in result.failed:
         print(f"  failed: {name}")

@@ -133,6 +133,9 @@ def _read_grid_file(path: Path) -> dict[str, list[Any]]:
     if not isinstance(bundles, list) or not all(isinstance(b, dict) and b for b in bundles):
         raise DeepfakeError(f"{path}: '{BUNDLES}' must be a list of mappings of field -> value")
     grid = {k: (v if isinstance(v, list) else [v]) for k, v in _flatten(data).items()}
+    empty = [k for k, v in grid.items() if not v]
+    if empty:
+        raise DeepfakeError(f"{path}: no values for {', '.join(empty)} (give at least one, or leave the key out)")
     if ONE_AT_A_TIME in special:
         grid[ONE_AT_A_TIME] = [bool(special[ONE_AT_A_TIME])]
     if bundles:
@@ -156,10 +159,15 @@ def expand_grid(grid: dict[str, list[Any]], base: TrainConfig) -> list[Variant]:
     """The baseline first, then every combination (or, with `one_at_a_time`, every value of every key on
     its own), then the bundles. A variant equal to the base config is the baseline.
 
-    Every value is checked against its field's type (YAML's `1` for a float field becomes 1.0).
+    Every value is checked against its field's type (YAML's `1` for a float field becomes 1.0), and every
+    variant's config against the rules training applies (check_variant), so no variant fails on its config
+    after others have trained.
     """
     one_at_a_time = grid.get(ONE_AT_A_TIME, [False])[0]
     fields_ = {k: vs for k, vs in grid.items() if k not in (ONE_AT_A_TIME, BUNDLES)}
+    empty = [k for k, vs in fields_.items() if not vs]
+    if empty:
+        raise DeepfakeError(f"sweep grid: no values for {', '.join(empty)}")
     keys = [resolve_key(k, base) for k in fields_]
     values = [[check_value(field_type(base, k), v, f"sweep grid: {k}") for v in vs]
               for k, vs in zip(keys, fields_.values())]
@@ -181,7 +189,40 @@ def expand_grid(grid: dict[str, list[Any]], base: TrainConfig) -> list[Variant]:
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise DeepfakeError("sweep grid: two variants map to the same name; shorten the values")
+    for v in variants:
+        check_variant(apply_overrides(base, v.overrides), v.name)
     return variants
+
+
+def check_variant(cfg: TrainConfig, name: str) -> None:
+    """One-line DeepfakeError naming variant `name` when its config cannot train: the checks train() runs
+    where it enters, then the networks built on the meta device, where an unknown activation or norm
+    surfaces (train() finds those only after loading its data) without allocating anything."""
+    from deepfake.train.checks import validate
+
+    try:
+        validate(cfg)
+        _build_on_meta(cfg)
+    except DeepfakeError as e:
+        raise DeepfakeError(f"sweep variant {name}: {e}") from None
+
+
+def _build_on_meta(cfg: TrainConfig) -> None:
+    """Build the nets train() builds, shapes only. Only the config's own errors (DeepfakeError) count:
+    anything else the meta device cannot do is left to the trainer."""
+    import torch
+
+    from deepfake.models import build_autoencoder, build_discriminator
+
+    try:
+        with torch.device("meta"):
+            build_autoencoder(cfg.model)
+            if cfg.loss.gan_weight > 0:
+                build_discriminator(cfg.discriminator, cfg.model.resolution)
+    except DeepfakeError:
+        raise
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 def apply_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:

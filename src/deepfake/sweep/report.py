@@ -60,6 +60,8 @@ def _dict_path(d: dict[str, Any], dotted: str) -> Any:
 
 
 def _fmt(x: Any) -> str:
+    if x is None:  # a metric that is not finite, or not measured (the state file holds JSON's null)
+        return "n/a"
     if isinstance(x, bool):
         return "yes" if x else ""
     if isinstance(x, float):

@@ -65,7 +65,14 @@ def load_state(out_dir: Path) -> dict[str, Any]:
 
 
 def save_state(out_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write_json(out_dir / STATE_FILE, state)
+    atomic_write_json(out_dir / STATE_FILE, _json_safe(state))
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN is not JSON: null, as in evaluate's metrics.json (imported here: evaluate loads the face models)."""
+    from deepfake.evaluate.runner import _json_safe as json_safe
+
+    return json_safe(obj)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -92,7 +99,9 @@ def run_sweep(
     evaluate_fn: EvaluateFn | None = None,  # (model_dir, a, b, report_dir) -> metrics dict
     plots: bool = True,
 ) -> SweepResult:
-    """Train and evaluate every variant; a failing variant is recorded and the sweep goes on."""
+    """Train and evaluate every variant; a failing variant is recorded and the sweep goes on. Ctrl-C or
+    SIGTERM during training raises KeyboardInterrupt once train() has saved: the variant stays unfinished
+    and the next call resumes it."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DeepfakeError(f"{out_dir}: sweep output exists and is not a folder")
@@ -131,10 +140,12 @@ def run_sweep(
         log.info("sweep: training %s (%s)", v.name, ", ".join(f"{k}={x}" for k, x in v.overrides.items()) or "base")
         t0 = time.perf_counter()
         try:
-            train_fn(vcfg, faceset_a, faceset_b, vdir / "model")
+            _require_budget(train_fn(vcfg, faceset_a, faceset_b, vdir / "model"), vcfg, cfg)
             train_s = time.perf_counter() - t0
             metrics = evaluate_fn(vdir / "model", faceset_a, faceset_b, vdir / "eval")
-            entry.update(status="done", train_seconds=train_s, summary=metrics.get("summary", {}), error=None)
+            # null for NaN here too, so a fresh table and a resumed one show the same
+            entry.update(status="done", train_seconds=train_s, summary=_json_safe(metrics.get("summary", {})),
+                         error=None)
         except (KeyboardInterrupt, SystemExit):
             raise  # the entry stays "running": the next run resumes it
         except BaseException as e:  # noqa: BLE001 - any failure of one variant (OOM, NaN, bad config) is data
@@ -151,6 +162,21 @@ def run_sweep(
 
     rows = write_results(out_dir, state, variants, cfg.rank_by, plots=plots)
     return SweepResult(out_dir, rows, ran, skipped, failed)
+
+
+def _require_budget(result: Any, vcfg: TrainConfig, cfg: SweepConfig) -> None:
+    """A variant counts only when it trained the whole budget, or the ranking is unfair. train() returns
+    normally on SIGINT/SIGTERM (after saving): that stops the sweep, and the variant, left unfinished,
+    resumes from its save on the next run. A trainer that returns no TrainResult is taken at its word."""
+    stopped_by = getattr(result, "stopped_by", None)
+    if stopped_by is None:
+        return
+    if getattr(result, "interrupted", False):
+        raise KeyboardInterrupt
+    reached = stopped_by == "minutes" if cfg.minutes > 0 else result.step >= vcfg.steps
+    if not reached:
+        budget = f"{cfg.minutes:g} minutes" if cfg.minutes > 0 else f"{vcfg.steps} steps"
+        raise DeepfakeError(f"training stopped ({stopped_by}) at step {result.step}, short of the sweep's {budget}")
 
 
 def _same_config(saved: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -4,11 +4,14 @@ Real samples are faces from the two facesets; fake samples are what the model ma
 reconstructions A->A, B->B and its swaps A->B, B->A). Faces are split per identity before anything is
 trained, so the reported accuracy and ROC-AUC are measured on faces (real and fake) the detector never
 saw. The trained weights go to MODEL_DIR/discriminator.safetensors (where `deepfake detect` and
-`load_model_dir` find them) and the scores to MODEL_DIR/discriminator_report.json.
+`load_model_dir` find them), with this discriminator's own settings in the file's metadata, and the scores
+to MODEL_DIR/discriminator_report.json. config.json is never changed: it describes what `train` trains and
+resumes (its checkpoints and best/ hold the model's own discriminator), whatever kind is trained here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +27,7 @@ from deepfake.errors import DeepfakeError
 from deepfake.faceset import read_faceset, side_split
 from deepfake.faceset.cache import FaceCache
 from deepfake.io.atomic import atomic_write_json
-from deepfake.model_dir import DISCRIMINATOR, load_model_dir, save_tensors
+from deepfake.model_dir import D_SETTINGS, DISCRIMINATOR, load_model_dir, save_tensors
 from deepfake.run_folder import RunBar
 from deepfake.train.augment import augment
 from deepfake.train.build import build_discriminator_alone
@@ -162,10 +165,7 @@ def train_discriminator(
     )
     if save:
         model_dir = Path(model_dir)
-        if to_dict(dcfg) != to_dict(tcfg.discriminator):
-            from deepfake.model_dir import write_config
-
-            write_config(model_dir, replace(tcfg, discriminator=dcfg))  # so load_model_dir rebuilds this D
-        save_tensors(model_dir / DISCRIMINATOR, disc.state_dict(), {"step": str(loaded.step), "standalone_steps": str(steps)})
+        meta = {"step": str(loaded.step), "standalone_steps": str(steps), D_SETTINGS: json.dumps(to_dict(dcfg))}
+        save_tensors(model_dir / DISCRIMINATOR, disc.state_dict(), meta)
         atomic_write_json(model_dir / REPORT, {**report.__dict__, "discriminator": to_dict(dcfg)})
     return report
