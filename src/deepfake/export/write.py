@@ -8,7 +8,6 @@ from which model, and that what they output is synthetic. The file is written to
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import time
@@ -124,20 +123,13 @@ def export_bytes(model_dir: str | Path, crop: str, cfg: ExportConfig) -> tuple[b
 
 def export_model(model_dir: str | Path, output: str | Path, cfg: ExportConfig) -> ExportSummary:
     """Write `output` (.dfm or .onnx) from `model_dir`; see the module docstring."""
-    from deepfake.swap.checks import check_writable, missing_parents
+    from deepfake.swap.checks import check_writable, new_folders_removed_on_failure
 
     start = time.perf_counter()
     output = Path(output)
     crop = check_export(output, cfg)
-    missing = missing_parents(output.parent)
-    try:
+    with new_folders_removed_on_failure(output.parent):
         check_writable(output.parent)
         data, meta, size = export_bytes(model_dir, crop, cfg)
         atomic_write_bytes(output, data)
-    except BaseException:
-        # Nothing partial: not even the empty folders made for the output.
-        for d in missing:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
     return ExportSummary(output, crop, size, int(meta["step"]), len(data) / 2**20, time.perf_counter() - start)

@@ -89,20 +89,13 @@ def run_live(source, camera: int | None, model_path: str | Path, cfg: LiveConfig
              on_frame: Callable[[np.ndarray], None] | None = None) -> LiveResult:
     """Swap `source` (a SOURCE string, None with `camera`, or an opened source of sources.py) until it ends,
     a limit is reached or Ctrl-C. `on_frame(rgb)` sees every output frame."""
-    from deepfake.swap.checks import missing_parents, validate_config
+    from deepfake.swap.checks import new_folders_removed_on_failure, validate_config
 
     output = None if output is None else Path(output)
     stats_path = None if stats_path is None else Path(stats_path)
     validate_config(cfg.swap_config())
-    missing = [d for p in (output, stats_path) if p is not None for d in missing_parents(p.parent)]
-    try:
+    with new_folders_removed_on_failure(*(p.parent for p in (output, stats_path) if p is not None)):
         return _run(source, camera, model_path, cfg, output, stats_path, progress, on_frame)
-    except BaseException:
-        # Nothing partial: not even the empty folders made for the outputs (deepest first, so each is empty).
-        for d in sorted(set(missing), key=lambda d: len(d.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
 
 
 def _run(source, camera: int | None, model_path: str | Path, cfg: LiveConfig, output: Path | None,

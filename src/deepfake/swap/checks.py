@@ -3,9 +3,11 @@ an output folder that can be written. Each fails with one line naming the path o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from deepfake.config import SwapConfig
 from deepfake.errors import BadInputError, DeepfakeError, OutputError
@@ -108,6 +110,20 @@ def check_writable(folder: Path) -> None:
         os.unlink(tmp)
     except OSError as e:
         raise OutputError(f"{folder}: output folder is not writable ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def new_folders_removed_on_failure(*folders: Path) -> Iterator[None]:
+    """Run the body; when it fails, remove the folders on the way to `folders` that it made (deepest
+    first, each only when empty): a failed run leaves nothing, not even the folders made for its output."""
+    made = sorted({d for f in folders for d in missing_parents(f)}, key=lambda d: len(d.parts), reverse=True)
+    try:
+        yield
+    except BaseException:
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def missing_parents(folder: Path) -> list[Path]:

@@ -33,7 +33,7 @@ from deepfake.swap.checks import (
     check_output,
     check_writable,
     input_kind,
-    missing_parents,
+    new_folders_removed_on_failure,
     validate_config,
 )
 from deepfake.swap.blend_mask import mask_parts
@@ -144,9 +144,8 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
     kind = input_kind(input_path)
     check_output(kind, output, cfg, input_path)
     folder = output if kind == "folder" else output.parent
-    missing = missing_parents(folder)
-    check_writable(folder)
-    try:
+    with new_folders_removed_on_failure(folder):
+        check_writable(folder)
         if model is None:
             model = load_swap_model(model_dir, cfg)
         model, cfg = prepare_masks(model, cfg)
@@ -158,12 +157,6 @@ def swap(input_path: str | Path, output: str | Path, model_dir: str | Path, cfg:
         if kind == "image":
             return swap_image_file(input_path, output, model, cfg)
         return swap_folder(input_path, output, model, cfg, progress)
-    except BaseException:
-        # Nothing partial: not even the empty folders made for the output.
-        for d in missing:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------
