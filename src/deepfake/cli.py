@@ -87,6 +87,7 @@ def entry() -> None:
     temp files on the way out; `train` handles both itself, to save first (run_folder.stop_signals)."""
     signal.signal(signal.SIGTERM, _terminate)
     code = main()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the work is done: a late SIGTERM ends the teardown at once
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()
